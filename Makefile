@@ -1,0 +1,46 @@
+# Newcomer commands: `make run` (install, then serve the chat page) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch comes first so that sentence-transformers finds a CPU build already in place.
+TORCH_SPEC ?= torch==2.13.0
+# The default native llama.cpp build crashes on some AVX-512/AMX CPUs; this portable one works
+# everywhere with AVX2.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint format eval clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet "llama-cpp-python[server]>=0.3.16"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/chatbot serve
+
+test: setup
+	$(VENV)/bin/ruff check chatbot knowledge ui tests
+	$(VENV)/bin/ruff format --check chatbot knowledge ui tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check chatbot knowledge ui tests
+
+format: setup
+	$(VENV)/bin/ruff format chatbot knowledge ui tests
+	$(VENV)/bin/ruff check --fix chatbot knowledge ui tests
+
+# Retrieval scores on the Zulip help center beside the repository (../shared), in a scratch store.
+eval: setup
+	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot ingest ../shared/kb/zulip-help/help
+	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

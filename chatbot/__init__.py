@@ -1,0 +1,1 @@
+"""The conversation core: settings, LLM providers, prompts, chain, service and CLI."""

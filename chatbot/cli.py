@@ -1,0 +1,223 @@
+"""The `chatbot` command: serve, ingest, ask, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from chatbot.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("chatbot")
+
+
+def _disable_telemetry() -> None:
+    # Read at import time by Gradio, Chroma and the Hugging Face libraries: set before importing.
+    for name, value in {
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "ANONYMIZED_TELEMETRY": "False",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(name, value)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.profile)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    updates = {}
+    if args.host:
+        updates["host"] = args.host
+    if args.port:
+        updates["port"] = args.port
+    if updates:
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update=updates)}
+        )
+    from chatbot.service import create_service, ensure_sample_knowledge
+
+    print("Loading the knowledge store and the model…", flush=True)
+    service = create_service(settings)
+    try:
+        report = ensure_sample_knowledge(service)
+        if report is not None:
+            print(f"Ingested the sample help center: {_counts(report)}", flush=True)
+        from ui.gradio_app import launch
+
+        launch(service, settings)
+    finally:
+        service.close()
+    return 0
+
+
+def _counts(report) -> str:
+    return ", ".join(f"{count} {name}" for name, count in report.counts().items())
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from chatbot.service import create_service
+
+    service = create_service(settings, with_model=False)
+
+    def progress(number: int, total: int, source: str) -> None:
+        if sys.stderr.isatty() or args.verbose:
+            print(f"[{number}/{total}] {source}", file=sys.stderr, flush=True)
+
+    report = service.ingest([Path(p) for p in args.paths], progress=progress)
+    for source, reason in report.failed:
+        print(f"failed: {source}: {reason}", file=sys.stderr)
+    if args.verbose:
+        for source, reason in report.skipped:
+            print(f"skipped: {source}: {reason}", file=sys.stderr)
+    print(_counts(report))
+    return 0 if report.ok else 1
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from chatbot.errors import InputRejected
+    from chatbot.history import load_history_file
+    from chatbot.service import DoneEvent, TokenEvent, create_service, ensure_sample_knowledge
+
+    try:
+        history = load_history_file(Path(args.history)) if args.history else []
+    except (OSError, ValueError) as exc:
+        return _fail(f"--history: {exc}", 2)
+    service = create_service(settings)
+    try:
+        ensure_sample_knowledge(service)
+        result = None
+        for event in service.stream(args.question, history):
+            if isinstance(event, TokenEvent) and not args.json:
+                print(event.text, end="", flush=True)
+            elif isinstance(event, DoneEvent):
+                result = event.result
+    except InputRejected as exc:
+        return _fail(exc.message, 2)
+    finally:
+        service.close()
+    assert result is not None
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print()
+        for number, source in enumerate(result.sources, start=1):
+            print(f"[{number}] {source.title} ({source.source}, score {source.score:.2f})")
+    if result.error:
+        return _fail(f"the model call failed ({result.error})", 3)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.k:
+        settings = settings.model_copy(
+            update={"retrieval": settings.retrieval.model_copy(update={"top_k": args.k})}
+        )
+    from chatbot.evaluation import format_summary, load_questions, run_eval
+    from chatbot.service import create_service
+
+    try:
+        questions = load_questions(Path(args.questions))
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), 2)
+    service = create_service(settings, with_model=not args.retrieval_only)
+    try:
+        if args.retrieval_only:
+            answer = lambda q, h: service.retrieval_only(q, h).to_dict()  # noqa: E731
+        else:
+            answer = lambda q, h: service.ask(q, h).to_dict()  # noqa: E731
+
+        def progress(number: int, total: int) -> None:
+            if sys.stderr.isatty():
+                print(f"\r{number}/{total}", end="", file=sys.stderr, flush=True)
+
+        _, summary = run_eval(
+            questions,
+            answer,
+            k=settings.retrieval.top_k,
+            with_answers=not args.retrieval_only,
+            out=Path(args.out) if args.out else None,
+            progress=progress,
+        )
+    finally:
+        service.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(format_summary(summary, settings.retrieval.top_k))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatbot", description=__doc__)
+    parser.add_argument("--profile", help="configs/<PROFILE>.yaml over configs/default.yaml")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the chat web app")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    ingest = sub.add_parser("ingest", help="add or update documents in the knowledge store")
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("-v", "--verbose", action="store_true", help="list every file")
+    ingest.set_defaults(func=cmd_ingest)
+
+    ask = sub.add_parser("ask", help="ask one question")
+    ask.add_argument("question")
+    ask.add_argument("--history", metavar="FILE", help='JSON list of {"role","content"} turns')
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.set_defaults(func=cmd_ask)
+
+    evaluate = sub.add_parser("eval", help="score a question set (JSONL)")
+    evaluate.add_argument("questions", metavar="QUESTIONS.jsonl")
+    evaluate.add_argument("--out", metavar="ANSWERS.jsonl")
+    evaluate.add_argument("--retrieval-only", action="store_true", help="skip writing answers")
+    evaluate.add_argument("--k", type=int, help="documents per question (default retrieval.top_k)")
+    evaluate.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --profile is accepted after the subcommand too: `chatbot serve --profile azure`.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--profile" in argv[1:]:
+        i = argv.index("--profile")
+        if i + 1 < len(argv):
+            argv = argv[i : i + 2] + argv[:i] + argv[i + 2 :]
+    args = build_parser().parse_args(argv)
+    _disable_telemetry()
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        return _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the trace in the log
+        log.debug("command failed", exc_info=True)
+        return _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

