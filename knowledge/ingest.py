@@ -122,6 +122,10 @@ def _ingest_one(
         return
     twin = store.find_by_hash(content_hash)
     if twin and twin.source != source:
+        if existing:
+            # The file no longer says what its indexed version says; keeping that version
+            # would let answers quote text the file has dropped.
+            store.delete_document(source)
         report.skipped.append((source, f"same content as '{twin.source}', already indexed"))
         return
     chunks = chunk_document(doc, chunk_size, chunk_overlap)

@@ -11,6 +11,7 @@ from knowledge.macros import expand_macros
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
 LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]
 
 
 class DocumentError(Exception):
@@ -110,9 +111,10 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     lines: list[str] = []
     body = soup.body or soup
-    for element in body.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]):
+    for element in body.find_all(HTML_BLOCKS):
         text = element.get_text(" ", strip=True)
-        if not text:
+        # A <p> inside an <li> or <td> is already part of the outer element's text.
+        if not text or element.find_parent(HTML_BLOCKS):
             continue
         if element.name in {"h1", "h2", "h3", "h4"}:
             lines.append("#" * int(element.name[1]) + " " + text)
@@ -126,7 +128,7 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
 
 def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(str(path))
@@ -141,7 +143,9 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, OSError, TypeError) as exc:
+    # PyPdfError, not just PdfReadError: malformed files also raise LimitReachedError (a
+    # self-referencing object) and ParseError, which are siblings of PdfReadError.
+    except (PyPdfError, ValueError, KeyError, OSError, TypeError) as exc:
         raise DocumentError(source, f"the PDF could not be read ({exc})") from exc
     text = "\n\n".join(t.strip() for t in texts if t.strip())
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")

@@ -275,7 +275,9 @@ class KnowledgeStore:
             strict=False,
         ):
             if live.get(str(meta.get("doc_id"))) == meta.get("version"):
-                hits.append(_stored_chunk(chunk_id, text, meta, 1.0 - float(distance)))
+                # float32 rounding makes the distance of an identical text slightly negative.
+                similarity = min(1.0, 1.0 - float(distance))
+                hits.append(_stored_chunk(chunk_id, text, meta, similarity))
         return hits
 
 

@@ -1,0 +1,145 @@
+"""ChatService answering from a real store through the Azure provider, against the HTTP stub."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from chatbot.errors import MESSAGES
+from chatbot.providers import make_chat_model
+from chatbot.service import ChatService
+from chatbot.settings import load_settings
+from knowledge.ingest import ingest_paths
+from knowledge.retriever import HybridRetriever
+from tests.conftest import TEST_PROFILE
+from tests.fixtures.azure_stub import (
+    completion,
+    content_filter,
+    context_length_exceeded,
+    rate_limited,
+    slow,
+    sse_completion,
+)
+
+pytestmark = pytest.mark.slow  # loads the embedding model
+
+DOC_NAME = "lumora-kettle.md"
+DESCALE_STEP = "Hold the Brew button for seven seconds until the ring glows amber."
+DOC = f"""# Descaling the Lumora Smart Kettle
+
+Limescale builds up in the Lumora Smart Kettle after about three months of daily use.
+
+## How to descale
+
+1. Fill the kettle with equal parts water and white vinegar up to the MAX line.
+2. {DESCALE_STEP}
+3. Wait twenty minutes, then rinse the kettle twice with clean water.
+"""
+QUESTION = "How do I descale my Lumora kettle?"
+ANSWER = "Fill it with water and vinegar, then hold the Brew button for seven seconds [1]."
+
+
+@pytest.fixture
+def make_service(tmp_path, store, azure_stub, azure_key):
+    """``make_service(max_retries=0, ...)``: a ChatService with one article, aimed at the stub."""
+    docs = tmp_path / "kb"
+    docs.mkdir()
+    (docs / DOC_NAME).write_text(DOC, encoding="utf-8")
+    report = ingest_paths(store, [docs])
+    assert report.ok and report.added == [DOC_NAME], report
+
+    def build(**llm) -> ChatService:
+        settings = load_settings(
+            TEST_PROFILE,
+            data_dir=tmp_path / "data",
+            llm={
+                "provider": "azure",
+                "max_retries": 0,
+                "timeout_s": 10,
+                "azure": {"endpoint": azure_stub.url, "deployment": "support-phi"},
+                **llm,
+            },
+        )
+        return ChatService(settings, store, HybridRetriever(store), make_chat_model(settings.llm))
+
+    return build
+
+
+def test_an_answer_comes_from_the_model_with_its_sources(make_service, azure_stub):
+    azure_stub.script(sse_completion(ANSWER, usage=(321, 17)))
+
+    result = make_service().ask(QUESTION)
+
+    assert result.error is None
+    assert result.handoff is False
+    assert result.answer == ANSWER
+    assert [s.source for s in result.sources] == [DOC_NAME]
+    assert result.usage == {"prompt_tokens": 321, "completion_tokens": 17}
+
+
+def test_the_request_quotes_the_source_and_asks_the_question(make_service, azure_stub):
+    azure_stub.script(completion(ANSWER))
+
+    make_service(max_output_tokens=300).ask(QUESTION)
+
+    (request,) = azure_stub.requests
+    assert request.path == "/openai/deployments/support-phi/chat/completions"
+    system = request.message_text("system")
+    assert f"\n> 2. {DESCALE_STEP}\n" in system, "the source is quoted line by line"
+    assert f"[1] Descaling the Lumora Smart Kettle ({DOC_NAME})" in system
+    assert request.messages[-1] == {"role": "user", "content": QUESTION}
+    assert request.body["max_completion_tokens"] == 300
+    assert request.body["stream"] is True
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (content_filter(), "content_filter"),
+        (context_length_exceeded(), "context_overflow"),
+        (rate_limited(), "rate_limited"),
+    ],
+    ids=["content_filter", "context_length_exceeded", "429"],
+)
+def test_a_refused_request_becomes_a_polite_answer(make_service, azure_stub, reply, code):
+    azure_stub.script(reply)
+
+    result = make_service().ask(QUESTION)
+
+    assert result.error == code
+    assert result.answer == MESSAGES[code]
+    assert "Traceback" not in result.answer and "Error code" not in result.answer
+    assert result.handoff is False
+    assert [s.source for s in result.sources] == [DOC_NAME]
+
+
+def test_a_timeout_becomes_a_polite_answer(make_service, azure_stub):
+    azure_stub.script(slow(5))
+
+    result = make_service(timeout_s=0.5).ask(QUESTION)
+
+    assert result.error == "timeout"
+    assert result.answer == MESSAGES["timeout"]
+
+
+def test_an_answer_cut_by_the_output_filter_is_flagged(make_service, azure_stub):
+    azure_stub.script(sse_completion("Fill the kettle with", finish_reason="content_filter"))
+
+    result = make_service().ask(QUESTION)
+
+    assert result.error == "content_filter"
+
+
+def test_the_key_stays_out_of_the_logs(make_service, azure_stub, azure_key, caplog):
+    caplog.set_level(logging.DEBUG)
+    azure_stub.script(completion(ANSWER), content_filter())
+    service = make_service()
+
+    service.ask(QUESTION)
+    failed = service.ask(QUESTION)
+
+    assert failed.error == "content_filter"
+    assert any("content_filter" in r.getMessage() for r in caplog.records), "the failure is logged"
+    assert azure_key not in caplog.text
+    assert azure_key not in repr(service.settings)

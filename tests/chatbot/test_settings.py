@@ -1,0 +1,240 @@
+"""Settings: defaults, profiles, environment overrides and start-up errors that name the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from chatbot.settings import (
+    CONFIG_DIR,
+    Provider,
+    Settings,
+    SettingsError,
+    available_profiles,
+    load_settings,
+)
+
+# Set by load_settings from the profile chosen, so it is not a key of the YAML files.
+NOT_IN_YAML = {"profile"}
+
+
+def test_defaults_load():
+    settings = load_settings()
+
+    assert settings.profile == "default"
+    assert settings.llm.provider == Provider.LOCAL
+    assert settings.retrieval.top_k == 5
+    assert settings.log_level == "INFO"
+
+
+def test_default_yaml_agrees_with_the_model_defaults():
+    assert load_settings() == Settings(profile="default")
+
+
+def test_the_test_profile_overrides_only_its_keys():
+    default, test = load_settings(), load_settings("test")
+
+    assert test.profile == "test"
+    assert test.log_level == "WARNING"
+    assert test.llm.max_output_tokens == 64
+    assert test.llm.max_retries == 0
+    assert test.llm.local.n_ctx == 4096
+    assert test.retrieval.sample_knowledge is False
+    assert test.llm.temperature == default.llm.temperature
+    assert test.llm.local.port == default.llm.local.port
+    assert test.retrieval.top_k == default.retrieval.top_k
+
+
+def test_the_azure_profile_selects_azure():
+    settings = load_settings("azure")
+
+    assert settings.llm.provider == Provider.AZURE
+    assert settings.llm.context_window == 131072
+    assert settings.llm.azure.deployment == "Phi-4-mini-instruct"
+
+
+def test_overrides_passed_in_code_win_over_yaml(tmp_path):
+    settings = load_settings("test", data_dir=tmp_path, llm={"azure": {"deployment": "mine"}})
+
+    assert settings.data_dir == tmp_path
+    assert settings.llm.azure.deployment == "mine"
+    assert settings.llm.max_output_tokens == 64, "a nested override keeps its siblings"
+
+
+@pytest.mark.parametrize("profile", [None, "test"])
+def test_environment_overrides_yaml(monkeypatch, profile):
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__TOP_K", "3")
+    monkeypatch.setenv("CHATBOT_LLM__MAX_OUTPUT_TOKENS", "100")
+
+    settings = load_settings(profile)
+
+    assert settings.retrieval.top_k == 3
+    assert settings.llm.max_output_tokens == 100
+    assert settings.retrieval.chunk_size == 1000, "the rest of the section stays"
+
+
+def test_a_bad_provider_names_the_key_and_the_choices(monkeypatch):
+    monkeypatch.setenv("CHATBOT_LLM__PROVIDER", "bogus")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert "llm.provider" in message
+    assert "bogus" in message
+    for name in ("local", "azure", "openai_compatible"):
+        assert name in message
+
+
+def test_provider_names_are_the_documented_ones():
+    assert [p.value for p in Provider] == ["local", "azure", "openai_compatible"]
+
+
+def test_an_unknown_profile_lists_the_available_ones():
+    with pytest.raises(SettingsError) as caught:
+        load_settings("staging")
+
+    message = str(caught.value)
+    assert "staging" in message
+    for name in ("azure", "default", "test"):
+        assert name in message
+    assert available_profiles() == ["azure", "default", "test"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("log_levle: DEBUG\n", "log_levle"),
+        ("llm:\n  temprature: 0.5\n", "llm.temprature"),
+        ("llm:\n  azure:\n    deployement: phi\n", "llm.azure.deployement"),
+        ("retrieval:\n  topk: 3\n", "retrieval.topk"),
+    ],
+)
+def test_an_unknown_yaml_key_is_refused(tmp_path, text, key):
+    (tmp_path / "default.yaml").write_text(text, encoding="utf-8")
+
+    with pytest.raises(SettingsError, match=re.escape(f"'{key}'")):
+        load_settings(config_dir=tmp_path)
+
+
+def test_an_unknown_key_in_a_profile_is_refused(tmp_path):
+    (tmp_path / "default.yaml").write_text("log_level: INFO\n", encoding="utf-8")
+    (tmp_path / "mine.yaml").write_text("server:\n  prot: 8000\n", encoding="utf-8")
+
+    with pytest.raises(SettingsError, match=re.escape("'server.prot'")):
+        load_settings("mine", config_dir=tmp_path)
+
+
+def test_a_misspelt_environment_variable_is_refused(monkeypatch):
+    monkeypatch.setenv("CHATBOT_LLM__TEMPRATURE", "0.5")
+
+    with pytest.raises(SettingsError, match=re.escape("'llm.temprature'")):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("llm:\n  temperature: 3\n", "llm.temperature"),
+        ("retrieval:\n  chunk_size: 200\n  chunk_overlap: 200\n", "chunk_overlap"),
+        ("log_level: LOUD\n", "log_level"),
+        ("server:\n  port: 70000\n", "server.port"),
+    ],
+)
+def test_an_out_of_range_value_names_the_key(tmp_path, yaml_text, key):
+    (tmp_path / "default.yaml").write_text(yaml_text, encoding="utf-8")
+
+    with pytest.raises(SettingsError, match=re.escape(key)):
+        load_settings(config_dir=tmp_path)
+
+
+def test_invalid_yaml_is_a_settings_error(tmp_path):
+    (tmp_path / "default.yaml").write_text("llm: [unclosed\n", encoding="utf-8")
+
+    with pytest.raises(SettingsError, match="default.yaml"):
+        load_settings(config_dir=tmp_path)
+
+
+# ----- configs/default.yaml documents every key
+
+
+def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.add(path)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _model_keys(annotation, f"{path}.")
+    return keys
+
+
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):")
+
+
+def _yaml_key_lines(path: Path) -> dict[str, int]:
+    """Dotted key -> line index, for a block-style YAML file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: dict[str, int] = {}
+    stack: list[tuple[int, str]] = []
+    for index, line in enumerate(lines):
+        match = KEY_LINE.match(line)
+        if not match:
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match["key"]))
+        found[".".join(key for _, key in stack)] = index
+    return found
+
+
+def _loaded_keys(data: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in data.items():
+        keys.add(f"{prefix}{name}")
+        if isinstance(value, dict) and value:
+            keys |= _loaded_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+# Keys that share the comment of the key right above them ("Address and port of the web app").
+SHARES_COMMENT_WITH = {
+    "retrieval.chunk_overlap": "retrieval.chunk_size",
+    "server.port": "server.host",
+}
+
+
+def _is_commented(key: str, key_lines: dict[str, int], lines: list[str]) -> bool:
+    index = key_lines[key]
+    if key in SHARES_COMMENT_WITH and key_lines.get(SHARES_COMMENT_WITH[key]) == index - 1:
+        return _is_commented(SHARES_COMMENT_WITH[key], key_lines, lines)
+    return index > 0 and lines[index - 1].strip().startswith("#")
+
+
+def test_default_yaml_holds_every_setting():
+    path = CONFIG_DIR / "default.yaml"
+    in_model = _model_keys(Settings) - NOT_IN_YAML
+    key_lines = _yaml_key_lines(path)
+
+    assert set(key_lines) == _loaded_keys(yaml.safe_load(path.read_text(encoding="utf-8")))
+    assert sorted(in_model - set(key_lines)) == [], "settings missing from default.yaml"
+    assert sorted(set(key_lines) - in_model) == [], "default.yaml keys the model does not know"
+
+
+def test_every_setting_in_default_yaml_is_commented():
+    path = CONFIG_DIR / "default.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    key_lines = _yaml_key_lines(path)
+    # Section headers (llm:, llm.azure:) are named by their keys; the values need the comments.
+    sections = {key.rsplit(".", 1)[0] for key in key_lines if "." in key}
+
+    uncommented = [
+        key for key in key_lines if key not in sections and not _is_commented(key, key_lines, lines)
+    ]
+
+    assert uncommented == []

@@ -1,0 +1,107 @@
+"""Chunking: heading-aware chunks, navigation sections dropped, link-list pages recognised."""
+
+from __future__ import annotations
+
+from knowledge.chunking import chunk_document, is_navigation_page
+from knowledge.loaders import LoadedDocument, load_document
+from tests.conftest import SAMPLE_HELP
+
+
+def _doc(text: str, title: str = "Pair a bulb") -> LoadedDocument:
+    return LoadedDocument(source="pair.md", title=title, text=text, format="markdown")
+
+
+ARTICLE = """\
+# Pair a bulb
+
+Bulbs join the hub in about a minute.
+
+## Before you start
+
+Make sure the hub light is solid white.
+
+### Older bulbs
+
+Reset a bulb from another home by switching it off and on 5 times.
+
+## Related articles
+
+* Troubleshoot offline bulbs
+* Supported devices
+"""
+
+
+def test_chunks_keep_their_heading_names():
+    chunks = chunk_document(_doc(ARTICLE))
+
+    by_text = {c.text: c.heading for c in chunks}
+    assert by_text == {
+        "Bulbs join the hub in about a minute.": "Pair a bulb",
+        "Make sure the hub light is solid white.": "Before you start",
+        "Reset a bulb from another home by switching it off and on 5 times.": (
+            "Before you start > Older bulbs"
+        ),
+    }
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_embedding_text_carries_title_and_heading():
+    older = next(c for c in chunk_document(_doc(ARTICLE)) if "5 times" in c.text)
+
+    assert older.embedding_text("Pair a bulb").splitlines() == [
+        "Pair a bulb > Before you start > Older bulbs",
+        "Reset a bulb from another home by switching it off and on 5 times.",
+    ]
+
+
+def test_related_articles_section_is_dropped():
+    chunks = chunk_document(_doc(ARTICLE))
+
+    assert chunks, "the article itself must still be chunked"
+    for chunk in chunks:
+        assert "Troubleshoot offline bulbs" not in chunk.text
+        assert "Related articles" not in chunk.heading
+
+
+def test_navigation_headings_are_matched_case_insensitively():
+    text = "# Scenes\n\nScenes set many lights at once.\n\n## See Also\n\n* Schedules\n"
+
+    chunks = chunk_document(_doc(text, title="Scenes"))
+
+    assert [c.text for c in chunks] == ["Scenes set many lights at once."]
+
+
+def test_long_section_is_split_within_the_chunk_size():
+    sentences = " ".join(f"Step {n} tells you to wait a little longer." for n in range(60))
+    text = f"# Firmware\n\n## Update the hub\n\n{sentences}\n"
+
+    chunks = chunk_document(_doc(text, title="Firmware"), chunk_size=300, overlap=50)
+
+    assert len(chunks) > 3
+    assert all(len(c.text) <= 300 for c in chunks)
+    assert {c.heading for c in chunks} == {"Update the hub"}
+    assert "Step 0 " in chunks[0].text and "Step 59 " in chunks[-1].text
+
+
+def test_text_without_headings_is_one_chunk():
+    chunks = chunk_document(_doc("Call us on weekdays.", title="Contact"))
+
+    assert [(c.heading, c.text) for c in chunks] == [("", "Call us on weekdays.")]
+
+
+def test_link_list_page_is_a_navigation_page(tmp_path):
+    links = "\n".join(f"* [Article number {n}](/help/article-{n})" for n in range(12))
+    path = tmp_path / "index.md"
+    path.write_text(f"# Help center\n\n## Getting started\n\n{links}\n", encoding="utf-8")
+
+    assert is_navigation_page(load_document(path, "index.md"))
+
+
+def test_articles_are_not_navigation_pages():
+    for name in ("set-up-the-hub.md", "plans-and-pricing.md", "reset-the-hub.md"):
+        doc = load_document(SAMPLE_HELP / name, name)
+        assert not is_navigation_page(doc), name
+
+
+def test_short_list_is_not_a_navigation_page():
+    assert not is_navigation_page(_doc("# Colours\n\n- Red\n- Green\n- Blue\n"))

@@ -1,0 +1,168 @@
+"""Ingest: folders and files into the store, with a per-file report and no needless re-embedding."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from knowledge.ingest import discover, ingest_paths
+from knowledge.loaders import LoadLimits
+from tests.conftest import SAMPLE_HELP
+
+pytestmark = pytest.mark.slow
+
+
+def _consistent(store) -> bool:
+    """Every chunk in Chroma belongs to a live version, and every live version is complete."""
+    return store.chunk_count() == sum(d.chunk_count for d in store.documents())
+
+
+def _search_sources(store, question: str) -> list[str]:
+    return [h.source for h in store.search(store.embeddings.embed_query(question), 5)]
+
+
+def test_discover_skips_include_and_hidden_folders(help_center):
+    sources = [source for _, source, _ in discover([help_center])]
+
+    assert sources == ["logo.png", "mute-a-channel.md", "pin-a-channel.md"]
+
+
+def test_folder_ingest_adds_articles_but_not_snippets(counting_store, help_center):
+    report = ingest_paths(counting_store, [help_center])
+
+    assert sorted(report.added) == ["mute-a-channel.md", "pin-a-channel.md"]
+    assert report.skipped == [("logo.png", "unsupported file type '.png'")]
+    assert report.ok and not report.updated and not report.unchanged
+    assert [d.source for d in counting_store.documents()] == [
+        "mute-a-channel.md",
+        "pin-a-channel.md",
+    ]
+    assert _consistent(counting_store)
+    snippet_chunks = [c for c in counting_store.live_chunks() if "periwinkle" in c.text]
+    assert {c.source for c in snippet_chunks} == {"mute-a-channel.md", "pin-a-channel.md"}
+
+
+def test_second_ingest_of_unchanged_files_embeds_nothing(counting_store, help_center):
+    ingest_paths(counting_store, [help_center])
+    generation = counting_store.generation()
+    counting_store.embeddings.reset()
+
+    report = ingest_paths(counting_store, [help_center])
+
+    assert sorted(report.unchanged) == ["mute-a-channel.md", "pin-a-channel.md"]
+    assert not report.added and not report.updated and report.ok
+    assert counting_store.embeddings.calls == 0
+    assert counting_store.generation() == generation
+
+
+def test_changed_file_alone_is_re_embedded(counting_store, help_center):
+    ingest_paths(counting_store, [help_center])
+    counting_store.embeddings.reset()
+    article = help_center / "mute-a-channel.md"
+    article.write_text(
+        article.read_text() + "\n## Unmute\n\nClick **Unmute channel** in the same menu.\n"
+    )
+
+    report = ingest_paths(counting_store, [help_center])
+
+    assert report.updated == ["mute-a-channel.md"]
+    assert report.unchanged == ["pin-a-channel.md"]
+    record = counting_store.get_document("mute-a-channel.md")
+    assert counting_store.embeddings.calls == 1
+    assert len(counting_store.embeddings.texts) == record.chunk_count
+    assert all(t.startswith("Mute a channel") for t in counting_store.embeddings.texts)
+    assert _consistent(counting_store)
+    live = [c.text for c in counting_store.live_chunks() if c.source == "mute-a-channel.md"]
+    assert any("Unmute channel" in text for text in live)
+
+
+def test_bad_files_fail_one_by_one_and_the_good_one_is_added(store, tmp_path, make_pdf):
+    good = tmp_path / "warranty.md"
+    good.write_text(
+        "# Warranty\n\nEvery Lumora bulb is covered for two years from the date of purchase.\n"
+    )
+    corrupt = tmp_path / "manual.pdf"
+    corrupt.write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog\n")
+    empty = tmp_path / "notes.txt"
+    empty.write_bytes(b"")
+    big = tmp_path / "catalogue.txt"
+    big.write_text("All Lumora products and prices.\n" * 200)
+    program = tmp_path / "setup.exe"
+    program.write_bytes(b"MZ\x90\x00")
+
+    report = ingest_paths(
+        store, [good, corrupt, empty, big, program], limits=LoadLimits(max_file_bytes=2_000)
+    )
+
+    assert report.added == ["warranty.md"]
+    failures = dict(report.failed)
+    assert sorted(failures) == ["catalogue.txt", "manual.pdf", "notes.txt", "setup.exe"]
+    assert failures["manual.pdf"].startswith("the PDF could not be read")
+    assert failures["notes.txt"] == "the file is empty"
+    assert failures["catalogue.txt"] == "the file is 6,400 bytes, over the limit of 2,000"
+    assert failures["setup.exe"].startswith("unsupported file type '.exe'")
+    assert not report.ok
+    assert [d.source for d in store.documents()] == ["warranty.md"]
+    assert _consistent(store)
+    assert _search_sources(store, "how long are bulbs covered?")[0] == "warranty.md"
+
+
+def test_missing_path_is_reported(store, tmp_path):
+    report = ingest_paths(store, [tmp_path / "nowhere.md"])
+
+    assert report.failed == [("nowhere.md", "no such file or folder")]
+
+
+def test_same_content_under_another_name_is_skipped(store, tmp_path):
+    original = tmp_path / "reset-the-hub.md"
+    shutil.copy(SAMPLE_HELP / "reset-the-hub.md", original)
+    copy = tmp_path / "reset-copy.md"
+    shutil.copy(original, copy)
+
+    report = ingest_paths(store, [original, copy])
+
+    assert report.added == ["reset-the-hub.md"]
+    assert report.skipped == [
+        ("reset-copy.md", "same content as 'reset-the-hub.md', already indexed")
+    ]
+    assert [d.source for d in store.documents()] == ["reset-the-hub.md"]
+    assert _consistent(store)
+
+
+def test_file_edited_into_a_copy_of_another_loses_its_old_version(store, tmp_path):
+    original = tmp_path / "reset-the-hub.md"
+    shutil.copy(SAMPLE_HELP / "reset-the-hub.md", original)
+    notes = tmp_path / "hub-notes.md"
+    notes.write_text("# Hub notes\n\nThe hub ships with a purple quokka sticker.\n")
+    ingest_paths(store, [original, notes])
+
+    shutil.copy(original, notes)
+    report = ingest_paths(store, [original, notes])
+
+    assert report.unchanged == ["reset-the-hub.md"]
+    assert report.skipped == [
+        ("hub-notes.md", "same content as 'reset-the-hub.md', already indexed")
+    ]
+    assert [d.source for d in store.documents()] == ["reset-the-hub.md"]
+    assert all("quokka" not in c.text for c in store.live_chunks())
+    assert _consistent(store)
+
+
+def test_navigation_page_is_skipped(store, tmp_path):
+    links = "\n".join(f"* [Topic {n}](/help/topic-{n})" for n in range(12))
+    index = tmp_path / "index.md"
+    index.write_text(f"# Help center\n\n{links}\n")
+
+    report = ingest_paths(store, [index])
+
+    assert report.skipped == [("index.md", "navigation page (only links to other pages)")]
+    assert store.documents() == []
+
+
+def test_progress_is_reported_per_file(store, help_center):
+    seen = []
+
+    ingest_paths(store, [help_center], progress=lambda n, total, source: seen.append((n, total)))
+
+    assert seen == [(1, 3), (2, 3), (3, 3)]

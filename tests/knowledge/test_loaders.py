@@ -1,0 +1,223 @@
+"""Loaders: every supported format read into Markdown-like text, every bad file refused with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from knowledge.loaders import DocumentError, LoadLimits, load_document
+
+
+def test_markdown_title_includes_tabs_and_links(help_center):
+    doc = load_document(help_center / "pin-a-channel.md", "pin-a-channel.md")
+
+    assert doc.title == "Pin a channel"
+    assert doc.format == "markdown"
+    assert doc.source == "pin-a-channel.md"
+    assert "Hover over a channel in the left sidebar." in doc.text
+    assert "periwinkle channel badge" in doc.text
+    assert "**Desktop and web app:**" in doc.text
+    assert "**Mobile:**" in doc.text
+    assert "Go to the **Notifications** tab of the settings." in doc.text
+    assert "top of the channel list." in doc.text
+    assert "* Mute a channel" in doc.text
+    for raw in ("{!", "{tab|", "{start_tabs}", "{end_tabs}", "{settings_tab", "](", "/help/"):
+        assert raw not in doc.text
+
+
+def test_markdown_without_heading_takes_its_title_from_the_file_name(tmp_path):
+    path = tmp_path / "reset_your-password.md"
+    path.write_text("Click **Forgot password** on the sign-in page.\n", encoding="utf-8")
+
+    assert load_document(path, path.name).title == "Reset your password"
+
+
+def test_text_file_title_is_its_first_line(tmp_path):
+    path = tmp_path / "returns.txt"
+    path.write_text("\n\nReturns and exchanges\n\nYou can return a device within 30 days.\n")
+
+    doc = load_document(path, "returns.txt")
+
+    assert doc.title == "Returns and exchanges"
+    assert doc.format == "text"
+    assert "within 30 days" in doc.text
+
+
+def test_text_file_in_latin1_is_read(tmp_path):
+    path = tmp_path / "cafe.txt"
+    path.write_bytes("Café opening hours\n".encode("latin-1"))
+
+    assert load_document(path, "cafe.txt").title == "Café opening hours"
+
+
+def test_html_strips_scripts_and_styles_and_keeps_headings(tmp_path):
+    path = tmp_path / "reset.html"
+    path.write_text(
+        "<html><head><title>Reset the hub</title><style>.x { color: red }</style>"
+        "<script>var trackingSecret = 42;</script></head><body>"
+        "<nav>Home | Blog</nav><h1>Factory reset</h1><p>Hold the <b>reset</b> button.</p>"
+        "<h2>Before you start</h2><ul><li><p>Unplug the bulbs</p></li><li>Keep power on</li></ul>"
+        "<table><tr><td><p>Reset time</p></td><td>3 minutes</td></tr></table>"
+        "</body></html>",
+        encoding="utf-8",
+    )
+
+    doc = load_document(path, "reset.html")
+
+    assert doc.title == "Reset the hub"
+    assert doc.format == "html"
+    lines = doc.text.splitlines()
+    assert "# Factory reset" in lines
+    assert "## Before you start" in lines
+    assert "Hold the reset button." in lines
+    assert "- Keep power on" in lines
+    assert "3 minutes" in lines
+    for noise in ("trackingSecret", "color: red", "Home | Blog"):
+        assert noise not in doc.text
+    # A paragraph inside a list item or table cell is read once, not twice.
+    assert doc.text.count("Unplug the bulbs") == 1
+    assert doc.text.count("Reset time") == 1
+
+
+def test_html_without_title_tag_uses_its_first_heading(tmp_path):
+    path = tmp_path / "page.htm"
+    path.write_text("<body><h1>Energy reports</h1><p>Weekly usage.</p></body>", encoding="utf-8")
+
+    assert load_document(path, "page.htm").title == "Energy reports"
+
+
+def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
+    path = make_docx(
+        tmp_path / "warranty.docx",
+        [
+            ("Heading 1", "Lumora warranty"),
+            ("Normal", "Every device is covered for two years."),
+            ("Heading 2", "How to claim"),
+            ("Normal", "Send us the serial number."),
+        ],
+    )
+
+    doc = load_document(path, "warranty.docx")
+
+    assert doc.format == "docx"
+    assert doc.title == "Lumora warranty"
+    assert doc.text.splitlines() == [
+        "# Lumora warranty",
+        "",
+        "Every device is covered for two years.",
+        "",
+        "## How to claim",
+        "",
+        "Send us the serial number.",
+    ]
+
+
+def test_pdf_text_is_extracted(tmp_path, make_pdf):
+    path = make_pdf(
+        tmp_path / "guide.pdf", ["Quick start guide", "Press the pairing button twice."]
+    )
+
+    doc = load_document(path, "guide.pdf")
+
+    assert doc.format == "pdf"
+    assert doc.title == "Quick start guide"
+    assert "Press the pairing button twice." in doc.text
+
+
+def _corrupt_pdf(path, make_pdf):
+    path.write_bytes(b"%PDF-1.4\nthis is not really a PDF\n")
+
+
+def _self_referencing_pdf(path, make_pdf):
+    # The content stream's /Length points at the stream itself; pypdf raises LimitReachedError.
+    make_pdf(path, ["Loop"], stream_length=b"5 0 R")
+
+
+def _pdf_without_text(path, make_pdf):
+    make_pdf(path, [])
+
+
+def _encrypted_pdf(path, make_pdf):
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    writer.encrypt("secret")
+    with path.open("wb") as out:
+        writer.write(out)
+
+
+def _empty(path, make_pdf):
+    path.write_bytes(b"")
+
+
+def _corrupt_docx(path, make_pdf):
+    path.write_bytes(b"PK\x03\x04 not a real archive")
+
+
+def _program(path, make_pdf):
+    path.write_bytes(b"MZ\x90\x00")
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "reason"),
+    [
+        ("broken.pdf", _corrupt_pdf, "the PDF could not be read"),
+        ("loop.pdf", _self_referencing_pdf, "the PDF could not be read"),
+        ("scanned.pdf", _pdf_without_text, "no text could be read from the file"),
+        ("locked.pdf", _encrypted_pdf, "the PDF is encrypted"),
+        ("empty.md", _empty, "the file is empty"),
+        ("empty.pdf", _empty, "the file is empty"),
+        ("letter.docx", _corrupt_docx, "the DOCX file is corrupt or not a Word document"),
+        ("setup.exe", _program, "unsupported file type '.exe'"),
+        ("README", _program, "unsupported file type '(none)'"),
+    ],
+)
+def test_bad_file_raises_document_error_naming_the_file(tmp_path, make_pdf, name, write, reason):
+    path = tmp_path / name
+    write(path, make_pdf)
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(path, f"uploads/{name}")
+
+    assert caught.value.reason.startswith(reason)
+    assert caught.value.source == f"uploads/{name}"
+    assert str(caught.value).startswith(f"uploads/{name}: ")
+
+
+def test_unsupported_type_lists_the_supported_ones(tmp_path):
+    path = tmp_path / "setup.exe"
+    path.write_bytes(b"MZ")
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(path, "setup.exe")
+
+    for suffix in (".md", ".txt", ".html", ".pdf", ".docx"):
+        assert suffix in caught.value.reason
+
+
+def test_over_size_file_is_refused_with_both_sizes(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("x" * 2_000)
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(path, "big.txt", LoadLimits(max_file_bytes=1_000))
+
+    assert caught.value.reason == "the file is 2,000 bytes, over the limit of 1,000"
+    assert "big.txt" in str(caught.value)
+    assert load_document(path, "big.txt", LoadLimits(max_file_bytes=2_000)).text
+
+
+def test_pdf_with_too_many_pages_is_refused(tmp_path):
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    writer.add_blank_page(200, 200)
+    path = tmp_path / "manual.pdf"
+    with path.open("wb") as out:
+        writer.write(out)
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(path, "manual.pdf", LoadLimits(max_pdf_pages=1))
+
+    assert caught.value.reason == "the PDF has 2 pages, over the limit of 1"

@@ -1,0 +1,82 @@
+"""Help-center macros: snippet includes and UI tab/settings macros rendered as prose."""
+
+from __future__ import annotations
+
+from knowledge.macros import (
+    MAX_INCLUDE_DEPTH,
+    expand_macros,
+    include_search_dirs,
+    render_ui_macros,
+    resolve_includes,
+)
+
+
+def test_include_is_resolved_from_the_include_folder_beside_the_article(help_center):
+    text = expand_macros("Intro.\n\n{!channel-actions.md!}\n", help_center / "pin-a-channel.md")
+
+    assert "Hover over a channel in the left sidebar." in text
+    assert "periwinkle channel badge" in text, "the snippet's own include was not resolved"
+    assert "{!" not in text
+
+
+def test_include_search_dirs_lists_the_include_folder_first(help_center):
+    dirs = include_search_dirs(help_center / "pin-a-channel.md")
+
+    assert dirs[0] == help_center / "include"
+    assert help_center in dirs
+
+
+def test_unknown_snippet_is_dropped(help_center):
+    text = resolve_includes("Before.\n{!no-such-snippet.md!}\nAfter.", [help_center / "include"])
+
+    assert text == "Before.\n\nAfter."
+
+
+def test_include_cannot_escape_its_folder(tmp_path):
+    (tmp_path / "secret.md").write_text("top secret", encoding="utf-8")
+    include = tmp_path / "help" / "include"
+    include.mkdir(parents=True)
+
+    text = resolve_includes("{!../../secret.md!}", [include])
+
+    assert "top secret" not in text
+
+
+def test_self_including_snippet_stops(tmp_path):
+    (tmp_path / "loop.md").write_text("again {!loop.md!}", encoding="utf-8")
+
+    text = resolve_includes("{!loop.md!}", [tmp_path])
+
+    assert text.count("again") == MAX_INCLUDE_DEPTH
+    assert "{!" not in text
+
+
+def test_tabs_become_labelled_prose():
+    text = render_ui_macros(
+        "{start_tabs}\n\n{tab|desktop-web}\n\n1. Click **Pin**.\n\n"
+        "{tab|mobile}\n\n1. Tap **Pin**.\n\n{end_tabs}\n"
+    )
+
+    assert "**Desktop and web app:**" in text
+    assert "**Mobile:**" in text
+    assert text.index("Desktop and web app") < text.index("Click **Pin**")
+    assert text.index("Mobile") < text.index("Tap **Pin**")
+    assert "{" not in text and "}" not in text
+
+
+def test_settings_tab_and_relative_links_become_sentences():
+    text = render_ui_macros(
+        "{settings_tab|notifications}\n\n{relative|gear|stream-settings}\n\n{settings_tab|my-profile}"
+    )
+
+    assert "Go to the **Notifications** tab of the settings." in text
+    assert "Go to **Stream settings**." in text
+    assert "Go to the **My profile** tab of the settings." in text
+    assert "{" not in text
+
+
+def test_blank_lines_left_by_removed_macros_are_collapsed():
+    text = render_ui_macros("Intro.\n\n{start_tabs}\n\n\n\n{end_tabs}\n\nOutro.")
+
+    assert "\n\n\n" not in text
+    assert text.startswith("Intro.") and text.rstrip().endswith("Outro.")

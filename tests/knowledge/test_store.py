@@ -1,0 +1,189 @@
+"""The knowledge store: versions made live atomically, replaced, deleted, and crash leftovers ignored."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from knowledge.chunking import Chunk
+from knowledge.store import KnowledgeStore, doc_id_for
+
+pytestmark = pytest.mark.slow
+
+WARRANTY = [
+    "Every Lumora device is covered by a two-year limited warranty.",
+    "To claim, send the serial number and a photo of the receipt.",
+]
+WARRANTY_V2 = [
+    "Every Lumora device is now covered by a three-year limited warranty.",
+    "Claims are made in the app under Settings > Support > Warranty claim.",
+    "Replacement devices ship within five business days.",
+]
+PASSWORD = ["Reset your password from the sign-in page with the Forgot password link."]
+
+
+def _put(store: KnowledgeStore, source: str, texts: list[str], title: str = "Warranty"):
+    content_hash = hashlib.sha256("\n".join([source, title, *texts]).encode()).hexdigest()
+    return store.put_document(
+        source=source,
+        title=title,
+        chunks=[Chunk(index=i, heading="Details", text=t) for i, t in enumerate(texts)],
+        content_hash=content_hash,
+        size_bytes=sum(len(t) for t in texts),
+        fmt="markdown",
+    )
+
+
+def _search(store: KnowledgeStore, question: str, n: int = 10):
+    return store.search(store.embeddings.embed_query(question), n)
+
+
+def _stored_ids(store: KnowledgeStore, source: str) -> set[str]:
+    """Chunk ids physically in Chroma for ``source``, live or not."""
+    return set(store._collection.get(where={"doc_id": doc_id_for(source)})["ids"])
+
+
+def test_put_document_then_search_finds_it(store):
+    record = _put(store, "warranty.md", WARRANTY)
+
+    hits = _search(store, "how long is the warranty on my device?")
+
+    assert hits, "nothing found"
+    assert hits[0].source == "warranty.md"
+    assert hits[0].title == "Warranty"
+    assert hits[0].heading == "Details"
+    assert hits[0].text == WARRANTY[0]
+    assert all(0.0 < h.similarity <= 1.0 for h in hits)
+    assert record.chunk_count == 2
+    assert store.get_document("warranty.md") == record
+    assert [d.source for d in store.documents()] == ["warranty.md"]
+
+
+def test_identical_text_has_similarity_one_not_more(store):
+    _put(store, "warranty.md", WARRANTY)
+    own_text = Chunk(index=0, heading="Details", text=WARRANTY[0]).embedding_text("Warranty")
+
+    best = _search(store, own_text, n=1)[0]
+
+    assert best.text == WARRANTY[0]
+    assert best.similarity == pytest.approx(1.0, abs=1e-5)
+    assert best.similarity <= 1.0
+
+
+def test_search_on_empty_store_returns_nothing(store, embeddings):
+    assert store.search(embeddings.embed_query("anything"), 5) == []
+
+
+def test_new_version_replaces_exactly_that_documents_chunks(store):
+    _put(store, "warranty.md", WARRANTY)
+    _put(store, "password.md", PASSWORD, title="Password")
+    old_ids = _stored_ids(store, "warranty.md")
+    other_ids = _stored_ids(store, "password.md")
+
+    record = _put(store, "warranty.md", WARRANTY_V2)
+
+    new_ids = _stored_ids(store, "warranty.md")
+    assert len(new_ids) == record.chunk_count == 3
+    assert not old_ids & new_ids
+    assert store._collection.get(ids=sorted(old_ids))["ids"] == []
+    assert _stored_ids(store, "password.md") == other_ids
+    texts = {c.text for c in store.live_chunks() if c.source == "warranty.md"}
+    assert texts == set(WARRANTY_V2)
+    assert store.chunk_count() == 4
+    assert store.get_document("warranty.md").version == record.version
+
+
+def test_delete_document_removes_it_from_search_and_live_chunks(store):
+    _put(store, "warranty.md", WARRANTY)
+    _put(store, "password.md", PASSWORD, title="Password")
+
+    assert store.delete_document("warranty.md") is True
+
+    assert all(h.source != "warranty.md" for h in _search(store, "warranty claim"))
+    assert {c.source for c in store.live_chunks()} == {"password.md"}
+    assert _stored_ids(store, "warranty.md") == set()
+    assert store.get_document("warranty.md") is None
+    assert store.delete_document("warranty.md") is False
+
+
+def _upsert_orphan(store: KnowledgeStore, source: str, version: str, text: str) -> str:
+    """Write a chunk the way put_document does, but crash before the manifest row is written."""
+    chunk_id = f"{doc_id_for(source)}:{version}:0"
+    store._collection.upsert(
+        ids=[chunk_id],
+        embeddings=[store.embeddings.embed_query(text)],
+        documents=[text],
+        metadatas=[
+            {
+                "doc_id": doc_id_for(source),
+                "version": version,
+                "source": source,
+                "title": "Crashed",
+                "heading": "",
+                "chunk": 0,
+            }
+        ],
+    )
+    return chunk_id
+
+
+ORPHAN_TEXT = "Lumora gift cards can be redeemed in the app store."
+
+
+def test_orphan_chunks_are_invisible_and_removed(store):
+    _put(store, "warranty.md", WARRANTY)
+    # One chunk of a document that never got a manifest row, one of an unfinished new version.
+    _upsert_orphan(store, "gift-cards.md", "0123456789abcdef", ORPHAN_TEXT)
+    _upsert_orphan(store, "warranty.md", "fedcba9876543210", ORPHAN_TEXT)
+    assert store.chunk_count() == 4
+
+    hits = _search(store, ORPHAN_TEXT)
+    assert hits and all(h.title != "Crashed" for h in hits)
+    assert {c.chunk_id for c in store.live_chunks()} == _live_ids(store, "warranty.md")
+
+    assert store.remove_orphans() == 2
+    assert store.chunk_count() == sum(d.chunk_count for d in store.documents()) == 2
+    assert store.remove_orphans() == 0
+
+
+def _live_ids(store: KnowledgeStore, source: str) -> set[str]:
+    record = store.get_document(source)
+    return {f"{record.doc_id}:{record.version}:{i}" for i in range(record.chunk_count)}
+
+
+def test_reopening_the_store_removes_orphans(store, embeddings):
+    _put(store, "warranty.md", WARRANTY)
+    orphan_id = _upsert_orphan(store, "gift-cards.md", "0123456789abcdef", ORPHAN_TEXT)
+
+    reopened = KnowledgeStore(store.data_dir, embeddings)
+
+    assert reopened._collection.get(ids=[orphan_id])["ids"] == []
+    assert reopened.chunk_count() == 2
+    assert [d.source for d in reopened.documents()] == ["warranty.md"]
+    assert _search(reopened, "warranty")[0].source == "warranty.md"
+
+
+def test_generation_changes_on_put_and_delete(store):
+    start = store.generation()
+
+    _put(store, "warranty.md", WARRANTY)
+    after_put = store.generation()
+    _put(store, "warranty.md", WARRANTY_V2)
+    after_update = store.generation()
+    store.delete_document("warranty.md")
+    after_delete = store.generation()
+    store.delete_document("warranty.md")
+
+    assert len({start, after_put, after_update, after_delete}) == 4
+    assert store.generation() == after_delete, "deleting nothing must not invalidate readers"
+
+
+def test_generation_is_shared_by_stores_on_the_same_directory(store, embeddings):
+    other = KnowledgeStore(store.data_dir, embeddings)
+    before = other.generation()
+
+    _put(store, "warranty.md", WARRANTY)
+
+    assert other.generation() != before
+    assert [c.source for c in other.live_chunks()] == ["warranty.md", "warranty.md"]
