@@ -1,9 +1,10 @@
-"""The search queries for one turn: the question, and the question read with the previous turn.
+"""The search query for one turn: the question, read with the previous turn when there is one.
 
 Rewriting a follow-up with the model would add a whole model call before the first token, so the
-standalone query is built from the conversation itself: the previous customer message carries the
-subject ("that one", "it") that a follow-up leaves out. Both texts are searched and fused, the
-question weighing more, so a follow-up that changes the subject still finds its own article.
+standalone query is built from the conversation itself. The previous customer message carries the
+subject that a follow-up leaves out ("that one", "it"): its embedding joins the question's at a
+lower weight, so a follow-up that changes the subject still finds its own article. The previous
+answer adds its words to the keyword search only.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ def search_queries(
     question: str, history: Sequence[Turn], history_weight: float
 ) -> list[WeightedQuery]:
     queries = [WeightedQuery(question.strip(), 1.0)]
-    previous = next((t.content for t in reversed(history) if t.role == "user"), "")
-    if previous and history_weight > 0:
-        queries.append(WeightedQuery(f"{previous.strip()} {question.strip()}", history_weight))
+    previous_user = next((t.content for t in reversed(history) if t.role == "user"), "")
+    previous_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+    if previous_user.strip():
+        queries.append(WeightedQuery(previous_user.strip(), history_weight))
+    if previous_answer.strip():
+        queries.append(WeightedQuery(previous_answer.strip(), 0.0))
     return queries
 
 
 def standalone_query(queries: Sequence[WeightedQuery]) -> str:
-    """The widest query text, shown to staff as 'what was searched'."""
-    return queries[-1].text
+    """What was searched, as staff see it: the question first, then the context it was read with."""
+    return " | ".join(q.text for q in queries)

@@ -19,7 +19,7 @@ from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Provider, Settings
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
-from knowledge.retriever import DocumentHit, HybridRetriever
+from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
 from knowledge.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,11 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
 
     cfg = settings.retrieval
     store = KnowledgeStore(settings.data_dir, make_embeddings(cfg.embedding_model), cfg.collection)
-    retriever = HybridRetriever(store, keyword_weight=cfg.keyword_weight, synonyms=cfg.synonyms)
+    retriever = HybridRetriever(
+        store,
+        weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
+        synonyms=cfg.synonyms,
+    )
     model = None
     on_close = None
     if with_model:

@@ -102,11 +102,16 @@ class RetrievalSettings(_Section):
     chunk_size: int = Field(1000, ge=100, description="Characters per chunk.")
     chunk_overlap: int = Field(150, ge=0, description="Characters shared by neighbouring chunks.")
     relevance_threshold: float = Field(
-        0.35, ge=-1, le=1, description="Below this cosine similarity the bot hands off."
+        0.3, ge=-1, le=1, description="Below this cosine similarity the bot hands off."
     )
-    keyword_weight: float = Field(1.0, ge=0, description="Weight of BM25 beside dense search.")
+    keyword_weight: float = Field(
+        0.2, ge=0, description="Share of the normalised BM25 score beside dense similarity."
+    )
+    title_weight: float = Field(
+        0.2, ge=0, description="Share of the similarity to a document's title."
+    )
     history_weight: float = Field(
-        0.6, ge=0, description="Weight of the question+previous-turn query."
+        0.5, ge=0, description="Weight of the previous customer message in a follow-up's query."
     )
     synonyms: dict[str, list[str]] = Field(
         default_factory=dict, description="Query words and the words the documents use instead."

@@ -1,40 +1,50 @@
-"""Hybrid retrieval: dense (cosine) and keyword (BM25) rankings fused, then grouped by document.
+"""Hybrid retrieval: dense chunk similarity, BM25 keywords and document titles, per document.
 
-Several weighted query texts can be searched at once (the question alone, the question with the
-previous turn), so that a follow-up finds its article without a slow rewriting call to the model.
+The query is a few weighted texts (the question, and for a follow-up the previous customer message).
+Their embeddings are summed into one query vector; all of them feed the keyword search. Each
+document's score adds, to the best cosine similarity of its chunks, smaller shares of its best
+normalised BM25 score and of its title's similarity. Score fusion (rather than rank fusion)
+keeps the margin by which one article is closer than the next; on the Zulip help center it
+placed the right article first more often than reciprocal-rank fusion did.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from knowledge.store import KnowledgeStore, StoredChunk
+import numpy as np
 
-# Reciprocal-rank-fusion constant from Cormack et al. (2009); 60 is the usual default.
-RRF_K = 60
+from knowledge.store import KnowledgeStore, StoredChunk
 
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
 class WeightedQuery:
-    """One text to search for and its share in the fused ranking."""
+    """One text of the query and its weight in the query vector (0: keywords only)."""
 
     text: str
     weight: float = 1.0
 
 
+@dataclass(frozen=True)
+class FusionWeights:
+    """Shares of each signal beside the dense chunk similarity (which counts 1)."""
+
+    keywords: float = 0.2
+    title: float = 0.2
+
+
 @dataclass
 class DocumentHit:
-    """A retrieved document: its best chunks and scores."""
+    """A retrieved document: its score, its best chunk similarity and its best chunks."""
 
     source: str
     title: str
-    fused: float
+    score: float
     similarity: float
     chunks: list[StoredChunk] = field(default_factory=list)
 
@@ -59,25 +69,21 @@ class _KeywordIndex:
             self._bm25.index(tokens, show_progress=False)
             self._vocab = tokens.vocab
 
-    def rank(self, text: str, n: int) -> list[tuple[int, float]]:
+    def scores(self, text: str) -> np.ndarray | None:
+        """BM25 score of every chunk for ``text``, or None when no word is known."""
         if self._bm25 is None:
-            return []
+            return None
         import bm25s
 
-        words = [w for w in expand_synonyms(text.lower(), self._synonyms).split() if w]
         tokens = bm25s.tokenize(
-            " ".join(words),
+            expand_synonyms(text.lower(), self._synonyms),
             stopwords="en",
             stemmer=self._stemmer,
             return_ids=False,
             show_progress=False,
         )[0]
         known = [t for t in tokens if t in self._vocab]
-        if not known:
-            return []
-        scores = self._bm25.get_scores(known)
-        order = scores.argsort()[::-1][:n]
-        return [(int(i), float(scores[i])) for i in order if scores[i] > 0]
+        return self._bm25.get_scores(known) if known else None
 
 
 def expand_synonyms(text: str, synonyms: dict[str, list[str]]) -> str:
@@ -96,15 +102,15 @@ class HybridRetriever:
         self,
         store: KnowledgeStore,
         *,
-        dense_candidates: int = 40,
-        keyword_candidates: int = 40,
-        keyword_weight: float = 1.0,
+        weights: FusionWeights | None = None,
+        dense_candidates: int = 80,
+        title_candidates: int = 50,
         synonyms: dict[str, list[str]] | None = None,
     ):
         self.store = store
+        self.weights = weights or FusionWeights()
         self.dense_candidates = dense_candidates
-        self.keyword_candidates = keyword_candidates
-        self.keyword_weight = keyword_weight
+        self.title_candidates = title_candidates
         self.synonyms = dict(synonyms or {})
         self._index: _KeywordIndex | None = None
         self._generation = -1
@@ -118,47 +124,47 @@ class HybridRetriever:
                 self._generation = generation
             return self._index
 
+    def query_vector(self, queries: Sequence[WeightedQuery]) -> list[float]:
+        """The weighted sum of the query texts' embeddings, normalised."""
+        dense = [q for q in queries if q.weight > 0]
+        texts = [expand_synonyms(q.text, self.synonyms) for q in dense]
+        vectors = np.asarray(self.store.embeddings.embed_documents(texts))
+        combined = (vectors * np.asarray([q.weight for q in dense])[:, None]).sum(axis=0)
+        return (combined / (np.linalg.norm(combined) or 1.0)).tolist()
+
     def retrieve(self, queries: Sequence[WeightedQuery], k: int = 5) -> list[DocumentHit]:
         """The ``k`` best documents for the weighted queries, best first."""
-        fused: dict[str, float] = defaultdict(float)
-        by_id: dict[str, StoredChunk] = {}
-        similarity: dict[str, float] = {}
-        index = self._keyword_index()
-        texts = [expand_synonyms(q.text, self.synonyms) for q in queries]
-        vectors = self.store.embeddings.embed_documents(texts) if texts else []
-        for query, vector in zip(queries, vectors, strict=True):
-            for rank, chunk in enumerate(self.store.search(vector, self.dense_candidates)):
-                fused[chunk.chunk_id] += query.weight / (RRF_K + rank)
-                by_id.setdefault(chunk.chunk_id, chunk)
-                if query is queries[0]:
-                    similarity[chunk.chunk_id] = chunk.similarity
-            for rank, (position, _score) in enumerate(
-                index.rank(query.text, self.keyword_candidates)
-            ):
-                chunk = index.chunks[position]
-                fused[chunk.chunk_id] += self.keyword_weight * query.weight / (RRF_K + rank)
-                by_id.setdefault(chunk.chunk_id, chunk)
-        return self._group(fused, by_id, similarity, k)
+        if not queries or not any(q.weight > 0 for q in queries):
+            return []
+        vector = self.query_vector(queries)
+        hits: dict[str, DocumentHit] = {}
+        for chunk in self.store.search(vector, self.dense_candidates):
+            hit = hits.setdefault(
+                chunk.source, DocumentHit(chunk.source, chunk.title, 0.0, chunk.similarity)
+            )
+            hit.chunks.append(chunk)
+        self._add_keywords(hits, " ".join(q.text for q in queries))
+        for source, similarity in self.store.search_titles(vector, self.title_candidates).items():
+            if source in hits:
+                hits[source].score += self.weights.title * similarity
+        for hit in hits.values():
+            hit.score += hit.similarity
+        return sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
 
-    @staticmethod
-    def _group(
-        fused: dict[str, float],
-        by_id: dict[str, StoredChunk],
-        similarity: dict[str, float],
-        k: int,
-    ) -> list[DocumentHit]:
-        docs: dict[str, DocumentHit] = {}
-        for chunk_id in sorted(fused, key=fused.__getitem__, reverse=True):
-            chunk = by_id[chunk_id]
-            sim = similarity.get(chunk_id, 0.0)
-            scored = StoredChunk(**{**chunk.__dict__, "similarity": sim})
-            hit = docs.get(chunk.source)
+    def _add_keywords(self, hits: dict[str, DocumentHit], text: str) -> None:
+        index = self._keyword_index()
+        scores = index.scores(text)
+        if scores is None or float(scores.max()) <= 0:
+            return
+        top = float(scores.max())
+        best: dict[str, tuple[float, StoredChunk]] = {}
+        for position in np.flatnonzero(scores > 0):
+            chunk = index.chunks[int(position)]
+            value = float(scores[position]) / top
+            if value > best.get(chunk.source, (0.0, chunk))[0]:
+                best[chunk.source] = (value, chunk)
+        for source, (value, chunk) in best.items():
+            hit = hits.get(source)
             if hit is None:
-                docs[chunk.source] = DocumentHit(
-                    chunk.source, chunk.title, fused[chunk_id], sim, [scored]
-                )
-            else:
-                hit.similarity = max(hit.similarity, sim)
-                hit.chunks.append(scored)
-        ranked = sorted(docs.values(), key=lambda d: d.fused, reverse=True)
-        return ranked[:k]
+                hit = hits[source] = DocumentHit(source, chunk.title, 0.0, 0.0, [chunk])
+            hit.score += self.weights.keywords * value

@@ -1,4 +1,7 @@
-"""The knowledge store: chunk vectors in Chroma, and a SQLite manifest of which document versions are live.
+"""The knowledge store: vectors in Chroma, and a SQLite manifest of which document versions are live.
+
+Two Chroma collections: one holds the chunks, the other one vector per document, its title, which
+helps a question find the article that is about it rather than one that mentions it.
 
 A document version becomes visible only when its manifest row is committed, after all of its chunks
 are in Chroma; the previous version's chunks are deleted afterwards. Readers filter chunks by the
@@ -8,6 +11,7 @@ behind by a crash are removed the next time the store is opened.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import sqlite3
@@ -90,11 +94,29 @@ class KnowledgeStore:
         self._collection = self._client.get_or_create_collection(
             name=collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
         )
+        self._titles = self._client.get_or_create_collection(
+            name=f"{collection}_titles", metadata={"hnsw:space": "cosine"}, embedding_function=None
+        )
         self._db_path = self.data_dir / "knowledge.sqlite3"
+        self._lock_path = self.data_dir / "knowledge.lock"
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(SCHEMA)
         self.remove_orphans()
+
+    @contextmanager
+    def _writing(self, wait: bool = True) -> Iterator[bool]:
+        """Exclusive write access across threads and processes; yields False if busy and not waiting."""
+        with self._lock, self._lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -160,7 +182,10 @@ class KnowledgeStore:
         doc_id = doc_id_for(source)
         version = content_hash[:16]
         ids = [f"{doc_id}:{version}:{c.index}" for c in chunks]
-        vectors = self.embeddings.embed_documents([c.embedding_text(title) for c in chunks])
+        vectors = self.embeddings.embed_documents(
+            [c.embedding_text(title) for c in chunks] + [title]
+        )
+        title_vector = vectors.pop()
         metadatas = [
             {
                 "doc_id": doc_id,
@@ -172,7 +197,14 @@ class KnowledgeStore:
             }
             for c in chunks
         ]
-        with self._lock:
+        doc_meta = {"doc_id": doc_id, "version": version, "source": source, "title": title}
+        with self._writing():
+            self._titles.upsert(
+                ids=[f"{doc_id}:{version}:title"],
+                embeddings=[title_vector],
+                documents=[title],
+                metadatas=[doc_meta],
+            )
             batch = max(1, self._client.get_max_batch_size())
             for start in range(0, len(ids), batch):
                 end = start + batch
@@ -209,36 +241,46 @@ class KnowledgeStore:
                     ),
                 )
                 self._bump_generation(db)
-            self._collection.delete(
-                where={"$and": [{"doc_id": doc_id}, {"version": {"$ne": version}}]}
-            )
+            older = {"$and": [{"doc_id": doc_id}, {"version": {"$ne": version}}]}
+            self._collection.delete(where=older)
+            self._titles.delete(where=older)
         return record
 
     def delete_document(self, source: str) -> bool:
         """Take ``source`` out of retrieval at once, then delete its chunks."""
         doc_id = doc_id_for(source)
-        with self._lock:
+        with self._writing():
             with self._db() as db:
                 deleted = db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount
                 if deleted:
                     self._bump_generation(db)
             self._collection.delete(where={"doc_id": doc_id})
+            self._titles.delete(where={"doc_id": doc_id})
         return bool(deleted)
 
     def remove_orphans(self) -> int:
-        """Delete chunks that belong to no live version (left by a crash mid-ingest)."""
-        live = self.live_versions()
-        stored = self._collection.get(include=["metadatas"])
-        orphans = [
-            chunk_id
-            for chunk_id, meta in zip(stored["ids"], stored["metadatas"] or [], strict=False)
-            if live.get(str(meta.get("doc_id"))) != meta.get("version")
-        ]
-        if orphans:
-            log.info("removing %d orphan chunks", len(orphans))
-            with self._lock:
-                self._collection.delete(ids=orphans)
-        return len(orphans)
+        """Delete vectors that belong to no live version (left by a crash mid-ingest).
+
+        Skipped while another process is writing: its new version is not live yet.
+        """
+        removed = 0
+        with self._writing(wait=False) as acquired:
+            if not acquired:
+                return 0
+            live = self.live_versions()
+            for collection in (self._collection, self._titles):
+                stored = collection.get(include=["metadatas"])
+                orphans = [
+                    item_id
+                    for item_id, meta in zip(stored["ids"], stored["metadatas"] or [], strict=False)
+                    if live.get(str(meta.get("doc_id"))) != meta.get("version")
+                ]
+                if orphans:
+                    collection.delete(ids=orphans)
+                    removed += len(orphans)
+        if removed:
+            log.info("removed %d orphan vectors", removed)
+        return removed
 
     # ----- reads
     def live_chunks(self) -> list[StoredChunk]:
@@ -279,6 +321,23 @@ class KnowledgeStore:
                 similarity = min(1.0, 1.0 - float(distance))
                 hits.append(_stored_chunk(chunk_id, text, meta, similarity))
         return hits
+
+    def search_titles(self, vector: list[float], n: int) -> dict[str, float]:
+        """Cosine similarity of ``vector`` to the titles of the nearest live documents, by source."""
+        total = self._titles.count()
+        if total == 0:
+            return {}
+        live = self.live_versions()
+        result = self._titles.query(
+            query_embeddings=[vector], n_results=min(n, total), include=["metadatas", "distances"]
+        )
+        return {
+            str(meta["source"]): 1.0 - float(distance)
+            for meta, distance in zip(
+                (result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0], strict=False
+            )
+            if live.get(str(meta.get("doc_id"))) == meta.get("version")
+        }
 
 
 def _stored_chunk(chunk_id: str, text: str | None, meta, similarity: float = 0.0) -> StoredChunk:

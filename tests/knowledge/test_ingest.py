@@ -70,7 +70,8 @@ def test_changed_file_alone_is_re_embedded(counting_store, help_center):
     assert report.unchanged == ["pin-a-channel.md"]
     record = counting_store.get_document("mute-a-channel.md")
     assert counting_store.embeddings.calls == 1
-    assert len(counting_store.embeddings.texts) == record.chunk_count
+    # One vector per chunk, plus one for the title.
+    assert len(counting_store.embeddings.texts) == record.chunk_count + 1
     assert all(t.startswith("Mute a channel") for t in counting_store.embeddings.texts)
     assert _consistent(counting_store)
     live = [c.text for c in counting_store.live_chunks() if c.source == "mute-a-channel.md"]
