@@ -43,6 +43,8 @@ def classify(exc: BaseException) -> ChatFailure:
     import openai
 
     detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        detail = f"{type(exc).__name__}: the endpoint refused the API key; check its environment variable"
     if isinstance(exc, openai.RateLimitError):
         code = "rate_limited"
     elif isinstance(exc, openai.APITimeoutError | TimeoutError):

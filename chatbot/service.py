@@ -11,8 +11,9 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages.utils import count_tokens_approximately
 
+import knowledge
 from chatbot.chain import build_answer_chain
-from chatbot.errors import InputRejected, classify
+from chatbot.errors import MESSAGES, InputRejected, classify
 from chatbot.history import Turn
 from chatbot.prompts import HANDOFF_ANSWER, format_context
 from chatbot.query import search_queries, standalone_query
@@ -24,7 +25,7 @@ from knowledge.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
 
-SAMPLE_KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge" / "sample_help"
+SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
 
 
@@ -219,7 +220,9 @@ class ChatService:
             failure = classify(exc)
             log.warning("model call failed: %s (%s)", failure.code, failure.detail)
             result.error = failure.code
-            notice = ("\n\n" if parts else "") + failure.message
+        if result.error:
+            # Also when Azure's content filter stopped a stream part-way through.
+            notice = ("\n\n" if parts else "") + MESSAGES[result.error]
             parts.append(notice)
             yield TokenEvent(notice)
         result.answer = "".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# The repository's configs/ folder; an installed copy (e.g. in the Docker image) finds them in the
+# working directory or in CHATBOT_CONFIG_DIR instead.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PLACEHOLDER_SECRETS = {"", "changethis", "changeme", "your-key-here", "xxx"}
 
@@ -196,14 +199,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def config_dir_in_use() -> Path:
+    """CHATBOT_CONFIG_DIR, else the repository's configs/, else ./configs."""
+    if os.environ.get("CHATBOT_CONFIG_DIR"):
+        return Path(os.environ["CHATBOT_CONFIG_DIR"])
+    return CONFIG_DIR if CONFIG_DIR.is_dir() else Path.cwd() / "configs"
+
+
 def available_profiles(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in config_dir.glob("*.yaml"))
 
 
 def load_settings(
-    profile: str | None = None, config_dir: Path = CONFIG_DIR, **overrides: Any
+    profile: str | None = None, config_dir: Path | None = None, **overrides: Any
 ) -> Settings:
     """Load defaults, the profile and the environment; raise SettingsError naming a bad key."""
+    config_dir = config_dir or config_dir_in_use()
     data = (
         _read_yaml(config_dir / "default.yaml") if (config_dir / "default.yaml").is_file() else {}
     )

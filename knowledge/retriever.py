@@ -10,6 +10,7 @@ placed the right article first more often than reciprocal-rank fusion did.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -56,6 +57,8 @@ class _KeywordIndex:
         import bm25s
         import Stemmer
 
+        # bm25s sets its own logger to DEBUG on import, which would log every index build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.chunks = chunks
         self._stemmer = Stemmer.Stemmer("english")
         self._synonyms = synonyms

@@ -1,0 +1,37 @@
+# The support chatbot with the embedded local model. Build: docker build -t support-chatbot .
+# Run: docker run -p 7860:7860 -v chatbot-data:/data support-chatbot
+# For Azure: add -e CHATBOT_LLM__PROVIDER=azure -e CHATBOT_LLM__AZURE__ENDPOINT=... -e AZURE_OPENAI_API_KEY=...
+FROM python:3.11-slim
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+
+# A CPU build of torch keeps the image small; pass --build-arg PIP_EXTRA_INDEX_URL=<a CPU wheel
+# index> where one is reachable.
+ARG TORCH_SPEC=torch==2.13.0
+ARG PIP_EXTRA_INDEX_URL=
+# The default native llama.cpp build crashes on some AVX-512/AMX CPUs; the portable one works.
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+
+WORKDIR /app
+RUN pip install --no-cache-dir "$TORCH_SPEC" \
+    && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install --no-cache-dir "llama-cpp-python[server]>=0.3.16"
+COPY pyproject.toml README.md ./
+COPY chatbot chatbot
+COPY knowledge knowledge
+COPY ui ui
+COPY configs configs
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 chatbot \
+    && mkdir /data && chown chatbot /data
+
+USER chatbot
+ENV CHATBOT_DATA_DIR=/data \
+    CHATBOT_SERVER__HOST=0.0.0.0 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    ANONYMIZED_TELEMETRY=False \
+    HF_HUB_OFFLINE=1
+VOLUME /data
+EXPOSE 7860
+CMD ["chatbot", "serve"]
