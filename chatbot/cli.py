@@ -35,7 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Per-request lines from the HTTP client and model loaders drown the service's own log.
-    for noisy in ("httpx", "sentence_transformers", "chromadb", "urllib3"):
+    for noisy in ("httpx", "httpx2", "sentence_transformers", "chromadb", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 

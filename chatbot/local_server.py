@@ -62,8 +62,12 @@ class LocalLlamaServer:
         self.log_path: Path | None = None
 
     @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.root_url}/v1"
 
     def start(self, log_dir: Path | None = None) -> LocalLlamaServer:
         if importlib.util.find_spec("llama_cpp") is None:

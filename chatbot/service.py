@@ -9,15 +9,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages.utils import count_tokens_approximately
 
 import knowledge
-from chatbot.chain import build_answer_chain
+from chatbot.chain import build_answer_chain, build_prompt
+from chatbot.conversations import ConversationStore, SQLiteConversationStore, StoredTurn
 from chatbot.errors import MESSAGES, InputRejected, classify
 from chatbot.history import Turn
+from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter
+from chatbot.memory import ConversationMemory
 from chatbot.prompts import HANDOFF_ANSWER, format_context
 from chatbot.query import search_queries, standalone_query
-from chatbot.settings import Provider, Settings
+from chatbot.settings import Channel, Provider, Settings
+from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
 from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
@@ -38,6 +41,16 @@ class Source:
     heading: str = ""
 
 
+@dataclass(frozen=True)
+class AnswerOptions:
+    """Per-request overrides (the staff playground); None keeps the configured value."""
+
+    top_k: int | None = None
+    relevance_threshold: float | None = None
+    temperature: float | None = None
+    length_policy: bool | None = None
+
+
 @dataclass
 class ChatResult:
     """One answered turn, as the CLI prints it and the pages show it."""
@@ -49,10 +62,17 @@ class ChatResult:
         default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0}
     )
     timings_ms: dict[str, float] = field(
-        default_factory=lambda: {"retrieve": 0.0, "first_token": 0.0, "total": 0.0}
+        default_factory=lambda: {"retrieve": 0.0, "memory": 0.0, "first_token": 0.0, "total": 0.0}
     )
     query: str = ""
     error: str | None = None
+    channel: str = Channel.WIDGET.value
+    session_id: str | None = None
+    cut: bool = False
+    policy: dict = field(default_factory=dict)
+    prompt_tokens_by_part: dict[str, int] = field(default_factory=dict)
+    # Tokens that were free for the summary and recent turns in this request.
+    memory_budget: int = 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -87,8 +107,19 @@ class Retrieval:
     handoff: bool
 
 
+@dataclass
+class _Conversation:
+    """The history a turn is answered with, and where (if anywhere) it is stored."""
+
+    session_id: str | None
+    turns: list[Turn]
+    token_counts: list[int] | None
+    summary: str = ""
+    facts: list[str] = field(default_factory=list)
+
+
 class ChatService:
-    """Answers questions from the knowledge store; stateless between calls, safe across threads."""
+    """Answers questions from the knowledge store; safe to share across threads."""
 
     def __init__(
         self,
@@ -96,13 +127,23 @@ class ChatService:
         store: KnowledgeStore,
         retriever: HybridRetriever,
         model: BaseChatModel | None,
+        *,
+        conversations: ConversationStore | None = None,
+        counter: TokenCounter | None = None,
         on_close: Callable[[], None] | None = None,
     ):
         self.settings = settings
         self.store = store
         self.retriever = retriever
         self.model = model
-        self._chain = build_answer_chain(model) if model is not None else None
+        self.counter = counter or EstimatingCounter()
+        self.conversations = conversations or SQLiteConversationStore(
+            settings.data_dir / settings.memory.database
+        )
+        self.memory = ConversationMemory(
+            self.conversations, self.counter, settings.memory, settings.llm.context_window
+        )
+        self._prompt = build_prompt()
         self._on_close = on_close
 
     # ----- input
@@ -118,12 +159,68 @@ class ChatService:
             )
         return text
 
+    # ----- sessions
+    def start_session(self, channel: str = Channel.WIDGET.value, seed: Sequence[Turn] = ()) -> str:
+        """A new stored conversation, optionally continuing turns the caller already has."""
+        session = self.conversations.create_session(_channel(channel))
+        for turn in seed:
+            self.conversations.add_turn(
+                session.id, turn.role, turn.content, self.counter.count(turn.content)
+            )
+        return session.id
+
+    def session_turns(self, session_id: str) -> list[StoredTurn]:
+        return self.conversations.turns(session_id)
+
+    def _conversation(self, session_id: str | None, history: Sequence[Turn]) -> _Conversation:
+        if session_id is None:
+            return _Conversation(None, list(history), None)
+        try:
+            session, stored = self.memory.load(session_id)
+        except KeyError:
+            raise InputRejected(
+                "unknown_session", "This conversation has ended. Please start a new one."
+            ) from None
+        return _Conversation(
+            session_id,
+            [Turn(t.role, t.content) for t in stored],  # type: ignore[arg-type]
+            [t.tokens for t in stored],
+            session.summary,
+            session.facts,
+        )
+
+    # ----- policy
+    def policy_for(self, channel: str, options: AnswerOptions | None = None) -> LengthPolicy:
+        cfg = self.settings.length_policy
+        channel_cfg = getattr(cfg, _channel(channel))
+        enabled = (
+            cfg.enabled
+            if options is None or options.length_policy is None
+            else options.length_policy
+        )
+        if not enabled:
+            return LengthPolicy(channel, 0, self.settings.llm.max_output_tokens, "", enabled=False)
+        return LengthPolicy(
+            channel,
+            channel_cfg.target_words,
+            min(channel_cfg.max_tokens, self.settings.llm.max_output_tokens),
+            channel_cfg.style or DEFAULT_STYLE,
+        )
+
     # ----- retrieval
-    def retrieve(self, question: str, history: Sequence[Turn] = ()) -> Retrieval:
+    def retrieve(
+        self, question: str, history: Sequence[Turn] = (), options: AnswerOptions | None = None
+    ) -> Retrieval:
         cfg = self.settings.retrieval
+        options = options or AnswerOptions()
+        threshold = (
+            cfg.relevance_threshold
+            if options.relevance_threshold is None
+            else options.relevance_threshold
+        )
         queries = search_queries(question, history, cfg.history_weight)
-        hits = self.retriever.retrieve(queries, k=cfg.top_k)
-        handoff = not hits or max(h.similarity for h in hits) < cfg.relevance_threshold
+        hits = self.retriever.retrieve(queries, k=options.top_k or cfg.top_k)
+        handoff = not hits or max(h.similarity for h in hits) < threshold
         return Retrieval(standalone_query(queries), hits, handoff)
 
     @staticmethod
@@ -143,108 +240,182 @@ class ChatService:
         """What a turn would retrieve and whether it would hand off, without calling the model."""
         started = time.perf_counter()
         found = self.retrieve(self.check_message(question), history)
-        elapsed = (time.perf_counter() - started) * 1000
-        return ChatResult(
+        elapsed = round((time.perf_counter() - started) * 1000, 1)
+        result = ChatResult(
             answer="",
             sources=[] if found.handoff else self.sources_of(found.hits),
             handoff=found.handoff,
-            timings_ms={
-                "retrieve": round(elapsed, 1),
-                "first_token": 0.0,
-                "total": round(elapsed, 1),
-            },
             query=found.query,
         )
+        result.timings_ms.update(retrieve=elapsed, total=elapsed)
+        return result
 
     # ----- answering
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[ChatEvent]:
-        """Sources first, then the answer token by token, then the finished result.
+    def stream(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        *,
+        session_id: str | None = None,
+        channel: str = Channel.WIDGET.value,
+        options: AnswerOptions | None = None,
+    ) -> Iterator[ChatEvent]:
+        """Sources first, then the answer piece by piece, then the finished result.
 
-        Raises InputRejected before any work for an empty or over-long message.
+        With ``session_id`` the stored conversation is used (``history`` is ignored) and both
+        turns are saved; the customer's message is saved before the model is called, so a
+        failure loses nothing. Raises InputRejected before any work for a bad message.
         """
         question = self.check_message(question)
+        channel = _channel(channel)
         started = time.perf_counter()
-        found = self.retrieve(question, history)
-        retrieve_ms = (time.perf_counter() - started) * 1000
-        result = ChatResult(answer="", sources=[], handoff=found.handoff, query=found.query)
-        result.timings_ms["retrieve"] = round(retrieve_ms, 1)
+        conversation = self._conversation(session_id, history)
+        if session_id is not None:
+            self.conversations.add_turn(
+                session_id, "user", question, self.counter.count(question), {"channel": channel}
+            )
+        memory_ms = (time.perf_counter() - started) * 1000
+        found = self.retrieve(question, conversation.turns, options)
+        result = ChatResult(
+            answer="",
+            sources=[],
+            handoff=found.handoff,
+            query=found.query,
+            channel=channel,
+            session_id=session_id,
+        )
+        result.timings_ms["retrieve"] = round((time.perf_counter() - started) * 1000 - memory_ms, 1)
         if found.handoff:
             result.answer = HANDOFF_ANSWER
             yield SourcesEvent([])
             yield TokenEvent(HANDOFF_ANSWER)
-            result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
-            yield DoneEvent(result)
-            return
-        result.sources = self.sources_of(found.hits)
-        yield SourcesEvent(result.sources)
-        yield from self._generate(question, history, found, result, started)
+        else:
+            yield from self._answer(
+                question, conversation, found, result, options, memory_ms, started
+            )
+        result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
+        self._save_answer(result)
+        yield DoneEvent(result)
 
-    def _generate(
+    def _answer(
         self,
         question: str,
-        history: Sequence[Turn],
+        conversation: _Conversation,
         found: Retrieval,
         result: ChatResult,
+        options: AnswerOptions | None,
+        memory_ms: float,
         started: float,
     ) -> Iterator[ChatEvent]:
-        if self._chain is None:
+        if self.model is None:
             raise RuntimeError("this service was built without a chat model")
-        recent = (
-            list(history)[-self.settings.chat.history_turns :]
-            if self.settings.chat.history_turns
-            else []
-        )
-        inputs = {
-            "context": format_context(found.hits),
-            "history": [t.to_message() for t in recent],
-            "question": question,
-            "max_words": self.settings.chat.max_answer_words,
+        policy = self.policy_for(result.channel, options)
+        result.policy = {
+            "channel": policy.channel,
+            "enabled": policy.enabled,
+            "target_words": policy.target_words,
+            "max_tokens": policy.max_tokens,
         }
-        parts: list[str] = []
-        usage = None
+        plan_started = time.perf_counter()
+        plan = self.memory.plan(
+            render=lambda inputs: self._prompt.invoke(inputs).to_messages(),
+            inputs={"policy": policy.instruction(), "question": question},
+            contexts=[format_context(found.hits[:n]) for n in range(1, len(found.hits) + 1)],
+            history=conversation.turns,
+            history_tokens=conversation.token_counts,
+            summary=conversation.summary,
+            facts=conversation.facts,
+            answer_reserve=policy.max_tokens,
+        )
+        result.timings_ms["memory"] = round(
+            memory_ms + (time.perf_counter() - plan_started) * 1000, 2
+        )
+        result.prompt_tokens_by_part = plan.tokens
+        result.memory_budget = plan.history_budget
+        result.sources = self.sources_of(found.hits[: max(1, plan.hits_used)])
+        yield SourcesEvent(result.sources)
+
+        call_options: dict = {"max_tokens": policy.max_tokens}
+        if options is not None and options.temperature is not None:
+            call_options["temperature"] = options.temperature
+        chain = build_answer_chain(self.model, **call_options)
+        cutter = SentenceCutter(policy.max_tokens, self.settings.length_policy.holdback_tokens)
+        raw: list[str] = []
+        usage, truncated = None, False
         try:
-            for chunk in self._chain.stream(inputs):
+            for chunk in chain.stream(plan.inputs):
                 text = chunk.content if isinstance(chunk.content, str) else ""
                 if text:
-                    if not parts:
+                    if not raw:
                         result.timings_ms["first_token"] = round(
                             (time.perf_counter() - started) * 1000, 1
                         )
-                    parts.append(text)
-                    yield TokenEvent(text)
+                    raw.append(text)
+                    shown = cutter.feed(text) if policy.enabled else text
+                    if shown:
+                        yield TokenEvent(shown)
                 if chunk.usage_metadata:
                     usage = chunk.usage_metadata
-                if (chunk.response_metadata or {}).get("finish_reason") == "content_filter":
+                finish = (chunk.response_metadata or {}).get("finish_reason")
+                if finish == "length":
+                    truncated = True
+                elif finish == "content_filter":
                     result.error = "content_filter"
         except Exception as exc:  # noqa: BLE001 - every model failure becomes a polite answer
             failure = classify(exc)
             log.warning("model call failed: %s (%s)", failure.code, failure.detail)
             result.error = failure.code
+        if policy.enabled:
+            rest, answer, result.cut = cutter.finish(truncated and not result.error)
+            if rest:
+                yield TokenEvent(rest)
+        else:
+            answer = "".join(raw)
+        notes = []
+        if result.cut:
+            notes.append(self.settings.length_policy.more_detail_note)
         if result.error:
-            # Also when Azure's content filter stopped a stream part-way through.
-            notice = ("\n\n" if parts else "") + MESSAGES[result.error]
-            parts.append(notice)
-            yield TokenEvent(notice)
-        result.answer = "".join(parts)
-        result.usage = self._usage(usage, inputs, result.answer)
-        result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
-        yield DoneEvent(result)
+            notes.append(MESSAGES[result.error])
+        for note in notes:
+            addition = ("\n\n" if answer else "") + note
+            answer += addition
+            yield TokenEvent(addition)
+        result.answer = answer
+        result.usage = self._usage(usage, plan.prompt_tokens, "".join(raw))
 
-    def _usage(self, reported, inputs: dict, answer: str) -> dict[str, int]:
+    def _usage(self, reported, planned_prompt: int, raw_answer: str) -> dict[str, int]:
         if reported and reported.get("input_tokens"):
+            self.counter.observe(planned_prompt, int(reported["input_tokens"]))
             return {
                 "prompt_tokens": int(reported["input_tokens"]),
                 "completion_tokens": int(reported.get("output_tokens", 0)),
             }
-        prompt_messages = self._chain.first.invoke(inputs).to_messages()  # type: ignore[union-attr]
         return {
-            "prompt_tokens": count_tokens_approximately(prompt_messages),
-            "completion_tokens": count_tokens_approximately([answer]) if answer else 0,
+            "prompt_tokens": planned_prompt,
+            "completion_tokens": self.counter.count(raw_answer),
         }
 
-    def ask(self, question: str, history: Sequence[Turn] = ()) -> ChatResult:
+    def _save_answer(self, result: ChatResult) -> None:
+        if result.session_id is None:
+            return
+        meta = {
+            "channel": result.channel,
+            "handoff": result.handoff,
+            "cut": result.cut,
+            "policy": result.policy,
+            "error": result.error,
+            "completion_tokens": result.usage.get("completion_tokens", 0),
+            "sources": [s.source for s in result.sources],
+        }
+        self.conversations.add_turn(
+            result.session_id, "assistant", result.answer, self.counter.count(result.answer), meta
+        )
+        if self.model is not None and result.memory_budget:
+            self.memory.schedule_summary(result.session_id, result.memory_budget, self.model)
+
+    def ask(self, question: str, history: Sequence[Turn] = (), **kwargs) -> ChatResult:
         """The whole answer at once."""
-        for event in self.stream(question, history):
+        for event in self.stream(question, history, **kwargs):
             if isinstance(event, DoneEvent):
                 return event.result
         raise RuntimeError("the answer stream ended without a result")
@@ -262,9 +433,20 @@ class ChatService:
         )
 
     def close(self) -> None:
+        self.memory.close()
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+
+
+def _channel(name: str) -> str:
+    try:
+        return Channel(name).value
+    except ValueError:
+        allowed = ", ".join(c.value for c in Channel)
+        raise InputRejected(
+            "unknown_channel", f"Unknown channel '{name}'; use {allowed}."
+        ) from None
 
 
 def _snippet(text: str) -> str:
@@ -287,24 +469,24 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
         synonyms=cfg.synonyms,
     )
-    model = None
-    on_close = None
+    model, counter, on_close = None, None, None
     if with_model:
         local_url = None
         if settings.llm.provider == Provider.LOCAL:
             from chatbot.local_server import LocalLlamaServer
+            from chatbot.tokens import LlamaServerCounter
 
             server = LocalLlamaServer(settings.llm.local, settings.llm.context_window)
             server.start(log_dir=settings.data_dir / "logs")
             local_url, on_close = server.base_url, server.stop
+            counter = LlamaServerCounter(server.root_url)
         try:
             model = make_chat_model(settings.llm, local_base_url=local_url)
         except Exception:
             if on_close:
                 on_close()
             raise
-    service = ChatService(settings, store, retriever, model, on_close=on_close)
-    return service
+    return ChatService(settings, store, retriever, model, counter=counter, on_close=on_close)
 
 
 def ensure_sample_knowledge(service: ChatService) -> IngestReport | None:

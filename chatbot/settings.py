@@ -134,8 +134,53 @@ class RetrievalSettings(_Section):
 
 class ChatSettings(_Section):
     max_message_chars: int = Field(4000, ge=1, description="Longest customer message accepted.")
-    history_turns: int = Field(6, ge=0, description="Recent messages sent to the model verbatim.")
-    max_answer_words: int = Field(120, ge=10, description="Length the prompt asks for.")
+
+
+class Channel(StrEnum):
+    WIDGET = "widget"
+    STAFF = "staff"
+    API = "api"
+
+
+class ChannelPolicySettings(_Section):
+    target_words: int = Field(ge=10, description="Length the prompt asks for, in words.")
+    max_tokens: int = Field(ge=16, description="Hard cap on answer tokens for this channel.")
+    style: str | None = Field(None, description="Style instruction; empty uses the default.")
+
+
+class LengthPolicySettings(_Section):
+    enabled: bool = Field(True, description="Apply the per-channel length policy.")
+    more_detail_note: str = Field(
+        "Want more detail? Just ask.", description="Added when an answer was cut at max_tokens."
+    )
+    holdback_tokens: int = Field(
+        48, ge=0, description="Near max_tokens, text waits for a complete sentence."
+    )
+    widget: ChannelPolicySettings = Field(
+        default_factory=lambda: ChannelPolicySettings(target_words=60, max_tokens=200)
+    )
+    staff: ChannelPolicySettings = Field(
+        default_factory=lambda: ChannelPolicySettings(target_words=150, max_tokens=450)
+    )
+    api: ChannelPolicySettings = Field(
+        default_factory=lambda: ChannelPolicySettings(target_words=100, max_tokens=300)
+    )
+
+
+class MemorySettings(_Section):
+    database: str = Field(
+        "conversations.sqlite3", description="SQLite file for conversations, in data_dir."
+    )
+    keep_recent_messages: int = Field(
+        4, ge=0, description="Latest messages always kept verbatim (not summarised)."
+    )
+    summary_trigger: float = Field(
+        0.5, gt=0, le=1, description="Summarise when history passes this share of its budget."
+    )
+    summary_max_tokens: int = Field(200, ge=32, description="Longest running summary.")
+    context_share: float = Field(
+        0.6, gt=0, le=1, description="Most of the free window that retrieved text may use."
+    )
 
 
 class ServerSettings(_Section):
@@ -157,6 +202,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    length_policy: LengthPolicySettings = Field(default_factory=LengthPolicySettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     @field_validator("log_level")

@@ -60,16 +60,28 @@ def sources_markdown(sources: list[Source]) -> str:
 
 
 def make_respond(service: ChatService):
-    def respond(message: str, history: list) -> Iterator[list[gr.ChatMessage]]:
+    """The chat callback: one stored session per browser tab, kept in that tab's state.
+
+    After a server restart a tab's state is gone but its messages are still on the screen; they
+    seed a new stored session, so the conversation continues with its history.
+    """
+
+    def respond(
+        message: str, history: list, session_id: str | None
+    ) -> Iterator[tuple[list[gr.ChatMessage], str | None]]:
         try:
-            events = service.stream(message, history_turns(history))
+            if not session_id or service.conversations.get_session(session_id) is None:
+                session_id = service.start_session("widget", seed=history_turns(history))
             answer, sources = "", []
-            for event in events:
+            for event in service.stream(message, session_id=session_id, channel="widget"):
                 if isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, TokenEvent):
                     answer += event.text
-                    yield [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
+                    yield (
+                        [gr.ChatMessage(role="assistant", content=safe_markdown(answer))],
+                        session_id,
+                    )
                 elif isinstance(event, DoneEvent):
                     answer = event.result.answer
             messages = [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
@@ -81,12 +93,12 @@ def make_respond(service: ChatService):
                         metadata={"title": SOURCES_TITLE, "status": "done"},
                     )
                 )
-            yield messages
+            yield messages, session_id
         except InputRejected as exc:
-            yield [gr.ChatMessage(role="assistant", content=exc.message)]
+            yield [gr.ChatMessage(role="assistant", content=exc.message)], session_id
         except Exception:  # noqa: BLE001 - a customer never sees a stack trace
             log.exception("chat turn failed")
-            yield [gr.ChatMessage(role="assistant", content=SORRY)]
+            yield [gr.ChatMessage(role="assistant", content=SORRY)], session_id
 
     return respond
 
@@ -97,8 +109,11 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
         gr.Markdown(
             "## Support chat\nAsk a question about our product. Answers cite the help center."
         )
+        session = gr.State(None)
         gr.ChatInterface(
             fn=make_respond(service),
+            additional_inputs=[session],
+            additional_outputs=[session],
             chatbot=gr.Chatbot(
                 height=560,
                 label="Support assistant",

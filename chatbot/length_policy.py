@@ -1,0 +1,111 @@
+"""Response-length policy: per-channel targets, the prompt instruction, and a clean cut at max_tokens.
+
+Three layers keep answers short: the instruction in the system prompt, ``max_tokens`` on the
+request, and ``SentenceCutter``, which, when the model runs into ``max_tokens``, ends the answer at
+the last complete sentence or list item instead of mid-word and says that more is available.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_STYLE = (
+    "Answer first, in plain words. No greeting, no preamble, no restating the question, "
+    "no sign-off. Use numbered steps only for procedures. If more could be said, stop and offer "
+    "more detail instead of writing it."
+)
+
+# Where an answer may end cleanly: after a sentence's closing punctuation (optionally followed by
+# a closing quote, bracket or citation like [2]) or at the end of a line outside a code block.
+SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"')\]]|\[\d+\])*(?=\s)")
+FENCE = "```"
+
+
+@dataclass(frozen=True)
+class LengthPolicy:
+    """The policy applied to one answer."""
+
+    channel: str
+    target_words: int
+    max_tokens: int
+    style: str = DEFAULT_STYLE
+    enabled: bool = True
+
+    def instruction(self) -> str:
+        if not self.enabled:
+            return ""
+        return f"{self.style} Keep the answer under {self.target_words} words."
+
+
+def safe_boundary(text: str) -> int:
+    """Length of the longest prefix of ``text`` that ends a sentence, list item or code block."""
+    best = 0
+    in_code = False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        complete_line = line.endswith("\n")
+        if stripped.startswith(FENCE):
+            in_code = not in_code
+            if not in_code and complete_line:
+                best = position + len(line)
+        elif not in_code:
+            for match in SENTENCE_END_RE.finditer(line):
+                best = position + match.end()
+            if complete_line and stripped:
+                # A finished line outside code ends a list item, a heading or a paragraph.
+                best = position + len(line)
+        position += len(line)
+    # A sentence that ends exactly at the end of the text (no trailing space yet) is complete too.
+    tail = text.rstrip()
+    if not in_code and tail and re.search(r"[.!?…](?:[\"')\]]|\[\d+\])*$", tail):
+        best = max(best, len(tail))
+    return best
+
+
+class SentenceCutter:
+    """Streams text through while holding back what a cut at max_tokens might have to remove.
+
+    Far from the limit, text passes as it comes (only a trailing partial word waits). Within
+    ``holdback_tokens`` of the limit, text waits until a sentence or list item is complete, so a
+    truncated answer can end cleanly.
+    """
+
+    def __init__(self, max_tokens: int, holdback_tokens: int = 48):
+        self.max_tokens = max_tokens
+        self.holdback_tokens = holdback_tokens
+        self.emitted = ""
+        self.pending = ""
+        self.tokens = 0
+
+    def feed(self, delta: str) -> str:
+        """Take one streamed piece (about one token); return the text that may be shown now."""
+        self.tokens += 1
+        self.pending += delta
+        if self.tokens < self.max_tokens - self.holdback_tokens:
+            cut = max(self.pending.rfind(" "), self.pending.rfind("\n")) + 1
+        else:
+            text = self.emitted + self.pending
+            cut = max(0, safe_boundary(text) - len(self.emitted))
+        return self._release(cut)
+
+    def _release(self, length: int) -> str:
+        out, self.pending = self.pending[:length], self.pending[length:]
+        self.emitted += out
+        return out
+
+    def finish(self, truncated: bool) -> tuple[str, str, bool]:
+        """End the stream: (text still to show, the final answer, whether it was cut)."""
+        if not truncated:
+            return self._release(len(self.pending)), self.emitted, False
+        text = self.emitted + self.pending
+        boundary = safe_boundary(text)
+        if boundary >= len(self.emitted):
+            out = self._release(boundary - len(self.emitted))
+            self.pending = ""
+            return out, self.emitted.rstrip(), True
+        # Text shown before the hold-back began cannot be taken back; the final answer is
+        # still cut cleanly, and callers that re-render whole messages show that.
+        self.pending = ""
+        return "", text[:boundary].rstrip(), True
