@@ -173,6 +173,68 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_progress(number: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{number}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def cmd_bench_memory(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from chatbot.bench import format_table, memory_benchmark, scratch_data_dir
+    from chatbot.evaluation import OUT_OF_SCOPE, load_questions
+    from chatbot.service import SAMPLE_KNOWLEDGE_DIR, create_service
+
+    # The server gets exactly the window under test, so an oversized prompt would fail for real.
+    llm = settings.llm.model_copy(
+        update={
+            "context_window": args.window,
+            "local": settings.llm.local.model_copy(update={"n_ctx": args.window}),
+        }
+    )
+    settings = settings.model_copy(update={"llm": llm, "data_dir": scratch_data_dir()})
+    questions = [
+        q.question
+        for q in load_questions(SAMPLE_KNOWLEDGE_DIR.parent / "sample_questions.jsonl")
+        if q.kind != OUT_OF_SCOPE and not q.history
+    ]
+    service = create_service(settings)
+    try:
+        service.ingest([SAMPLE_KNOWLEDGE_DIR])
+        summary = memory_benchmark(
+            service,
+            turns=args.turns,
+            window=args.window,
+            questions=questions,
+            progress=_bench_progress,
+        )
+    finally:
+        service.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(json.dumps(summary) if args.json else format_table(summary))
+    return 0
+
+
+def cmd_bench_verbosity(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from chatbot.bench import format_table, verbosity_benchmark
+    from chatbot.service import create_service
+
+    service = create_service(settings)
+    try:
+        if not service.store.documents():
+            return _fail("the knowledge store is empty; run `chatbot ingest PATH` first", 2)
+        summary = verbosity_benchmark(
+            service, Path(args.questions), channel=args.channel, progress=_bench_progress
+        )
+    finally:
+        service.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(json.dumps(summary) if args.json else format_table(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatbot", description=__doc__)
     parser.add_argument("--profile", help="configs/<PROFILE>.yaml over configs/default.yaml")
@@ -201,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--k", type=int, help="documents per question (default retrieval.top_k)")
     evaluate.add_argument("--json", action="store_true", help="also print the summary as JSON")
     evaluate.set_defaults(func=cmd_eval)
+    bench = sub.add_parser("bench", help="benchmarks that print numbers")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    memory = bench_sub.add_parser("memory", help="a long scripted conversation in a small window")
+    memory.add_argument("--turns", type=int, default=100)
+    memory.add_argument("--window", type=int, default=2048, help="context window in tokens")
+    memory.add_argument("--json", action="store_true")
+    memory.set_defaults(func=cmd_bench_memory)
+    verbosity = bench_sub.add_parser("verbosity", help="answer length with the policy off and on")
+    verbosity.add_argument("questions", metavar="QUESTIONS.jsonl")
+    verbosity.add_argument("--channel", default="widget", choices=["widget", "staff", "api"])
+    verbosity.add_argument("--json", action="store_true")
+    verbosity.set_defaults(func=cmd_bench_verbosity)
     return parser
 
 

@@ -18,7 +18,9 @@ DEFAULT_STYLE = (
 
 # Where an answer may end cleanly: after a sentence's closing punctuation (optionally followed by
 # a closing quote, bracket or citation like [2]) or at the end of a line outside a code block.
-SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"')\]]|\[\d+\])*(?=\s)")
+SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]]|\[\d+\])*(?=\s|\Z)")
+# Full stops that end no sentence: a list number ("2.") and common abbreviations ("e.g.").
+NOT_SENTENCE_END_RE = re.compile(r"^\s*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.IGNORECASE)
 FENCE = "```"
 
 
@@ -38,8 +40,12 @@ class LengthPolicy:
         return f"{self.style} Keep the answer under {self.target_words} words."
 
 
-def safe_boundary(text: str) -> int:
-    """Length of the longest prefix of ``text`` that ends a sentence, list item or code block."""
+def safe_boundary(text: str, *, ended: bool = False) -> int:
+    """Length of the longest prefix of ``text`` that ends a sentence, list item or code block.
+
+    While the stream goes on (``ended`` false), a full stop at the very end of ``text`` does not
+    count yet: the next piece may turn it into "1.5" or "e.g.".
+    """
     best = 0
     in_code = False
     position = 0
@@ -48,19 +54,18 @@ def safe_boundary(text: str) -> int:
         complete_line = line.endswith("\n")
         if stripped.startswith(FENCE):
             in_code = not in_code
-            if not in_code and complete_line:
+            if not in_code and (complete_line or ended):
                 best = position + len(line)
         elif not in_code:
             for match in SENTENCE_END_RE.finditer(line):
-                best = position + match.end()
+                at_text_end = not complete_line and match.end() == len(line)
+                ends = not NOT_SENTENCE_END_RE.search(line[: match.start() + 1])
+                if ends and (ended or not at_text_end):
+                    best = position + match.end()
             if complete_line and stripped:
                 # A finished line outside code ends a list item, a heading or a paragraph.
                 best = position + len(line)
         position += len(line)
-    # A sentence that ends exactly at the end of the text (no trailing space yet) is complete too.
-    tail = text.rstrip()
-    if not in_code and tail and re.search(r"[.!?…](?:[\"')\]]|\[\d+\])*$", tail):
-        best = max(best, len(tail))
     return best
 
 
@@ -100,7 +105,7 @@ class SentenceCutter:
         if not truncated:
             return self._release(len(self.pending)), self.emitted, False
         text = self.emitted + self.pending
-        boundary = safe_boundary(text)
+        boundary = safe_boundary(text, ended=True)
         if boundary >= len(self.emitted):
             out = self._release(boundary - len(self.emitted))
             self.pending = ""

@@ -222,7 +222,12 @@ class ConversationMemory:
         facts = merge_facts(
             session.facts, extract_facts([t.content for t in fold if t.role == "user"])
         )
-        summary = self._summarise(session.summary, fold, model)
+        # The summarising call must fit the window too: its oldest turns are dropped if not.
+        room = self.context_window - 2 * self.settings.summary_max_tokens - 200
+        included = list(fold)
+        while included and sum(t.tokens + MESSAGE_OVERHEAD_TOKENS for t in included) > room:
+            included.pop(0)
+        summary = self._summarise(session.summary, included, model) if included else session.summary
         tokens = self.counter.count(summary)
         self.store.save_summary(session_id, summary, tokens, facts, fold[-1].id)
         return True

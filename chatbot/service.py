@@ -49,6 +49,8 @@ class AnswerOptions:
     relevance_threshold: float | None = None
     temperature: float | None = None
     length_policy: bool | None = None
+    # Keep the exact messages sent to the model in the result (playground, benchmarks).
+    trace: bool = False
 
 
 @dataclass
@@ -73,6 +75,7 @@ class ChatResult:
     prompt_tokens_by_part: dict[str, int] = field(default_factory=dict)
     # Tokens that were free for the summary and recent turns in this request.
     memory_budget: int = 0
+    prompt_messages: list[dict] | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -332,6 +335,12 @@ class ChatService:
         )
         result.prompt_tokens_by_part = plan.tokens
         result.memory_budget = plan.history_budget
+        if options is not None and options.trace:
+            roles = {"system": "system", "human": "user", "ai": "assistant"}
+            result.prompt_messages = [
+                {"role": roles.get(m.type, m.type), "content": str(m.content)}
+                for m in plan.messages
+            ]
         result.sources = self.sources_of(found.hits[: max(1, plan.hits_used)])
         yield SourcesEvent(result.sources)
 
@@ -469,24 +478,30 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
         synonyms=cfg.synonyms,
     )
-    model, counter, on_close = None, None, None
+    model, counter, on_close, local_url = None, None, None, None
     if with_model:
-        local_url = None
         if settings.llm.provider == Provider.LOCAL:
             from chatbot.local_server import LocalLlamaServer
-            from chatbot.tokens import LlamaServerCounter
+            from chatbot.tokens import LocalModelCounter
 
             server = LocalLlamaServer(settings.llm.local, settings.llm.context_window)
             server.start(log_dir=settings.data_dir / "logs")
             local_url, on_close = server.base_url, server.stop
-            counter = LlamaServerCounter(server.root_url)
+            counter = LocalModelCounter(server.model_path)
         try:
             model = make_chat_model(settings.llm, local_base_url=local_url)
         except Exception:
             if on_close:
                 on_close()
             raise
-    return ChatService(settings, store, retriever, model, counter=counter, on_close=on_close)
+    return ChatService(
+        settings,
+        store,
+        retriever,
+        model,
+        counter=counter,
+        on_close=on_close,
+    )
 
 
 def ensure_sample_knowledge(service: ChatService) -> IngestReport | None:

@@ -1,7 +1,7 @@
 """Token counting without tiktoken: the local model's own tokenizer, or a conservative estimate.
 
 ``ChatOpenAI.get_num_tokens_from_messages`` downloads tiktoken files and fails for Phi model
-names, so it is never used. The embedded llama.cpp server tokenizes exactly; for remote models a
+names, so it is never used. The local model's own tokenizer counts exactly; for remote models a
 characters-per-token estimate is used and corrected upwards by the ``usage`` the server reports.
 """
 
@@ -12,9 +12,9 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
-import httpx
 from langchain_core.messages import BaseMessage
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,19 @@ class EstimatingCounter:
                 log.info("token estimate corrected to %.2f chars/token", self.chars_per_token)
 
 
-class LlamaServerCounter:
-    """Exact counts from the embedded llama.cpp server's tokenizer, cached per text."""
+class LocalModelCounter:
+    """Exact counts from the local GGUF model's own tokenizer, loaded in-process (vocabulary only).
 
-    def __init__(self, server_root: str, cache_size: int = 4096, timeout: float = 5.0):
-        self._url = server_root.rstrip("/") + "/extras/tokenize/count"
-        self._client = httpx.Client(timeout=timeout)
+    In-process rather than through the llama.cpp server: the server answers one request at a
+    time, so a count would wait behind a running answer or summary.
+    """
+
+    def __init__(self, model_path: Path, cache_size: int = 4096):
+        from llama_cpp import Llama
+
+        self._llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
-        self._fallback = EstimatingCounter()
         self._lock = threading.Lock()
 
     def count(self, text: str) -> int:
@@ -69,14 +73,7 @@ class LlamaServerCounter:
             if text in self._cache:
                 self._cache.move_to_end(text)
                 return self._cache[text]
-        try:
-            response = self._client.post(self._url, json={"input": text})
-            response.raise_for_status()
-            value = int(response.json()["count"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            log.warning("tokenizer unavailable (%s); estimating", exc)
-            return self._fallback.count(text)
-        with self._lock:
+            value = len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
             self._cache[text] = value
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -84,6 +81,24 @@ class LlamaServerCounter:
 
     def observe(self, estimated: int, actual: int) -> None:
         """Exact already."""
+
+    def count_chat(self, messages: Sequence[dict]) -> int:
+        """Tokens of a whole chat prompt as the llama.cpp server builds it: the GGUF's own chat
+        template applied to ``[{"role", "content"}]``, template tokens included."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return sum(self.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        model = self._llama._model
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(self._llama.token_eos()),
+            bos_token=model.token_get_text(self._llama.token_bos()),
+        )
+        prompt = formatter(messages=list(messages)).prompt
+        with self._lock:
+            return len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
 
 
 def count_messages(counter: TokenCounter, messages: Sequence[BaseMessage]) -> int:
