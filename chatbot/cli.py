@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     from chatbot.service import create_service, ensure_sample_knowledge
 
+    # SIGTERM (docker stop, systemd) must clean up like Ctrl-C: the local model server runs in
+    # its own process group and would otherwise outlive the app.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print("Loading the knowledge store and the model…", flush=True)
     service = create_service(settings)
     try:

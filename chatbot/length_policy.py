@@ -20,7 +20,9 @@ DEFAULT_STYLE = (
 # a closing quote, bracket or citation like [2]) or at the end of a line outside a code block.
 SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]]|\[\d+\])*(?=\s|\Z)")
 # Full stops that end no sentence: a list number ("2.") and common abbreviations ("e.g.").
-NOT_SENTENCE_END_RE = re.compile(r"^\s*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.IGNORECASE)
+NOT_SENTENCE_END_RE = re.compile(r"^\s*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I)
+# A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
+MAYBE_UNFINISHED_RE = re.compile(r"(?:\d|\b\w)\.$")
 FENCE = "```"
 
 
@@ -43,8 +45,9 @@ class LengthPolicy:
 def safe_boundary(text: str, *, ended: bool = False) -> int:
     """Length of the longest prefix of ``text`` that ends a sentence, list item or code block.
 
-    While the stream goes on (``ended`` false), a full stop at the very end of ``text`` does not
-    count yet: the next piece may turn it into "1.5" or "e.g.".
+    While the stream goes on (``ended`` false), punctuation at the very end of ``text`` does not
+    count yet: the next piece may turn "1." into "1.5" or "e." into "e.g.". Once it has ended,
+    it counts, unless it follows a digit or a lone letter.
     """
     best = 0
     in_code = False
@@ -58,10 +61,13 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
                 best = position + len(line)
         elif not in_code:
             for match in SENTENCE_END_RE.finditer(line):
+                prefix = line[: match.start() + 1]
+                if NOT_SENTENCE_END_RE.search(prefix):
+                    continue
                 at_text_end = not complete_line and match.end() == len(line)
-                ends = not NOT_SENTENCE_END_RE.search(line[: match.start() + 1])
-                if ends and (ended or not at_text_end):
-                    best = position + match.end()
+                if at_text_end and (not ended or MAYBE_UNFINISHED_RE.search(prefix)):
+                    continue
+                best = position + match.end()
             if complete_line and stripped:
                 # A finished line outside code ends a list item, a heading or a paragraph.
                 best = position + len(line)

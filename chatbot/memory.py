@@ -105,7 +105,9 @@ class ConversationMemory:
         counter: TokenCounter,
         settings: MemorySettings,
         context_window: int,
+        call_options: Callable[[int], dict] = lambda limit: {"max_tokens": limit},
     ):
+        self.call_options = call_options
         self.store = store
         self.counter = counter
         self.settings = settings
@@ -241,7 +243,7 @@ class ConversationMemory:
             max_words=max(20, int(limit * 0.6)), summary=summary or "(none yet)", turns=transcript
         )
         try:
-            reply = model.invoke([HumanMessage(prompt)], max_tokens=limit, temperature=0)
+            reply = model.invoke([HumanMessage(prompt)], **self.call_options(limit), temperature=0)
             text = reply.content if isinstance(reply, AIMessage) else str(reply)
             text = str(text).strip()
         except Exception as exc:  # noqa: BLE001 - fall back to dropping the oldest turns

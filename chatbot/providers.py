@@ -22,11 +22,24 @@ def _secret_from_env(variable: str, *, required: bool, purpose: str) -> str | No
     return value or None
 
 
+def token_limit(provider: Provider, max_tokens: int) -> dict:
+    """Call options that cap an answer at ``max_tokens`` on this provider.
+
+    langchain-openai sends the cap as ``max_completion_tokens``, which llama.cpp's server (and
+    some other OpenAI-compatible servers) ignore; for those the classic ``max_tokens`` field is
+    sent as well.
+    """
+    options: dict = {"max_tokens": max_tokens}
+    if provider in (Provider.LOCAL, Provider.OPENAI_COMPATIBLE):
+        options["extra_body"] = {"max_tokens": max_tokens}
+    return options
+
+
 def make_chat_model(llm: LLMSettings, *, local_base_url: str | None = None) -> BaseChatModel:
     """Build the chat model for ``llm.provider``; the local provider needs the running server's URL."""
     common = {
         "temperature": llm.temperature,
-        "max_tokens": llm.max_output_tokens,
+        **token_limit(llm.provider, llm.max_output_tokens),
         "timeout": llm.timeout_s,
         "max_retries": llm.max_retries,
         "streaming": True,

@@ -18,6 +18,7 @@ from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter
 from chatbot.memory import ConversationMemory
 from chatbot.prompts import HANDOFF_ANSWER, format_context
+from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, Provider, Settings
 from chatbot.tokens import EstimatingCounter, TokenCounter
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
+# Streamed pieces are about one token each; past max_tokens by this many, the stream is closed.
+MAX_TOKENS_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,11 @@ class ChatService:
             settings.data_dir / settings.memory.database
         )
         self.memory = ConversationMemory(
-            self.conversations, self.counter, settings.memory, settings.llm.context_window
+            self.conversations,
+            self.counter,
+            settings.memory,
+            settings.llm.context_window,
+            call_options=lambda limit: token_limit(settings.llm.provider, limit),
         )
         self._prompt = build_prompt()
         self._on_close = on_close
@@ -344,7 +351,7 @@ class ChatService:
         result.sources = self.sources_of(found.hits[: max(1, plan.hits_used)])
         yield SourcesEvent(result.sources)
 
-        call_options: dict = {"max_tokens": policy.max_tokens}
+        call_options = token_limit(self.settings.llm.provider, policy.max_tokens)
         if options is not None and options.temperature is not None:
             call_options["temperature"] = options.temperature
         chain = build_answer_chain(self.model, **call_options)
@@ -354,6 +361,10 @@ class ChatService:
         try:
             for chunk in chain.stream(plan.inputs):
                 text = chunk.content if isinstance(chunk.content, str) else ""
+                if len(raw) >= policy.max_tokens + MAX_TOKENS_SLACK:
+                    # The server ignored the cap; closing the stream cancels the request.
+                    truncated = True
+                    break
                 if text:
                     if not raw:
                         result.timings_ms["first_token"] = round(
