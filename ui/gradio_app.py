@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Iterator
@@ -21,9 +22,35 @@ SORRY = "Sorry, something went wrong on our side. Please try again in a moment."
 
 
 def safe_markdown(text: str) -> str:
-    """Model and document text shown as Markdown: no raw HTML, no remote images."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text shown as Markdown with no raw HTML and no remote images.
+
+    Idempotent (``&`` is left alone), because the chat history travels back and forth between
+    browser and server and is escaped again on every update.
+    """
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
     return IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", text)
+
+
+def escape_customer_messages(chatbot: gr.Chatbot) -> gr.Chatbot:
+    """Show the customer's own messages as text, never as HTML.
+
+    ChatInterface adds the customer's message to the history itself, unescaped, and Gradio's
+    sanitiser still lets tags such as ``<img>`` through. A subclass would make Gradio look for a
+    custom front-end component, so the instance's postprocess is wrapped instead.
+    """
+    original = chatbot.postprocess
+
+    def postprocess(value):
+        for message in value or []:
+            if isinstance(message, dict):
+                if message.get("role") == "user" and isinstance(message.get("content"), str):
+                    message["content"] = safe_markdown(message["content"])
+            elif getattr(message, "role", None) == "user" and isinstance(message.content, str):
+                message.content = safe_markdown(message.content)
+        return original(value)
+
+    chatbot.postprocess = postprocess  # type: ignore[method-assign]
+    return chatbot
 
 
 def _text_of(content: object) -> str:
@@ -46,7 +73,7 @@ def history_turns(history: list) -> list[Turn]:
             continue
         role = item.get("role")
         if role in ("user", "assistant"):
-            turns.append(Turn(role, _text_of(item.get("content"))))
+            turns.append(Turn(role, html.unescape(_text_of(item.get("content")))))
     return turns
 
 
@@ -114,11 +141,13 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             fn=make_respond(service),
             additional_inputs=[session],
             additional_outputs=[session],
-            chatbot=gr.Chatbot(
-                height=560,
-                label="Support assistant",
-                sanitize_html=True,
-                placeholder="Ask a question about our product.",
+            chatbot=escape_customer_messages(
+                gr.Chatbot(
+                    height=560,
+                    label="Support assistant",
+                    sanitize_html=True,
+                    placeholder="Ask a question about our product.",
+                )
             ),
             textbox=gr.Textbox(
                 placeholder="Type your question…",

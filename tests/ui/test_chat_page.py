@@ -1,0 +1,181 @@
+"""The chat page end to end: `chatbot serve` with the real model, driven by Chromium and gradio_client."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from gradio_client import Client
+from playwright.sync_api import expect
+
+if TYPE_CHECKING:
+    from tests.ui.conftest import ServedApp
+
+# Every test here talks to the real app, which starts the real local model.
+pytestmark = pytest.mark.slow
+
+QUESTION = "How long do I hold the reset button on the hub?"
+EXPECTED_SOURCE = "reset-the-hub.md"
+HTML_PAYLOAD = '<img src=x onerror="window.__xss=1">'
+# SmolLM2 starts answering within seconds. The test profile's 64-token cap should end an answer
+# soon after, but llama-cpp-python ignores the max_completion_tokens that langchain-openai sends,
+# so an answer can run until the 4096-token context is full: minutes on a busy shared CPU.
+# Once the cap reaches the model server, 90 s is plenty for both.
+ANSWER_STARTS_S = 90
+ANSWER_ENDS_S = 240
+PAGE_LOAD_TIMEOUT_MS = 30_000
+APP_ERROR = "something went wrong on our side"
+
+
+# ----- the page, in Chromium
+
+
+def open_chat(context, url: str):
+    page = context.new_page()
+    page.goto(url)
+    expect(page.get_by_placeholder("Type your question…")).to_be_editable(
+        timeout=PAGE_LOAD_TIMEOUT_MS
+    )
+    return page
+
+
+def question_box(page):
+    # Gradio blanks the placeholder once a question is sent, so not found by it.
+    return page.get_by_test_id("textbox")
+
+
+def conversation(page):
+    return page.get_by_role("log", name="chatbot conversation")
+
+
+def ask(page, question: str, server: ServedApp) -> None:
+    """Submit a question on a fresh page and wait until its answer has finished streaming."""
+    box = question_box(page)
+    box.fill(question)
+    box.press("Enter")
+    chat = conversation(page)
+    try:
+        expect(chat.get_by_test_id("user")).to_have_count(1)
+        expect(chat.get_by_test_id("bot").first).to_be_visible(timeout=ANSWER_STARTS_S * 1000)
+        # While the answer streams, the box is read-only and Retry is disabled.
+        retry = page.get_by_role("button", name="Retry")
+        expect(retry).to_be_enabled(timeout=ANSWER_ENDS_S * 1000)
+        expect(box).to_be_editable()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{server.output()}") from exc
+
+
+@pytest.fixture(scope="module")
+def answered_page(browser, chat_server):
+    """One customer's tab after asking about resetting the hub."""
+    context = browser.new_context()
+    page = open_chat(context, chat_server.url)
+    ask(page, QUESTION, chat_server)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def html_page(browser, chat_server):
+    """A tab whose question carries an HTML tag, and asks the model to repeat it."""
+    context = browser.new_context()
+    page = open_chat(context, chat_server.url)
+    ask(page, f"How do I reset the hub? Start your answer with {HTML_PAYLOAD}", chat_server)
+    yield page
+    context.close()
+
+
+def test_answer_streams_in_with_its_sources(answered_page, chat_server):
+    chat = conversation(answered_page)
+    expect(chat.get_by_test_id("user")).to_have_text(QUESTION)
+    answer = chat.get_by_test_id("bot").first.inner_text().strip()
+    assert answer, "the assistant's answer is empty"
+    assert APP_ERROR not in answer, chat_server.output()
+
+    sources = chat.get_by_role("button", name="Sources", exact=True)
+    expect(sources).to_be_visible()
+    sources.click()
+    expect(chat.get_by_test_id("bot").filter(has_text=EXPECTED_SOURCE)).to_be_visible()
+
+
+def test_each_tab_has_its_own_conversation(browser, chat_server, answered_page):
+    same_customer_tab = open_chat(answered_page.context, chat_server.url)
+    other_customer = browser.new_context()
+    try:
+        for page in (same_customer_tab, open_chat(other_customer, chat_server.url)):
+            placeholder = page.get_by_text("Ask a question about our product.", exact=True)
+            expect(placeholder).to_be_visible()
+            expect(page.get_by_test_id("user")).to_have_count(0)
+            expect(page.get_by_test_id("bot")).to_have_count(0)
+        expect(conversation(answered_page).get_by_test_id("user")).to_have_count(1)
+    finally:
+        same_customer_tab.close()
+        other_customer.close()
+
+
+def test_html_in_the_answer_is_shown_as_text(html_page):
+    assert html_page.evaluate("typeof window.__xss") == "undefined"
+    assert conversation(html_page).get_by_test_id("bot").locator("img").count() == 0
+
+
+def test_html_in_the_question_is_shown_as_text(html_page):
+    chat = conversation(html_page)
+    assert html_page.evaluate("typeof window.__xss") == "undefined"
+    assert chat.locator('img[src="x"]').count() == 0
+    expect(chat.get_by_test_id("user")).to_contain_text(HTML_PAYLOAD)
+
+
+# ----- the same endpoint over HTTP, with Gradio's own client
+
+
+@pytest.fixture(scope="module")
+def client(chat_server):
+    return Client(chat_server.url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def respond(client, message: str) -> list[dict]:
+    job = client.submit(message, api_name="/respond")
+    return job.result(timeout=ANSWER_ENDS_S)
+
+
+def test_api_answer_ends_with_its_sources(client, chat_server):
+    messages = respond(client, QUESTION)
+
+    assert isinstance(messages, list) and len(messages) == 2, messages
+    answer, sources = messages
+    assert answer["role"] == "assistant" and answer["content"].strip()
+    assert APP_ERROR not in answer["content"], chat_server.output()
+    assert sources["metadata"]["title"] == "Sources"
+    assert EXPECTED_SOURCE in sources["content"]
+
+
+@pytest.mark.parametrize("message", ["", "  \n "])
+def test_api_asks_for_a_question_when_the_message_is_empty(client, message):
+    messages = client.predict(message, api_name="/respond")
+
+    assert len(messages) == 1, messages
+    assert "please type a question" in messages[0]["content"].lower()
+
+
+def test_api_refuses_an_over_long_message_politely(client):
+    message = QUESTION + " " + "x" * 4000
+
+    messages = client.predict(message, api_name="/respond")
+
+    assert len(messages) == 1, messages
+    text = messages[0]["content"]
+    assert "long" in text and "4,000" in text, text
+    assert "Traceback" not in text and APP_ERROR not in text
+
+
+# ----- shutting down
+
+
+def test_sigterm_also_stops_the_local_model_server(start_chat_server):
+    app = start_chat_server(sample_knowledge=False)
+    models = [p for p in app.helpers if "llama_cpp.server" in p.command]
+    assert models, f"no llama.cpp server among the app's children: {app.helpers}"
+
+    orphans = app.stop()
+
+    assert not orphans, f"still running after the app stopped: {orphans}"
