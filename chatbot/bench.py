@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chatbot.evaluation import OUT_OF_SCOPE, load_questions
 from chatbot.history import turns_from_dicts
+from chatbot.length_policy import safe_boundary
 from chatbot.service import AnswerOptions, ChatService
 
 # Turn 1 of the scripted conversation and the facts in it that must survive to the end.
@@ -30,8 +31,9 @@ FILLERS = [
     "does that also work on the app?",
     "what should I try next?",
 ]
-SENTENCE_END_RE = re.compile(r"""[.!?…:](?:["')\]*`]|\[\d+\])*$""")
-LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\S")
+
+
+LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\S.*\w")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -47,8 +49,9 @@ def ends_cleanly(text: str) -> bool:
     text = text.rstrip()
     if not text:
         return True
-    last = text.splitlines()[-1]
-    return bool(SENTENCE_END_RE.search(text) or LIST_ITEM_RE.match(last) or last.strip() == "```")
+    return safe_boundary(text, ended=True) >= len(text) or bool(
+        LIST_ITEM_RE.match(text.splitlines()[-1])
+    )
 
 
 def memory_benchmark(

@@ -79,7 +79,14 @@ class ConversationStore(Protocol):
     def turns(self, session_id: str, after_id: int = 0) -> list[StoredTurn]: ...
 
     def save_summary(
-        self, session_id: str, summary: str, tokens: int, facts: list[str], upto_turn_id: int
+        self,
+        session_id: str,
+        summary: str,
+        tokens: int,
+        facts: list[str],
+        upto_turn_id: int,
+        *,
+        made: bool = True,
     ) -> None: ...
 
 
@@ -150,11 +157,19 @@ class SQLiteConversationStore:
         return [StoredTurn(*row[:6], json.loads(row[6])) for row in rows]
 
     def save_summary(
-        self, session_id: str, summary: str, tokens: int, facts: list[str], upto_turn_id: int
+        self,
+        session_id: str,
+        summary: str,
+        tokens: int,
+        facts: list[str],
+        upto_turn_id: int,
+        *,
+        made: bool = True,
     ) -> None:
+        """Store the running summary; ``made`` false means older turns were only dropped."""
         with self._db() as db:
             db.execute(
                 "UPDATE sessions SET summary = ?, summary_tokens = ?, facts = ?,"
-                " summarised_upto = ?, summaries = summaries + 1 WHERE id = ?",
-                (summary, tokens, json.dumps(facts), upto_turn_id, session_id),
+                " summarised_upto = ?, summaries = summaries + ? WHERE id = ?",
+                (summary, tokens, json.dumps(facts), upto_turn_id, int(made), session_id),
             )

@@ -47,7 +47,7 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
 
     While the stream goes on (``ended`` false), punctuation at the very end of ``text`` does not
     count yet: the next piece may turn "1." into "1.5" or "e." into "e.g.". Once it has ended,
-    it counts, unless it follows a digit or a lone letter.
+    it counts, except a full stop after a digit or a lone letter.
     """
     best = 0
     in_code = False

@@ -152,10 +152,13 @@ class ConversationMemory:
                 break
             context, context_tokens, used = candidate, tokens, number
         history_budget = max(0, free - context_tokens)
-        block = memory_block(summary, facts)
-        block_tokens = self.counter.count(block) if block else 0
-        if block_tokens > history_budget:
-            block, block_tokens = "", 0
+        block, block_tokens = "", 0
+        # The summary and pinned facts if they fit, else the facts alone.
+        for candidate in (memory_block(summary, facts), memory_block("", facts)):
+            tokens = self.counter.count(candidate) if candidate else 0
+            if candidate and tokens <= history_budget:
+                block, block_tokens = candidate, tokens
+                break
         kept = self._recent(history, history_tokens, history_budget - block_tokens)
         final_inputs = {**inputs, "context": context, "memory": block, "history": kept}
         messages = render(final_inputs)
@@ -179,9 +182,9 @@ class ConversationMemory:
             return []
         messages = [t.to_message() for t in history]
         known = list(counts) if counts is not None else [None] * len(messages)
+        # A stored count may predate a correction of the estimate, so the larger count wins.
         sizes = {
-            id(m): (n if n is not None else self.counter.count(str(m.content)))
-            + MESSAGE_OVERHEAD_TOKENS
+            id(m): max(n or 0, self.counter.count(str(m.content))) + MESSAGE_OVERHEAD_TOKENS
             for m, n in zip(messages, known, strict=True)
         }
         return trim_messages(
@@ -229,12 +232,19 @@ class ConversationMemory:
         included = list(fold)
         while included and sum(t.tokens + MESSAGE_OVERHEAD_TOKENS for t in included) > room:
             included.pop(0)
-        summary = self._summarise(session.summary, included, model) if included else session.summary
+        summary, made = (
+            self._summarise(session.summary, included, model)
+            if included
+            else (session.summary, False)
+        )
         tokens = self.counter.count(summary)
-        self.store.save_summary(session_id, summary, tokens, facts, fold[-1].id)
+        self.store.save_summary(session_id, summary, tokens, facts, fold[-1].id, made=made)
         return True
 
-    def _summarise(self, summary: str, fold: Sequence[StoredTurn], model: BaseChatModel) -> str:
+    def _summarise(
+        self, summary: str, fold: Sequence[StoredTurn], model: BaseChatModel
+    ) -> tuple[str, bool]:
+        """The updated summary, and whether the model made it (False: the old one, kept)."""
         transcript = "\n".join(
             f"{'Customer' if t.role == 'user' else 'Assistant'}: {t.content}" for t in fold
         )
@@ -248,8 +258,8 @@ class ConversationMemory:
             text = str(text).strip()
         except Exception as exc:  # noqa: BLE001 - fall back to dropping the oldest turns
             log.warning("summary failed (%s); dropping the oldest turns instead", exc)
-            return summary
-        return self._truncate(text, limit) if text else summary
+            return summary, False
+        return (self._truncate(text, limit), True) if text else (summary, False)
 
     def _truncate(self, text: str, limit: int) -> str:
         while text and self.counter.count(text) > limit:
