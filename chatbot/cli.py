@@ -182,9 +182,17 @@ def _bench_progress(number: int, total: int) -> None:
         print(f"\r{number}/{total}", end="", file=sys.stderr, flush=True)
 
 
+def _print_bench(summary: dict, as_json: bool) -> None:
+    from chatbot.bench import format_table
+
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(json.dumps(summary) if as_json else format_table(summary))
+
+
 def cmd_bench_memory(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from chatbot.bench import format_table, memory_benchmark, scratch_data_dir
+    from chatbot.bench import memory_benchmark, scratch_data_dir
     from chatbot.evaluation import OUT_OF_SCOPE, load_questions
     from chatbot.service import SAMPLE_KNOWLEDGE_DIR, create_service
 
@@ -213,15 +221,13 @@ def cmd_bench_memory(args: argparse.Namespace) -> int:
         )
     finally:
         service.close()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    print(json.dumps(summary) if args.json else format_table(summary))
+    _print_bench(summary, args.json)
     return 0
 
 
 def cmd_bench_verbosity(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from chatbot.bench import format_table, verbosity_benchmark
+    from chatbot.bench import verbosity_benchmark
     from chatbot.service import create_service
 
     service = create_service(settings)
@@ -233,9 +239,7 @@ def cmd_bench_verbosity(args: argparse.Namespace) -> int:
         )
     finally:
         service.close()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    print(json.dumps(summary) if args.json else format_table(summary))
+    _print_bench(summary, args.json)
     return 0
 
 
