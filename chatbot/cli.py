@@ -104,10 +104,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from chatbot.errors import InputRejected
     from chatbot.history import load_history_file
-    from chatbot.service import DoneEvent, TokenEvent, create_service, ensure_sample_knowledge
+    from chatbot.service import (
+        DoneEvent,
+        TokenEvent,
+        create_service,
+        ensure_sample_knowledge,
+        validate_message,
+    )
 
     try:
         history = load_history_file(Path(args.history)) if args.history else []
+        validate_message(args.question, settings.chat.max_message_chars)
+    except InputRejected as exc:
+        return _fail(exc.message, 2)
     except (OSError, ValueError) as exc:
         return _fail(f"--history: {exc}", 2)
     service = create_service(settings)
@@ -131,7 +140,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for number, source in enumerate(result.sources, start=1):
             print(f"[{number}] {source.title} ({source.source}, score {source.score:.2f})")
     if result.error:
-        return _fail(f"the model call failed ({result.error})", 3)
+        return _fail(
+            f"the model call failed ({result.error}); check the llm settings and that the model "
+            "endpoint is reachable (details in the log)",
+            3,
+        )
     return 0
 
 

@@ -133,12 +133,12 @@ def format_summary(summary: dict[str, dict[str, float]], k: int) -> str:
         "decline_rate",
     ]
     header = ["kind"] + [c.replace("@k", f"@{k}") for c in columns]
-    lines = ["  ".join(f"{h:>14}" for h in header)]
+    lines = ["  ".join(f"{h:>18}" for h in header)]
     for name in names:
         stats = summary[name]
         cells = [name] + [
             ("" if c not in stats else (f"{stats[c]:.0f}" if c == "n" else f"{stats[c]:.3f}"))
             for c in columns
         ]
-        lines.append("  ".join(f"{cell:>14}" for cell in cells))
+        lines.append("  ".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)

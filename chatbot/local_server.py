@@ -86,6 +86,10 @@ class LocalLlamaServer:
             str(self.port),
             "--n_ctx",
             str(self.n_ctx),
+            # By default a waiting request interrupts the answer being streamed; customers
+            # asking at the same time must all get their answers (one after the other).
+            "--interrupt_requests",
+            "False",
         ]
         if self.settings.n_threads:
             command += ["--n_threads", str(self.settings.n_threads)]

@@ -158,16 +158,7 @@ class ChatService:
 
     # ----- input
     def check_message(self, question: str) -> str:
-        text = (question or "").strip()
-        if not text:
-            raise InputRejected("empty_message", "Please type a question first.")
-        limit = self.settings.chat.max_message_chars
-        if len(text) > limit:
-            raise InputRejected(
-                "message_too_long",
-                f"Your message is {len(text):,} characters long; please keep it under {limit:,}.",
-            )
-        return text
+        return validate_message(question, self.settings.chat.max_message_chars)
 
     # ----- sessions
     def start_session(self, channel: str = Channel.WIDGET.value, seed: Sequence[Turn] = ()) -> str:
@@ -385,6 +376,9 @@ class ChatService:
             failure = classify(exc)
             log.warning("model call failed: %s (%s)", failure.code, failure.detail)
             result.error = failure.code
+        if not raw and not result.error:
+            log.warning("the model returned an empty answer")
+            result.error = "unavailable"
         if policy.enabled:
             rest, answer, result.cut = cutter.finish(truncated and not result.error)
             if rest:
@@ -457,6 +451,19 @@ class ChatService:
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+
+
+def validate_message(question: str, limit: int) -> str:
+    """The message, stripped; InputRejected if it is empty or longer than ``limit`` characters."""
+    text = (question or "").strip()
+    if not text:
+        raise InputRejected("empty_message", "Please type a question first.")
+    if len(text) > limit:
+        raise InputRejected(
+            "message_too_long",
+            f"Your message is {len(text):,} characters long; please keep it to {limit:,} or fewer.",
+        )
+    return text
 
 
 def _channel(name: str) -> str:

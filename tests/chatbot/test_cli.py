@@ -1,0 +1,402 @@
+"""The `chatbot` command run for real in a subprocess: ingest, ask, eval, help and its failures.
+
+Every run gets its own CHATBOT_DATA_DIR. Commands that answer use `--profile test`, whose local
+provider starts SmolLM2 behind llama.cpp inside the command, as a user's run would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatbot.errors import MESSAGES
+from tests.chatbot.conftest_e2e import unreachable_base_url
+from tests.conftest import REPO, SAMPLE_HELP
+
+SAMPLE_QUESTIONS = REPO / "knowledge" / "sample_questions.jsonl"
+RESET_QUESTION = "How long do I have to hold the hub's reset button?"
+SAMPLE_COUNTS = "24 added, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+BULB_HISTORY = [
+    {"role": "user", "content": "How do I pair a new bulb with my hub?"},
+    {
+        "role": "assistant",
+        "content": "In the Lumora app, go to Devices > Add device > Bulb and tap Search.",
+    },
+]
+BULB_ARTICLES = {"pair-a-new-bulb.md", "troubleshoot-offline-bulbs.md"}
+TABLE_COLUMNS = [
+    "n",
+    "hit@1",
+    "hit@k",
+    "all_gold@k",
+    "must_include",
+    "false_decline_rate",
+    "decline_rate",
+]
+# A command that answers takes a minute or two on a busy two-core machine; the limit turns a hung
+# command into a failure instead of a stuck run.
+COMMAND_TIMEOUT_S = 420
+
+
+def run_cli(
+    *args: str | Path, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``chatbot ARGS`` with only the CHATBOT_* variables given here, from the repository root."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    environ.update({"CHATBOT_DATA_DIR": str(data_dir), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "chatbot.cli", *map(str, args)],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """The CLI's own messages on stderr (log records and progress bars aside)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def one_json_object(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1, proc.stdout
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def source_names(answer: dict) -> list[str]:
+    return [s["source"] for s in answer["sources"]]
+
+
+def read_table(stdout: str) -> tuple[list[str], dict[str, list[str]], dict]:
+    """`eval --json` output: the table's header, its rows by kind, and the JSON summary."""
+    header, *rows, summary = stdout.strip().splitlines()
+    return header.split(), {row.split()[0]: row.split()[1:] for row in rows}, json.loads(summary)
+
+
+def shown(stats: dict[str, float]) -> list[str]:
+    """The table cells of one kind's summary, in column order (absent metrics are blank)."""
+    return [
+        f"{stats[c]:.0f}" if c == "n" else f"{stats[c]:.3f}" for c in TABLE_COLUMNS if c in stats
+    ]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A data dir holding the sample help center, ingested by the CLI; read-only for the tests."""
+    data_dir = tmp_path_factory.mktemp("cli") / "data"
+    return data_dir, run_cli("ingest", "knowledge/sample_help", data_dir=data_dir)
+
+
+@pytest.fixture
+def data_dir(ingested) -> Path:
+    data_dir, proc = ingested
+    assert proc.returncode == 0, f"the sample ingest failed:\n{proc.stderr}"
+    return data_dir
+
+
+@pytest.fixture
+def own_copy(data_dir, tmp_path) -> Path:
+    """A copy of the ingested data dir, for a test that writes to it."""
+    return Path(shutil.copytree(data_dir, tmp_path / "data"))
+
+
+# ----- ingest
+
+
+@pytest.mark.slow
+def test_ingest_reports_counts(ingested):
+    _, proc = ingested
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == SAMPLE_COUNTS
+    assert not error_lines(proc)
+
+
+@pytest.mark.slow
+def test_ingest_again_finds_everything_unchanged(own_copy):
+    proc = run_cli("ingest", SAMPLE_HELP, "--profile", "test", data_dir=own_copy)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0 added, 0 updated, 24 unchanged, 0 skipped, 0 failed"
+
+
+@pytest.mark.slow
+def test_ingest_reports_each_bad_file_and_keeps_the_good_ones(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "descale-the-kettle.md").write_text(
+        "# Descale the kettle\n\nHold the Brew button for seven seconds.\n", encoding="utf-8"
+    )
+    (docs / "empty.md").write_text("", encoding="utf-8")
+    tool = tmp_path / "installer.exe"
+    tool.write_bytes(b"MZ\x90\x00")
+
+    proc = run_cli("ingest", docs, tool, tmp_path / "missing.md", data_dir=tmp_path / "data")
+
+    assert proc.returncode != 0
+    assert proc.stdout.strip() == "1 added, 0 updated, 0 unchanged, 0 skipped, 3 failed"
+    failed = {
+        line.split(": ")[1]: line for line in proc.stderr.splitlines() if line.startswith("failed:")
+    }
+    assert sorted(failed) == ["empty.md", "installer.exe", "missing.md"], proc.stderr
+    assert "empty" in failed["empty.md"]
+    assert "unsupported file type '.exe'" in failed["installer.exe"]
+    assert "no such file" in failed["missing.md"]
+    assert "Traceback" not in proc.stderr
+
+
+# ----- ask
+
+
+@pytest.mark.slow
+def test_ask_json_prints_one_object_with_sources_usage_and_timings(data_dir):
+    proc = run_cli("--profile", "test", "ask", RESET_QUESTION, "--json", data_dir=data_dir)
+
+    answer = one_json_object(proc)
+    assert {"answer", "sources", "handoff", "usage", "timings_ms"} <= answer.keys()
+    assert answer["answer"].strip()
+    assert answer["handoff"] is False
+    assert answer.get("error") is None
+    assert source_names(answer)[0] == "reset-the-hub.md"
+    for source in answer["sources"]:
+        assert set(source) == {"source", "title", "score", "snippet"}
+        assert source["title"] and source["snippet"]
+        assert isinstance(source["score"], float)
+    assert set(answer["usage"]) == {"prompt_tokens", "completion_tokens"}
+    assert answer["usage"]["prompt_tokens"] > 0
+    assert answer["usage"]["completion_tokens"] > 0
+    timings = answer["timings_ms"]
+    assert {"retrieve", "first_token", "total"} <= timings.keys()
+    assert timings["retrieve"] > 0
+    assert 0 < timings["first_token"] <= timings["total"]
+
+
+@pytest.mark.slow
+def test_ask_reads_the_conversation_from_a_history_file(data_dir, tmp_path):
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps(BULB_HISTORY), encoding="utf-8")
+
+    # --profile after the subcommand is accepted too.
+    proc = run_cli(
+        "ask",
+        "and what if it still doesn't show up?",
+        "--history",
+        history,
+        "--json",
+        "--profile",
+        "test",
+        data_dir=data_dir,
+    )
+
+    answer = one_json_object(proc)
+    assert answer["handoff"] is False
+    assert answer["answer"].strip()
+    assert source_names(answer)[0] in BULB_ARTICLES
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[{'role': 'user'", "not valid JSON"),
+        ('{"role": "user", "content": "hi"}', "JSON list"),
+        ('[{"role": "system", "content": "obey"}]', "role 'user' or 'assistant'"),
+        (None, "No such file"),
+    ],
+    ids=["not-json", "not-a-list", "bad-role", "missing-file"],
+)
+def test_a_bad_history_file_is_refused_in_one_line(tmp_path, content, reason):
+    history = tmp_path / "history.json"
+    if content is not None:
+        history.write_text(content, encoding="utf-8")
+
+    proc = run_cli(
+        "--profile",
+        "test",
+        "ask",
+        "What now?",
+        "--history",
+        history,
+        data_dir=tmp_path / "data",
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert error_lines(proc) == [proc.stderr.strip()]
+    assert "--history" in proc.stderr and reason in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("question", "says"),
+    [("", "type a question"), ("   ", "type a question"), ("x" * 4001, "4,000")],
+    ids=["empty", "blank", "too-long"],
+)
+def test_a_message_that_cannot_be_sent_is_refused(data_dir, question, says):
+    proc = run_cli("--profile", "test", "ask", question, data_dir=data_dir)
+
+    assert proc.returncode == 2
+    errors = error_lines(proc)
+    assert len(errors) == 1 and says in errors[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_model_fails_with_one_line(data_dir):
+    with unreachable_base_url() as url:
+        proc = run_cli(
+            "--profile",
+            "test",
+            "ask",
+            RESET_QUESTION,
+            data_dir=data_dir,
+            env={
+                "CHATBOT_LLM__PROVIDER": "openai_compatible",
+                "CHATBOT_LLM__OPENAI_COMPATIBLE__BASE_URL": url,
+                "CHATBOT_LLM__OPENAI_COMPATIBLE__MODEL": "x",
+                "CHATBOT_LLM__MAX_RETRIES": "0",
+            },
+        )
+
+    assert proc.returncode not in (0, 2)
+    errors = error_lines(proc)
+    assert len(errors) == 1 and "unavailable" in errors[0], proc.stderr
+    # The customer-facing sentence is still what the answer says.
+    assert MESSAGES["unavailable"] in proc.stdout
+
+
+# ----- settings
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ask", "hello"], ["ingest", str(SAMPLE_HELP)], ["eval", str(SAMPLE_QUESTIONS)], ["serve"]],
+    ids=lambda c: c[0],
+)
+def test_a_bad_setting_stops_the_command_with_the_allowed_values(tmp_path, command):
+    proc = run_cli(*command, data_dir=tmp_path / "data", env={"CHATBOT_LLM__PROVIDER": "bogus"})
+
+    assert proc.returncode == 2
+    errors = error_lines(proc)
+    assert len(errors) == 1, proc.stderr
+    for part in ("llm.provider", "bogus", "local", "azure", "openai_compatible"):
+        assert part in errors[0]
+    assert proc.stdout == ""
+
+
+# ----- eval
+
+
+@pytest.mark.slow
+def test_eval_retrieval_only_scores_the_sample_questions(data_dir, tmp_path):
+    out = tmp_path / "answers.jsonl"
+
+    proc = run_cli(
+        "eval",
+        SAMPLE_QUESTIONS,
+        "--retrieval-only",
+        "--out",
+        out,
+        "--json",
+        "--profile",
+        "test",
+        data_dir=data_dir,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    header, table, summary = read_table(proc.stdout)
+    for column in ("hit@1", "hit@5", "decline_rate"):
+        assert column in header
+    assert list(table) == ["answerable", "follow_up", "in_scope", "out_of_scope"]
+    for kind, cells in table.items():
+        assert cells == shown(summary[kind]), kind
+
+    questions = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [q["id"] for q in questions]
+    assert all(r["answer"] == "" for r in rows), "no answers were written"
+    declined = {r["id"] for r in rows if r["handoff"]}
+    assert {"lum-019", "lum-020"} <= declined, "banana bread and VPNs are off topic"
+
+    in_scope = summary["in_scope"]
+    assert in_scope["n"] == 17
+    assert in_scope["hit@k"] >= 0.8
+    assert 0.5 <= in_scope["hit@1"] <= in_scope["hit@k"]
+    assert in_scope["false_decline_rate"] <= 0.2
+    assert summary["out_of_scope"]["n"] == 3
+    assert 0.5 <= summary["out_of_scope"]["decline_rate"] <= 1
+    assert "must_include" not in in_scope, "no answers, so nothing to check them against"
+
+
+@pytest.mark.slow
+def test_eval_with_the_model_checks_must_include(data_dir, tmp_path):
+    # One answerable question (the model is called) and two off topic (handed off, no call).
+    wanted = {"lum-001", "lum-019", "lum-020"}
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        "".join(
+            line + "\n"
+            for line in SAMPLE_QUESTIONS.read_text(encoding="utf-8").splitlines()
+            if json.loads(line)["id"] in wanted
+        ),
+        encoding="utf-8",
+    )
+    must_include = {
+        q["id"]: q["must_include"] for q in map(json.loads, questions.read_text().splitlines())
+    }
+    out = tmp_path / "answers.jsonl"
+
+    proc = run_cli(
+        "--profile", "test", "eval", questions, "--out", out, "--json", data_dir=data_dir
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    header, table, summary = read_table(proc.stdout)
+    assert "must_include" in header
+    rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert set(rows) == wanted
+    assert rows["lum-019"]["handoff"] is True and rows["lum-020"]["handoff"] is True
+    answered = rows["lum-001"]
+    assert answered["handoff"] is False and answered["answer"].strip()
+    found = all(term.lower() in answered["answer"].lower() for term in must_include["lum-001"])
+
+    assert summary["answerable"]["n"] == 1
+    assert summary["answerable"]["must_include"] == float(found)
+    assert summary["out_of_scope"]["decline_rate"] == 1.0
+    assert table["answerable"] == shown(summary["answerable"])
+
+
+# ----- help
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["ingest"], ["ask"], ["eval"]])
+def test_help(tmp_path, command):
+    proc = run_cli(*command, "--help", data_dir=tmp_path / "data")
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: chatbot")
+    assert not (tmp_path / "data").exists(), "--help touches no data"
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).with_name("chatbot")
+    if not script.exists():
+        pytest.skip("the chatbot console script is not installed beside this Python")
+
+    proc = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    for command in ("serve", "ingest", "ask", "eval"):
+        assert command in proc.stdout
