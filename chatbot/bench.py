@@ -6,7 +6,6 @@ table, or one JSON object with ``--json``.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import tempfile
@@ -169,10 +168,6 @@ def verbosity_benchmark(
 def format_table(summary: dict) -> str:
     width = max(len(k) for k in summary)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in summary.items())
-
-
-def to_json(summary: dict) -> str:
-    return json.dumps(summary)
 
 
 def scratch_data_dir() -> Path:
