@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,129 @@ class MemorySettings(_Section):
     )
 
 
+class HandoffNotifier(StrEnum):
+    QUEUE = "queue"
+    WEBHOOK = "webhook"
+    EMAIL = "email"
+
+
+class WidgetSettings(_Section):
+    session_idle_minutes: int = Field(
+        60 * 24, ge=1, description="A customer session with no message for this long expires."
+    )
+    max_sessions_per_minute: int = Field(
+        10, ge=1, description="New chat sessions one client address may open per minute."
+    )
+
+
+class RateLimitSettings(_Section):
+    per_session_per_minute: int = Field(
+        20, ge=1, description="Messages one customer session may send per minute."
+    )
+    per_client_per_minute: int = Field(
+        60, ge=1, description="Messages one client address may send per minute, all sessions."
+    )
+    trust_forwarded_for: bool = Field(
+        False, description="Take the client address from X-Forwarded-For (behind a proxy)."
+    )
+
+
+class SiteSettings(_Section):
+    """A website that embeds the widget: its public key, origins and customer-chat policy."""
+
+    key: str = Field(min_length=8, description="Public site key used in the embed tag.")
+    name: str = Field("Support", description="Shown in the widget's header.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to chat, e.g. https://www.example.com; 'self' is the app.",
+    )
+    channel: Channel = Field(Channel.WIDGET, description="Length policy channel to apply.")
+    instructions: str = Field(
+        "", description="Extra system-prompt text for this site (tone, product name)."
+    )
+    length_policy: ChannelPolicySettings | None = Field(
+        None, description="Overrides the channel's length policy for this site."
+    )
+    collection: str | None = Field(
+        None, description="Knowledge collection to answer from; empty uses retrieval.collection."
+    )
+    handoff_notifier: HandoffNotifier | None = Field(
+        None, description="Where this site's hand-offs go; empty uses handoff.notifier."
+    )
+    source_url: str | None = Field(
+        None,
+        description="Link for a source, with {source} and {slug}; empty links to the app's copy.",
+    )
+    greeting: str = Field(
+        "Hi! Ask me anything about our product.", description="First message in the panel."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "self" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"allowed origin {origin!r} must look like https://host[:port] or be 'self'"
+                )
+        return origins
+
+
+class WebhookSettings(_Section):
+    url: str = Field("", description="Receives each ticket as a JSON POST.")
+    secret_env: str = Field(
+        "CHATBOT_WEBHOOK_SECRET", description="Environment variable with the HMAC signing secret."
+    )
+    max_attempts: int = Field(4, ge=1, le=10, description="Deliveries tried before giving up.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each time.")
+    timeout_s: float = Field(10, gt=0, description="Per-attempt timeout.")
+
+
+class EmailSettings(_Section):
+    host: str = Field("", description="SMTP server.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    starttls: bool = Field(True, description="Upgrade the connection with STARTTLS.")
+    sender: str = Field("", description="From address.")
+    recipients: list[str] = Field(default_factory=list, description="Support team addresses.")
+    username_env: str = Field(
+        "CHATBOT_SMTP_USERNAME", description="Environment variable with the SMTP user, if any."
+    )
+    password_env: str = Field(
+        "CHATBOT_SMTP_PASSWORD", description="Environment variable with the SMTP password."
+    )
+    timeout_s: float = Field(10, gt=0, description="Connection timeout.")
+
+
+class HandoffSettings(_Section):
+    notifier: HandoffNotifier = Field(
+        HandoffNotifier.QUEUE,
+        description="queue (staff pages only), webhook or email; tickets always reach the queue.",
+    )
+    on_no_answer: bool = Field(
+        True, description="Open a ticket when the knowledge base cannot answer."
+    )
+    dislikes_in_a_row: int = Field(
+        2, ge=0, description="Thumbs-down in a row that open a ticket; 0 turns it off."
+    )
+    confirmation: str = Field(
+        "Thanks, I've passed this conversation to our support team. A person will reply "
+        "as soon as they can, by email if you left an address. You can keep chatting here "
+        "meanwhile.",
+        description="What the customer is told after a hand-off.",
+    )
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+
+
+# The app's own demo page (/widget/demo); its key is public like every site key.
+DEMO_SITE = SiteSettings(
+    key="demo-site-key",
+    name="Lumora Support",
+    allowed_origins=["self"],
+    greeting="Hi! Ask me anything about Lumora.",
+)
+
+
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the web app listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
@@ -205,6 +329,21 @@ class Settings(BaseSettings):
     length_policy: LengthPolicySettings = Field(default_factory=LengthPolicySettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    widget: WidgetSettings = Field(default_factory=WidgetSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    sites: list[SiteSettings] = Field(
+        default_factory=lambda: [DEMO_SITE], description="Websites that embed the chat widget."
+    )
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_site_keys(cls, sites: list[SiteSettings]) -> list[SiteSettings]:
+        keys = [site.key for site in sites]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ValueError(f"site keys must be unique; repeated: {', '.join(duplicates)}")
+        return sites
 
     @field_validator("log_level")
     @classmethod

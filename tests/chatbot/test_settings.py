@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -168,12 +169,15 @@ def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
         path = f"{prefix}{name}"
         keys.add(path)
         annotation = info.annotation
+        if typing.get_origin(annotation) is list:
+            (annotation,) = typing.get_args(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys |= _model_keys(annotation, f"{path}.")
     return keys
 
 
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):")
+# A list item's first key ("  - key: x") sits at the indentation of the item's other keys.
+KEY_LINE = re.compile(r"^(?P<indent> *(?:- )?)(?P<key>[A-Za-z_]\w*):")
 
 
 def _yaml_key_lines(path: Path) -> dict[str, int]:
@@ -199,6 +203,10 @@ def _loaded_keys(data: dict, prefix: str = "") -> set[str]:
         keys.add(f"{prefix}{name}")
         if isinstance(value, dict) and value:
             keys |= _loaded_keys(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    keys |= _loaded_keys(item, f"{prefix}{name}.")
     return keys
 
 
@@ -206,6 +214,8 @@ def _loaded_keys(data: dict, prefix: str = "") -> set[str]:
 SHARES_COMMENT_WITH = {
     "retrieval.chunk_overlap": "retrieval.chunk_size",
     "server.port": "server.host",
+    "handoff.email.port": "handoff.email.host",
+    "handoff.email.password_env": "handoff.email.username_env",
 }
 
 
