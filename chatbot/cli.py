@@ -68,9 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         report = ensure_sample_knowledge(service)
         if report is not None:
             print(f"Ingested the sample help center: {_counts(report)}", flush=True)
-        from ui.gradio_app import launch
+        from ui.web import serve
 
-        launch(service, settings)
+        serve(service, settings)
     finally:
         service.close()
     return 0

@@ -40,7 +40,33 @@ CREATE TABLE IF NOT EXISTS turns (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS turns_session ON turns(session_id, id);
+CREATE TABLE IF NOT EXISTS feedback (
+    turn_id INTEGER PRIMARY KEY REFERENCES turns(id) ON DELETE CASCADE,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+    comment TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_session ON feedback(session_id);
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    site TEXT,
+    reason TEXT NOT NULL,
+    contact TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'done')),
+    notifier TEXT NOT NULL DEFAULT 'queue',
+    delivery TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    closed_at REAL
+);
+CREATE INDEX IF NOT EXISTS tickets_status ON tickets(status, id);
 """
+# Columns added after the first release; an older database gets them at start-up.
+ADDED_COLUMNS = {
+    "sessions": {"site": "TEXT", "token_hash": "TEXT"},
+}
+RATINGS = ("up", "down")
 
 
 @dataclass
@@ -54,6 +80,33 @@ class SessionRecord:
     facts: list[str] = field(default_factory=list)
     summarised_upto: int = 0
     summaries: int = 0
+    site: str | None = None
+    token_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    turn_id: int
+    session_id: str
+    rating: str
+    comment: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A hand-off to a person: the conversation is in the session it names."""
+
+    id: int
+    session_id: str
+    site: str | None
+    reason: str
+    contact: dict
+    status: str
+    notifier: str
+    delivery: str
+    created_at: float
+    closed_at: float | None
 
 
 @dataclass(frozen=True)
@@ -68,7 +121,9 @@ class StoredTurn:
 
 
 class ConversationStore(Protocol):
-    def create_session(self, channel: str) -> SessionRecord: ...
+    def create_session(
+        self, channel: str, *, site: str | None = None, token_hash: str | None = None
+    ) -> SessionRecord: ...
 
     def get_session(self, session_id: str) -> SessionRecord | None: ...
 
@@ -89,6 +144,33 @@ class ConversationStore(Protocol):
         made: bool = True,
     ) -> None: ...
 
+    def touch(self, session_id: str) -> None: ...
+
+    def set_feedback(
+        self, session_id: str, turn_id: int, rating: str, comment: str
+    ) -> Feedback: ...
+
+    def feedback(self, session_id: str) -> dict[int, Feedback]: ...
+
+    def create_ticket(
+        self, session_id: str, site: str | None, reason: str, contact: dict, notifier: str
+    ) -> Ticket: ...
+
+    def open_ticket(self, session_id: str) -> Ticket | None: ...
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None: ...
+
+    def tickets(self, status: str | None = None, limit: int = 100) -> list[Ticket]: ...
+
+    def update_ticket(
+        self,
+        ticket_id: int,
+        *,
+        status: str | None = None,
+        delivery: str | None = None,
+        contact: dict | None = None,
+    ) -> Ticket | None: ...
+
 
 class SQLiteConversationStore:
     """The default conversation store: one SQLite file, safe across threads and processes."""
@@ -99,6 +181,11 @@ class SQLiteConversationStore:
         self._local = threading.local()
         with self._db() as db:
             db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -112,13 +199,18 @@ class SQLiteConversationStore:
         with db:
             yield db
 
-    def create_session(self, channel: str) -> SessionRecord:
+    def create_session(
+        self, channel: str, *, site: str | None = None, token_hash: str | None = None
+    ) -> SessionRecord:
         now = time.time()
-        record = SessionRecord(secrets.token_urlsafe(16), channel, now, now)
+        record = SessionRecord(
+            secrets.token_urlsafe(16), channel, now, now, site=site, token_hash=token_hash
+        )
         with self._db() as db:
             db.execute(
-                "INSERT INTO sessions(id, channel, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (record.id, channel, now, now),
+                "INSERT INTO sessions(id, channel, created_at, updated_at, site, token_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, channel, now, now, site, token_hash),
             )
         return record
 
@@ -126,12 +218,16 @@ class SQLiteConversationStore:
         with self._db() as db:
             row = db.execute(
                 "SELECT id, channel, created_at, updated_at, summary, summary_tokens, facts,"
-                " summarised_upto, summaries FROM sessions WHERE id = ?",
+                " summarised_upto, summaries, site, token_hash FROM sessions WHERE id = ?",
                 (session_id,),
             ).fetchone()
         if row is None:
             return None
-        return SessionRecord(*row[:6], json.loads(row[6]), row[7], row[8])
+        return SessionRecord(*row[:6], json.loads(row[6]), *row[7:])
+
+    def touch(self, session_id: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
 
     def add_turn(
         self, session_id: str, role: str, content: str, tokens: int, meta: dict | None = None
@@ -173,3 +269,107 @@ class SQLiteConversationStore:
                 " summarised_upto = ?, summaries = summaries + ? WHERE id = ?",
                 (summary, tokens, json.dumps(facts), upto_turn_id, int(made), session_id),
             )
+
+    # ----- feedback
+    def set_feedback(self, session_id: str, turn_id: int, rating: str, comment: str) -> Feedback:
+        """Rate one answer of the session; a second rating of the same answer replaces the first."""
+        if rating not in RATINGS:
+            raise ValueError(f"rating must be one of {', '.join(RATINGS)}")
+        now = time.time()
+        with self._db() as db:
+            found = db.execute(
+                "SELECT 1 FROM turns WHERE id = ? AND session_id = ? AND role = 'assistant'",
+                (turn_id, session_id),
+            ).fetchone()
+            if found is None:
+                raise KeyError(turn_id)
+            db.execute(
+                "INSERT INTO feedback(turn_id, session_id, rating, comment, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(turn_id) DO UPDATE SET"
+                " rating = excluded.rating, comment = excluded.comment,"
+                " created_at = excluded.created_at",
+                (turn_id, session_id, rating, comment, now),
+            )
+        return Feedback(turn_id, session_id, rating, comment, now)
+
+    def feedback(self, session_id: str) -> dict[int, Feedback]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT turn_id, session_id, rating, comment, created_at FROM feedback"
+                " WHERE session_id = ?",
+                (session_id,),
+            ).fetchall()
+        return {row[0]: Feedback(*row) for row in rows}
+
+    # ----- hand-off tickets
+    _TICKET_COLUMNS = (
+        "id, session_id, site, reason, contact, status, notifier, delivery, created_at, closed_at"
+    )
+
+    @staticmethod
+    def _ticket(row) -> Ticket:
+        return Ticket(*row[:4], json.loads(row[4]), *row[5:])
+
+    def create_ticket(
+        self, session_id: str, site: str | None, reason: str, contact: dict, notifier: str
+    ) -> Ticket:
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO tickets(session_id, site, reason, contact, notifier, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, site, reason, json.dumps(contact), notifier, time.time()),
+            )
+            row = db.execute(
+                f"SELECT {self._TICKET_COLUMNS} FROM tickets WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+        return self._ticket(row)
+
+    def open_ticket(self, session_id: str) -> Ticket | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {self._TICKET_COLUMNS} FROM tickets"
+                " WHERE session_id = ? AND status = 'open' ORDER BY id DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+        return self._ticket(row) if row else None
+
+    def get_ticket(self, ticket_id: int) -> Ticket | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {self._TICKET_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,)
+            ).fetchone()
+        return self._ticket(row) if row else None
+
+    def tickets(self, status: str | None = None, limit: int = 100) -> list[Ticket]:
+        """Newest first; ``status`` 'open' or 'done' filters."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with self._db() as db:
+            rows = db.execute(
+                f"SELECT {self._TICKET_COLUMNS} FROM tickets {where} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [self._ticket(row) for row in rows]
+
+    def update_ticket(
+        self,
+        ticket_id: int,
+        *,
+        status: str | None = None,
+        delivery: str | None = None,
+        contact: dict | None = None,
+    ) -> Ticket | None:
+        changes: dict[str, object] = {}
+        if status is not None:
+            changes["status"] = status
+            changes["closed_at"] = time.time() if status == "done" else None
+        if delivery is not None:
+            changes["delivery"] = delivery
+        if contact is not None:
+            changes["contact"] = json.dumps(contact)
+        if changes:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            with self._db() as db:
+                db.execute(
+                    f"UPDATE tickets SET {assignments} WHERE id = ?", (*changes.values(), ticket_id)
+                )
+        return self.get_ticket(ticket_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from chatbot.memory import ConversationMemory
 from chatbot.prompts import HANDOFF_ANSWER, format_context
 from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
-from chatbot.settings import Channel, Provider, Settings
+from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
@@ -52,6 +53,10 @@ class AnswerOptions:
     relevance_threshold: float | None = None
     temperature: float | None = None
     length_policy: bool | None = None
+    # A site's own length policy, instructions and knowledge collection (the widget's sites).
+    channel_policy: ChannelPolicySettings | None = None
+    instructions: str = ""
+    collection: str | None = None
     # Keep the exact messages sent to the model in the result (playground, benchmarks).
     trace: bool = False
 
@@ -79,6 +84,8 @@ class ChatResult:
     # Tokens that were free for the summary and recent turns in this request.
     memory_budget: int = 0
     prompt_messages: list[dict] | None = None
+    # The stored answer's id (sessions only), which ratings refer to.
+    turn_id: int | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -137,8 +144,10 @@ class ChatService:
         conversations: ConversationStore | None = None,
         counter: TokenCounter | None = None,
         on_close: Callable[[], None] | None = None,
+        model_probe_url: str | None = None,
     ):
         self.settings = settings
+        self.model_probe_url = model_probe_url
         self.store = store
         self.retriever = retriever
         self.model = model
@@ -155,6 +164,8 @@ class ChatService:
         )
         self._prompt = build_prompt()
         self._on_close = on_close
+        self._lock = threading.Lock()
+        self._retrievers: dict[str, HybridRetriever] = {}
 
     # ----- input
     def check_message(self, question: str) -> str:
@@ -193,7 +204,7 @@ class ChatService:
     # ----- policy
     def policy_for(self, channel: str, options: AnswerOptions | None = None) -> LengthPolicy:
         cfg = self.settings.length_policy
-        channel_cfg = getattr(cfg, _channel(channel))
+        channel_cfg = (options and options.channel_policy) or getattr(cfg, _channel(channel))
         enabled = (
             cfg.enabled
             if options is None or options.length_policy is None
@@ -220,9 +231,20 @@ class ChatService:
             else options.relevance_threshold
         )
         queries = search_queries(question, history, cfg.history_weight)
-        hits = self.retriever.retrieve(queries, k=options.top_k or cfg.top_k)
+        retriever = self.retriever_for(options.collection)
+        hits = retriever.retrieve(queries, k=options.top_k or cfg.top_k)
         handoff = not hits or max(h.similarity for h in hits) < threshold
         return Retrieval(standalone_query(queries), hits, handoff)
+
+    def retriever_for(self, collection: str | None) -> HybridRetriever:
+        """The retriever of a knowledge collection (a site may answer from its own)."""
+        if not collection or collection == self.store.collection:
+            return self.retriever
+        with self._lock:
+            if collection not in self._retrievers:
+                store = KnowledgeStore(self.settings.data_dir, self.store.embeddings, collection)
+                self._retrievers[collection] = _make_retriever(store, self.settings)
+            return self._retrievers[collection]
 
     @staticmethod
     def sources_of(hits: Sequence[DocumentHit]) -> list[Source]:
@@ -291,9 +313,23 @@ class ChatService:
             yield SourcesEvent([])
             yield TokenEvent(HANDOFF_ANSWER)
         else:
-            yield from self._answer(
+            answering = self._answer(
                 question, conversation, found, result, options, memory_ms, started
             )
+            shown: list[str] = []
+            try:
+                for event in answering:
+                    if isinstance(event, TokenEvent):
+                        shown.append(event.text)
+                    yield event
+            except GeneratorExit:
+                # The caller went away mid-answer (a closed tab, a dropped connection): closing
+                # the model's stream cancels its request, and what was shown is kept.
+                answering.close()
+                result.answer, result.error = "".join(shown), "interrupted"
+                result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
+                self._save_answer(result)
+                raise
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
         self._save_answer(result)
         yield DoneEvent(result)
@@ -320,7 +356,7 @@ class ChatService:
         plan_started = time.perf_counter()
         plan = self.memory.plan(
             render=lambda inputs: self._prompt.invoke(inputs).to_messages(),
-            inputs={"policy": policy.instruction(), "question": question},
+            inputs={"policy": _instructions(policy, options), "question": question},
             contexts=[format_context(found.hits[:n]) for n in range(1, len(found.hits) + 1)],
             history=conversation.turns,
             history_tokens=conversation.token_counts,
@@ -420,10 +456,12 @@ class ChatService:
             "error": result.error,
             "completion_tokens": result.usage.get("completion_tokens", 0),
             "sources": [s.source for s in result.sources],
+            "source_details": [{"source": s.source, "title": s.title} for s in result.sources],
         }
-        self.conversations.add_turn(
+        turn = self.conversations.add_turn(
             result.session_id, "assistant", result.answer, self.counter.count(result.answer), meta
         )
+        result.turn_id = turn.id
         if self.model is not None and result.memory_budget:
             self.memory.schedule_summary(result.session_id, result.memory_budget, self.model)
 
@@ -445,6 +483,23 @@ class ChatService:
             limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
             progress=progress,
         )
+
+    # ----- health
+    def readiness(self) -> dict[str, str]:
+        """Whether the model, the knowledge store and the database answer: "ok" or the failure."""
+        return {
+            "model": _check(self._probe_model),
+            "store": _check(self.store.chunk_count),
+            "database": _check(lambda: self.conversations.get_session("readiness-probe")),
+        }
+
+    def _probe_model(self) -> None:
+        if self.model is None:
+            raise RuntimeError("no chat model is configured")
+        if self.model_probe_url:
+            import httpx
+
+            httpx.get(self.model_probe_url, timeout=2).raise_for_status()
 
     def close(self) -> None:
         self.memory.close()
@@ -476,6 +531,28 @@ def _channel(name: str) -> str:
         ) from None
 
 
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a health check
+        return f"failed: {type(exc).__name__}: {exc}"[:300]
+    return "ok"
+
+
+def _instructions(policy: LengthPolicy, options: AnswerOptions | None) -> str:
+    extra = options.instructions.strip() if options is not None else ""
+    return policy.instruction() + (f"\n{extra}" if extra else "")
+
+
+def _make_retriever(store: KnowledgeStore, settings: Settings) -> HybridRetriever:
+    cfg = settings.retrieval
+    return HybridRetriever(
+        store,
+        weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
+        synonyms=cfg.synonyms,
+    )
+
+
 def _snippet(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
@@ -491,11 +568,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
 
     cfg = settings.retrieval
     store = KnowledgeStore(settings.data_dir, make_embeddings(cfg.embedding_model), cfg.collection)
-    retriever = HybridRetriever(
-        store,
-        weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
-        synonyms=cfg.synonyms,
-    )
+    retriever = _make_retriever(store, settings)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:
         if settings.llm.provider == Provider.LOCAL:
@@ -519,6 +592,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         model,
         counter=counter,
         on_close=on_close,
+        model_probe_url=f"{local_url}/models" if local_url else None,
     )
 
 

@@ -97,7 +97,10 @@ class KnowledgeStore:
         self._titles = self._client.get_or_create_collection(
             name=f"{collection}_titles", metadata={"hnsw:space": "cosine"}, embedding_function=None
         )
-        self._db_path = self.data_dir / "knowledge.sqlite3"
+        # One manifest per collection, so that collections in one data directory stay apart.
+        self.collection = collection
+        manifest = "knowledge" if collection == "knowledge" else f"knowledge-{collection}"
+        self._db_path = self.data_dir / f"{manifest}.sqlite3"
         self._lock_path = self.data_dir / "knowledge.lock"
         self._lock = threading.Lock()
         with self._db() as db:
@@ -293,6 +296,21 @@ class KnowledgeStore:
             )
             if live.get(str(meta.get("doc_id"))) == meta.get("version")
         ]
+
+    def document_chunks(self, source: str) -> list[StoredChunk]:
+        """The live chunks of one document, in document order (a document preview)."""
+        record = self.get_document(source)
+        if record is None:
+            return []
+        stored = self._collection.get(
+            where={"$and": [{"doc_id": record.doc_id}, {"version": record.version}]},
+            include=["documents", "metadatas"],
+        )
+        rows = sorted(
+            zip(stored["ids"], stored["documents"] or [], stored["metadatas"] or [], strict=False),
+            key=lambda row: int(row[2].get("chunk", 0)),
+        )
+        return [_stored_chunk(chunk_id, text, meta) for chunk_id, text, meta in rows]
 
     def chunk_count(self) -> int:
         return self._collection.count()

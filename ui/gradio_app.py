@@ -158,16 +158,3 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             save_history=False,
         )
     return app
-
-
-def launch(service: ChatService, settings: Settings) -> None:
-    app = create_app(service, settings)
-    app.queue(default_concurrency_limit=settings.server.concurrency)
-    url = f"http://{settings.server.host}:{settings.server.port}"
-    print(f"Chat page: {url}", flush=True)
-    app.launch(
-        server_name=settings.server.host,
-        server_port=settings.server.port,
-        show_error=False,
-        quiet=True,
-    )

@@ -1,0 +1,302 @@
+"""The customer chat of the embeddable widget: sites, session tokens, limits and hand-off.
+
+What the REST API does for a customer lives here, with no HTTP in it: which site a public key
+names and which origins it accepts, the random token that is the only way into a session, idle
+expiry, message rate limits, ratings, and when a conversation is handed to a person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from chatbot.conversations import SessionRecord, Ticket
+from chatbot.handoff import HandoffDesk, wants_person
+from chatbot.rate_limit import RateLimiter
+from chatbot.service import (
+    AnswerOptions,
+    ChatEvent,
+    ChatResult,
+    ChatService,
+    DoneEvent,
+    Source,
+    SourcesEvent,
+    TokenEvent,
+)
+from chatbot.settings import Settings, SiteSettings
+
+SELF_ORIGIN = "self"
+
+
+class CustomerError(Exception):
+    """A refused customer request: a short code for programs and a sentence for people."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class CustomerSession:
+    record: SessionRecord
+    site: SiteSettings
+
+
+@dataclass(frozen=True)
+class TicketEvent:
+    """The turn opened (or joined) a hand-off ticket."""
+
+    ticket: Ticket
+    message: str
+
+
+CustomerEvent = ChatEvent | TicketEvent
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class CustomerChat:
+    """Customer-facing chat for the sites in the settings; safe to share across threads."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        settings: Settings,
+        desk: HandoffDesk,
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.service = service
+        self.settings = settings
+        self.desk = desk
+        self.sites = {site.key: site for site in settings.sites}
+        self._clock = clock
+        limits = settings.rate_limits
+        self._per_session = RateLimiter(limits.per_session_per_minute)
+        self._per_client = RateLimiter(limits.per_client_per_minute)
+        self._new_sessions = RateLimiter(settings.widget.max_sessions_per_minute)
+
+    # ----- sites and origins
+    def site(self, key: str | None, origin: str | None, own_origin: str) -> SiteSettings:
+        site = self.sites.get(key or "")
+        if site is None:
+            raise CustomerError(
+                "site_not_allowed", "This site key is unknown, so the chat is not available here."
+            )
+        self.check_origin(site, origin, own_origin)
+        return site
+
+    @staticmethod
+    def origin_allowed(site: SiteSettings, origin: str | None, own_origin: str) -> bool:
+        """Browsers always send Origin on these requests; programs without one are let through
+        (the key is public anyway: the check keeps other websites from embedding the chat)."""
+        if origin is None:
+            return True
+        allowed = {own_origin if o == SELF_ORIGIN else o for o in site.allowed_origins}
+        return origin.rstrip("/") in allowed
+
+    def check_origin(self, site: SiteSettings, origin: str | None, own_origin: str) -> None:
+        if not self.origin_allowed(site, origin, own_origin):
+            raise CustomerError(
+                "origin_not_allowed", "The chat of this site is not available on this page."
+            )
+
+    def cors_origins(self, own_origin: str) -> set[str]:
+        return {
+            own_origin if o == SELF_ORIGIN else o
+            for site in self.sites.values()
+            for o in site.allowed_origins
+        }
+
+    # ----- sessions
+    def open_session(self, site: SiteSettings, client: str) -> tuple[SessionRecord, str]:
+        """A new conversation and its token; the token is shown once and only its hash kept."""
+        self._limit(self._new_sessions, f"client:{client}", "conversations")
+        token = secrets.token_urlsafe(32)
+        record = self.service.conversations.create_session(
+            site.channel.value, site=site.key, token_hash=hash_token(token)
+        )
+        return record, token
+
+    def authenticate(
+        self, session_id: str, token: str | None, origin: str | None, own_origin: str
+    ) -> CustomerSession:
+        """The session, if ``token`` is its token; refused otherwise, or when it has expired."""
+        record = self.service.conversations.get_session(session_id)
+        expected = record.token_hash if record is not None else None
+        given = hash_token(token) if token else ""
+        if record is None or not expected:
+            raise CustomerError("unknown_session", "This conversation does not exist.")
+        if not hmac.compare_digest(expected, given):
+            raise CustomerError("invalid_token", "This conversation belongs to someone else.")
+        site = self.sites.get(record.site or "")
+        if site is None:
+            raise CustomerError("site_not_allowed", "This site's chat has been switched off.")
+        self.check_origin(site, origin, own_origin)
+        idle_s = self.settings.widget.session_idle_minutes * 60
+        if self._clock() - record.updated_at > idle_s:
+            raise CustomerError(
+                "session_expired", "This conversation has expired. Please start a new one."
+            )
+        return CustomerSession(record, site)
+
+    def idle_timeout_s(self) -> int:
+        return self.settings.widget.session_idle_minutes * 60
+
+    # ----- limits
+    def _limit(self, limiter: RateLimiter, key: str, what: str) -> None:
+        wait = limiter.hit(key)
+        if wait:
+            raise CustomerError(
+                "rate_limited",
+                f"Too many {what} in a short time. Please wait {max(1, round(wait))} s.",
+                retry_after=wait,
+            )
+
+    def check_message_rate(self, session: CustomerSession, client: str) -> None:
+        self._limit(self._per_session, f"session:{session.record.id}", "messages")
+        self._limit(self._per_client, f"client:{client}", "messages")
+
+    # ----- chatting
+    def options(self, site: SiteSettings) -> AnswerOptions:
+        return AnswerOptions(
+            channel_policy=site.length_policy,
+            instructions=site.instructions,
+            collection=site.collection,
+        )
+
+    def stream(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
+        """The service's answer events, plus a TicketEvent when the turn hands off.
+
+        Raises InputRejected before any work for an empty or oversized message.
+        """
+        message = self.service.check_message(message)
+        if wants_person(message):
+            yield from self._person_requested(session, message)
+            return
+        result = None
+        for event in self.service.stream(
+            message,
+            session_id=session.record.id,
+            channel=session.site.channel.value,
+            options=self.options(session.site),
+        ):
+            if isinstance(event, DoneEvent):
+                result = event.result
+            yield event
+        if result is not None and result.handoff and self.settings.handoff.on_no_answer:
+            yield self._ticket_event(session, "no_answer")
+
+    def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
+        conversations, counter = self.service.conversations, self.service.counter
+        conversations.add_turn(session.record.id, "user", message, counter.count(message))
+        event = self._ticket_event(session, "customer_asked")
+        result = ChatResult(
+            answer=event.message,
+            sources=[],
+            handoff=True,
+            channel=session.site.channel.value,
+            session_id=session.record.id,
+        )
+        turn = conversations.add_turn(
+            session.record.id,
+            "assistant",
+            result.answer,
+            counter.count(result.answer),
+            {"channel": result.channel, "handoff": True, "ticket": event.ticket.id},
+        )
+        result.turn_id = turn.id
+        yield SourcesEvent([])
+        yield TokenEvent(result.answer)
+        yield DoneEvent(result)
+        yield event
+
+    def _ticket_event(
+        self, session: CustomerSession, reason: str, contact: dict | None = None
+    ) -> TicketEvent:
+        ticket, _ = self.desk.open(
+            session.record.id,
+            reason,
+            site=session.site.key,
+            contact=contact,
+            notifier=session.site.handoff_notifier,
+        )
+        return TicketEvent(ticket, self.settings.handoff.confirmation)
+
+    def handoff(self, session: CustomerSession, contact: dict | None) -> TicketEvent:
+        """The customer pressed "talk to a person"."""
+        return self._ticket_event(session, "customer_asked", contact)
+
+    def rate(
+        self, session: CustomerSession, turn_id: int, rating: str, comment: str
+    ) -> TicketEvent | None:
+        """Store a rating; enough thumbs-down in a row hand the conversation off."""
+        conversations = self.service.conversations
+        try:
+            conversations.set_feedback(session.record.id, turn_id, rating, comment.strip())
+        except KeyError:
+            raise CustomerError(
+                "unknown_turn", "That answer is not part of this conversation."
+            ) from None
+        except ValueError:
+            raise CustomerError("invalid_rating", "A rating is either 'up' or 'down'.") from None
+        needed = self.settings.handoff.dislikes_in_a_row
+        if rating != "down" or not needed:
+            return None
+        ratings = conversations.feedback(session.record.id)
+        answers = [t.id for t in conversations.turns(session.record.id) if t.role == "assistant"]
+        recent = answers[: answers.index(turn_id) + 1][-needed:]
+        disliked = [r for r in recent if r in ratings and ratings[r].rating == "down"]
+        if len(recent) == needed and len(disliked) == needed:
+            return self._ticket_event(session, "disliked_answers")
+        return None
+
+    # ----- reading
+    def history(self, session: CustomerSession) -> list[dict]:
+        ratings = self.service.conversations.feedback(session.record.id)
+        messages = []
+        for turn in self.service.conversations.turns(session.record.id):
+            sources = turn.meta.get("source_details") or [
+                {"source": s, "title": s} for s in turn.meta.get("sources", [])
+            ]
+            rating = ratings.get(turn.id)
+            messages.append(
+                {
+                    "id": turn.id,
+                    "role": turn.role,
+                    "content": turn.content,
+                    "sources": [self.source_link(session.site, s) for s in sources],
+                    "rating": rating.rating if rating else None,
+                    "created_at": turn.created_at,
+                }
+            )
+        return messages
+
+    @staticmethod
+    def source_link(site: SiteSettings, source: Source | dict) -> dict:
+        data = source if isinstance(source, dict) else source.__dict__
+        path = data["source"]
+        slug = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        url = (
+            site.source_url.format(source=path, slug=slug)
+            if site.source_url
+            else f"/help/{quote(path)}"
+        )
+        return {
+            "source": path,
+            "title": data.get("title") or path,
+            "snippet": data.get("snippet", ""),
+            "url": url,
+        }
+
+    def open_ticket(self, session: CustomerSession) -> Ticket | None:
+        return self.service.conversations.open_ticket(session.record.id)

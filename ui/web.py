@@ -1,0 +1,202 @@
+"""The one web server: the REST API, the widget and its demo pages, and the Gradio chat page.
+
+``create_web_app`` builds it from a ChatService; ``serve`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from urllib.parse import unquote
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from markdown_it import MarkdownIt
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatbot.customer_chat import CustomerChat
+from chatbot.handoff import HandoffDesk
+from chatbot.service import ChatService
+from chatbot.settings import Settings
+from ui import gradio_app
+from ui.api import PREFIX, api_router, health_router, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+GRADIO_JS = Path(gr.__file__).resolve().parent / "templates" / "frontend" / "gradio.js"
+# JSON bodies of the API are small; anything bigger is refused before it is read.
+MAX_API_BODY_BYTES = 64 * 1024
+CORS_HEADERS = "Authorization, Content-Type, X-Site-Key"
+
+
+class SiteCORS:
+    """CORS for the customer API, from the union of the sites' allowed origins.
+
+    A preflight cannot say which site it is for (custom header values are not sent), so any
+    site's origin passes here; each route then checks that the origin belongs to the site of
+    the key or session it uses. Pure ASGI, so streamed answers are passed through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, chat: CustomerChat):
+        self.app = app
+        self.chat = chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if int(headers.get("content-length") or 0) > MAX_API_BODY_BYTES:
+            await _reply(
+                send,
+                413,
+                {"error": {"code": "request_too_large", "message": "The request is too large."}},
+            )
+            return
+        origin = headers.get("origin")
+        scheme = scope.get("scheme", "http")
+        own = f"{scheme}://{headers.get('host', '')}"
+        allowed = origin is not None and origin in self.chat.cors_origins(own)
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            if not allowed:
+                await _reply(send, 403, None)
+                return
+            await _reply(
+                send,
+                204,
+                None,
+                {
+                    "access-control-allow-origin": origin,
+                    "access-control-allow-methods": "GET, POST, OPTIONS",
+                    "access-control-allow-headers": CORS_HEADERS,
+                    "access-control-max-age": "600",
+                    "vary": "Origin",
+                },
+            )
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and allowed:
+                extra = [
+                    (b"access-control-allow-origin", origin.encode("latin-1")),
+                    (b"access-control-expose-headers", b"Retry-After"),
+                    (b"vary", b"Origin"),
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+async def _reply(send: Send, status: int, body: dict | None, headers: dict | None = None) -> None:
+    response = JSONResponse(body, status) if body is not None else Response(status_code=status)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>body{{font:16px/1.55 system-ui,sans-serif;"
+        "max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1f2933}pre,code{background:"
+        "#f1f3f5;border-radius:4px}pre{padding:.75rem;overflow:auto}a{color:#2456c7}</style>"
+        f"</head><body>{body}</body></html>",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+    )
+
+
+def pages(app: FastAPI, service: ChatService) -> None:
+    """The widget script, its demo pages, and a readable copy of each help-center document."""
+    # html=False: raw HTML in a document is shown as text, never passed to the browser.
+    markdown = MarkdownIt("commonmark", {"html": False}).disable("image")
+
+    @app.get("/widget.js", include_in_schema=False)
+    def widget_js() -> FileResponse:
+        return FileResponse(
+            STATIC / "widget.js",
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    @app.get("/widget/demo", include_in_schema=False)
+    def widget_demo() -> FileResponse:
+        return FileResponse(STATIC / "demo.html", media_type="text/html")
+
+    @app.get("/widget/gradio", include_in_schema=False)
+    def gradio_embed() -> FileResponse:
+        return FileResponse(STATIC / "gradio_embed.html", media_type="text/html")
+
+    @app.get("/gradio.js", include_in_schema=False)
+    def gradio_js() -> FileResponse:
+        return FileResponse(GRADIO_JS, media_type="text/javascript")
+
+    @app.get("/help/{source:path}", include_in_schema=False)
+    def help_document(source: str) -> HTMLResponse:
+        source = unquote(source)
+        chunks = service.store.document_chunks(source)
+        if not chunks:
+            return _page("Not found", "<h1>Not found</h1><p>No help article has this name.</p>")
+        # Chunks overlap by a few sentences; the preview shows each one once, in order.
+        body = "".join(
+            f"<section>{markdown.render(_heading(c.heading) + c.text)}</section>" for c in chunks
+        )
+        title = html.escape(chunks[0].title or source)
+        return _page(chunks[0].title or source, f"<h1>{title}</h1>{body}")
+
+
+def _heading(heading: str) -> str:
+    return f"## {heading}\n\n" if heading else ""
+
+
+def create_web_app(service: ChatService, settings: Settings) -> FastAPI:
+    """The whole web app; stops with a SettingsError-style message if a notifier is misconfigured."""
+    desk = HandoffDesk(service.conversations, settings.handoff)
+    desk.check({settings.handoff.notifier, *(s.handoff_notifier for s in settings.sites)})
+    chat = CustomerChat(service, settings, desk)
+
+    app = FastAPI(
+        title="Support chatbot",
+        summary="Customer chat with answers from your help center.",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.chat = chat
+    app.state.desk = desk
+    install_error_handlers(app)
+    app.include_router(api_router(chat))
+    app.include_router(health_router(service.readiness))
+    pages(app, service)
+    app.add_middleware(SiteCORS, chat=chat)
+
+    blocks = gradio_app.create_app(service, settings)
+    blocks.queue(default_concurrency_limit=settings.server.concurrency)
+    return gr.mount_gradio_app(app, blocks, path="", show_error=False)
+
+
+def serve(service: ChatService, settings: Settings) -> None:
+    import uvicorn
+
+    app = create_web_app(service, settings)
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    print(f"Chat page: {url}", flush=True)
+    print(f"Widget demo: {url}/widget/demo · API docs: {url}{PREFIX}/docs", flush=True)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        app.state.desk.close(wait=False)
