@@ -73,17 +73,18 @@ class CustomerChat:
         settings: Settings,
         desk: HandoffDesk,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ):
+        """``clock`` (tests) replaces both the wall clock of idle expiry and the rate limits'."""
         self.service = service
         self.settings = settings
         self.desk = desk
         self.sites = {site.key: site for site in settings.sites}
-        self._clock = clock
-        limits = settings.rate_limits
-        self._per_session = RateLimiter(limits.per_session_per_minute)
-        self._per_client = RateLimiter(limits.per_client_per_minute)
-        self._new_sessions = RateLimiter(settings.widget.max_sessions_per_minute)
+        self._clock = clock or time.time
+        limits, ticking = settings.rate_limits, clock or time.monotonic
+        self._per_session = RateLimiter(limits.per_session_per_minute, clock=ticking)
+        self._per_client = RateLimiter(limits.per_client_per_minute, clock=ticking)
+        self._new_sessions = RateLimiter(settings.widget.max_sessions_per_minute, clock=ticking)
 
     # ----- sites and origins
     def site(self, key: str | None, origin: str | None, own_origin: str) -> SiteSettings:
@@ -175,7 +176,7 @@ class CustomerChat:
         )
 
     def stream(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
-        """The service's answer events, plus a TicketEvent when the turn hands off.
+        """The service's answer events, with a TicketEvent before the DoneEvent of a hand-off.
 
         Raises InputRejected before any work for an empty or oversized message.
         """
@@ -183,18 +184,16 @@ class CustomerChat:
         if wants_person(message):
             yield from self._person_requested(session, message)
             return
-        result = None
         for event in self.service.stream(
             message,
             session_id=session.record.id,
             channel=session.site.channel.value,
             options=self.options(session.site),
         ):
-            if isinstance(event, DoneEvent):
-                result = event.result
+            no_answer = isinstance(event, DoneEvent) and event.result.handoff
+            if no_answer and self.settings.handoff.on_no_answer:
+                yield self._ticket_event(session, "no_answer")
             yield event
-        if result is not None and result.handoff and self.settings.handoff.on_no_answer:
-            yield self._ticket_event(session, "no_answer")
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter
@@ -217,8 +216,8 @@ class CustomerChat:
         result.turn_id = turn.id
         yield SourcesEvent([])
         yield TokenEvent(result.answer)
-        yield DoneEvent(result)
         yield event
+        yield DoneEvent(result)
 
     def _ticket_event(
         self, session: CustomerSession, reason: str, contact: dict | None = None

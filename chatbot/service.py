@@ -327,6 +327,7 @@ class ChatService:
                 # the model's stream cancels its request, and what was shown is kept.
                 answering.close()
                 result.answer, result.error = "".join(shown), "interrupted"
+                result.usage["completion_tokens"] = self.counter.count(result.answer)
                 result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
                 self._save_answer(result)
                 raise

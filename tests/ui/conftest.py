@@ -102,6 +102,7 @@ class ServedApp:
     stdout: list[str] = field(default_factory=list)
     helpers: list[Proc] = field(default_factory=list)
     reader: threading.Thread | None = None
+    data_dir: Path | None = None
 
     def output(self, lines: int = 60) -> str:
         log = (
@@ -137,8 +138,13 @@ class ServedApp:
         return orphans
 
 
-def start_app(data_dir: Path, *, sample_knowledge: bool = True) -> ServedApp:
-    """`python -m chatbot.cli --profile test serve` on a free port, returned once the page loads."""
+def start_app(
+    data_dir: Path, *, sample_knowledge: bool = True, env: dict[str, str] | None = None
+) -> ServedApp:
+    """`python -m chatbot.cli --profile test serve` on a free port, returned once the page loads.
+
+    ``env`` adds settings as CHATBOT_* variables.
+    """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
@@ -146,6 +152,7 @@ def start_app(data_dir: Path, *, sample_knowledge: bool = True) -> ServedApp:
         "CHATBOT_DATA_DIR": str(data_dir),
         "CHATBOT_RETRIEVAL__SAMPLE_KNOWLEDGE": "true" if sample_knowledge else "false",
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     log_path = data_dir.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "chatbot.cli", "--profile", "test", "serve"]
@@ -161,7 +168,7 @@ def start_app(data_dir: Path, *, sample_knowledge: bool = True) -> ServedApp:
             bufsize=1,
             start_new_session=True,
         )
-    app = ServedApp(f"http://127.0.0.1:{port}", process, log_path)
+    app = ServedApp(f"http://127.0.0.1:{port}", process, log_path, data_dir=data_dir)
     app.reader = threading.Thread(target=_collect, args=(process, app.stdout), daemon=True)
     app.reader.start()
     try:

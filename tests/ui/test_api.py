@@ -1,0 +1,550 @@
+"""The customer REST API, every route, in process: the real app, the sample help center in a real
+store, SmolLM2 behind the real llama.cpp server, a real SQLite conversation file.
+
+Answers are checked for what a widget would show (sources, streamed text, the stored turns,
+refusals with their codes), never for the tiny model's wording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from chatbot.handoff import wants_person
+from chatbot.prompts import HANDOFF_ANSWER
+from chatbot.providers import make_chat_model
+from chatbot.service import ChatService
+from chatbot.settings import Settings, SiteSettings
+from knowledge.retriever import HybridRetriever
+from tests.chatbot.conftest_e2e import unreachable_base_url
+from ui.web import create_web_app
+
+pytestmark = pytest.mark.slow
+
+SITE_KEY = "site-key-for-tests"
+SHOP = "https://shop.example.com"
+RESET_QUESTION = "How long do I have to hold the hub's reset button?"
+OFF_TOPIC_QUESTION = "What's a good recipe for banana bread?"
+
+
+class Clock:
+    """A clock the test moves by hand (rate-limit windows, idle expiry).
+
+    It starts at the wall-clock time, which the conversation store stamps its turns with.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def site_settings(settings: Settings, **changes) -> Settings:
+    site = SiteSettings(key=SITE_KEY, name="Test shop", allowed_origins=[SHOP, "self"])
+    return settings.model_copy(update={"sites": [site], **changes})
+
+
+@pytest.fixture
+def make_client(settings, sample_store, clock) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(base_url, **settings_changes)``: the whole web app over a ChatService."""
+    built: list[tuple[ChatService, TestClient]] = []
+
+    def build(base_url: str, **changes) -> TestClient:
+        cfg = site_settings(settings, **changes)
+        model = make_chat_model(cfg.llm, local_base_url=base_url)
+        service = ChatService(
+            cfg, sample_store, HybridRetriever(sample_store), model, model_probe_url=None
+        )
+        client = TestClient(create_web_app(service, cfg, clock=clock))
+        client.__enter__()
+        built.append((service, client))
+        return client
+
+    yield build
+    for service, client in built:
+        client.__exit__(None, None, None)
+        client.app.state.desk.close()
+        service.close()
+
+
+@pytest.fixture
+def client(make_client, llama_server) -> TestClient:
+    return make_client(llama_server.base_url)
+
+
+@pytest.fixture
+def offline_client(make_client) -> Iterator[TestClient]:
+    """The model's address refuses connections."""
+    with unreachable_base_url() as url:
+        yield make_client(url)
+
+
+def new_session(client: TestClient, origin: str | None = SHOP) -> tuple[str, dict]:
+    headers = {"X-Site-Key": SITE_KEY} | ({"Origin": origin} if origin else {})
+    response = client.post("/api/v1/sessions", headers=headers, json={})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["session_id"], {"Authorization": f"Bearer {body['session_token']}"}
+
+
+def chat(client: TestClient, session_id: str, headers: dict, message: str):
+    return client.post(
+        "/api/v1/chat", headers=headers, json={"session_id": session_id, "message": message}
+    )
+
+
+def read_events(response) -> list[tuple[str, dict]]:
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def error_code(response) -> str:
+    return response.json()["error"]["code"]
+
+
+def db_path(client: TestClient):
+    return client.app.state.chat.service.conversations.path
+
+
+# ----- sessions, sites and origins
+
+
+def test_a_session_token_is_random_and_only_its_hash_is_stored(client):
+    first = client.post("/api/v1/sessions", headers={"X-Site-Key": SITE_KEY}, json={}).json()
+    second = client.post("/api/v1/sessions", headers={"X-Site-Key": SITE_KEY}, json={}).json()
+
+    assert first["session_token"] != second["session_token"]
+    assert len(first["session_token"]) >= 40
+    assert first["site"]["name"] == "Test shop"
+    with sqlite3.connect(db_path(client)) as db:
+        stored = db.execute(
+            "SELECT token_hash FROM sessions WHERE id = ?", (first["session_id"],)
+        ).fetchone()[0]
+        everything = "\n".join(str(row) for row in db.execute("SELECT * FROM sessions"))
+    assert stored == hashlib.sha256(first["session_token"].encode()).hexdigest()
+    assert first["session_token"] not in everything
+
+
+def test_unknown_site_key_and_disallowed_origin_are_refused(client):
+    unknown = client.post("/api/v1/sessions", headers={"X-Site-Key": "no-such-key"}, json={})
+    missing = client.post("/api/v1/sessions", json={})
+    elsewhere = client.post(
+        "/api/v1/sessions",
+        headers={"X-Site-Key": SITE_KEY, "Origin": "https://evil.example"},
+        json={},
+    )
+    site = client.get(f"/api/v1/sites/{SITE_KEY}", headers={"Origin": "https://evil.example"})
+
+    assert (unknown.status_code, error_code(unknown)) == (403, "site_not_allowed")
+    assert (missing.status_code, error_code(missing)) == (403, "site_not_allowed")
+    assert (elsewhere.status_code, error_code(elsewhere)) == (403, "origin_not_allowed")
+    assert "access-control-allow-origin" not in elsewhere.headers
+    assert (site.status_code, error_code(site)) == (403, "origin_not_allowed")
+
+
+def test_cors_allows_only_the_sites_origins(client):
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = client.options("/api/v1/chat", headers={"Origin": SHOP, **preflight})
+    refused = client.options(
+        "/api/v1/chat", headers={"Origin": "https://evil.example", **preflight}
+    )
+    site = client.get(f"/api/v1/sites/{SITE_KEY}", headers={"Origin": SHOP})
+    own = client.get(f"/api/v1/sites/{SITE_KEY}", headers={"Origin": "http://testserver"})
+
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-origin"] == SHOP
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
+    assert site.status_code == 200 and site.headers["access-control-allow-origin"] == SHOP
+    assert site.json()["greeting"]
+    assert own.status_code == 200, "'self' is the app's own origin"
+
+
+def test_a_session_is_refused_from_another_sites_origin(make_client, settings, llama_server):
+    client = make_client(llama_server.base_url)
+    session_id, headers = new_session(client)
+
+    other = client.get(
+        f"/api/v1/sessions/{session_id}", headers={**headers, "Origin": "https://evil.example"}
+    )
+
+    assert (other.status_code, error_code(other)) == (403, "origin_not_allowed")
+
+
+# ----- chatting
+
+
+def test_chat_answers_with_sources_and_stores_both_turns(client):
+    session_id, headers = new_session(client)
+
+    response = chat(client, session_id, headers, RESET_QUESTION)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["answer"].strip()
+    assert body["sources"][0]["source"] == "reset-the-hub.md"
+    assert body["sources"][0]["url"] == "/help/reset-the-hub.md"
+    assert body["handoff"] is False and body["handoff_ticket"] is None
+    assert body["usage"]["completion_tokens"] > 0
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert [(m["role"], m["content"]) for m in history["messages"]] == [
+        ("user", RESET_QUESTION),
+        ("assistant", body["answer"]),
+    ]
+    assert history["messages"][1]["id"] == body["turn_id"]
+    assert history["messages"][1]["sources"][0]["title"].startswith("Restart or factory reset")
+
+
+def test_stream_sends_sources_then_tokens_then_done(client):
+    session_id, headers = new_session(client)
+
+    response = client.post(
+        "/api/v1/chat/stream",
+        headers=headers,
+        json={"session_id": session_id, "message": RESET_QUESTION},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = read_events(response)
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and names[-1] == "done"
+    assert names.count("sources") == 1 and names.count("token") >= 2
+    assert events[0][1]["sources"][0]["source"] == "reset-the-hub.md"
+    done = events[-1][1]
+    streamed = "".join(data["text"] for name, data in events if name == "token")
+    assert streamed.strip() and done["answer"].startswith(streamed[:20])
+    assert done["turn_id"] and done["timings_ms"]["first_token"] > 0
+    assert done["usage"]["completion_tokens"] > 0
+
+
+def test_stream_reports_a_model_failure_as_an_error_event(offline_client):
+    session_id, headers = new_session(offline_client)
+
+    response = offline_client.post(
+        "/api/v1/chat/stream",
+        headers=headers,
+        json={"session_id": session_id, "message": RESET_QUESTION},
+    )
+
+    events = read_events(response)
+    errors = [data for name, data in events if name == "error"]
+    assert errors and errors[0]["code"] == "unavailable" and errors[0]["message"]
+    assert events[-1][0] == "done"
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("route", ["/api/v1/chat", "/api/v1/chat/stream"])
+def test_wrong_missing_and_foreign_tokens_are_refused(client, route):
+    mine, my_headers = new_session(client)
+    theirs, _ = new_session(client)
+    body = {"message": RESET_QUESTION}
+
+    wrong = client.post(
+        route, headers={"Authorization": "Bearer not-the-token"}, json={"session_id": mine, **body}
+    )
+    missing = client.post(route, json={"session_id": mine, **body})
+    foreign = client.post(route, headers=my_headers, json={"session_id": theirs, **body})
+    unknown = client.post(route, headers=my_headers, json={"session_id": "nope", **body})
+
+    assert (wrong.status_code, error_code(wrong)) == (401, "invalid_token")
+    assert (missing.status_code, error_code(missing)) == (401, "missing_token")
+    assert (foreign.status_code, error_code(foreign)) == (401, "invalid_token")
+    assert (unknown.status_code, error_code(unknown)) == (404, "unknown_session")
+    with sqlite3.connect(db_path(client)) as db:
+        assert db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 0
+
+
+def test_another_customers_history_cannot_be_read(client):
+    mine, my_headers = new_session(client)
+    theirs, their_headers = new_session(client)
+    chat(client, theirs, their_headers, "Can I talk to a person?")
+
+    response = client.get(f"/api/v1/sessions/{theirs}", headers=my_headers)
+
+    assert (response.status_code, error_code(response)) == (401, "invalid_token")
+    assert "person" not in response.text
+    assert client.get(f"/api/v1/sessions/{theirs}", headers=their_headers).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/api/v1/chat", "/api/v1/chat/stream"])
+def test_oversized_and_empty_messages_are_refused_and_nothing_is_stored(client, route):
+    session_id, headers = new_session(client)
+    limit = client.app.state.chat.settings.chat.max_message_chars
+
+    too_long = client.post(
+        route, headers=headers, json={"session_id": session_id, "message": "x" * (limit + 1)}
+    )
+    empty = client.post(route, headers=headers, json={"session_id": session_id, "message": "  "})
+    huge_body = client.post(
+        route, headers=headers, json={"session_id": session_id, "message": "y" * 200_000}
+    )
+
+    assert (too_long.status_code, error_code(too_long)) == (413, "message_too_long")
+    assert f"{limit:,}" in too_long.json()["error"]["message"]
+    assert (empty.status_code, error_code(empty)) == (400, "empty_message")
+    assert (huge_body.status_code, error_code(huge_body)) == (413, "request_too_large")
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert history["messages"] == []
+
+
+def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, clock):
+    limits = settings.rate_limits.model_copy(update={"per_session_per_minute": 2})
+    with unreachable_base_url() as url:
+        client = make_client(url, rate_limits=limits)
+        session_id, headers = new_session(client)
+
+        first = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
+        second = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
+        clock.now += 10
+        limited = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
+        clock.now += 51
+        after_reset = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
+
+    assert first.status_code == second.status_code == 200
+    assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
+    assert limited.headers["retry-after"] == "50"
+    assert limited.json()["error"]["retry_after"] == 50
+    assert after_reset.status_code == 200
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert len(history["messages"]) == 6, "the refused message was not stored"
+
+
+def test_rate_limit_per_client_address_spans_sessions(make_client, settings):
+    limits = settings.rate_limits.model_copy(update={"per_client_per_minute": 2})
+    with unreachable_base_url() as url:
+        client = make_client(url, rate_limits=limits)
+        sessions = [new_session(client) for _ in range(3)]
+
+        codes = [chat(client, sid, h, OFF_TOPIC_QUESTION).status_code for sid, h in sessions]
+
+    assert codes == [200, 200, 429]
+
+
+def test_opening_sessions_is_rate_limited_per_address(make_client, settings):
+    widget = settings.widget.model_copy(update={"max_sessions_per_minute": 2})
+    with unreachable_base_url() as url:
+        client = make_client(url, widget=widget)
+        codes = [
+            client.post("/api/v1/sessions", headers={"X-Site-Key": SITE_KEY}, json={}).status_code
+            for _ in range(3)
+        ]
+
+    assert codes == [201, 201, 429]
+
+
+def test_an_idle_session_expires(client, clock):
+    session_id, headers = new_session(client)
+    idle_s = client.app.state.chat.idle_timeout_s()
+
+    clock.now += 10
+    assert client.get(f"/api/v1/sessions/{session_id}", headers=headers).status_code == 200
+    clock.now += idle_s + 60
+    expired = chat(client, session_id, headers, RESET_QUESTION)
+
+    assert (expired.status_code, error_code(expired)) == (401, "session_expired")
+
+
+# ----- feedback and hand-off
+
+
+def test_feedback_rates_an_answer_of_ones_own_session_only(offline_client):
+    client = offline_client
+    mine, my_headers = new_session(client)
+    theirs, their_headers = new_session(client)
+    my_turn = chat(client, mine, my_headers, OFF_TOPIC_QUESTION).json()["turn_id"]
+    their_turn = chat(client, theirs, their_headers, OFF_TOPIC_QUESTION).json()["turn_id"]
+
+    up = client.post(
+        "/api/v1/feedback",
+        headers=my_headers,
+        json={"session_id": mine, "turn_id": my_turn, "rating": "up", "comment": "clear"},
+    )
+    foreign = client.post(
+        "/api/v1/feedback",
+        headers=my_headers,
+        json={"session_id": mine, "turn_id": their_turn, "rating": "down"},
+    )
+    bad = client.post(
+        "/api/v1/feedback",
+        headers=my_headers,
+        json={"session_id": mine, "turn_id": my_turn, "rating": "meh"},
+    )
+
+    assert up.status_code == 200 and up.json() == {"ok": True, "handoff_ticket": None}
+    assert (foreign.status_code, error_code(foreign)) == (404, "unknown_turn")
+    assert bad.status_code == 422
+    history = client.get(f"/api/v1/sessions/{mine}", headers=my_headers).json()
+    assert history["messages"][1]["rating"] == "up"
+    theirs_now = client.get(f"/api/v1/sessions/{theirs}", headers=their_headers).json()
+    assert theirs_now["messages"][1]["rating"] is None
+
+
+def test_two_thumbs_down_in_a_row_hand_off(client):
+    session_id, headers = new_session(client)
+    turns = [chat(client, session_id, headers, RESET_QUESTION).json()["turn_id"] for _ in range(3)]
+
+    def rate(turn_id: int, rating: str) -> dict:
+        return client.post(
+            "/api/v1/feedback",
+            headers=headers,
+            json={"session_id": session_id, "turn_id": turn_id, "rating": rating},
+        ).json()
+
+    assert rate(turns[0], "down")["handoff_ticket"] is None
+    assert rate(turns[1], "up")["handoff_ticket"] is None
+    ticket = rate(turns[2], "down")["handoff_ticket"]
+    assert ticket is None, "the two downs were not in a row"
+    ticket = rate(turns[1], "down")["handoff_ticket"]
+    assert ticket is not None and ticket["status"] == "open" and ticket["message"]
+    stored = client.app.state.chat.service.conversations.get_ticket(ticket["ticket_id"])
+    assert stored.reason == "disliked_answers" and stored.session_id == session_id
+
+
+def test_handoff_route_opens_one_ticket_with_the_transcript_and_contact(client):
+    session_id, headers = new_session(client)
+    chat(client, session_id, headers, RESET_QUESTION)
+
+    first = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json={"session_id": session_id, "contact": {"name": "Ana", "email": "ana@example.com"}},
+    )
+    again = client.post("/api/v1/handoff", headers=headers, json={"session_id": session_id})
+    bad_email = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json={"session_id": session_id, "contact": {"email": "not an address"}},
+    )
+
+    assert first.status_code == 200, first.text
+    ticket = first.json()
+    assert ticket["status"] == "open" and "support team" in ticket["message"]
+    assert again.json()["ticket_id"] == ticket["ticket_id"], "one open ticket per conversation"
+    assert bad_email.status_code == 422
+    desk = client.app.state.desk
+    stored = desk.conversations.get_ticket(ticket["ticket_id"])
+    assert stored.contact == {"name": "Ana", "email": "ana@example.com"}
+    assert stored.reason == "customer_asked"
+    payload = desk.payload(stored)
+    assert [m["role"] for m in payload["transcript"]] == ["user", "assistant"]
+    assert payload["transcript"][0]["content"] == RESET_QUESTION
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert history["handoff_ticket"]["ticket_id"] == ticket["ticket_id"]
+    after = chat(client, session_id, headers, RESET_QUESTION)
+    assert after.status_code == 200, "the chat stays open after a hand-off"
+
+
+def test_asking_for_a_person_in_the_chat_hands_off_without_the_model(offline_client):
+    session_id, headers = new_session(offline_client)
+
+    response = offline_client.post(
+        "/api/v1/chat/stream",
+        headers=headers,
+        json={"session_id": session_id, "message": "Can I speak to a real person please?"},
+    )
+
+    events = read_events(response)
+    done = events[-1][1]
+    assert [name for name, _ in events] == ["sources", "token", "done"]
+    assert done["handoff"] is True and done["handoff_ticket"]["status"] == "open"
+    assert done["error"] is None, "the unreachable model was never called"
+
+
+def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client):
+    session_id, headers = new_session(offline_client)
+
+    body = chat(offline_client, session_id, headers, OFF_TOPIC_QUESTION).json()
+
+    assert body["handoff"] is True and body["answer"] == HANDOFF_ANSWER
+    assert body["handoff_ticket"]["status"] == "open"
+    stored = offline_client.app.state.desk.conversations.get_ticket(
+        body["handoff_ticket"]["ticket_id"]
+    )
+    assert stored.reason == "no_answer"
+
+
+@pytest.mark.parametrize(
+    "message, asks",
+    [
+        ("Can I talk to a person?", True),
+        ("I want to speak with a human agent", True),
+        ("agent", True),
+        ("Connect me to someone from support", True),
+        ("How do I add a person to my home?", False),
+        ("My hub is not talking to the bulbs", False),
+    ],
+)
+def test_requests_for_a_person_are_recognised(message, asks):
+    assert wants_person(message) is asks
+
+
+# ----- health, schema and help pages
+
+
+def test_health_and_readiness(client, offline_client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"model": "ok", "store": "ok", "database": "ok"}
+
+
+def test_readiness_names_the_part_that_failed(make_client, llama_server, tmp_path):
+    client = make_client(llama_server.base_url)
+    service = client.app.state.chat.service
+    with unreachable_base_url() as url:
+        service.model_probe_url = url + "/models"
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["model"].startswith("failed") and checks["store"] == "ok"
+
+
+def test_openapi_documents_the_customer_api(client):
+    schema = client.get("/api/v1/openapi.json").json()
+
+    assert {
+        "/api/v1/sessions",
+        "/api/v1/sessions/{session_id}",
+        "/api/v1/chat",
+        "/api/v1/chat/stream",
+        "/api/v1/feedback",
+        "/api/v1/handoff",
+        "/api/v1/sites/{site_key}",
+    } <= set(schema["paths"])
+    assert "text/event-stream" in json.dumps(schema["paths"]["/api/v1/chat/stream"])
+
+
+def test_help_page_shows_a_cited_document_as_text(client):
+    page = client.get("/help/reset-the-hub.md")
+    missing = client.get("/help/no-such-article.md")
+
+    assert page.status_code == 200 and "Restart or factory reset" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "No help article" in missing.text
+
+
+def test_the_widget_and_its_pages_are_served(client):
+    script = client.get("/widget.js")
+
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert client.get("/widget/demo").status_code == 200
+    assert 'data-site-key="demo-site-key"' in client.get("/widget/demo").text
+    assert "<gradio-app" in client.get("/widget/gradio").text
