@@ -1,7 +1,6 @@
 """The customer REST API under /api/v1: sessions, chat (JSON or server-sent events), history,
 feedback and hand-off, plus the health checks. Thin: every rule lives in CustomerChat."""
 
-
 import asyncio
 import contextlib
 import json

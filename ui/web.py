@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -157,11 +158,13 @@ def _heading(heading: str) -> str:
     return f"## {heading}\n\n" if heading else ""
 
 
-def create_web_app(service: ChatService, settings: Settings) -> FastAPI:
-    """The whole web app; stops with a SettingsError-style message if a notifier is misconfigured."""
+def create_web_app(
+    service: ChatService, settings: Settings, *, clock: Callable[[], float] | None = None
+) -> FastAPI:
+    """The whole web app; a misconfigured hand-off notifier stops it with a NotifierError."""
     desk = HandoffDesk(service.conversations, settings.handoff)
     desk.check({settings.handoff.notifier, *(s.handoff_notifier for s in settings.sites)})
-    chat = CustomerChat(service, settings, desk)
+    chat = CustomerChat(service, settings, desk, clock=clock)
 
     app = FastAPI(
         title="Support chatbot",
