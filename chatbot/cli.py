@@ -190,6 +190,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password(args: argparse.Namespace) -> str:
+    """From --password-env, else piped stdin, else an interactive prompt typed twice."""
+    if args.password_env:
+        if not os.environ.get(args.password_env):
+            raise ValueError(f"the environment variable {args.password_env} is empty")
+        return os.environ[args.password_env]
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from chatbot.users import AccountError, UserDirectory
+
+    users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    try:
+        if args.users == "list":
+            for user in users.users():
+                print(f"{user.username}\t{user.role.value}")
+        elif args.users == "add":
+            user = users.add_user(args.username, _password(args), args.role, actor=actor)
+            print(f"added {user.username} ({user.role.value})")
+        elif args.users == "set-role":
+            user = users.set_role(args.username, args.role, actor=actor)
+            print(f"{user.username} is now {user.role.value}")
+        elif args.users == "set-password":
+            users.set_password(args.username, _password(args), actor=actor)
+            print(f"password of {args.username} changed; its sign-ins were ended")
+        elif args.users == "remove":
+            users.remove(args.username, actor=actor)
+            print(f"removed {args.username}")
+    except AccountError as exc:
+        return _fail(exc.message, 2)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    return 0
+
+
 def _bench_progress(number: int, total: int) -> None:
     if sys.stderr.isatty():
         print(f"\r{number}/{total}", end="", file=sys.stderr, flush=True)
@@ -284,6 +329,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--k", type=int, help="documents per question (default retrieval.top_k)")
     evaluate.add_argument("--json", action="store_true", help="also print the summary as JSON")
     evaluate.set_defaults(func=cmd_eval)
+    users = sub.add_parser(
+        "users", help="staff accounts: add, list, set-role, set-password, remove"
+    )
+    users_sub = users.add_subparsers(dest="users", required=True)
+    users_sub.add_parser("list", help="user names and roles").set_defaults(func=cmd_users)
+    roles = ["staff", "content_owner", "admin"]
+    for name, needs_role, needs_password in (
+        ("add", True, True),
+        ("set-role", True, False),
+        ("set-password", False, True),
+        ("remove", False, False),
+    ):
+        command = users_sub.add_parser(name)
+        command.add_argument("username")
+        if needs_role:
+            command.add_argument("--role", choices=roles, required=True)
+        if needs_password:
+            command.add_argument(
+                "--password-env",
+                metavar="VAR",
+                help="read the password from this environment variable (else stdin or a prompt)",
+            )
+        command.set_defaults(func=cmd_users)
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     memory = bench_sub.add_parser("memory", help="a long scripted conversation in a small window")

@@ -307,6 +307,29 @@ DEMO_SITE = SiteSettings(
 )
 
 
+class AuthSettings(_Section):
+    admin_username_env: str = Field(
+        "CHATBOT_ADMIN_USERNAME", description="Variable naming the first admin (first start)."
+    )
+    admin_password_env: str = Field(
+        "CHATBOT_ADMIN_PASSWORD", description="Variable with the first admin's password."
+    )
+    session_idle_minutes: int = Field(
+        60, ge=1, description="A staff sign-in with no request for this long ends."
+    )
+    session_max_hours: int = Field(12, ge=1, description="A staff sign-in ends after this long.")
+    max_failed_signins: int = Field(
+        5, ge=1, description="Failed sign-ins per name and address before a pause."
+    )
+    signin_window_minutes: int = Field(
+        15, ge=1, description="Window in which failed sign-ins are counted."
+    )
+    min_password_chars: int = Field(10, ge=8, description="Shortest password accepted.")
+    secure_cookies: bool = Field(
+        False, description="Send the sign-in cookie over HTTPS only (set true behind TLS)."
+    )
+
+
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the web app listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
@@ -329,6 +352,7 @@ class Settings(BaseSettings):
     length_policy: LengthPolicySettings = Field(default_factory=LengthPolicySettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     widget: WidgetSettings = Field(default_factory=WidgetSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)

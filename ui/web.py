@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
@@ -21,8 +22,10 @@ from chatbot.customer_chat import CustomerChat
 from chatbot.handoff import HandoffDesk
 from chatbot.service import ChatService
 from chatbot.settings import Settings
+from chatbot.users import UserDirectory
 from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers
+from ui.staff import install_refusals, staff_router
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ GRADIO_JS = Path(gr.__file__).resolve().parent / "templates" / "frontend" / "gra
 # JSON bodies of the API are small; anything bigger is refused before it is read.
 MAX_API_BODY_BYTES = 64 * 1024
 CORS_HEADERS = "Authorization, Content-Type, X-Site-Key"
+# Routes a widget on another website calls; staff routes get no CORS and no cross-site use.
+CUSTOMER_PATHS = tuple(
+    f"{PREFIX}/{name}" for name in ("sessions", "sites", "chat", "feedback", "handoff")
+)
 
 
 class SiteCORS:
@@ -46,7 +53,7 @@ class SiteCORS:
         self.chat = chat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX + "/"):
+        if scope["type"] != "http" or not scope["path"].startswith(CUSTOMER_PATHS):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -165,6 +172,8 @@ def create_web_app(
     desk = HandoffDesk(service.conversations, settings.handoff)
     desk.check({settings.handoff.notifier, *(s.handoff_notifier for s in settings.sites)})
     chat = CustomerChat(service, settings, desk, clock=clock)
+    users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
+    users.ensure_first_admin(os.environ)
 
     app = FastAPI(
         title="Support chatbot",
@@ -175,8 +184,11 @@ def create_web_app(
     )
     app.state.chat = chat
     app.state.desk = desk
+    app.state.users = users
     install_error_handlers(app)
+    install_refusals(app)
     app.include_router(api_router(chat))
+    app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
     app.include_router(health_router(service.readiness))
     pages(app, service)
     app.add_middleware(SiteCORS, chat=chat)

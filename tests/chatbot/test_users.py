@@ -1,0 +1,173 @@
+"""Staff accounts in a real SQLite file: roles, bcrypt passwords, sign-in limits, tokens, audit."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from chatbot.settings import AuthSettings
+from chatbot.users import AccountError, Role, UserDirectory
+
+PASSWORD = "correct horse battery"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def users(tmp_path, clock) -> UserDirectory:
+    return UserDirectory(tmp_path / "app.sqlite3", AuthSettings(), clock=clock, bcrypt_rounds=4)
+
+
+def test_passwords_are_stored_as_bcrypt_hashes_only(users):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+
+    with sqlite3.connect(users.path) as db:
+        stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
+    assert stored.startswith("$2b$") and PASSWORD not in stored
+    user, token = users.sign_in("ana", PASSWORD, "1.2.3.4")
+    assert user.role == Role.STAFF and users.session_user(token) == user
+
+
+@pytest.mark.parametrize(
+    "username, password, code",
+    [
+        ("ana", "short", "weak_password"),
+        ("ana", "changethis", "weak_password"),
+        ("ana", "x" * 80, "weak_password"),
+        ("a", PASSWORD, "invalid_username"),
+        ("ana smith", PASSWORD, "invalid_username"),
+    ],
+)
+def test_bad_accounts_are_refused(users, username, password, code):
+    with pytest.raises(AccountError) as refused:
+        users.add_user(username, password, Role.STAFF, actor="test")
+
+    assert refused.value.code == code and refused.value.message
+    assert users.users() == []
+
+
+def test_names_are_unique_and_roles_known(users):
+    users.add_user("ana", PASSWORD, "staff", actor="test")
+
+    with pytest.raises(AccountError, match="already exists"):
+        users.add_user("ANA", PASSWORD, "staff", actor="test")
+    with pytest.raises(AccountError, match="content_owner"):
+        users.add_user("bo", PASSWORD, "owner", actor="test")
+
+
+def test_roles_include_the_rights_of_lower_ones():
+    assert Role.ADMIN.allows(Role.CONTENT_OWNER) and Role.ADMIN.allows(Role.STAFF)
+    assert Role.CONTENT_OWNER.allows(Role.STAFF)
+    assert not Role.STAFF.allows(Role.CONTENT_OWNER)
+    assert not Role.CONTENT_OWNER.allows(Role.ADMIN)
+
+
+def test_failed_sign_ins_are_limited_even_with_the_right_password_after(users, clock):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    for _ in range(users.settings.max_failed_signins):
+        with pytest.raises(AccountError, match="Wrong user name or password"):
+            users.sign_in("ana", "wrong password!", "1.2.3.4")
+
+    with pytest.raises(AccountError) as limited:
+        users.sign_in("ana", PASSWORD, "1.2.3.4")
+    assert limited.value.code == "too_many_attempts" and limited.value.retry_after
+    users.sign_in("ana", PASSWORD, "5.6.7.8")  # another address is not locked out
+    clock.now += users.settings.signin_window_minutes * 60 + 1
+    users.sign_in("ana", PASSWORD, "1.2.3.4")
+
+
+def test_unknown_user_and_wrong_password_look_the_same(users):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+
+    with pytest.raises(AccountError) as unknown:
+        users.sign_in("nobody", PASSWORD, "1.2.3.4")
+    with pytest.raises(AccountError) as wrong:
+        users.sign_in("ana", "wrong password!", "1.2.3.4")
+    assert unknown.value.message == wrong.value.message
+
+
+def test_sign_ins_time_out_and_sign_out_ends_them(users, clock):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    _, token = users.sign_in("ana", PASSWORD, "1.2.3.4")
+    _, other = users.sign_in("ana", PASSWORD, "1.2.3.4")
+
+    clock.now += users.settings.session_idle_minutes * 60 - 5
+    assert users.session_user(token) is not None  # activity keeps it alive
+    clock.now += users.settings.session_idle_minutes * 60 + 5
+    assert users.session_user(other) is None  # idle too long
+    users.sign_out(token)
+    assert users.session_user(token) is None
+
+
+def test_a_password_reset_ends_existing_sign_ins(users):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    _, token = users.sign_in("ana", PASSWORD, "1.2.3.4")
+
+    users.set_password("ana", "another long password", actor="admin")
+
+    assert users.session_user(token) is None
+    with pytest.raises(AccountError):
+        users.sign_in("ana", PASSWORD, "1.2.3.4")
+
+
+def test_api_tokens_are_hashed_and_revocable(users):
+    users.add_user("sync", PASSWORD, Role.CONTENT_OWNER, actor="test")
+    record, secret = users.create_token("sync", "cms", actor="admin")
+
+    with sqlite3.connect(users.path) as db:
+        assert secret not in str(db.execute("SELECT * FROM api_tokens").fetchall())
+    assert users.token_user(secret).username == "sync"
+    assert users.token_user(secret + "x") is None
+    assert users.revoke_token(record.id, actor="admin")
+    assert users.token_user(secret) is None
+
+
+def test_the_last_admin_stays(users):
+    users.add_user("root", PASSWORD, Role.ADMIN, actor="test")
+
+    with pytest.raises(AccountError, match="last admin"):
+        users.set_role("root", Role.STAFF, actor="test")
+    with pytest.raises(AccountError, match="last admin"):
+        users.remove("root", actor="test")
+
+
+def test_first_admin_comes_from_the_environment_once(users):
+    env = {"CHATBOT_ADMIN_USERNAME": "root", "CHATBOT_ADMIN_PASSWORD": PASSWORD}
+
+    first = users.ensure_first_admin(env)
+    again = users.ensure_first_admin({**env, "CHATBOT_ADMIN_USERNAME": "other"})
+
+    assert first.username == "root" and first.role == Role.ADMIN
+    assert again is None and [u.username for u in users.users()] == ["root"]
+
+
+def test_a_weak_first_admin_password_names_the_variable(users):
+    with pytest.raises(AccountError, match="CHATBOT_ADMIN_PASSWORD"):
+        users.ensure_first_admin(
+            {"CHATBOT_ADMIN_USERNAME": "root", "CHATBOT_ADMIN_PASSWORD": "changeme"}
+        )
+
+
+def test_account_changes_are_audited(users):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="root")
+    users.set_role("ana", Role.CONTENT_OWNER, actor="root")
+    users.remove("ana", actor="root")
+
+    actions = [(e.actor, e.action, e.target) for e in users.audit_log()]
+    assert actions == [
+        ("root", "user.remove", "ana"),
+        ("root", "user.set_role", "ana"),
+        ("root", "user.add", "ana"),
+    ]
