@@ -25,7 +25,11 @@ TEMPLATES.env.filters["when"] = lambda ts: (
 )
 # (path, label, role needed to see it in the menu)
 NAV = [
+    ("/staff/playground/", "Playground", Role.STAFF),
+    ("/staff/conversations", "Conversations", Role.STAFF),
     ("/staff/tickets", "Hand-offs", Role.STAFF),
+    ("/staff/documents", "Documents", Role.CONTENT_OWNER),
+    ("/staff/admin", "Admin", Role.ADMIN),
 ]
 
 
@@ -43,11 +47,7 @@ def client_of(request: Request) -> str:
 
 
 def current_user(request: Request) -> User | None:
-    users: UserDirectory = request.app.state.users
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return users.token_user(token.strip())
-    return users.session_user(request.cookies.get(COOKIE))
+    return current_user_from(request.app.state.users, request)
 
 
 def require(role: Role) -> Callable[[Request], User]:
@@ -65,6 +65,51 @@ def require(role: Role) -> Callable[[Request], User]:
         return user
 
     return dependency
+
+
+class StaffGate:
+    """Role checks in front of mounted sub-apps (the Gradio playground) that have no FastAPI
+    dependencies of their own: every path under a prefix needs its role. Pure ASGI."""
+
+    def __init__(self, app, users: UserDirectory, prefixes: dict[str, Role]):
+        self.app = app
+        self.users = users
+        self.prefixes = prefixes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            needed = next(
+                (role for prefix, role in self.prefixes.items() if path.startswith(prefix)), None
+            )
+            if needed is not None:
+                request = Request(scope)
+                request.scope.setdefault("app", self.app)
+                user = current_user_from(self.users, request)
+                refusal = None
+                if user is None:
+                    refusal = (401, "Sign-in needed", "This page is for support staff.")
+                elif not user.role.allows(needed):
+                    refusal = (403, "Not allowed", f"This needs the {needed.value} role.")
+                if refusal is not None:
+                    if scope["type"] == "websocket":
+                        await send({"type": "websocket.close", "code": 1008})
+                        return
+                    code, title, message = refusal
+                    request.state.user = user
+                    response = render(
+                        request, "refused.html", code, title=title, message=message, next=path
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def current_user_from(users: UserDirectory, request: Request) -> User | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return users.token_user(token.strip())
+    return users.session_user(request.cookies.get(COOKIE))
 
 
 def _check_same_origin(request: Request) -> None:

@@ -22,10 +22,12 @@ from chatbot.customer_chat import CustomerChat
 from chatbot.handoff import HandoffDesk
 from chatbot.service import ChatService
 from chatbot.settings import Settings
-from chatbot.users import UserDirectory
+from chatbot.users import Role, UserDirectory
 from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers
-from ui.staff import install_refusals, staff_router
+from ui.documents import documents_router
+from ui.playground import create_playground
+from ui.staff import StaffGate, current_user, install_refusals, staff_router
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 GRADIO_JS = Path(gr.__file__).resolve().parent / "templates" / "frontend" / "gradio.js"
 # JSON bodies of the API are small; anything bigger is refused before it is read.
 MAX_API_BODY_BYTES = 64 * 1024
+PLAYGROUND = "/staff/playground"
 CORS_HEADERS = "Authorization, Content-Type, X-Site-Key"
 # Routes a widget on another website calls; staff routes get no CORS and no cross-site use.
 CUSTOMER_PATHS = tuple(
@@ -189,10 +192,21 @@ def create_web_app(
     install_refusals(app)
     app.include_router(api_router(chat))
     app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
+    app.include_router(documents_router(service, users))
     app.include_router(health_router(service.readiness))
     pages(app, service)
     app.add_middleware(SiteCORS, chat=chat)
+    app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})
 
+    playground = create_playground(service, settings)
+    playground.queue(default_concurrency_limit=settings.server.concurrency)
+    gr.mount_gradio_app(
+        app,
+        playground,
+        path=PLAYGROUND,
+        show_error=False,
+        auth_dependency=lambda request: getattr(current_user(request), "username", None),
+    )
     blocks = gradio_app.create_app(service, settings)
     blocks.queue(default_concurrency_limit=settings.server.concurrency)
     return gr.mount_gradio_app(app, blocks, path="", show_error=False)

@@ -32,7 +32,6 @@
 
   // ---------------------------------------------------------------- state
   const site = { name: "Support", greeting: "", maxChars: 4000 };
-  let siteLoaded = false;
   let session = null; // {session_id, session_token, idle_timeout_s, last_active}
   let creating = null; // the pending POST /sessions, shared by concurrent callers
   let ui = null;
@@ -161,7 +160,6 @@
 
   async function loadSite() {
     applySite(await callJson("GET", "/api/v1/sites/" + encodeURIComponent(SITE_KEY)));
-    siteLoaded = true;
   }
 
   function ensureSession() {
@@ -304,12 +302,12 @@
     ["escape", /\\([\\`*_{}[\]()#+\-.!>~|])/y],
     ["code", /(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/y],
     ["strong", /\*\*(?=\S)([\s\S]*?\S)\*\*|__(?=\S)([\s\S]*?\S)__(?!\w)/y],
-    ["em", /\*(?=[^\s*])((?:\*\*[\s\S]*?\*\*|[^*])*?[^\s*])\*(?!\*)|_(?=\S)([^_]*?\S)_(?!\w)/y],
+    ["em", /\*(?=[^\s*])([^*]*?[^\s*])\*(?!\*)|_(?=\S)([^_]*?\S)_(?!\w)/y],
     ["link", /\[([^[\]\n]+)\]\(\s*([^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+"[^"\n]*")?\s*\)/y],
     ["url", /https?:\/\/[^\s<>()[\]]*[^\s<>()[\].,;:!?'"*_]/y],
   ];
 
-  function renderInline(text, into) {
+  function renderInline(text, into, inLink) {
     let plain = "";
     let i = 0;
     const flush = () => {
@@ -320,6 +318,7 @@
       let hit = null;
       if ("\\`*_[h".includes(text[i])) {
         for (const [kind, re] of INLINE) {
+          if ((kind === "link" || kind === "url") && inLink) continue;
           if (kind === "url" && i > 0 && /\w/.test(text[i - 1])) continue;
           if (kind === "em" && text[i] === "_" && i > 0 && /\w/.test(text[i - 1])) continue;
           re.lastIndex = i;
@@ -348,7 +347,7 @@
         }
         flush();
         const a = link(href);
-        renderInline(m[1], a);
+        renderInline(m[1], a, true);
         into.append(a);
         continue;
       }
@@ -367,7 +366,7 @@
         into.append(h("code", { text: m[2] }));
       } else {
         const el = h(kind);
-        renderInline(m[1] !== undefined ? m[1] : m[2], el);
+        renderInline(m[1] !== undefined ? m[1] : m[2], el, inLink);
         into.append(el);
       }
     }
@@ -394,7 +393,8 @@
       const fence = FENCE.exec(line);
       if (fence) {
         const body = [];
-        while (++i < lines.length && !lines[i].trim().startsWith(fence[1])) body.push(lines[i]);
+        const end = new RegExp("^\\s{0,3}" + fence[1][0] + "{" + fence[1].length + ",}\\s*$");
+        while (++i < lines.length && !end.test(lines[i])) body.push(lines[i]);
         into.append(h("pre", {}, h("code", { text: body.join("\n") })));
         para = list = item = null;
         continue;
@@ -460,8 +460,8 @@ button{cursor:pointer}
 .launcher{position:fixed;right:20px;bottom:20px;z-index:2147483000;width:58px;height:58px;border-radius:50%;border:1px solid transparent;background:var(--accent);color:var(--accent-fg);box-shadow:var(--shadow);display:grid;place-items:center;transition:transform .15s ease}
 .launcher:hover{transform:scale(1.06)}
 .launcher svg{width:28px;height:28px;fill:currentColor}
-.launcher .when-open,.open .launcher .when-closed{display:none}
-.open .launcher .when-open{display:block}
+.launcher span{display:grid}
+.root:not(.open) .launcher .when-open,.open .launcher .when-closed{display:none}
 .panel{position:fixed;right:20px;bottom:92px;z-index:2147483001;width:384px;max-width:calc(100vw - 40px);height:min(640px,calc(100vh - 116px));display:flex;flex-direction:column;overflow:hidden;background:var(--bg);color:var(--fg);border:1px solid var(--line);border-radius:18px;box-shadow:var(--shadow);animation:rise .18s ease-out}
 @keyframes rise{from{opacity:0;transform:translateY(10px) scale(.98)}}
 .head{display:flex;align-items:center;gap:2px;padding:12px 10px 12px 18px;background:var(--accent);color:var(--accent-fg)}
@@ -544,7 +544,7 @@ textarea{font-size:16px}
     chat: "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-4.4 3.5A.5.5 0 0 1 3 21V5a1 1 0 0 1 1-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z",
     chevron: "M7.4 8.6 12 13.2l4.6-4.6L18 10l-6 6-6-6z",
     close: "M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6z",
-    plus: "M3 17.3V21h3.8l11-11.1-3.7-3.7zM20.7 7a1 1 0 0 0 0-1.4l-2.3-2.3a1 1 0 0 0-1.4 0l-1.8 1.8 3.7 3.7z",
+    compose: "M3 17.3V21h3.8l11-11.1-3.7-3.7zM20.7 7a1 1 0 0 0 0-1.4l-2.3-2.3a1 1 0 0 0-1.4 0l-1.8 1.8 3.7 3.7z",
     send: "M2 21 23 12 2 3v7l15 2-15 2z",
     up: "M1 21h4V9H1zm22-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L14.2 1 7.6 7.6C7.2 8 7 8.5 7 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7z",
     down: "M15 3H6c-.8 0-1.5.5-1.8 1.2l-3 7.1c-.1.2-.2.5-.2.7v2a2 2 0 0 0 2 2h6.3l-1 4.6v.3c0 .4.2.8.5 1.1L9.8 23l6.6-6.6c.4-.4.6-.9.6-1.4V5a2 2 0 0 0-2-2zm4 0v12h4V3z",
@@ -579,7 +579,7 @@ textarea{font-size:16px}
       h("span", { class: "when-open" }, icon(ICON.chevron))
     );
     const name = h("div", { class: "name" });
-    const newBtn = h("button", { type: "button", class: "icon-btn", "data-testid": "new-conversation", "aria-label": "New conversation", title: "New conversation" }, icon(ICON.plus));
+    const newBtn = h("button", { type: "button", class: "icon-btn", "data-testid": "new-conversation", "aria-label": "New conversation", title: "New conversation" }, icon(ICON.compose));
     const closeBtn = h("button", { type: "button", class: "icon-btn", "data-testid": "close", "aria-label": "Close chat", title: "Close chat" }, icon(ICON.close));
     const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0", "data-testid": "log" });
 
@@ -610,14 +610,14 @@ textarea{font-size:16px}
     const panel = h(
       "section",
       { class: "panel", id: panelId, role: "dialog", "aria-modal": "false", hidden: true, "data-testid": "panel" },
-      h("header", { class: "head" }, h("div", { class: "title" }, name, h("div", { class: "sub" }, "Virtual assistant · answers from our help center")), newBtn, closeBtn),
+      h("header", { class: "head" }, h("div", { class: "title" }, name, h("div", { class: "sub" }, "Virtual assistant")), newBtn, closeBtn),
       log,
       handoffForm,
       h("footer", { class: "foot" }, notice, composer, handoffBtn)
     );
     const root = h("div", { class: "root" }, bubble, panel);
     shadow.append(root);
-    ui = { host, shadow, root, bubble, panel, name, newBtn, closeBtn, log, notice, input, send, composer, handoffBtn, handoffForm, nameInput, emailInput, handoffSend };
+    ui = { shadow, root, bubble, panel, name, closeBtn, log, notice, input, send, composer, handoffBtn, handoffForm, nameInput, emailInput, handoffSend };
 
     bubble.addEventListener("click", () => setOpen(ui.panel.hidden));
     closeBtn.addEventListener("click", () => setOpen(false, true));
@@ -644,6 +644,7 @@ textarea{font-size:16px}
     input.addEventListener("input", autosize);
     handoffBtn.addEventListener("click", () => (ui.handoffForm.hidden ? openHandoff() : closeHandoff(true)));
     handoffCancel.addEventListener("click", () => closeHandoff(true));
+    emailInput.addEventListener("input", () => emailInput.setCustomValidity(""));
     handoffForm.addEventListener("submit", (e) => {
       e.preventDefault();
       submitHandoff();
@@ -685,11 +686,6 @@ textarea{font-size:16px}
     if (open) {
       scrollDown(true);
       (unavailable ? ui.closeBtn : ui.input).focus();
-      if (!siteLoaded) {
-        loadSite()
-          .then(() => ui.log.childElementCount || showGreeting())
-          .catch(() => {});
-      }
     } else if (focusBubble || ui.shadow.activeElement) {
       ui.bubble.focus();
     }
@@ -876,15 +872,16 @@ textarea{font-size:16px}
 
   function renderHistory(data) {
     const messages = data && Array.isArray(data.messages) ? data.messages : [];
+    let last = "";
     for (const m of messages) {
       if (!m || typeof m !== "object") continue;
       if (m.role === "user") addUser(str(m.content));
       if (m.role !== "assistant") continue;
-      const view = addAssistant(str(m.content));
+      const view = addAssistant((last = str(m.content)));
       renderSources(view, m.sources);
       if (typeof m.id === "number") addFeedback(view, m.id, m.rating);
     }
-    if (data && data.handoff_ticket) showTicket(data.handoff_ticket);
+    if (data && data.handoff_ticket) showTicket(data.handoff_ticket, last);
   }
 
   function showError(err) {
@@ -903,6 +900,7 @@ textarea{font-size:16px}
   async function sendMessage() {
     const text = ui.input.value.trim();
     if (!text || busy || cooldownUntil || unavailable) return;
+    if (ui.shadow.activeElement === ui.send) ui.input.focus(); // Send is about to be disabled
     busy = true;
     updateSend();
     ui.input.value = "";
@@ -973,22 +971,18 @@ textarea{font-size:16px}
         done = data;
       }
     });
-    if (done) {
-      if (str(done.answer)) view.text = done.answer;
-      renderAnswer(view);
-      if (!view.text) view.el.remove();
-      // the answer usually carries the error's sentence already
-      else if (problem && str(problem.message) && !view.text.includes(problem.message)) addSystem(problem.message);
-      if (typeof done.turn_id === "number" && view.text) addFeedback(view, done.turn_id, null);
-      showTicket(done.handoff_ticket, view.text);
-      scrollDown();
-      return;
-    }
+    if (done && str(done.answer)) view.text = done.answer;
     if (view.text) renderAnswer(view);
     else view.el.remove();
-    // "internal" carries a generic apology; other codes have their own sentence
-    if (problem) addSystem(str(problem.message) || TEXT.generic);
-    else addSystem(TEXT.network); // the connection dropped mid-answer
+    // no done: the connection dropped mid-answer
+    const note = problem ? str(problem.message) || TEXT.generic : !done ? TEXT.network : view.text ? "" : TEXT.generic;
+    // a finished answer usually carries the error's sentence already
+    if (note && !view.text.includes(note)) addSystem(note);
+    if (done) {
+      if (typeof done.turn_id === "number" && view.text) addFeedback(view, done.turn_id, null);
+      showTicket(done.handoff_ticket, view.text);
+    }
+    scrollDown();
   }
 
   function newConversation() {
@@ -1038,7 +1032,11 @@ textarea{font-size:16px}
       addSystem(str(res && res.message) || TEXT.handoff);
       scrollDown(true);
     } catch (err) {
-      showError(err);
+      if (err.status === 422 && email) {
+        // the server's address check is stricter than the browser's
+        ui.emailInput.setCustomValidity("Please check this email address.");
+        ui.emailInput.reportValidity();
+      } else showError(err);
     } finally {
       ui.handoffSend.disabled = false;
     }
