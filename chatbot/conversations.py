@@ -110,6 +110,34 @@ class Ticket:
 
 
 @dataclass(frozen=True)
+class SessionSummary:
+    """One conversation as the staff list shows it."""
+
+    id: str
+    channel: str
+    site: str | None
+    created_at: float
+    updated_at: float
+    first_message: str
+    messages: int
+    ups: int
+    downs: int
+    handoff: bool
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which conversations to list: all fields optional; ``text`` searches every message."""
+
+    rating: str | None = None  # "up", "down" or "none" (no rating at all)
+    handoff: bool | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True)
 class StoredTurn:
     id: int
     session_id: str
@@ -157,6 +185,8 @@ class ConversationStore(Protocol):
     ) -> Ticket: ...
 
     def open_ticket(self, session_id: str) -> Ticket | None: ...
+
+    def list_sessions(self, where: SessionFilter) -> list[SessionSummary]: ...
 
     def get_ticket(self, ticket_id: int) -> Ticket | None: ...
 
@@ -373,3 +403,54 @@ class SQLiteConversationStore:
                     f"UPDATE tickets SET {assignments} WHERE id = ?", (*changes.values(), ticket_id)
                 )
         return self.get_ticket(ticket_id)
+
+    # ----- transcripts
+    def list_sessions(self, where: SessionFilter) -> list[SessionSummary]:
+        """Conversations with at least one message, newest activity first."""
+        conditions, args = ["n.messages > 0"], []
+        if where.rating == "up":
+            conditions.append("n.ups > 0")
+        elif where.rating == "down":
+            conditions.append("n.downs > 0")
+        elif where.rating == "none":
+            conditions.append("n.ups = 0 AND n.downs = 0")
+        if where.handoff is not None:
+            conditions.append("n.handoff = ?")
+            args.append(int(where.handoff))
+        if where.since is not None:
+            conditions.append("s.updated_at >= ?")
+            args.append(where.since)
+        if where.until is not None:
+            conditions.append("s.created_at < ?")
+            args.append(where.until)
+        if where.text:
+            escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(
+                "EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id"
+                " AND t.content LIKE ? ESCAPE '\\')"
+            )
+            args.append(f"%{escaped}%")
+        query = f"""
+            WITH n AS (
+                SELECT s.id AS id,
+                    (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id) AS messages,
+                    (SELECT COUNT(*) FROM feedback f WHERE f.session_id = s.id
+                        AND f.rating = 'up') AS ups,
+                    (SELECT COUNT(*) FROM feedback f WHERE f.session_id = s.id
+                        AND f.rating = 'down') AS downs,
+                    (EXISTS (SELECT 1 FROM tickets k WHERE k.session_id = s.id)
+                     OR EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id
+                        AND json_extract(t.meta, '$.handoff') = 1)) AS handoff,
+                    (SELECT content FROM turns t WHERE t.session_id = s.id AND t.role = 'user'
+                        ORDER BY t.id LIMIT 1) AS first_message
+                FROM sessions s
+            )
+            SELECT s.id, s.channel, s.site, s.created_at, s.updated_at,
+                COALESCE(n.first_message, ''), n.messages, n.ups, n.downs, n.handoff
+            FROM sessions s JOIN n ON n.id = s.id
+            WHERE {" AND ".join(conditions)}
+            ORDER BY s.updated_at DESC LIMIT ?
+        """
+        with self._db() as db:
+            rows = db.execute(query, (*args, where.limit)).fetchall()
+        return [SessionSummary(*row[:9], bool(row[9])) for row in rows]

@@ -325,6 +325,9 @@ class AuthSettings(_Section):
         15, ge=1, description="Window in which failed sign-ins are counted."
     )
     min_password_chars: int = Field(10, ge=8, description="Shortest password accepted.")
+    bcrypt_rounds: int = Field(
+        12, ge=4, le=16, description="bcrypt cost: each step doubles the work of a password check."
+    )
     secure_cookies: bool = Field(
         False, description="Send the sign-in cookie over HTTPS only (set true behind TLS)."
     )

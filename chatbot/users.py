@@ -139,13 +139,12 @@ class UserDirectory:
         settings: AuthSettings,
         *,
         clock: Callable[[], float] = time.time,
-        bcrypt_rounds: int = 12,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self._clock = clock
-        self._rounds = bcrypt_rounds
+        self._rounds = settings.bcrypt_rounds
         self._local = threading.local()
         self._failures = RateLimiter(
             settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock

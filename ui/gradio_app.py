@@ -130,6 +130,47 @@ def make_respond(service: ChatService):
     return respond
 
 
+def answer_number(history: list, index: int) -> int:
+    """How many answers (not Sources boxes) the history holds up to message ``index``."""
+    count = 0
+    for message in (history or [])[: index + 1]:
+        item = message if isinstance(message, dict) else getattr(message, "__dict__", {})
+        if item.get("role") == "assistant" and (item.get("metadata") or {}).get("title") != (
+            SOURCES_TITLE
+        ):
+            count += 1
+    return count
+
+
+def make_rate(service: ChatService):
+    """The thumbs of each answer: the rating is stored on that answer's turn."""
+
+    def rate(history: list, session_id: str | None, like: gr.LikeData):
+        index = like.index if isinstance(like.index, int) else like.index[0]
+        if not session_id or like.liked not in (True, False):
+            return None, gr.update(visible=False)
+        number = answer_number(history, index)
+        answers = [t for t in service.conversations.turns(session_id) if t.role == "assistant"]
+        if not 0 < number <= len(answers):
+            return None, gr.update(visible=False)
+        turn = answers[number - 1]
+        service.conversations.set_feedback(session_id, turn.id, "up" if like.liked else "down", "")
+        return turn.id, gr.update(visible=True, value="")
+
+    def comment(session_id: str | None, turn_id: int | None, rating_text: str):
+        if not session_id or turn_id is None or not rating_text.strip():
+            return gr.update(visible=False)
+        ratings = service.conversations.feedback(session_id)
+        if turn_id in ratings:
+            service.conversations.set_feedback(
+                session_id, turn_id, ratings[turn_id].rating, rating_text.strip()[:2000]
+            )
+        gr.Info("Thanks for your feedback!")
+        return gr.update(visible=False, value="")
+
+    return rate, comment
+
+
 def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
     """The chat page as a Gradio Blocks app; each browser tab keeps its own conversation."""
     with gr.Blocks(title="Support chat", analytics_enabled=False) as app:
@@ -137,18 +178,20 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             "## Support chat\nAsk a question about our product. Answers cite the help center."
         )
         session = gr.State(None)
+        rated_turn = gr.State(None)
+        chatbot = escape_customer_messages(
+            gr.Chatbot(
+                height=560,
+                label="Support assistant",
+                sanitize_html=True,
+                placeholder="Ask a question about our product.",
+            )
+        )
         gr.ChatInterface(
             fn=make_respond(service),
             additional_inputs=[session],
             additional_outputs=[session],
-            chatbot=escape_customer_messages(
-                gr.Chatbot(
-                    height=560,
-                    label="Support assistant",
-                    sanitize_html=True,
-                    placeholder="Ask a question about our product.",
-                )
-            ),
+            chatbot=chatbot,
             textbox=gr.Textbox(
                 placeholder="Type your question…",
                 max_length=settings.chat.max_message_chars,
@@ -157,4 +200,14 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             concurrency_limit=settings.server.concurrency,
             save_history=False,
         )
+        feedback = gr.Textbox(
+            label="Tell us more about your rating (optional)",
+            placeholder="What was missing or wrong?",
+            max_lines=3,
+            visible=False,
+            elem_id="rating-comment",
+        )
+        rate, comment = make_rate(service)
+        chatbot.like(rate, inputs=[chatbot, session], outputs=[rated_turn, feedback])
+        feedback.submit(comment, inputs=[session, rated_turn, feedback], outputs=[feedback])
     return app

@@ -5,16 +5,22 @@ form and keeps an HttpOnly, SameSite=Strict cookie; programs send an API token a
 ``Authorization: Bearer cbt_...``.
 """
 
+import csv
 import datetime as dt
+import io
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from chatbot.conversations import SessionFilter, SessionSummary
 from chatbot.handoff import REASONS, HandoffDesk
 from chatbot.users import AccountError, Role, User, UserDirectory
 
@@ -172,6 +178,91 @@ def _safe_next(target: str | None) -> str:
     return "/staff"
 
 
+class TranscriptQuery(BaseModel):
+    """The conversation filters of the staff list and export (query parameters)."""
+
+    q: str = ""
+    rating: Literal["", "up", "down", "none"] = ""
+    handoff: Literal["", "yes", "no"] = ""
+    since: str = ""
+    until: str = ""
+
+    def to_filter(self) -> SessionFilter:
+        return SessionFilter(
+            rating=self.rating or None,
+            handoff=None if not self.handoff else self.handoff == "yes",
+            since=_day(self.since, "From"),
+            until=_day(self.until, "To", end=True),
+            text=self.q.strip() or None,
+        )
+
+
+def _day(value: str, name: str, end: bool = False) -> float | None:
+    if not value:
+        return None
+    try:
+        day = dt.datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise ValueError(f"{name} must be a date like 2026-01-31.") from None
+    return (day + dt.timedelta(days=1 if end else 0)).timestamp()
+
+
+def _transcript(conversations, session_id: str) -> list[dict]:
+    ratings = conversations.feedback(session_id)
+    rows = []
+    for turn in conversations.turns(session_id):
+        rating = ratings.get(turn.id)
+        rows.append(
+            {
+                "turn_id": turn.id,
+                "role": turn.role,
+                "content": turn.content,
+                "created_at": dt.datetime.fromtimestamp(turn.created_at).isoformat(
+                    timespec="seconds"
+                ),
+                "sources": turn.meta.get("sources", []),
+                "handoff": bool(turn.meta.get("handoff")),
+                "rating": rating.rating if rating else None,
+                "comment": rating.comment if rating else "",
+            }
+        )
+    return rows
+
+
+def to_jsonl(conversations, sessions: list[SessionSummary]) -> str:
+    lines = []
+    for s in sessions:
+        record = {
+            "session_id": s.id,
+            "channel": s.channel,
+            "site": s.site,
+            "handoff": s.handoff,
+            "turns": _transcript(conversations, s.id),
+        }
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_csv(conversations, sessions: list[SessionSummary]) -> str:
+    out = io.StringIO()
+    columns = ["session_id", "channel", "site", "turn_id", "role", "content", "created_at"]
+    columns += ["sources", "handoff", "rating", "comment"]
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for s in sessions:
+        for row in _transcript(conversations, s.id):
+            row["sources"] = " ".join(row["sources"])
+            # A cell starting with = + - @ would run as a formula in a spreadsheet.
+            row["content"] = _no_formula(row["content"])
+            row["comment"] = _no_formula(row["comment"])
+            writer.writerow({"session_id": s.id, "channel": s.channel, "site": s.site, **row})
+    return out.getvalue()
+
+
+def _no_formula(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 class TicketOut(BaseModel):
     id: int
     session_id: str
@@ -247,6 +338,44 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         _close(ticket_id, user)
         return RedirectResponse("/staff/tickets", status_code=303)
 
+    @router.get("/staff/conversations", include_in_schema=False)
+    def conversations_page(
+        request: Request, user: staff, filters: Annotated[TranscriptQuery, Depends()]
+    ) -> HTMLResponse:
+        try:
+            where = filters.to_filter()
+            sessions = desk.conversations.list_sessions(where)
+            error = None
+        except ValueError as exc:
+            sessions, error = [], str(exc)
+        query = urlencode({k: v for k, v in filters.model_dump().items() if v})
+        return render(
+            request, "conversations.html", title="Conversations", sessions=sessions,
+            f=filters, query=query, error=error,
+        )  # fmt: skip
+
+    @router.get("/staff/conversations/export", include_in_schema=False)
+    def export_conversations(
+        user: staff,
+        filters: Annotated[TranscriptQuery, Depends()],
+        format: Literal["csv", "jsonl"] = "csv",
+    ) -> Response:
+        try:
+            where = filters.to_filter()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        sessions = desk.conversations.list_sessions(replace(where, limit=100_000))
+        users.audit(user.username, "conversations.export", format, {"sessions": len(sessions)})
+        body = (to_csv if format == "csv" else to_jsonl)(desk.conversations, sessions)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
+        return Response(
+            body,
+            media_type="text/csv" if format == "csv" else "application/x-ndjson",
+            headers={
+                "Content-Disposition": f'attachment; filename="conversations-{stamp}.{format}"'
+            },
+        )
+
     @router.get("/staff/conversations/{session_id}", include_in_schema=False)
     def conversation_page(request: Request, session_id: str, user: staff) -> HTMLResponse:
         conversations = desk.conversations
@@ -286,5 +415,96 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     )
     def close_ticket(ticket_id: int, user: staff) -> TicketOut:
         return TicketOut(**_close(ticket_id, user).__dict__)
+
+    # ----- admin: users, API tokens, audit log
+    admin = Annotated[User, Depends(require(Role.ADMIN))]
+
+    def admin_page(request: Request, code: int = 200, **context) -> HTMLResponse:
+        return render(
+            request,
+            "admin.html",
+            code,
+            title="Admin",
+            users=users.users(),
+            roles=[r.value for r in Role],
+            tokens=users.tokens(),
+            audit=users.audit_log(),
+            min_password=users.settings.min_password_chars,
+            **{"error": None, "notice": None, "new_token": None, **context},
+        )
+
+    def admin_action(request: Request, action: Callable[[], str]) -> HTMLResponse:
+        try:
+            return admin_page(request, notice=action())
+        except AccountError as exc:
+            return admin_page(request, 400, error=exc.message)
+
+    @router.get("/staff/admin", include_in_schema=False)
+    def admin_home(request: Request, user: admin) -> HTMLResponse:
+        return admin_page(request)
+
+    @router.post("/staff/admin/users", include_in_schema=False)
+    def admin_add_user(
+        request: Request,
+        user: admin,
+        username: Annotated[str, Form()],
+        role: Annotated[str, Form()],
+        password: Annotated[str, Form()],
+    ) -> HTMLResponse:
+        def add() -> str:
+            added = users.add_user(username.strip(), password, role, actor=user.username)
+            return f"Added {added.username} ({added.role.value})."
+
+        return admin_action(request, add)
+
+    @router.post("/staff/admin/users/{username}/role", include_in_schema=False)
+    def admin_set_role(
+        request: Request, username: str, user: admin, role: Annotated[str, Form()]
+    ) -> HTMLResponse:
+        def change() -> str:
+            changed = users.set_role(username, role, actor=user.username)
+            return f"{changed.username} is now {changed.role.value}."
+
+        return admin_action(request, change)
+
+    @router.post("/staff/admin/users/{username}/password", include_in_schema=False)
+    def admin_reset_password(
+        request: Request, username: str, user: admin, password: Annotated[str, Form()]
+    ) -> HTMLResponse:
+        def reset() -> str:
+            users.set_password(username, password, actor=user.username)
+            return f"Password of {username} reset; their sign-ins were ended."
+
+        return admin_action(request, reset)
+
+    @router.post("/staff/admin/users/{username}/remove", include_in_schema=False)
+    def admin_remove_user(request: Request, username: str, user: admin) -> HTMLResponse:
+        def remove() -> str:
+            users.remove(username, actor=user.username)
+            return f"Removed {username}."
+
+        return admin_action(request, remove)
+
+    @router.post("/staff/admin/tokens", include_in_schema=False)
+    def admin_create_token(
+        request: Request,
+        user: admin,
+        username: Annotated[str, Form()],
+        name: Annotated[str, Form()],
+    ) -> HTMLResponse:
+        try:
+            _, secret = users.create_token(username, name, actor=user.username)
+        except AccountError as exc:
+            return admin_page(request, 400, error=exc.message)
+        return admin_page(request, new_token=(username, secret))
+
+    @router.post("/staff/admin/tokens/{token_id}/revoke", include_in_schema=False)
+    def admin_revoke_token(request: Request, token_id: int, user: admin) -> HTMLResponse:
+        def revoke() -> str:
+            if not users.revoke_token(token_id, actor=user.username):
+                raise AccountError("unknown_token", "That token does not exist or is revoked.")
+            return f"Token {token_id} revoked."
+
+        return admin_action(request, revoke)
 
     return router

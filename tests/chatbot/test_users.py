@@ -27,7 +27,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def users(tmp_path, clock) -> UserDirectory:
-    return UserDirectory(tmp_path / "app.sqlite3", AuthSettings(), clock=clock, bcrypt_rounds=4)
+    return UserDirectory(tmp_path / "app.sqlite3", AuthSettings(bcrypt_rounds=4), clock=clock)
 
 
 def test_passwords_are_stored_as_bcrypt_hashes_only(users):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
@@ -179,3 +180,22 @@ def test_sigterm_also_stops_the_local_model_server(start_chat_server):
     orphans = app.stop()
 
     assert not orphans, f"still running after the app stopped: {orphans}"
+
+
+def test_a_customer_rates_an_answer_with_a_comment(answered_page, chat_server):
+    chat = conversation(answered_page)
+    answer = chat.get_by_test_id("bot").first
+    answer.hover()
+    answered_page.get_by_role("button", name="Dislike").first.click()
+    comment = answered_page.locator("#rating-comment textarea")
+    expect(comment).to_be_visible(timeout=15_000)
+    comment.fill("It did not say where the button is.")
+    comment.press("Enter")
+    expect(comment).to_be_hidden(timeout=15_000)
+
+    database = chat_server.data_dir / "conversations.sqlite3"
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT f.rating, f.comment, t.role FROM feedback f JOIN turns t ON t.id = f.turn_id"
+        ).fetchall()
+    assert ("down", "It did not say where the button is.", "assistant") in rows

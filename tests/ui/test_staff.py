@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -167,3 +170,93 @@ def test_customer_text_in_staff_pages_is_escaped(app, anonymous):
     page = client.get("/staff/tickets").text
 
     assert "<script>x()</script>" not in page and "&lt;script&gt;" in page
+
+
+# ----- transcripts
+
+
+def customer_chat(app, anonymous, messages: list[str], rating: str | None = None) -> str:
+    """A customer conversation stored the way the service stores it (no model needed)."""
+    conversations = app.state.chat.service.conversations
+    session = anonymous.post(
+        "/api/v1/sessions", headers={"X-Site-Key": "demo-site-key"}, json={}
+    ).json()
+    for message in messages:
+        conversations.add_turn(session["session_id"], "user", message, 5)
+        answer = conversations.add_turn(
+            session["session_id"], "assistant", f"About {message}", 5, {"sources": ["a.md"]}
+        )
+    if rating:
+        conversations.set_feedback(session["session_id"], answer.id, rating, "meh")
+    return session["session_id"]
+
+
+def test_staff_filter_and_export_conversations(app, anonymous):
+    liked = customer_chat(app, anonymous, ["pairing bulbs"], "up")
+    disliked = customer_chat(app, anonymous, ["=HYPERLINK(1)", "billing"], "down")
+    unrated = customer_chat(app, anonymous, ["firmware"])
+    client = signed_in(app, "staff")
+
+    def listed(query: str) -> list[str]:
+        page = client.get(f"/staff/conversations?{query}")
+        assert page.status_code == 200, page.text
+        return [sid for sid in (liked, disliked, unrated) if f'data-session="{sid}"' in page.text]
+
+    assert listed("") == [liked, disliked, unrated]
+    assert listed("rating=down") == [disliked]
+    assert listed("rating=none") == [unrated]
+    assert listed("q=bulbs") == [liked]
+    assert listed("handoff=yes") == []
+    assert listed("since=2000-01-01&until=2000-01-02") == []
+    assert "must be a date" in client.get("/staff/conversations?since=yesterday").text
+
+    jsonl = client.get("/staff/conversations/export?format=jsonl&rating=down")
+    records = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [r["session_id"] for r in records] == [disliked]
+    assert [t["role"] for t in records[0]["turns"]] == ["user", "assistant"] * 2
+    assert records[0]["turns"][-1]["rating"] == "down"
+    exported = client.get("/staff/conversations/export?format=csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert "attachment" in exported.headers["content-disposition"]
+    assert len(rows) == 8 and {r["session_id"] for r in rows} == {liked, disliked, unrated}
+    assert "'=HYPERLINK(1)" in {r["content"] for r in rows}, "formulas are defused"
+
+
+# ----- admin
+
+
+def test_only_admins_open_the_admin_page(app, anonymous):
+    assert anonymous.get("/staff/admin").status_code == 401
+    for role, status in (("staff", 403), ("content_owner", 403), ("admin", 200)):
+        assert signed_in(app, role).get("/staff/admin").status_code == status, role
+    staff = signed_in(app, "staff")
+    refused = staff.post(
+        "/staff/admin/users", data={"username": "mallory", "role": "admin", "password": PASSWORD}
+    )
+    assert refused.status_code == 403 and app.state.users.get("mallory") is None
+
+
+def test_admin_manages_users_and_tokens_from_the_page(app, anonymous):
+    admin = signed_in(app, "admin")
+
+    added = admin.post(
+        "/staff/admin/users", data={"username": "newbie", "role": "staff", "password": PASSWORD}
+    )
+    promoted = admin.post("/staff/admin/users/newbie/role", data={"role": "content_owner"})
+    weak = admin.post("/staff/admin/users/newbie/password", data={"password": "short"})
+    token_page = admin.post("/staff/admin/tokens", data={"username": "newbie", "name": "cms"})
+
+    assert added.status_code == 200 and "Added newbie" in added.text
+    assert "newbie is now content_owner" in promoted.text
+    assert weak.status_code == 400 and "at least" in weak.text
+    secret = token_page.text.split('data-testid="new-token">')[1].split("<")[0]
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert anonymous.get("/api/v1/tickets", headers=headers).status_code == 200
+    token_id = app.state.users.tokens("newbie")[0][1].id
+    admin.post(f"/staff/admin/tokens/{token_id}/revoke")
+    assert anonymous.get("/api/v1/tickets", headers=headers).status_code == 401
+    removed = admin.post("/staff/admin/users/newbie/remove")
+    assert "Removed newbie" in removed.text and app.state.users.get("newbie") is None
+    page = admin.get("/staff/admin").text
+    for action in ("user.add", "user.set_role", "token.create", "token.revoke", "user.remove"):
+        assert action in page
