@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gzip
 import html
 import logging
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from markdown_it import MarkdownIt
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -130,13 +131,16 @@ def pages(app: FastAPI, service: ChatService) -> None:
     # html=False: raw HTML in a document is shown as text, never passed to the browser.
     markdown = MarkdownIt("commonmark", {"html": False}).disable("image")
 
+    script = (STATIC / "widget.js").read_bytes()
+    script_gz = gzip.compress(script, compresslevel=9)
+
     @app.get("/widget.js", include_in_schema=False)
-    def widget_js() -> FileResponse:
-        return FileResponse(
-            STATIC / "widget.js",
-            media_type="text/javascript",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
+    def widget_js(request: Request) -> Response:
+        headers = {"Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(script_gz, media_type="text/javascript", headers=headers)
+        return Response(script, media_type="text/javascript", headers=headers)
 
     @app.get("/widget/demo", include_in_schema=False)
     def widget_demo() -> FileResponse:

@@ -7,6 +7,7 @@ refusals with their codes), never for the tiny model's wording.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sqlite3
@@ -545,6 +546,8 @@ def test_the_widget_and_its_pages_are_served(client):
     script = client.get("/widget.js")
 
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert script.headers["content-encoding"] == "gzip"
+    assert len(gzip.compress(script.content, 9)) < 30 * 1024, "the widget stays under 30 KB"
     assert client.get("/widget/demo").status_code == 200
     assert 'data-site-key="demo-site-key"' in client.get("/widget/demo").text
     assert "<gradio-app" in client.get("/widget/gradio").text
