@@ -1,5 +1,7 @@
 # The support chatbot with the embedded local model. Build: docker build -t support-chatbot .
 # Run: docker run -p 7860:7860 -v chatbot-data:/data support-chatbot
+# First admin (staff pages): add -e CHATBOT_ADMIN_USERNAME=you -e CHATBOT_ADMIN_PASSWORD=...
+# Behind TLS, also -e CHATBOT_AUTH__SECURE_COOKIES=true.
 # For Azure: add -e CHATBOT_LLM__PROVIDER=azure -e CHATBOT_LLM__AZURE__ENDPOINT=... -e AZURE_OPENAI_API_KEY=...
 FROM python:3.11-slim
 

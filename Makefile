@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format eval clean
+.PHONY: setup run test lint format eval screenshots clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ format: setup
 eval: setup
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot ingest ../shared/kb/zulip-help/help
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
+
+# Pictures of the widget and the staff pages for the README (Debian's Chromium, real app).
+screenshots: setup
+	$(PY) -m ui.screenshots --out docs
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

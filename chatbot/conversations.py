@@ -172,8 +172,6 @@ class ConversationStore(Protocol):
         made: bool = True,
     ) -> None: ...
 
-    def touch(self, session_id: str) -> None: ...
-
     def set_feedback(
         self, session_id: str, turn_id: int, rating: str, comment: str
     ) -> Feedback: ...
@@ -254,10 +252,6 @@ class SQLiteConversationStore:
         if row is None:
             return None
         return SessionRecord(*row[:6], json.loads(row[6]), *row[7:])
-
-    def touch(self, session_id: str) -> None:
-        with self._db() as db:
-            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
 
     def add_turn(
         self, session_id: str, role: str, content: str, tokens: int, meta: dict | None = None
