@@ -7,11 +7,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from knowledge.chunking import chunk_document, is_navigation_page
 from knowledge.loaders import SUPPORTED_SUFFIXES, DocumentError, LoadLimits, load_document
 from knowledge.macros import INCLUDE_DIR_NAMES
-from knowledge.store import KnowledgeStore
+from knowledge.store import DocumentRecord, KnowledgeStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,19 @@ class IngestReport:
             "skipped": len(self.skipped),
             "failed": len(self.failed),
         }
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What ingesting one file did; ``record`` is its live version afterwards, if it has one."""
+
+    source: str
+    status: Literal["added", "updated", "unchanged", "duplicate", "skipped", "failed"]
+    reason: str | None = None
+    record: DocumentRecord | None = None
+    # The version that was live before, and for a duplicate the document it duplicates.
+    previous: DocumentRecord | None = None
+    twin: DocumentRecord | None = None
 
 
 def discover(paths: Iterable[Path]) -> list[tuple[Path, str, bool]]:
@@ -90,46 +104,76 @@ def ingest_paths(
             # with such a type is refused by the loader instead.
             report.skipped.append((source, f"unsupported file type '{file.suffix}'"))
             continue
-        try:
-            _ingest_one(store, file, source, report, chunk_size, chunk_overlap, limits)
-        except DocumentError as exc:
-            report.failed.append((source, exc.reason))
-        except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
-            log.exception("ingest of %s failed", source)
-            report.failed.append((source, f"unexpected error: {type(exc).__name__}: {exc}"))
+        outcome = ingest_file(
+            store, file, source, chunk_size=chunk_size, chunk_overlap=chunk_overlap, limits=limits
+        )
+        if outcome.status == "duplicate" and outcome.previous:
+            # The file no longer says what its indexed version says; keeping that version
+            # would let answers quote text the file has dropped.
+            store.delete_document(source)
+        _record(report, outcome)
     return report
+
+
+def _record(report: IngestReport, outcome: FileOutcome) -> None:
+    match outcome.status:
+        case "added" | "updated" | "unchanged":
+            getattr(report, outcome.status).append(outcome.source)
+        case "duplicate" | "skipped":
+            report.skipped.append((outcome.source, outcome.reason or ""))
+        case "failed":
+            report.failed.append((outcome.source, outcome.reason or ""))
+
+
+def ingest_file(
+    store: KnowledgeStore,
+    file: Path,
+    source: str,
+    *,
+    chunk_size: int = 1000,
+    chunk_overlap: int = 150,
+    limits: LoadLimits | None = None,
+    snippets: bool = True,
+) -> FileOutcome:
+    """Index ``file`` as the new version of ``source``, unless it is unchanged or a duplicate.
+
+    A duplicate (the same content as another document) is reported and nothing is changed;
+    ``snippets=False`` leaves ``{!name.md!}`` includes out instead of looking them up beside
+    the file (uploads, whose neighbours are not theirs).
+    """
+    try:
+        return _ingest_one(store, file, source, chunk_size, chunk_overlap, limits, snippets)
+    except DocumentError as exc:
+        return FileOutcome(source, "failed", exc.reason)
+    except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
+        log.exception("ingest of %s failed", source)
+        return FileOutcome(source, "failed", f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 def _ingest_one(
     store: KnowledgeStore,
     file: Path,
     source: str,
-    report: IngestReport,
     chunk_size: int,
     chunk_overlap: int,
     limits: LoadLimits | None,
-) -> None:
-    doc = load_document(file, source, limits)
+    snippets: bool,
+) -> FileOutcome:
+    doc = load_document(file, source, limits, snippets=snippets)
     if is_navigation_page(doc):
-        report.skipped.append((source, "navigation page (only links to other pages)"))
-        return
+        return FileOutcome(source, "skipped", "navigation page (only links to other pages)")
     content_hash = hashlib.sha256(
         f"{CHUNKING_VERSION}|{chunk_size}|{chunk_overlap}|{doc.title}\n{doc.text}".encode()
     ).hexdigest()
     existing = store.get_document(source)
     if existing and existing.content_hash == content_hash:
-        report.unchanged.append(source)
-        return
+        return FileOutcome(source, "unchanged", record=existing, previous=existing)
     twin = store.find_by_hash(content_hash)
     if twin and twin.source != source:
-        if existing:
-            # The file no longer says what its indexed version says; keeping that version
-            # would let answers quote text the file has dropped.
-            store.delete_document(source)
-        report.skipped.append((source, f"same content as '{twin.source}', already indexed"))
-        return
+        reason = f"same content as '{twin.source}', already indexed"
+        return FileOutcome(source, "duplicate", reason, previous=existing, twin=twin)
     chunks = chunk_document(doc, chunk_size, chunk_overlap)
-    store.put_document(
+    record = store.put_document(
         source=source,
         title=doc.title,
         chunks=chunks,
@@ -137,4 +181,4 @@ def _ingest_one(
         size_bytes=file.stat().st_size,
         fmt=doc.format,
     )
-    (report.updated if existing else report.added).append(source)
+    return FileOutcome(source, "updated" if existing else "added", record=record, previous=existing)

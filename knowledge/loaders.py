@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from knowledge.macros import expand_macros
+from knowledge.macros import expand_macros, render_ui_macros, resolve_includes
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
@@ -41,8 +41,14 @@ class LoadLimits:
     max_pdf_pages: int = 500
 
 
-def load_document(path: Path, source: str, limits: LoadLimits | None = None) -> LoadedDocument:
-    """Load ``path`` (reported as ``source``), or raise DocumentError with a specific reason."""
+def load_document(
+    path: Path, source: str, limits: LoadLimits | None = None, *, snippets: bool = True
+) -> LoadedDocument:
+    """Load ``path`` (reported as ``source``), or raise DocumentError with a specific reason.
+
+    ``snippets=False`` drops Markdown ``{!name.md!}`` includes instead of reading them from the
+    folders around ``path``.
+    """
     limits = limits or LoadLimits()
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -57,7 +63,7 @@ def load_document(path: Path, source: str, limits: LoadLimits | None = None) -> 
         )
     match suffix:
         case ".md" | ".markdown":
-            title, text, fmt = _load_markdown(path)
+            title, text, fmt = _load_markdown(path, snippets)
         case ".txt":
             title, text, fmt = _load_text(path)
         case ".html" | ".htm":
@@ -90,8 +96,9 @@ def _first_heading(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def _load_markdown(path: Path) -> tuple[str, str, str]:
-    text = expand_macros(_read_text(path), path)
+def _load_markdown(path: Path, snippets: bool) -> tuple[str, str, str]:
+    raw = _read_text(path)
+    text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
     text = LINK_RE.sub(lambda m: m.group(1), text)
     return _first_heading(text), text, "markdown"
 

@@ -1,10 +1,670 @@
-"""Knowledge documents for content owners: the REST API under /api/v1/documents and the page."""
+"""Knowledge documents for content owners: the REST API under /api/v1/documents and the page.
 
-from fastapi import APIRouter
+Uploads are streamed into a temporary folder within the configured limits and only then ingested,
+one file at a time: a refused file is reported with its name and the reason, and the others go on.
+Who added or replaced a document is kept beside the audit log, in the app's database.
+"""
+
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, BinaryIO, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
 
 from chatbot.service import ChatService
-from chatbot.users import UserDirectory
+from chatbot.users import Role, User, UserDirectory
+from knowledge.ingest import FileOutcome, ingest_file
+from knowledge.loaders import SUPPORTED_SUFFIXES, LoadLimits
+from knowledge.store import DocumentRecord
+from ui.api import ERRORS, PREFIX, error_response
+from ui.staff import render, require
+
+# To move to settings (retrieval.max_files_per_upload) beside max_file_bytes.
+MAX_FILES_PER_UPLOAD = 50
+# Room for the part headers and boundaries around the files of one multipart request.
+MULTIPART_OVERHEAD_BYTES = 1 << 20
+# Long enough for any real article name, short enough for every file system.
+MAX_NAME_BYTES = 200
+STATIC = Path(__file__).resolve().parent / "static"
+TAGS: list[str | Enum] = ["documents"]
+UPLOADERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS document_uploaders (
+    source TEXT PRIMARY KEY,
+    uploader TEXT NOT NULL
+);
+"""
+
+
+# ----- response bodies (they make the OpenAPI schema)
+class DocumentOut(BaseModel):
+    id: str = Field(description="Stable id of the document, derived from its source name.")
+    title: str
+    source: str = Field(description="The file name the document was uploaded or ingested as.")
+    chunk_count: int
+    size_bytes: int
+    format: str
+    uploader: str | None = Field(
+        description="Who added or last replaced it here; null if it came by the command line."
+    )
+    updated_at: float = Field(description="When its live version was indexed (Unix time).")
+
+
+class ChunkOut(BaseModel):
+    heading: str
+    text: str
+
+
+class DocumentDetail(DocumentOut):
+    chunks: list[ChunkOut] = Field(description="The live version's chunks, in document order.")
+
+
+class FileResult(BaseModel):
+    file: str = Field(description="The uploaded file's name (without any folder part).")
+    status: Literal["added", "updated", "unchanged", "duplicate", "failed"]
+    reason: str | None = Field(None, description="Why a file was refused or not indexed.")
+    document: DocumentOut | None = Field(
+        None,
+        description="The document now live under this name; for a duplicate, the document "
+        "that already has this content.",
+    )
+
+
+class UploadResults(BaseModel):
+    results: list[FileResult]
+
+
+# ----- receiving an upload
+class UploadRefused(Exception):
+    """A whole request refused (not multipart, no files, too large) before any file is used."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ReceivedFile:
+    """One uploaded file: where it was written, or why it was refused on arrival."""
+
+    name: str
+    path: Path | None = None
+    size: int = 0
+    refusal: str | None = None
+
+
+def upload_name(filename: str) -> str | None:
+    """The name an upload is stored under: its last path part, printable, not hidden."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    if not name or name.startswith(".") or len(name.encode()) > MAX_NAME_BYTES:
+        return None
+    return name
+
+
+class _FileParts:
+    """Callbacks of the streaming multipart parser: file parts of one field go to ``folder``.
+
+    A file over ``max_file_bytes`` is dropped as it streams (never held whole) and the rest
+    of the request still read, so that the files after it arrive.
+    """
+
+    def __init__(self, folder: Path, field: str, max_files: int, max_file_bytes: int):
+        self.folder = folder
+        self.field = field
+        self.max_files = max_files
+        self.max_file_bytes = max_file_bytes
+        self.files: list[ReceivedFile] = []
+        self._headers: dict[bytes, bytes] = {}
+        self._header = [b"", b""]
+        self._current: ReceivedFile | None = None
+        self._handle: BinaryIO | None = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._current = None
+
+    def _add_header(self, which: int, data: bytes) -> None:
+        self._header[which] += data
+
+    def on_header_end(self) -> None:
+        self._headers[self._header[0].strip().lower()] = self._header[1].strip()
+        self._header = [b"", b""]
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if options.get(b"name", b"").decode("utf-8", "replace") != self.field:
+            return
+        if b"filename" not in options:
+            return
+        sent = options[b"filename"].decode("utf-8", "replace")
+        name = upload_name(sent)
+        received = ReceivedFile(name or sent)
+        self.files.append(received)
+        self._current = received
+        if len(self.files) > self.max_files:
+            received.refusal = f"over the limit of {self.max_files} files per upload"
+        elif name is None:
+            received.refusal = "the file name is empty, hidden or too long; rename the file"
+        elif any(f.path and f.path.name == name for f in self.files):
+            received.refusal = "another file in this upload has the same name"
+        else:
+            received.path = self.folder / name
+            self._handle = received.path.open("xb")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        received = self._current
+        if received is None:
+            return
+        received.size += end - start
+        if self._handle is None:
+            return
+        if received.size > self.max_file_bytes:
+            self.close()
+            assert received.path is not None
+            received.path.unlink()
+            received.path = None
+            received.refusal = "over the size limit"
+            return
+        self._handle.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        received = self._current
+        if received is not None and received.size > self.max_file_bytes:
+            # The same wording as the loader's, now that the whole size is known.
+            received.refusal = (
+                f"the file is {received.size:,} bytes, over the limit of {self.max_file_bytes:,}"
+            )
+        self.close()
+        self._current = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+async def receive_files(
+    request: Request, folder: Path, field: str, *, max_files: int, max_file_bytes: int
+) -> list[ReceivedFile]:
+    """Stream the files of multipart ``field`` into ``folder``; UploadRefused if unusable."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise UploadRefused(
+            "invalid_upload", f"Send the files as multipart/form-data in the field '{field}'."
+        )
+    max_body = max_files * max_file_bytes + MULTIPART_OVERHEAD_BYTES
+    too_large = UploadRefused(
+        "request_too_large",
+        f"The upload is over {max_body:,} bytes. Send at most {max_files} files of at most "
+        f"{max_file_bytes:,} bytes each.",
+    )
+    if int(request.headers.get("content-length") or 0) > max_body:
+        raise too_large
+    parts = _FileParts(folder, field, max_files, max_file_bytes)
+    parser = MultipartParser(boundary, parts.callbacks())
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_body:
+                raise too_large
+            # Files are written by the callbacks: off the event loop.
+            await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise UploadRefused("invalid_upload", "The multipart body could not be read.") from exc
+    finally:
+        parts.close()
+    if not parts.files:
+        raise UploadRefused("invalid_upload", f"No file was sent in the field '{field}'.")
+    return parts.files
+
+
+# ----- the documents, their uploaders and the audit log
+class DocumentLibrary:
+    """Content owners' changes to the knowledge store, each one audited; thread-safe.
+
+    Changes are made one at a time, so that two uploads of the same content cannot both pass
+    the duplicate check.
+    """
+
+    def __init__(self, service: ChatService, users: UserDirectory):
+        self.service = service
+        self.store = service.store
+        self.users = users
+        self._lock = threading.Lock()
+        with self._db() as db:
+            db.executescript(UPLOADERS_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.users.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def _uploaders(self) -> dict[str, str]:
+        with self._db() as db:
+            return dict(db.execute("SELECT source, uploader FROM document_uploaders").fetchall())
+
+    def documents(self) -> list[DocumentOut]:
+        uploaders = self._uploaders()
+        return [_document_out(r, uploaders.get(r.source)) for r in self.store.documents()]
+
+    def find(self, doc_id: str) -> DocumentRecord | None:
+        return next((r for r in self.store.documents() if r.doc_id == doc_id), None)
+
+    def detail(self, record: DocumentRecord) -> DocumentDetail:
+        chunks = [
+            ChunkOut(heading=c.heading, text=c.text)
+            for c in self.store.document_chunks(record.source)
+        ]
+        uploader = self._uploaders().get(record.source)
+        return DocumentDetail(**_document_out(record, uploader).model_dump(), chunks=chunks)
+
+    def add(self, files: list[ReceivedFile], actor: str) -> list[FileResult]:
+        """Ingest each file under its own name; new content for a known name replaces it."""
+        results = []
+        for received in files:
+            if received.path is None:
+                results.append(
+                    FileResult(file=received.name, status="failed", reason=received.refusal)
+                )
+                continue
+            with self._lock:
+                outcome = self._ingest(received.path, received.path.name)
+                results.append(self._settle(received.name, outcome, actor))
+        return results
+
+    def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> FileResult | None:
+        """A new version of the document ``doc_id`` from ``received``; None if there is none."""
+        with self._lock:
+            record = self.find(doc_id)
+            if record is None:
+                return None
+            if received.path is None:
+                return FileResult(file=received.name, status="failed", reason=received.refusal)
+            kind = PurePosixPath(record.source).suffix.lower()
+            if received.path.suffix.lower() != kind:
+                reason = f"a new version of '{record.source}' must be a {kind} file too"
+                return FileResult(file=received.name, status="failed", reason=reason)
+            # Loaded under the document's own file name, so that a title taken from the file
+            # name stays the same.
+            version = Path(tempfile.mkdtemp(dir=received.path.parent))
+            path = received.path.rename(version / PurePosixPath(record.source).name)
+            return self._settle(received.name, self._ingest(path, record.source), actor)
+
+    def delete(self, doc_id: str, actor: str) -> DocumentRecord | None:
+        with self._lock:
+            record = self.find(doc_id)
+            if record is None or not self.store.delete_document(record.source):
+                return None
+            with self._db() as db:
+                db.execute("DELETE FROM document_uploaders WHERE source = ?", (record.source,))
+        self.users.audit(actor, "document.delete", record.source, _audit_detail(record))
+        return record
+
+    def _ingest(self, path: Path, source: str) -> FileOutcome:
+        cfg = self.service.settings.retrieval
+        return ingest_file(
+            self.store,
+            path,
+            source,
+            chunk_size=cfg.chunk_size,
+            chunk_overlap=cfg.chunk_overlap,
+            limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
+            snippets=False,
+        )
+
+    def _settle(self, name: str, outcome: FileOutcome, actor: str) -> FileResult:
+        """Record who made a change, and turn the outcome into the caller's result."""
+        match outcome.status:
+            case "added" | "updated":
+                assert outcome.record is not None
+                self._set_uploader(outcome.source, actor)
+                action = "document.add" if outcome.status == "added" else "document.replace"
+                self.users.audit(actor, action, outcome.source, _audit_detail(outcome.record))
+                return FileResult(
+                    file=name,
+                    status=outcome.status,
+                    document=_document_out(outcome.record, actor),
+                )
+            case "unchanged":
+                assert outcome.record is not None
+                uploader = self._uploaders().get(outcome.source)
+                return FileResult(
+                    file=name, status="unchanged", document=_document_out(outcome.record, uploader)
+                )
+            case "duplicate":
+                assert outcome.twin is not None
+                uploader = self._uploaders().get(outcome.twin.source)
+                return FileResult(
+                    file=name,
+                    status="duplicate",
+                    reason=outcome.reason,
+                    document=_document_out(outcome.twin, uploader),
+                )
+            case _:
+                return FileResult(file=name, status="failed", reason=outcome.reason)
+
+    def _set_uploader(self, source: str, actor: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO document_uploaders(source, uploader) VALUES (?, ?)"
+                " ON CONFLICT(source) DO UPDATE SET uploader = excluded.uploader",
+                (source, actor),
+            )
+
+
+def _document_out(record: DocumentRecord, uploader: str | None) -> DocumentOut:
+    return DocumentOut(
+        id=record.doc_id,
+        title=record.title,
+        source=record.source,
+        chunk_count=record.chunk_count,
+        size_bytes=record.size_bytes,
+        format=record.format,
+        uploader=uploader,
+        updated_at=record.updated_at,
+    )
+
+
+def _audit_detail(record: DocumentRecord) -> dict:
+    return {"chunks": record.chunk_count, "size": record.size_bytes}
+
+
+def human_size(size: int) -> str:
+    if size < 1000:
+        return f"{size:,} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+# ----- HTTP
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "One or more Markdown, text, HTML, PDF or DOCX files.",
+                        }
+                    },
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+REPLACE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+UPLOAD_DOC = f"""Upload one or many files in the multipart field `files`.
+
+Each file is indexed under its own file name (any folder part is dropped): a new name is
+**added**, new content for a known name **updated** atomically, the same content **unchanged**,
+and content that another document already has is reported as a **duplicate** of it and not
+indexed twice (a document of the same name keeps its version). A refused file (unsupported type, empty, corrupt, over
+`retrieval.max_file_bytes`, a PDF over `retrieval.max_pdf_pages` pages, past the
+{MAX_FILES_PER_UPLOAD}th file) is **failed** with its reason; the other files go on.
+
+Status: 200 with a result per file when at least one file did not fail; 400 with the same body
+when every file failed; 413 when the request is larger than any acceptable upload.
+"""
+REPLACE_DOC = """A new version of the document, in the multipart field `file`, of the same file type.
+
+It keeps the document's source name and becomes live atomically: retrieval sees either the old
+version or the new one, never a mix. 200 if updated or unchanged; 409 if another document
+already has this content (nothing changes); 400 if the file is refused (the reason says why).
+"""
 
 
 def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
-    return APIRouter()
+    router = APIRouter()
+    library = DocumentLibrary(service, users)
+    owner = Annotated[User, Depends(require(Role.CONTENT_OWNER))]
+
+    def max_file_bytes() -> int:
+        return service.settings.retrieval.max_file_bytes
+
+    async def upload(request: Request, user: User) -> list[FileResult]:
+        with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
+            files = await receive_files(
+                request,
+                Path(folder),
+                "files",
+                max_files=MAX_FILES_PER_UPLOAD,
+                max_file_bytes=max_file_bytes(),
+            )
+            return await run_in_threadpool(library.add, files, user.username)
+
+    async def replace(request: Request, doc_id: str, user: User) -> FileResult | None:
+        if library.find(doc_id) is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
+            files = await receive_files(
+                request, Path(folder), "file", max_files=1, max_file_bytes=max_file_bytes()
+            )
+            if len(files) > 1:
+                raise UploadRefused("invalid_upload", "Send exactly one file in the field 'file'.")
+            return await run_in_threadpool(library.replace, doc_id, files[0], user.username)
+
+    # ----- API
+    @router.post(
+        f"{PREFIX}/documents",
+        response_model=UploadResults,
+        tags=TAGS,
+        summary="Upload documents",
+        description=UPLOAD_DOC,
+        openapi_extra=UPLOAD_BODY,
+        responses={
+            400: {"model": UploadResults, "description": "Every file was refused."},
+            **{code: ERRORS[code] for code in (401, 403, 413)},
+        },
+    )
+    async def upload_documents(request: Request, user: owner) -> Response:
+        try:
+            results = await upload(request, user)
+        except UploadRefused as exc:
+            return error_response(exc.code, exc.message)
+        body = UploadResults(results=results).model_dump()
+        return JSONResponse(body, status_code=_batch_status(results))
+
+    @router.get(
+        f"{PREFIX}/documents",
+        response_model=list[DocumentOut],
+        tags=TAGS,
+        summary="List documents",
+        responses={code: ERRORS[code] for code in (401, 403)},
+    )
+    def list_documents(user: owner) -> list[DocumentOut]:
+        return library.documents()
+
+    @router.get(
+        f"{PREFIX}/documents/{{doc_id}}",
+        response_model=DocumentDetail,
+        tags=TAGS,
+        summary="A document and its chunks",
+        responses={code: ERRORS[code] for code in (401, 403, 404)},
+    )
+    def get_document(doc_id: str, user: owner) -> Response | DocumentDetail:
+        record = library.find(doc_id)
+        if record is None:
+            return _no_document()
+        return library.detail(record)
+
+    @router.put(
+        f"{PREFIX}/documents/{{doc_id}}",
+        response_model=FileResult,
+        tags=TAGS,
+        summary="Replace a document with a new version",
+        description=REPLACE_DOC,
+        openapi_extra=REPLACE_BODY,
+        responses={
+            400: {"model": FileResult, "description": "The file was refused."},
+            409: {"model": FileResult, "description": "Another document has this content."},
+            **{code: ERRORS[code] for code in (401, 403, 404, 413)},
+        },
+    )
+    async def replace_document(request: Request, doc_id: str, user: owner) -> Response:
+        try:
+            result = await replace(request, doc_id, user)
+        except UploadRefused as exc:
+            return error_response(exc.code, exc.message)
+        if result is None:
+            return _no_document()
+        return JSONResponse(result.model_dump(), status_code=_replace_status(result))
+
+    @router.delete(
+        f"{PREFIX}/documents/{{doc_id}}",
+        status_code=204,
+        tags=TAGS,
+        summary="Delete a document",
+        response_class=Response,
+        responses={code: ERRORS[code] for code in (401, 403, 404)},
+    )
+    def delete_document(doc_id: str, user: owner) -> Response:
+        if library.delete(doc_id, user.username) is None:
+            return _no_document()
+        return Response(status_code=204)
+
+    # ----- pages
+    def list_page(
+        request: Request, code: int = 200, results=None, error=None, notice=None
+    ) -> HTMLResponse:
+        return render(
+            request, "documents.html", code, title="Documents", documents=library.documents(),
+            document=None, results=results, error=error, notice=notice, limits=_limits(service),
+            human_size=human_size,
+        )  # fmt: skip
+
+    def document_page(
+        request: Request, record: DocumentRecord, code: int = 200, results=None, error=None
+    ) -> HTMLResponse:
+        return render(
+            request, "documents.html", code, title=record.title or record.source,
+            document=library.detail(record), results=results, error=error,
+            limits=_limits(service), human_size=human_size,
+        )  # fmt: skip
+
+    def not_found_page(request: Request) -> HTMLResponse:
+        message = "No document has this id; it may have been deleted."
+        return render(request, "refused.html", 404, title="Not found", message=message)
+
+    @router.get("/staff/documents", include_in_schema=False)
+    def documents_page(request: Request, user: owner, deleted: str = "") -> HTMLResponse:
+        return list_page(request, notice=f"Deleted {deleted}." if deleted else None)
+
+    @router.post("/staff/documents", include_in_schema=False)
+    async def upload_form(request: Request, user: owner) -> HTMLResponse:
+        try:
+            results = await upload(request, user)
+        except UploadRefused as exc:
+            return list_page(request, _refusal_status(exc), error=exc.message)
+        return list_page(request, _batch_status(results), results=results)
+
+    @router.get("/staff/documents/{doc_id}", include_in_schema=False)
+    def document_preview(request: Request, doc_id: str, user: owner) -> HTMLResponse:
+        record = library.find(doc_id)
+        return not_found_page(request) if record is None else document_page(request, record)
+
+    @router.post("/staff/documents/{doc_id}/replace", include_in_schema=False)
+    async def replace_form(request: Request, doc_id: str, user: owner) -> HTMLResponse:
+        try:
+            result = await replace(request, doc_id, user)
+        except UploadRefused as exc:
+            record = library.find(doc_id)
+            if record is None:
+                return not_found_page(request)
+            return document_page(request, record, _refusal_status(exc), error=exc.message)
+        record = library.find(doc_id)
+        if result is None or record is None:
+            return not_found_page(request)
+        return document_page(request, record, _replace_status(result), results=[result])
+
+    @router.post("/staff/documents/{doc_id}/delete", include_in_schema=False)
+    def delete_form(request: Request, doc_id: str, user: owner) -> Response:
+        record = library.delete(doc_id, user.username)
+        if record is None:
+            return not_found_page(request)
+        return RedirectResponse(
+            f"/staff/documents?{urlencode({'deleted': record.source})}", status_code=303
+        )
+
+    @router.get("/static/documents.js", include_in_schema=False)
+    def documents_js() -> FileResponse:
+        return FileResponse(STATIC / "documents.js", media_type="text/javascript")
+
+    return router
+
+
+def _batch_status(results: list[FileResult]) -> int:
+    return 400 if all(r.status == "failed" for r in results) else 200
+
+
+def _replace_status(result: FileResult) -> int:
+    return {"failed": 400, "duplicate": 409}.get(result.status, 200)
+
+
+def _refusal_status(exc: UploadRefused) -> int:
+    return 413 if exc.code == "request_too_large" else 400
+
+
+def _no_document() -> JSONResponse:
+    message = "No document has this id; it may have been deleted."
+    return JSONResponse({"error": {"code": "unknown_document", "message": message}}, 404)
+
+
+def _limits(service: ChatService) -> dict:
+    cfg = service.settings.retrieval
+    return {
+        "files": MAX_FILES_PER_UPLOAD,
+        "file_bytes": human_size(cfg.max_file_bytes),
+        "pdf_pages": cfg.max_pdf_pages,
+        "accept": ",".join(sorted(SUPPORTED_SUFFIXES)),
+    }

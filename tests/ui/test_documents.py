@@ -1,0 +1,535 @@
+"""Documents for content owners over HTTP: who may manage them, and what retrieval sees after an
+upload, a replacement or a deletion (real Chroma store, real embedder)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from python_multipart import MultipartParser
+
+from chatbot.service import ChatService
+from chatbot.users import Role
+from knowledge.retriever import HybridRetriever
+from knowledge.store import KnowledgeStore
+from tests.conftest import SAMPLE_HELP
+from tests.knowledge.conftest import text_pdf
+from ui import documents
+from ui.documents import _FileParts, upload_name
+from ui.web import create_web_app
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery"
+ROLES = [Role.STAFF, Role.CONTENT_OWNER, Role.ADMIN]
+OTHER_ARTICLES = ["reset-the-hub.md", "warranty.md", "refund-policy.md"]
+
+LANTERN_V1 = b"""# Charge the Glowmate lantern
+
+The Glowmate camping lantern charges over its magnetic USB-C cable. A full charge takes three
+hours, and the battery then lasts 14 hours on the brightest setting.
+"""
+LANTERN_V2 = b"""# Charge the Glowmate lantern
+
+The Glowmate camping lantern now charges from its built-in solar panel. Leave it in direct
+sunlight for a day, and the battery then lasts 30 hours on the brightest setting.
+"""
+QUESTION = "How do I charge the Glowmate camping lantern?"
+
+
+@pytest.fixture
+def make_app(store) -> Iterator[Callable[..., tuple]]:
+    """``make_app(settings)``: the web app on the test's own store, with one user per role."""
+    made = []
+
+    def make(settings) -> tuple:
+        service = ChatService(settings, store, HybridRetriever(store), None)
+        web = create_web_app(service, settings)
+        for role in ROLES:
+            web.state.users.add_user(role.value, PASSWORD, role, actor="test")
+        made.append((web, service))
+        return web, service
+
+    yield make
+    for web, service in made:
+        web.state.desk.close()
+        service.close()
+
+
+@pytest.fixture
+def app_service(make_app, settings):
+    return make_app(settings)
+
+
+@pytest.fixture
+def app(app_service):
+    return app_service[0]
+
+
+@pytest.fixture
+def service(app_service) -> ChatService:
+    return app_service[1]
+
+
+def signed_in(app, username: str) -> TestClient:
+    client = TestClient(app)
+    response = client.post(
+        "/login", data={"username": username, "password": PASSWORD}, follow_redirects=False
+    )
+    assert response.status_code == 303, response.text
+    return client
+
+
+def md(name: str, body: bytes) -> tuple[str, tuple[str, bytes, str]]:
+    return ("files", (name, body, "text/markdown"))
+
+
+def sample(name: str) -> tuple[str, tuple[str, bytes, str]]:
+    return md(name, (SAMPLE_HELP / name).read_bytes())
+
+
+def upload(client: TestClient, *files) -> dict:
+    response = client.post("/api/v1/documents", files=list(files))
+    assert response.status_code == 200, response.text
+    return {r["file"]: r for r in response.json()["results"]}
+
+
+def retrieved(service: ChatService, question: str) -> list:
+    return service.retrieve(question).hits
+
+
+def consistent(store: KnowledgeStore) -> bool:
+    """Every vector belongs to a live version, and every live version is complete."""
+    docs = store.documents()
+    return store.chunk_count() == sum(d.chunk_count for d in docs) == len(store.live_chunks())
+
+
+# ----- who may do what
+@pytest.fixture
+def lantern_id(app) -> str:
+    result = upload(signed_in(app, "content_owner"), md("lantern.md", LANTERN_V1))
+    return result["lantern.md"]["document"]["id"]
+
+
+def routes(doc_id: str) -> list[tuple[str, str, dict]]:
+    one = {"file": ("lantern.md", LANTERN_V2, "text/markdown")}
+    many = [md("other.md", b"# Other\n\nSomething else entirely.\n")]
+    return [
+        ("GET", "/staff/documents", {}),
+        ("POST", "/staff/documents", {"files": many}),
+        ("GET", f"/staff/documents/{doc_id}", {}),
+        ("POST", f"/staff/documents/{doc_id}/replace", {"files": one}),
+        ("POST", f"/staff/documents/{doc_id}/delete", {}),
+        ("GET", "/api/v1/documents", {}),
+        ("POST", "/api/v1/documents", {"files": many}),
+        ("GET", f"/api/v1/documents/{doc_id}", {}),
+        ("PUT", f"/api/v1/documents/{doc_id}", {"files": one}),
+        ("DELETE", f"/api/v1/documents/{doc_id}", {}),
+    ]
+
+
+def customer_headers(client: TestClient) -> dict:
+    session = client.post("/api/v1/sessions", headers={"X-Site-Key": "demo-site-key"}, json={})
+    assert session.status_code == 201, session.text
+    return {"Authorization": f"Bearer {session.json()['session_token']}"}
+
+
+def test_anonymous_callers_and_customers_get_401_on_every_documents_route(app, lantern_id, store):
+    client = TestClient(app)
+    as_customer = customer_headers(client)
+    for method, path, body in routes(lantern_id):
+        plain = client.request(method, path, follow_redirects=False, **body)
+        customer = client.request(method, path, headers=as_customer, follow_redirects=False, **body)
+        assert plain.status_code == 401, (method, path)
+        assert customer.status_code == 401, (method, path)
+    assert [d.source for d in store.documents()] == ["lantern.md"]
+    assert b"magnetic" in store.document_chunks("lantern.md")[0].text.encode()
+
+
+def test_staff_get_403_on_every_documents_route(app, lantern_id, store):
+    client = signed_in(app, "staff")
+    for method, path, body in routes(lantern_id):
+        response = client.request(method, path, follow_redirects=False, **body)
+        assert response.status_code == 403, (method, path)
+    page = client.get("/staff/documents")
+    assert "content_owner role" in page.text
+    assert "/staff/documents" not in client.get("/staff/tickets").text
+    assert [d.source for d in store.documents()] == ["lantern.md"]
+
+
+@pytest.mark.parametrize("role", [Role.CONTENT_OWNER, Role.ADMIN])
+def test_content_owners_and_admins_may_use_every_documents_route(app, lantern_id, role):
+    client = signed_in(app, role.value)
+    expected = {"DELETE": 204, "POST /staff/documents/{}/delete": 303}
+    for method, path, body in routes(lantern_id):
+        response = client.request(method, path, follow_redirects=False, **body)
+        pattern = f"{method} {path.replace(lantern_id, '{}')}"
+        wanted = expected.get(pattern, expected.get(method, 200))
+        assert response.status_code == wanted, (method, path, response.text)
+        if path.endswith("/delete") or method == "DELETE":
+            # Put it back for the routes that follow.
+            upload(client, md("lantern.md", LANTERN_V1))
+    assert "/staff/documents" in client.get("/staff/tickets").text
+
+
+def test_an_api_token_of_a_content_owner_authorizes_the_api(app, lantern_id):
+    _, secret = app.state.users.create_token("content_owner", "cms sync", actor="admin")
+    client = TestClient(app)
+    listed = client.get("/api/v1/documents", headers={"Authorization": f"Bearer {secret}"})
+
+    assert listed.status_code == 200
+    assert [d["source"] for d in listed.json()] == ["lantern.md"]
+
+
+def test_a_form_posted_from_another_site_is_refused(app, lantern_id, store):
+    client = signed_in(app, "content_owner")
+    response = client.post(
+        f"/staff/documents/{lantern_id}/delete", headers={"Origin": "https://evil.example"}
+    )
+
+    assert response.status_code == 403
+    assert [d.source for d in store.documents()] == ["lantern.md"]
+
+
+# ----- what retrieval sees
+def test_upload_replace_and_delete_as_seen_by_retrieval(app, service, store):
+    client = signed_in(app, "content_owner")
+    results = upload(client, md("lantern.md", LANTERN_V1), *map(sample, OTHER_ARTICLES))
+    assert {r["status"] for r in results.values()} == {"added"}
+    lantern = results["lantern.md"]["document"]
+    assert lantern["uploader"] == "content_owner" and lantern["chunk_count"] >= 1
+
+    hits = retrieved(service, QUESTION)
+    assert hits[0].source == "lantern.md"
+    assert any("magnetic USB-C cable" in c.text for c in hits[0].chunks)
+
+    replaced = client.put(
+        f"/api/v1/documents/{lantern['id']}",
+        files={"file": ("lantern-v2.md", LANTERN_V2, "text/markdown")},
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["status"] == "updated"
+    assert replaced.json()["document"]["source"] == "lantern.md"
+
+    hits = retrieved(service, "Can the Glowmate lantern charge from sunlight with a solar panel?")
+    assert hits[0].source == "lantern.md"
+    lantern_texts = [c.text for h in hits if h.source == "lantern.md" for c in h.chunks]
+    lantern_texts += [c.text for c in store.live_chunks() if c.source == "lantern.md"]
+    assert all("solar panel" in t and "magnetic" not in t for t in lantern_texts)
+    assert consistent(store)
+
+    deleted = client.delete(f"/api/v1/documents/{lantern['id']}")
+    assert deleted.status_code == 204
+    assert client.get(f"/api/v1/documents/{lantern['id']}").status_code == 404
+    assert all(h.source != "lantern.md" for h in retrieved(service, QUESTION))
+    assert all(c.source != "lantern.md" for c in store.live_chunks())
+    assert consistent(store)
+
+    # Nor after another change, nor when the store is opened again.
+    upload(client, md("other.md", b"# Lamp posts\n\nStreet lamps are not our products.\n"))
+    assert all(h.source != "lantern.md" for h in retrieved(service, QUESTION))
+    reopened = KnowledgeStore(store.data_dir, store.embeddings)
+    assert all(c.source != "lantern.md" for c in reopened.live_chunks())
+    assert consistent(reopened)
+
+
+def test_a_bad_batch_refuses_each_bad_file_by_name_and_indexes_the_good_one(
+    make_app, settings, store
+):
+    small = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"max_file_bytes": 2000})}
+    )
+    app, service = make_app(small)
+    client = signed_in(app, "content_owner")
+
+    response = client.post(
+        "/api/v1/documents",
+        files=[
+            ("files", ("manual.pdf", b"%PDF-1.4\nthis is not really a PDF\n", "application/pdf")),
+            ("files", ("empty.md", b"", "text/markdown")),
+            ("files", ("huge.md", b"# Huge\n\n" + b"All about lanterns. " * 300, "text/markdown")),
+            ("files", ("setup.exe", b"MZ\x90\x00", "application/octet-stream")),
+            md("lantern.md", LANTERN_V1),
+        ],
+    )
+
+    assert response.status_code == 200
+    results = {r["file"]: r for r in response.json()["results"]}
+    assert list(results) == ["manual.pdf", "empty.md", "huge.md", "setup.exe", "lantern.md"]
+    refused = {name: r["reason"] for name, r in results.items() if r["status"] == "failed"}
+    assert set(refused) == {"manual.pdf", "empty.md", "huge.md", "setup.exe"}
+    assert refused["manual.pdf"].startswith("the PDF could not be read")
+    assert refused["empty.md"] == "the file is empty"
+    assert refused["huge.md"] == "the file is 6,008 bytes, over the limit of 2,000"
+    assert refused["setup.exe"].startswith("unsupported file type '.exe'")
+    assert results["lantern.md"]["status"] == "added"
+    assert [d.source for d in store.documents()] == ["lantern.md"]
+    assert retrieved(service, QUESTION)[0].source == "lantern.md"
+    assert consistent(store)
+
+
+def test_every_file_refused_is_a_400_with_the_results(app, store):
+    client = signed_in(app, "content_owner")
+    response = client.post("/api/v1/documents", files=[md("empty.md", b"")])
+
+    assert response.status_code == 400
+    assert response.json()["results"] == [
+        {"file": "empty.md", "status": "failed", "reason": "the file is empty", "document": None}
+    ]
+    assert store.documents() == []
+
+
+def test_a_corrupt_pdf_beside_a_good_pdf(app, store):
+    client = signed_in(app, "content_owner")
+    good = text_pdf(["Glowmate lantern manual", "Charge the lantern for three hours."])
+    broken = text_pdf(["Broken"], stream_length=b"99999")[:-40]
+
+    results = upload(
+        client,
+        ("files", ("manual.pdf", good, "application/pdf")),
+        ("files", ("broken.pdf", broken, "application/pdf")),
+    )
+
+    assert results["manual.pdf"]["status"] == "added"
+    assert results["manual.pdf"]["document"]["format"] == "pdf"
+    assert results["broken.pdf"]["status"] == "failed"
+    assert "PDF" in results["broken.pdf"]["reason"]
+    assert [d.source for d in store.documents()] == ["manual.pdf"]
+
+
+def test_same_content_under_another_name_is_reported_not_indexed_twice(app, store):
+    client = signed_in(app, "content_owner")
+    upload(client, md("lantern.md", LANTERN_V1))
+
+    results = upload(client, md("lantern-copy.md", LANTERN_V1), md("lantern.md", LANTERN_V1))
+
+    copy = results["lantern-copy.md"]
+    assert copy["status"] == "duplicate"
+    assert copy["reason"] == "same content as 'lantern.md', already indexed"
+    assert copy["document"]["source"] == "lantern.md"
+    assert results["lantern.md"]["status"] == "unchanged"
+    assert [d.source for d in store.documents()] == ["lantern.md"]
+    assert consistent(store)
+
+
+def test_replacing_with_another_documents_content_changes_nothing(app, store):
+    client = signed_in(app, "content_owner")
+    results = upload(client, md("lantern.md", LANTERN_V1), md("solar.md", LANTERN_V2))
+    lantern = results["lantern.md"]["document"]
+
+    response = client.put(
+        f"/api/v1/documents/{lantern['id']}", files={"file": ("x.md", LANTERN_V2)}
+    )
+
+    assert response.status_code == 409
+    assert response.json()["status"] == "duplicate"
+    assert response.json()["document"]["source"] == "solar.md"
+    assert "magnetic" in store.document_chunks("lantern.md")[0].text
+
+
+def test_a_replacement_must_keep_the_file_type(app, store):
+    client = signed_in(app, "content_owner")
+    lantern = upload(client, md("lantern.md", LANTERN_V1))["lantern.md"]["document"]
+
+    response = client.put(
+        f"/api/v1/documents/{lantern['id']}",
+        files={"file": ("lantern.txt", LANTERN_V2, "text/plain")},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["reason"] == "a new version of 'lantern.md' must be a .md file too"
+    assert "magnetic" in store.document_chunks("lantern.md")[0].text
+
+
+def test_unknown_ids_are_404(app):
+    client = signed_in(app, "content_owner")
+    file = {"file": ("a.md", LANTERN_V1)}
+
+    assert client.get("/api/v1/documents/nope").status_code == 404
+    assert client.put("/api/v1/documents/nope", files=file).status_code == 404
+    assert client.delete("/api/v1/documents/nope").json()["error"]["code"] == "unknown_document"
+    assert client.get("/staff/documents/nope").status_code == 404
+
+
+def test_a_request_without_files_is_a_400(app):
+    client = signed_in(app, "content_owner")
+
+    as_json = client.post("/api/v1/documents", json={"files": []})
+    wrong_field = client.post("/api/v1/documents", files={"file": ("a.md", LANTERN_V1)})
+
+    assert as_json.status_code == 400
+    assert "multipart/form-data" in as_json.json()["error"]["message"]
+    assert wrong_field.status_code == 400
+    assert "field 'files'" in wrong_field.json()["error"]["message"]
+
+
+def test_file_names_lose_folders_and_files_past_the_limit_are_refused(app, store, monkeypatch):
+    monkeypatch.setattr(documents, "MAX_FILES_PER_UPLOAD", 2)
+    client = signed_in(app, "content_owner")
+
+    response = client.post(
+        "/api/v1/documents",
+        files=[
+            md("../../etc/lantern.md", LANTERN_V1),
+            md("C:\\Users\\ana\\solar.md", LANTERN_V2),
+            md("third.md", b"# Third\n\nOne file too many.\n"),
+        ],
+    )
+
+    results = response.json()["results"]
+    assert [(r["file"], r["status"]) for r in results] == [
+        ("lantern.md", "added"),
+        ("solar.md", "added"),
+        ("third.md", "failed"),
+    ]
+    assert results[2]["reason"] == "over the limit of 2 files per upload"
+    assert [d.source for d in store.documents()] == ["lantern.md", "solar.md"]
+
+
+def test_a_request_larger_than_any_upload_is_refused_before_it_is_read(make_app, settings):
+    small = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"max_file_bytes": 10})}
+    )
+    app, _ = make_app(small)
+    client = signed_in(app, "content_owner")
+    body = b"x" * (documents.MAX_FILES_PER_UPLOAD * 10 + documents.MULTIPART_OVERHEAD_BYTES + 1)
+
+    response = client.post("/api/v1/documents", files=[md("big.md", body)])
+
+    assert response.status_code == 413
+    assert "at most 50 files of at most 10 bytes each" in response.json()["error"]["message"]
+
+
+def test_an_over_size_file_is_dropped_while_it_streams(tmp_path):
+    boundary = b"b0undary"
+    parts = [(b"big.md", b"# Big\n\n" + b"y" * 5000), (b"ok.md", b"# Ok\n\nSmall.\n")]
+    body = (
+        b"".join(
+            b'--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\n'
+            b"Content-Type: text/markdown\r\n\r\n%s\r\n" % (boundary, name, data)
+            for name, data in parts
+        )
+        + b"--%s--\r\n" % boundary
+    )
+    receiver = _FileParts(tmp_path, "files", max_files=5, max_file_bytes=1000)
+    parser = MultipartParser(boundary, receiver.callbacks())
+    biggest_on_disk = 0
+
+    for start in range(0, len(body), 256):
+        parser.write(body[start : start + 256])
+        sizes = [f.stat().st_size for f in tmp_path.iterdir()]
+        biggest_on_disk = max([biggest_on_disk, *sizes])
+    parser.finalize()
+
+    big, ok = receiver.files
+    assert big.path is None and big.refusal == "the file is 5,007 bytes, over the limit of 1,000"
+    assert ok.path == tmp_path / "ok.md" and ok.path.read_bytes() == parts[1][1]
+    assert biggest_on_disk <= 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.md"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("guide.md", "guide.md"),
+        ("../../guide.md", "guide.md"),
+        ("C:\\docs\\guide.md", "guide.md"),
+        (" guide\x00.md ", "guide.md"),
+        (".hidden.md", None),
+        ("folder/", "folder"),
+        ("", None),
+        ("a" * 300 + ".md", None),
+    ],
+)
+def test_upload_names(sent, stored):
+    assert upload_name(sent) == stored
+
+
+# ----- audit log and uploader
+def test_changes_are_audited_and_the_uploader_is_the_last_to_change_it(app):
+    owner = signed_in(app, "content_owner")
+    admin = signed_in(app, "admin")
+    lantern = upload(owner, md("lantern.md", LANTERN_V1))["lantern.md"]["document"]
+    upload(admin, md("lantern.md", LANTERN_V2))
+
+    [listed] = owner.get("/api/v1/documents").json()
+    assert listed["uploader"] == "admin"
+    owner.delete(f"/api/v1/documents/{lantern['id']}")
+
+    entries = [
+        (e.actor, e.action, e.target, e.detail)
+        for e in app.state.users.audit_log()
+        if e.action.startswith("document.")
+    ]
+    assert [e[:3] for e in entries] == [
+        ("content_owner", "document.delete", "lantern.md"),
+        ("admin", "document.replace", "lantern.md"),
+        ("content_owner", "document.add", "lantern.md"),
+    ]
+    assert entries[0][3] == {"chunks": listed["chunk_count"], "size": listed["size_bytes"]}
+
+
+# ----- the page
+def test_the_page_uploads_lists_previews_replaces_and_deletes(app, store):
+    client = signed_in(app, "content_owner")
+
+    uploaded = client.post(
+        "/staff/documents", files=[md("lantern.md", LANTERN_V1), md("empty.md", b"")]
+    )
+    assert uploaded.status_code == 200
+    assert "lantern.md" in uploaded.text and "the file is empty" in uploaded.text
+    doc_id = store.documents()[0].doc_id
+    row = uploaded.text.split(f'data-document="{doc_id}"')[1].split("</tr>")[0]
+    assert "Charge the Glowmate lantern" in row and "content_owner" in row
+
+    preview = client.get(f"/staff/documents/{doc_id}")
+    assert preview.status_code == 200 and "magnetic USB-C cable" in preview.text
+
+    replaced = client.post(
+        f"/staff/documents/{doc_id}/replace", files={"file": ("new.md", LANTERN_V2)}
+    )
+    assert replaced.status_code == 200
+    assert "solar panel" in replaced.text and "magnetic" not in replaced.text
+
+    deleted = client.post(f"/staff/documents/{doc_id}/delete")
+    assert deleted.status_code == 200 and "Deleted lantern.md." in deleted.text
+    assert store.documents() == []
+
+
+def test_the_page_escapes_document_text(app):
+    client = signed_in(app, "content_owner")
+    evil = b"# <script>alert('title')</script>\n\nText <img src=x onerror=alert(1)> here.\n"
+    [result] = upload(client, md("<em>evil.md", evil)).values()
+
+    listing = client.get("/staff/documents").text
+    preview = client.get(f"/staff/documents/{result['document']['id']}").text
+
+    for page in (listing, preview):
+        assert "<script>alert" not in page and "<em>evil" not in page
+        assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in page
+    assert "<img src=x" not in preview and "&lt;img src=x onerror=alert(1)&gt;" in preview
+
+
+def test_the_page_script_is_served_and_uses_no_inner_html(app):
+    script = TestClient(app).get("/static/documents.js")
+
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "upload.onprogress" in script.text
+    assert "innerHTML" not in script.text
+
+
+def test_the_api_is_documented(app):
+    schema = TestClient(app).get("/api/v1/openapi.json").json()
+    paths = schema["paths"]
+
+    collection, item = paths["/api/v1/documents"], paths["/api/v1/documents/{doc_id}"]
+    assert {"get", "post"} <= set(collection) and {"get", "put", "delete"} <= set(item)
+    for operation in [collection["get"], collection["post"], *item.values()]:
+        assert operation["tags"] == ["documents"]
+    form = collection["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["files"]["items"]["format"] == "binary"
+    assert "FileResult" in schema["components"]["schemas"]
+    assert "DocumentDetail" in schema["components"]["schemas"]
+    assert not any(p.startswith("/staff/documents") for p in paths)
