@@ -147,12 +147,13 @@ def start_app(
     """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    overrides = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     env |= {
         "CHATBOT_DATA_DIR": str(data_dir),
         "CHATBOT_RETRIEVAL__SAMPLE_KNOWLEDGE": "true" if sample_knowledge else "false",
         "PYTHONUNBUFFERED": "1",
-        **(env or {}),
+        **overrides,
     }
     log_path = data_dir.parent / f"serve-{port}.log"
     command = [sys.executable, "-m", "chatbot.cli", "--profile", "test", "serve"]

@@ -1,0 +1,464 @@
+"""The embeddable widget end to end: a customer's website on another origin embeds it from the
+real `chatbot serve` (real model, sample help center), driven by Debian's Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from playwright.sync_api import Page, Response, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from chatbot.settings import load_settings
+from tests.conftest import TEST_PROFILE
+from tests.ui.conftest import start_app
+
+if TYPE_CHECKING:
+    from tests.ui.conftest import ServedApp
+
+# Every test here talks to the real app, which starts the real local model.
+pytestmark = pytest.mark.slow
+
+SITE_KEY = "shop-site-key"
+SITE_NAME = "Acme Shop Support"
+GREETING = "Hello from Acme! Ask about your Lumora lights."
+QUESTION = "How long do I hold the reset button on the hub?"
+EXPECTED_SOURCE = "reset-the-hub.md"
+EXPECTED_TITLE = "Restart or factory reset the Lumora Hub"
+CONTACT = {"name": "Ada Customer", "email": "ada@example.com"}
+# As in test_chat_page: SmolLM2 on two busy cores starts within seconds but may take minutes to
+# finish, since llama-cpp-python ignores the output-token cap that langchain-openai sends.
+ANSWER_STARTS_S = 90
+ANSWER_ENDS_S = 240
+PAGE_LOAD_TIMEOUT_MS = 30_000
+# The widget retries a failed start once, 3 s later, before it gives up on a page.
+GIVES_UP_S = 20
+APP_ERROR = "something went wrong on our side"
+NOT_AVAILABLE_WARNING = "Support chat: not available on this page"
+
+ANSWER = '[data-role="assistant"]:not([data-testid="greeting"])'
+# A 4xx (say, a page's missing favicon) is logged by Chromium itself; it is no widget failure.
+HTTP_4XX = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d\b")
+# What Chromium logs when the app refuses a page's origin: the refusal the test expects.
+CORS_REFUSAL = (
+    re.compile(r"has been blocked by CORS policy"),
+    re.compile(r"^Failed to load resource: net::ERR_FAILED"),
+)
+
+
+# ----- the customer's website, on an origin of its own
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title></head>
+<body><h1>{title}</h1><p>Smart lights for every room.</p>
+<nav><a href="/">Home</a> <a href="/pricing">Pricing</a></nav>
+<script src="{app}/widget.js" data-site-key="{key}" async></script>
+</body></html>
+"""
+
+
+class _Pages(BaseHTTPRequestHandler):
+    server: CustomerSite
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        titles = {"/": "Acme Lights", "/pricing": "Acme Lights: pricing"}
+        if self.path not in titles or not self.server.app_url:
+            self.send_error(404)
+            return
+        body = PAGE.format(title=titles[self.path], app=self.server.app_url, key=SITE_KEY)
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class CustomerSite(ThreadingHTTPServer):
+    """Pages of a company's website on 127.0.0.1:<own port>, each embedding the widget."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Pages)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.app_url = ""  # known once the app has started
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def shop_site() -> Iterator[CustomerSite]:
+    """The website the shop site key allows."""
+    site = CustomerSite()
+    yield site
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def stranger_site() -> Iterator[CustomerSite]:
+    """Another website that pastes the shop's embed tag, from an origin the key does not allow."""
+    site = CustomerSite()
+    yield site
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def widget_app(tmp_path_factory, shop_site, stranger_site) -> Iterator[ServedApp]:
+    """The real app with one site, allowed only on the shop's origin."""
+    sites = [
+        {
+            "key": SITE_KEY,
+            "name": SITE_NAME,
+            "greeting": GREETING,
+            "allowed_origins": [shop_site.url],
+        }
+    ]
+    app = start_app(
+        tmp_path_factory.mktemp("widget") / "data",
+        env={"CHATBOT_SITES": json.dumps(sites)},
+    )
+    try:
+        configured = httpx.get(
+            f"{app.url}/api/v1/sites/{SITE_KEY}", headers={"Origin": shop_site.url}, timeout=10
+        )
+        assert configured.status_code == 200 and configured.json()["name"] == SITE_NAME, (
+            "the app did not take CHATBOT_SITES from start_app(env=...): "
+            f"{configured.status_code} {configured.text}"
+        )
+    except BaseException:
+        app.stop(grace_s=5)
+        raise
+    shop_site.app_url = stranger_site.app_url = app.url
+    yield app
+    app.stop()
+
+
+# ----- the server's database
+
+
+def query(app: ServedApp, sql: str, *params: object) -> list[sqlite3.Row]:
+    assert app.data_dir is not None
+    path = app.data_dir / load_settings(TEST_PROFILE).memory.database
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, params).fetchall()
+
+
+# ----- a customer's tab
+
+
+@dataclass
+class Tab:
+    """A page with a record of its console errors and its chat requests."""
+
+    page: Page
+    allowed: tuple[re.Pattern[str], ...] = (HTTP_4XX,)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chat_requests: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        self.page.on("request", self._request)
+
+    def _request(self, request) -> None:
+        if "/api/v1/chat" in request.url:
+            self.chat_requests.append(request.url)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+        elif message.type == "warning":
+            self.warnings.append(message.text)
+
+    def assert_no_unexpected_errors(self) -> None:
+        unexpected = [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+        assert not unexpected, f"errors in the page's console: {unexpected}"
+
+
+@contextlib.contextmanager
+def customer_tab(browser, url: str, **context_options) -> Iterator[Tab]:
+    context = browser.new_context(**context_options)
+    try:
+        tab = Tab(context.new_page())
+        tab.page.goto(url)
+        yield tab
+    finally:
+        context.close()
+
+
+def open_panel(page: Page) -> None:
+    """Open the chat with the bubble, unless it is already open."""
+    bubble = page.get_by_test_id("bubble")
+    expect(bubble).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+    if page.get_by_test_id("panel").is_hidden():
+        bubble.click()
+    expect(page.get_by_test_id("panel")).to_be_visible()
+
+
+def answers(page: Page):
+    return page.get_by_test_id("log").locator(ANSWER)
+
+
+def answer_text(page: Page):
+    return answers(page).locator(".bubble")
+
+
+def stored_session(page: Page) -> dict:
+    raw = page.evaluate("key => localStorage.getItem(key)", f"supportchat:{SITE_KEY}")
+    assert raw, "the widget kept no session in the page's storage"
+    return json.loads(raw)
+
+
+def ask(page: Page, question: str, app: ServedApp) -> Response:
+    """Send a question from the open panel; wait until its answer has streamed to the end."""
+    log = page.get_by_test_id("log")
+    try:
+        with page.expect_response(
+            lambda r: r.url == f"{app.url}/api/v1/chat/stream", timeout=ANSWER_STARTS_S * 1000
+        ) as stream:
+            page.get_by_test_id("input").fill(question)
+            page.get_by_test_id("input").press("Enter")
+        expect(log.locator('[data-role="user"]')).to_have_text([question])
+        expect(answer_text(page)).not_to_be_empty(timeout=ANSWER_STARTS_S * 1000)
+        # The rating buttons come with the `done` event; Send stays disabled until then.
+        expect(answers(page).get_by_test_id("thumbs-up")).to_be_visible(
+            timeout=ANSWER_ENDS_S * 1000
+        )
+        expect(page.get_by_test_id("send")).to_be_enabled()
+        expect(page.get_by_test_id("typing")).to_have_count(0)
+    except (AssertionError, PlaywrightTimeoutError) as exc:
+        raise AssertionError(f"{exc}\n{app.output()}") from exc
+    return stream.value
+
+
+@dataclass
+class Answered:
+    """The tab after its answer, with the answer's text and its event stream."""
+
+    tab: Tab
+    answer: str
+    stream: Response
+    stream_body: str
+
+
+@pytest.fixture(scope="module")
+def answered(browser, widget_app, shop_site) -> Iterator[Answered]:
+    """A customer on the shop's website who asked about resetting the hub."""
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        open_panel(tab.page)
+        stream = ask(tab.page, QUESTION, widget_app)
+        answer = answer_text(tab.page).text_content() or ""
+        yield Answered(tab, answer, stream, stream.text())
+
+
+# ----- on the allowed website
+
+
+def test_the_answer_streams_in_with_a_link_to_its_source(answered, widget_app):
+    page = answered.tab.page
+    expect(page.get_by_test_id("panel")).to_have_attribute("aria-label", f"{SITE_NAME} chat")
+    expect(page.get_by_test_id("greeting")).to_have_text(GREETING)
+    assert answered.answer.strip(), "the assistant's answer is empty"
+    assert APP_ERROR not in answered.answer, widget_app.output()
+    expect(page.get_by_test_id("log").locator('[data-role="system"]')).to_have_count(0)
+
+    assert answered.stream.headers["content-type"].startswith("text/event-stream")
+    events = re.findall(r"^event: (\w+)$", answered.stream_body, flags=re.MULTILINE)
+    assert events.count("token") > 1 and events.count("sources") == 1, events
+    assert events[-1] == "done", events
+
+    links = answers(page).get_by_test_id("source-link")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    article = f"{widget_app.url}/help/{EXPECTED_SOURCE}"
+    assert article in hrefs, f"{article} is not among the answer's sources: {hrefs}"
+    cited = links.nth(hrefs.index(article))
+    expect(cited).to_have_attribute("target", "_blank")
+    expect(cited).to_have_attribute("rel", re.compile(r"\bnoopener\b"))
+    shown = httpx.get(article, timeout=30)
+    assert shown.status_code == 200 and EXPECTED_TITLE in shown.text
+    answered.tab.assert_no_unexpected_errors()
+
+
+def test_text_from_the_model_and_the_documents_cannot_add_html(answered):
+    log = answered.tab.page.get_by_test_id("log")
+
+    expect(log.locator("img, script, iframe, object, embed, style")).to_have_count(0)
+    hrefs = log.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert hrefs, "the answer shows no links at all (expected at least its source)"
+    assert all(re.match(r"https?://", href or "") for href in hrefs), hrefs
+    handlers = log.locator("*").evaluate_all(
+        "els => els.flatMap(el => [...el.attributes].map(a => a.name))"
+        ".filter(name => name.startsWith('on'))"
+    )
+    assert not handlers, f"event-handler attributes in the log: {handlers}"
+
+
+def test_the_conversation_survives_a_reload_and_another_page(answered, widget_app, shop_site):
+    tab = answered.tab
+    page = tab.page
+    session = stored_session(page)
+    asked = len(tab.chat_requests)
+
+    for visit in (page.reload, lambda: page.goto(shop_site.url + "/pricing")):
+        visit()
+        open_panel(page)
+        log = page.get_by_test_id("log")
+        expect(log.locator('[data-role="user"]')).to_have_text([QUESTION])
+        expect(answer_text(page)).to_have_text(answered.answer)
+        expect(answers(page).get_by_test_id("source-link").first).to_have_attribute(
+            "href", re.compile("^" + re.escape(widget_app.url + "/help/"))
+        )
+        assert stored_session(page)["session_id"] == session["session_id"]
+
+    assert len(tab.chat_requests) == asked, "the question was asked again after the reload"
+    turns = query(
+        widget_app,
+        "SELECT role, content FROM turns WHERE session_id = ? ORDER BY id",
+        session["session_id"],
+    )
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[0]["content"] == QUESTION
+    tab.assert_no_unexpected_errors()
+
+
+def test_talk_to_a_person_opens_a_ticket_with_the_contact(answered, widget_app):
+    page = answered.tab.page
+    open_panel(page)
+    confirmation = load_settings(TEST_PROFILE).handoff.confirmation
+
+    page.get_by_test_id("handoff").click()
+    form = page.get_by_test_id("handoff-form")
+    expect(form).to_be_visible()
+    expect(page.get_by_test_id("handoff-name")).to_be_focused()
+    page.get_by_test_id("handoff-name").fill(CONTACT["name"])
+    page.get_by_test_id("handoff-email").fill(CONTACT["email"])
+    page.get_by_test_id("handoff-send").click()
+
+    note = page.get_by_test_id("log").locator('[data-role="system"]')
+    expect(note).to_have_text([confirmation], timeout=PAGE_LOAD_TIMEOUT_MS)
+    expect(form).to_be_hidden()
+    expect(page.get_by_test_id("input")).to_be_focused()
+    expect(page.get_by_test_id("composer")).to_be_visible()
+
+    session_id = stored_session(page)["session_id"]
+    tickets = query(
+        widget_app,
+        "SELECT site, reason, contact, status FROM tickets WHERE session_id = ?",
+        session_id,
+    )
+    assert len(tickets) == 1, [dict(t) for t in tickets]
+    ticket = tickets[0]
+    assert (ticket["site"], ticket["reason"], ticket["status"]) == (
+        SITE_KEY,
+        "customer_asked",
+        "open",
+    )
+    assert json.loads(ticket["contact"]) == CONTACT
+    answered.tab.assert_no_unexpected_errors()
+
+
+def test_keyboard_opens_into_the_message_box_and_escape_returns_to_the_bubble(
+    browser, widget_app, shop_site
+):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        bubble = page.get_by_test_id("bubble")
+        expect(bubble).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+        bubble.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("panel")).to_be_visible()
+        expect(bubble).to_have_attribute("aria-expanded", "true")
+        expect(page.get_by_test_id("input")).to_be_focused()
+
+        page.keyboard.press("Escape")
+        expect(page.get_by_test_id("panel")).to_be_hidden()
+        expect(bubble).to_have_attribute("aria-expanded", "false")
+        expect(bubble).to_be_focused()
+        tab.assert_no_unexpected_errors()
+
+
+def test_on_a_phone_the_open_panel_covers_the_screen(browser, widget_app, shop_site):
+    width, height = 375, 700
+    with customer_tab(
+        browser, shop_site.url + "/", viewport={"width": width, "height": height}
+    ) as tab:
+        page = tab.page
+        open_panel(page)
+        box = page.get_by_test_id("panel").bounding_box()
+        assert box is not None
+        assert box == pytest.approx({"x": 0, "y": 0, "width": width, "height": height}, abs=1)
+        expect(page.get_by_test_id("input")).to_be_in_viewport()
+        expect(page.get_by_test_id("close")).to_be_in_viewport()
+
+        page.get_by_test_id("close").click()
+        expect(page.get_by_test_id("panel")).to_be_hidden()
+        expect(page.get_by_test_id("bubble")).to_be_focused()
+        tab.assert_no_unexpected_errors()
+
+
+# ----- on a website the site key does not allow
+
+
+def session_count(app: ServedApp) -> int:
+    return query(app, "SELECT count(*) AS n FROM sessions")[0]["n"]
+
+
+def test_a_website_the_key_does_not_allow_gets_no_chat(browser, widget_app, stranger_site):
+    before = session_count(widget_app)
+
+    with customer_tab(browser, stranger_site.url + "/") as tab:
+        tab.allowed = (HTTP_4XX, *CORS_REFUSAL)
+        page = tab.page
+        deadline = time.monotonic() + GIVES_UP_S
+        while not any(NOT_AVAILABLE_WARNING in w for w in tab.warnings):
+            assert time.monotonic() < deadline, f"the widget never gave up: {tab.warnings}"
+            page.wait_for_timeout(200)
+        assert page.evaluate("typeof window.SupportChatWidget") == "object", "widget.js not run"
+        expect(page.locator("support-chat-widget")).to_have_count(0)
+        expect(page.get_by_test_id("bubble")).to_have_count(0)
+        assert page.evaluate("Object.keys(localStorage)") == []
+        tab.assert_no_unexpected_errors()
+
+    assert session_count(widget_app) == before
+    site = httpx.get(
+        f"{widget_app.url}/api/v1/sites/{SITE_KEY}",
+        headers={"Origin": stranger_site.url},
+        timeout=10,
+    )
+    new_session = httpx.post(
+        f"{widget_app.url}/api/v1/sessions",
+        headers={"Origin": stranger_site.url, "X-Site-Key": SITE_KEY},
+        json={},
+        timeout=10,
+    )
+    for refused in (site, new_session):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "origin_not_allowed"
+        assert "access-control-allow-origin" not in refused.headers
+    assert session_count(widget_app) == before
