@@ -1,12 +1,578 @@
-"""The staff playground: ask as any channel and see why the bot answered what it answered."""
+"""The staff playground: ask as any channel and see why the bot answered what it answered.
+
+A thin page over ChatService: one question with per-request knobs (the retrieved chunks, the
+exact prompt, tokens per part, timings, the length policy, cut and hand-off shown beside the
+streamed answer), and question sets in the format of `chatbot eval`. Nothing asked here is
+stored as a customer conversation: questions are sent with their prior turns, never a session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
-from chatbot.service import ChatService
-from chatbot.settings import Settings
+from chatbot.errors import InputRejected
+from chatbot.evaluation import load_questions, run_eval
+from chatbot.history import Turn, turns_from_dicts
+from chatbot.prompts import quote
+from chatbot.service import (
+    AnswerOptions,
+    ChatResult,
+    ChatService,
+    DoneEvent,
+    Retrieval,
+    TokenEvent,
+)
+from chatbot.settings import Channel, Settings
+from ui.gradio_app import safe_markdown
+
+log = logging.getLogger(__name__)
+
+CHANNELS = [
+    ("Customer widget", Channel.WIDGET.value),
+    ("Staff", Channel.STAFF.value),
+    ("API", Channel.API.value),
+]
+# What a line of prior turns may start with, and the role it stands for.
+SPEAKERS = {"customer": "user", "user": "user", "assistant": "assistant", "bot": "assistant"}
+PRIOR_TURNS_HELP = (
+    "One turn per line, starting with 'customer:' or 'assistant:' (a line without a speaker "
+    'continues the turn above), or a JSON list of {"role": "user"|"assistant", "content": ...}.'
+)
+CHUNK_COLUMNS = [
+    "rank",
+    "source",
+    "section",
+    "chunk similarity",
+    "doc similarity",
+    "doc score",
+    "in prompt",
+    "text",
+]
+CHUNK_WIDTHS = ["4%", "13%", "15%", "7%", "7%", "6%", "6%", "42%"]
+TOKEN_PARTS = ["system", "summary", "history", "context", "question"]
+TOKEN_COLUMNS = ["part", "tokens"]
+TIMING_STAGES = [
+    ("retrieve", "retrieve"),
+    ("memory", "memory"),
+    ("first token", "first_token"),
+    ("total", "total"),
+]
+TIMING_COLUMNS = ["stage", "ms"]
+# The outputs of ask and rerun, in order; tests read the yielded tuples by these names.
+ANSWER_OUTPUTS = ("answer", "query", "chunks", "prompt", "tokens", "timings", "outcome", "last")
+SET_OUTPUTS = ("rows", "summary", "status")
+LINK_STYLE = "background:none;border:0;padding:0;font:inherit;color:inherit;cursor:pointer"
+# Signing out is a POST (ui.staff), so it needs a form, not a link.
+STAFF_LINKS = (
+    '<nav class="playground-links">'
+    '<a href="/staff/tickets">Hand-offs</a> · <a href="/staff/conversations">Conversations</a>'
+    ' · <a href="/staff">Staff pages</a> · '
+    '<form method="post" action="/logout" style="display:inline">'
+    f'<button type="submit" id="playground-sign-out" style="{LINK_STYLE};'
+    'text-decoration:underline">Sign out</button></form></nav>'
+)
+
+
+@dataclass(frozen=True)
+class AskedQuestion:
+    """What was asked last in this browser tab, so Re-run asks it again."""
+
+    question: str
+    prior_turns: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Overrides for one request; the configured settings stay as they are."""
+
+    top_k: int
+    relevance_threshold: float
+    length_policy: bool
+    temperature: float
+
+    def options(self) -> AnswerOptions:
+        return AnswerOptions(
+            top_k=int(self.top_k),
+            relevance_threshold=float(self.relevance_threshold),
+            temperature=float(self.temperature),
+            length_policy=bool(self.length_policy),
+            trace=True,
+        )
+
+
+def parse_prior_turns(text: str | None) -> list[Turn]:
+    """The prior turns typed in the playground; ValueError with a sentence saying what to fix."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"Prior turns: not valid JSON ({exc.msg} at line {exc.lineno}, "
+                f"column {exc.colno}). {PRIOR_TURNS_HELP}"
+            ) from exc
+        try:
+            return turns_from_dicts(items)
+        except ValueError as exc:
+            raise ValueError(f"Prior turns: {exc}. {PRIOR_TURNS_HELP}") from exc
+    turns: list[Turn] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        speaker, colon, rest = line.partition(":")
+        role = SPEAKERS.get(speaker.strip().lower()) if colon else None
+        if role is not None:
+            if not rest.strip():
+                raise ValueError(f"Prior turns, line {number}: the {speaker.strip()} said nothing.")
+            turns.append(Turn(role, rest.strip()))  # type: ignore[arg-type]
+        elif turns:
+            turns[-1] = Turn(turns[-1].role, f"{turns[-1].content}\n{line.strip()}")
+        else:
+            raise ValueError(f"Prior turns, line {number}: no speaker. {PRIOR_TURNS_HELP}")
+    return turns
+
+
+def chunk_table(found: Retrieval, prompt: str | None = None) -> pd.DataFrame:
+    """Every retrieved chunk with its scores, and whether it was quoted in ``prompt`` (the text
+    sent to the model; None while that is not known yet)."""
+    rows = []
+    for rank, hit in enumerate(found.hits, start=1):
+        for chunk in hit.chunks:
+            section = " › ".join(part for part in (hit.title, chunk.heading) if part)
+            rows.append(
+                [
+                    rank,
+                    hit.source,
+                    section,
+                    round(chunk.similarity, 4),
+                    round(hit.similarity, 4),
+                    round(hit.score, 4),
+                    "…" if prompt is None else ("yes" if _quoted(chunk.text, prompt) else "no"),
+                    chunk.text,
+                ]
+            )
+    return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
+
+
+def _quoted(text: str, prompt: str) -> bool:
+    # The context quotes whole chunks, cut at its character budget: a chunk is in the prompt
+    # when its opening line is.
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return bool(first) and quote(first) in prompt
+
+
+def sent_text(result: ChatResult) -> str:
+    return "\n".join(m["content"] for m in result.prompt_messages or [])
+
+
+def prompt_text(result: ChatResult, threshold: float) -> str:
+    if result.handoff:
+        return (
+            "No model call: nothing retrieved reached the relevance threshold "
+            f"({threshold:.2f}), so the hand-off answer was given."
+        )
+    if not result.prompt_messages:
+        return "The prompt was not recorded."
+    return "\n\n".join(f"=== {m['role']} ===\n{m['content']}" for m in result.prompt_messages)
+
+
+def token_table(result: ChatResult) -> pd.DataFrame:
+    parts = result.prompt_tokens_by_part
+    rows = [[part, parts.get(part, 0)] for part in TOKEN_PARTS]
+    rows.append(["answer", result.usage.get("completion_tokens", 0)])
+    rows.append(["prompt, as the model counted it", result.usage.get("prompt_tokens", 0)])
+    if "answer_reserve" in parts:
+        rows.append(["reserved for the answer", parts["answer_reserve"]])
+    return pd.DataFrame(rows, columns=TOKEN_COLUMNS)
+
+
+def timing_table(result: ChatResult) -> pd.DataFrame:
+    rows = [[label, result.timings_ms.get(key, 0.0)] for label, key in TIMING_STAGES]
+    return pd.DataFrame(rows, columns=TIMING_COLUMNS)
+
+
+def policy_text(policy: dict) -> str:
+    if not policy:
+        return "not applied (no model call)"
+    if not policy.get("enabled"):
+        return f"disabled (the answer is capped at {policy.get('max_tokens')} tokens only)"
+    return (
+        f"{policy.get('channel')}: about {policy.get('target_words')} words, "
+        f"at most {policy.get('max_tokens')} tokens"
+    )
+
+
+def outcome_text(result: ChatResult) -> str:
+    lines = [
+        f"**Channel:** {result.channel}",
+        f"**Handed off:** {'yes' if result.handoff else 'no'}",
+        f"**Cut by the length policy:** {'yes' if result.cut else 'no'}",
+        f"**Length policy:** {policy_text(result.policy)}",
+        f"**Documents quoted in the prompt:** {len(result.sources)}",
+    ]
+    if result.error:
+        lines.append(f"**Error:** {result.error}")
+    return "  \n".join(lines)
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame([], columns=list(columns))
+
+
+def _notice(message: str, last: AskedQuestion | None) -> tuple:
+    return (
+        "",
+        "",
+        _empty(CHUNK_COLUMNS),
+        "",
+        _empty(TOKEN_COLUMNS),
+        _empty(TIMING_COLUMNS),
+        safe_markdown(message),
+        last,
+    )
+
+
+class Playground:
+    """The page's callbacks over one ChatService; per-tab state travels in gr.State."""
+
+    def __init__(self, service: ChatService, settings: Settings):
+        self.service = service
+        self.settings = settings
+
+    # ----- one question
+    def ask(
+        self,
+        question: str,
+        prior_turns: str,
+        channel: str,
+        top_k: float,
+        relevance_threshold: float,
+        length_policy: bool,
+        temperature: float,
+    ) -> Iterator[tuple]:
+        asked = AskedQuestion(question or "", prior_turns or "", channel)
+        knobs = Knobs(int(top_k), relevance_threshold, length_policy, temperature)
+        yield from self._answer(asked, knobs)
+
+    def rerun(
+        self,
+        last: AskedQuestion | None,
+        top_k: float,
+        relevance_threshold: float,
+        length_policy: bool,
+        temperature: float,
+    ) -> Iterator[tuple]:
+        if last is None:
+            yield _notice("Nothing to re-run yet: ask a question first.", None)
+            return
+        knobs = Knobs(int(top_k), relevance_threshold, length_policy, temperature)
+        yield from self._answer(last, knobs)
+
+    def _answer(self, asked: AskedQuestion, knobs: Knobs) -> Iterator[tuple]:
+        skip = gr.skip()
+        options = knobs.options()
+        try:
+            turns = parse_prior_turns(asked.prior_turns)
+            question = self.service.check_message(asked.question)
+            # Retrieved once more than the answer needs: the service's result names only the
+            # documents quoted, and the playground shows every chunk with its scores.
+            found = self.service.retrieve(question, turns, options)
+        except (ValueError, InputRejected) as exc:
+            yield _notice(str(exc), asked)
+            return
+        chunks = chunk_table(found)
+        yield (
+            "",
+            found.query,
+            chunks,
+            "",
+            _empty(TOKEN_COLUMNS),
+            _empty(TIMING_COLUMNS),
+            "Answering…",
+            asked,
+        )
+        answer, result = "", None
+        try:
+            for event in self.service.stream(
+                question, turns, channel=asked.channel, options=options
+            ):
+                if isinstance(event, TokenEvent):
+                    answer += event.text
+                    yield (answer, skip, skip, skip, skip, skip, skip, skip)
+                elif isinstance(event, DoneEvent):
+                    result = event.result
+        except InputRejected as exc:
+            yield _notice(exc.message, asked)
+            return
+        except Exception as exc:  # noqa: BLE001 - staff see the cause instead of a dead page
+            log.exception("playground request failed")
+            yield _notice(f"The request failed: {type(exc).__name__}: {exc}", asked)
+            return
+        if result is None:
+            yield _notice("The answer stream ended without a result.", asked)
+            return
+        yield (
+            result.answer,
+            result.query,
+            chunk_table(found, sent_text(result)),
+            prompt_text(result, knobs.relevance_threshold),
+            token_table(result),
+            timing_table(result),
+            outcome_text(result),
+            asked,
+        )
+
+    # ----- a question set
+    def run_question_set(
+        self,
+        file: str | None,
+        with_answers: bool,
+        progress=gr.Progress(),  # noqa: B008 - Gradio finds its progress bar by this default
+    ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+        """Per-question verdicts, the summary and a status line, as `chatbot eval` makes them."""
+        if not file:
+            return _set_notice("Upload a JSONL question set first.")
+        path = Path(getattr(file, "name", file))
+        try:
+            questions = load_questions(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return _set_notice(f"Cannot read the question set: {exc}")
+        if not questions:
+            return _set_notice("The file holds no questions.")
+        if with_answers and self.service.model is None:
+            return _set_notice("No chat model is configured: run retrieval only.")
+        k = self.settings.retrieval.top_k
+        results: list[dict] = []
+        answer = self._eval_answer(with_answers, results)
+        progress((0, len(questions)), desc="Running the question set")
+        started = time.perf_counter()
+        try:
+            rows, summary = run_eval(
+                questions,
+                answer,
+                k=k,
+                with_answers=with_answers,
+                progress=lambda done, total: progress((done, total), desc="Questions"),
+            )
+        except InputRejected as exc:
+            number = len(results) + 1
+            return _set_notice(f"Question {number}: {exc.message}")
+        seconds = time.perf_counter() - started
+        table = _question_rows(questions, rows, results, k, with_answers)
+        mode = "with answers" if with_answers else "retrieval only"
+        status = f"{len(questions)} questions, {mode}, top {k}, in {seconds:.1f} s."
+        return table, summary_table(summary, k), status
+
+    def _eval_answer(self, with_answers: bool, results: list[dict]) -> Callable[[str, list], dict]:
+        def answer(question: str, history: list) -> dict:
+            if with_answers:
+                result = self.service.ask(question, history).to_dict()
+            else:
+                result = self.service.retrieval_only(question, history).to_dict()
+            results.append(result)
+            return result
+
+        return answer
+
+
+def _set_notice(message: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    return _empty(["id"]), _empty(["kind"]), safe_markdown(message)
+
+
+def _question_rows(
+    questions: Sequence, rows: list[dict], results: list[dict], k: int, with_answers: bool
+) -> pd.DataFrame:
+    """One row per question: its verdicts first, then what was retrieved (and answered)."""
+
+    def verdict(row: dict, metric: str) -> str:
+        return "" if metric not in row else ("yes" if row[metric] else "no")
+
+    metrics = ["hit@1", "hit@k", "all_gold@k"] + (["must_include"] if with_answers else [])
+    table = []
+    for question, row, result in zip(questions, rows, results, strict=True):
+        cells = {"id": row["id"], "kind": row["kind"]}
+        cells |= {m.replace("@k", f"@{k}"): verdict(row, m) for m in metrics}
+        cells["handoff"] = "yes" if row["handoff"] else "no"
+        cells["sources"] = ", ".join(Path(s["source"]).name for s in result["sources"][:k])
+        cells["question"] = question.question
+        if with_answers:
+            cells["answer"] = result.get("answer", "")
+        table.append(cells)
+    return pd.DataFrame(table)
+
+
+def summary_table(summary: dict[str, dict[str, float]], k: int) -> pd.DataFrame:
+    """The rates per kind of question, as `chatbot eval` prints them."""
+    table = pd.DataFrame.from_dict(summary, orient="index").round(3)
+    table = table.rename(columns=lambda name: name.replace("@k", f"@{k}"))
+    table.insert(0, "kind", table.index)
+    return table.astype(object).where(table.notna(), "").reset_index(drop=True)
+
+
+def signed_in_text(request: gr.Request) -> str:
+    name = getattr(request, "username", None) or "unknown"
+    return f"Signed in as **{safe_markdown(name)}**"
 
 
 def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
+    """The playground page; mounted by ui.web behind the staff role gate."""
+    playground = Playground(service, settings)
+    cfg = settings.retrieval
     with gr.Blocks(title="Playground", analytics_enabled=False) as blocks:
-        gr.Markdown("## Playground")
+        with gr.Row():
+            gr.Markdown("## Playground\nAsk as a customer would and see why the bot answered.")
+            with gr.Column(scale=0, min_width=320):
+                gr.HTML(STAFF_LINKS, js_on_load=None, elem_id="playground-links")
+                who = gr.Markdown(elem_id="playground-user")
+        last = gr.State(None)
+        with gr.Tab("Ask"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    question = gr.Textbox(
+                        label="Question",
+                        lines=2,
+                        max_length=settings.chat.max_message_chars,
+                        elem_id="playground-question",
+                    )
+                    prior = gr.Textbox(
+                        label="Prior turns (optional)",
+                        lines=3,
+                        placeholder="customer: How do I pair a bulb?\nassistant: Open Devices…",
+                        info=PRIOR_TURNS_HELP,
+                        elem_id="playground-prior-turns",
+                    )
+                    channel = gr.Radio(
+                        CHANNELS,
+                        value=Channel.WIDGET.value,
+                        label="Ask as",
+                        elem_id="playground-channel",
+                    )
+                with gr.Column(scale=1):
+                    top_k = gr.Slider(
+                        1,
+                        max(20, cfg.top_k),
+                        value=cfg.top_k,
+                        step=1,
+                        label="Top-k",
+                        elem_id="playground-top-k",
+                    )
+                    threshold = gr.Slider(
+                        min(0.0, cfg.relevance_threshold),
+                        1.0,
+                        value=cfg.relevance_threshold,
+                        step=0.01,
+                        label="Relevance threshold",
+                        elem_id="playground-threshold",
+                    )
+                    policy = gr.Checkbox(
+                        value=settings.length_policy.enabled,
+                        label="Length policy",
+                        elem_id="playground-length-policy",
+                    )
+                    temperature = gr.Slider(
+                        0.0,
+                        2.0,
+                        value=settings.llm.temperature,
+                        step=0.05,
+                        label="Temperature",
+                        elem_id="playground-temperature",
+                    )
+                    gr.Markdown("The knobs apply to this request only.")
+            with gr.Row():
+                ask = gr.Button("Ask", variant="primary", elem_id="playground-ask")
+                rerun = gr.Button("Re-run with these knobs", elem_id="playground-rerun")
+            with gr.Row():
+                with gr.Column(scale=1):
+                    answer = gr.Textbox(
+                        label="Answer", lines=8, interactive=False, elem_id="playground-answer"
+                    )
+                    outcome = gr.Markdown(elem_id="playground-outcome")
+                    query = gr.Textbox(
+                        label="Standalone query searched",
+                        interactive=False,
+                        elem_id="playground-query",
+                    )
+                    tokens = gr.Dataframe(
+                        _empty(TOKEN_COLUMNS),
+                        label="Tokens per part",
+                        interactive=False,
+                        elem_id="playground-tokens",
+                    )
+                    timings = gr.Dataframe(
+                        _empty(TIMING_COLUMNS),
+                        label="Time per stage (ms)",
+                        interactive=False,
+                        elem_id="playground-timings",
+                    )
+                with gr.Column(scale=1):
+                    prompt = gr.Textbox(
+                        label="Prompt sent to the model",
+                        lines=30,
+                        max_lines=60,
+                        interactive=False,
+                        buttons=["copy"],
+                        elem_id="playground-prompt",
+                    )
+            chunks = gr.Dataframe(
+                _empty(CHUNK_COLUMNS),
+                label="Retrieved chunks",
+                interactive=False,
+                wrap=True,
+                max_height=800,
+                column_widths=CHUNK_WIDTHS,
+                elem_id="playground-chunks",
+            )
+        with gr.Tab("Question set"):
+            gr.Markdown(
+                "Upload a JSONL file in the format of `chatbot eval`. The set runs with the "
+                "configured settings, like `chatbot eval`; the knobs above are not used."
+            )
+            questions = gr.File(
+                label="Question set (JSONL)", file_types=[".jsonl"], elem_id="playground-set-file"
+            )
+            with_answers = gr.Checkbox(
+                False, label="Also ask the model (slow)", elem_id="playground-set-answers"
+            )
+            run_set = gr.Button("Run the question set", elem_id="playground-set-run")
+            set_status = gr.Markdown(elem_id="playground-set-status")
+            set_summary = gr.Dataframe(
+                _empty(["kind"]),
+                label="Summary",
+                interactive=False,
+                elem_id="playground-set-summary",
+            )
+            set_rows = gr.Dataframe(
+                _empty(["id"]),
+                label="Per question",
+                interactive=False,
+                wrap=True,
+                elem_id="playground-set-rows",
+            )
+
+        knobs = [top_k, threshold, policy, temperature]
+        outputs = [answer, query, chunks, prompt, tokens, timings, outcome, last]
+        events = dict(outputs=outputs, concurrency_id="playground-answer")
+        ask.click(playground.ask, [question, prior, channel, *knobs], **events)
+        question.submit(playground.ask, [question, prior, channel, *knobs], **events)
+        rerun.click(playground.rerun, [last, *knobs], **events)
+        # A question set holds its slot for minutes; one at a time leaves room for questions.
+        run_set.click(
+            playground.run_question_set,
+            [questions, with_answers],
+            [set_rows, set_summary, set_status],
+            concurrency_limit=1,
+            concurrency_id="playground-question-set",
+        )
+        blocks.load(signed_in_text, None, who)
     return blocks

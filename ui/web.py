@@ -28,7 +28,7 @@ from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers
 from ui.documents import documents_router
 from ui.playground import create_playground
-from ui.staff import StaffGate, current_user, install_refusals, staff_router
+from ui.staff import StaffGate, current_user_from, install_refusals, staff_router
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,10 @@ def create_web_app(
         playground,
         path=PLAYGROUND,
         show_error=False,
-        auth_dependency=lambda request: getattr(current_user(request), "username", None),
+        # Inside the mounted app, request.app is Gradio's own: use the directory in scope.
+        auth_dependency=lambda request: getattr(
+            current_user_from(users, request), "username", None
+        ),
     )
     blocks = gradio_app.create_app(service, settings)
     blocks.queue(default_concurrency_limit=settings.server.concurrency)

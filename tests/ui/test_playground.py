@@ -1,0 +1,293 @@
+"""The staff playground's callbacks in-process over the sample help center and the real SmolLM2,
+and the page behind its role gate in the real web app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from chatbot.conversations import SessionFilter
+from chatbot.history import Turn
+from chatbot.prompts import HANDOFF_ANSWER, SYSTEM_PROMPT
+from chatbot.providers import make_chat_model
+from chatbot.service import ChatService
+from chatbot.users import Role
+from knowledge.retriever import HybridRetriever
+from ui.playground import (
+    ANSWER_OUTPUTS,
+    SET_OUTPUTS,
+    AskedQuestion,
+    Playground,
+    parse_prior_turns,
+    signed_in_text,
+)
+from ui.web import create_web_app
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_QUESTIONS = REPO / "knowledge" / "sample_questions.jsonl"
+QUESTION = "How long do I hold the reset button on the hub?"
+PRIOR_TURNS = "customer: I have a Lumora hub at home.\nassistant: Great! How can I help with it?"
+PARTS = ["system", "history", "context", "question", "answer"]
+PASSWORD = "correct horse battery"
+SYSTEM_PROMPT_START = SYSTEM_PROMPT.split("\n", 1)[0]
+
+
+@pytest.fixture
+def answering(settings, sample_store, llama_server) -> Iterator[Playground]:
+    """The playground over the sample help center, answering with the real SmolLM2 server."""
+    model = make_chat_model(settings.llm, local_base_url=llama_server.base_url)
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    yield Playground(service, settings)
+    service.close()
+
+
+@pytest.fixture
+def modelless(settings, sample_store) -> Iterator[Playground]:
+    """No chat model at all: anything that reaches the model fails."""
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    yield Playground(service, settings)
+    service.close()
+
+
+def knobs(playground: Playground, **overrides) -> dict:
+    cfg = playground.settings
+    return {
+        "top_k": cfg.retrieval.top_k,
+        "relevance_threshold": cfg.retrieval.relevance_threshold,
+        "length_policy": cfg.length_policy.enabled,
+        "temperature": cfg.llm.temperature,
+    } | overrides
+
+
+def ask(
+    playground: Playground, question: str = QUESTION, prior: str = "", channel="widget", **over
+) -> tuple[dict, list[tuple]]:
+    """The final view by output name, and every view yielded on the way."""
+    views = list(playground.ask(question, prior, channel, **knobs(playground, **over)))
+    return dict(zip(ANSWER_OUTPUTS, views[-1], strict=True)), views
+
+
+def rows(table: pd.DataFrame) -> dict:
+    return dict(zip(table["part"], table["tokens"], strict=True))
+
+
+def test_shows_the_chunks_the_prompt_the_tokens_and_the_timings(answering):
+    view, views = ask(answering, prior=PRIOR_TURNS)
+
+    chunks = view["chunks"]
+    assert chunks["source"].iloc[0] == "reset-the-hub.md"
+    assert chunks["in prompt"].iloc[0] == "yes", "the best chunk is quoted to the model"
+    assert set(chunks["in prompt"]) <= {"yes", "no"}
+    assert (chunks["chunk similarity"] > 0).all() and chunks["text"].str.len().min() > 0
+    assert QUESTION in view["query"]
+
+    prompt = view["prompt"]
+    assert "=== system ===" in prompt and SYSTEM_PROMPT_START in prompt
+    assert "=== user ===\n" + QUESTION in prompt
+    assert "Great! How can I help with it?" in prompt, "the prior turns are sent"
+    assert "reset-the-hub.md" in prompt, "the retrieved chunks are quoted"
+
+    tokens = rows(view["tokens"])
+    assert all(tokens[part] > 0 for part in PARTS), tokens
+    assert tokens["summary"] == 0, "no stored conversation, so nothing was summarised"
+    timings = dict(zip(view["timings"]["stage"], view["timings"]["ms"], strict=True))
+    assert timings["retrieve"] > 0
+    assert 0 < timings["first token"] <= timings["total"]
+
+    assert view["answer"].strip()
+    assert "**Handed off:** no" in view["outcome"]
+    assert "**Length policy:** widget: about" in view["outcome"]
+    assert "**Cut by the length policy:** " in view["outcome"]
+    assert view["last"] == AskedQuestion(QUESTION, PRIOR_TURNS, "widget")
+    streamed = [v[0] for v in views if isinstance(v[0], str) and v[0]]
+    assert len(streamed) >= 3, "the answer streams in pieces"
+
+
+def test_playground_questions_are_not_stored_as_conversations(answering):
+    view, _ = ask(answering, channel="staff", top_k=1)
+
+    assert "**Channel:** staff" in view["outcome"] and view["answer"].strip()
+    assert answering.service.conversations.list_sessions(SessionFilter()) == []
+
+
+def test_knobs_change_top_k_and_the_length_policy_and_re_run_asks_again(answering):
+    first, _ = ask(answering, top_k=1)
+
+    assert set(first["chunks"]["rank"]) == {1}
+    assert first["chunks"]["source"].iloc[0] == "reset-the-hub.md"
+    assert "**Documents quoted in the prompt:** 1" in first["outcome"]
+    assert "**Length policy:** widget: about" in first["outcome"]
+
+    views = list(answering.rerun(first["last"], **knobs(answering, top_k=3, length_policy=False)))
+    again = dict(zip(ANSWER_OUTPUTS, views[-1], strict=True))
+
+    assert again["last"] == first["last"]
+    assert again["chunks"]["rank"].max() > 1
+    assert "**Length policy:** disabled" in again["outcome"]
+    assert "**Cut by the length policy:** no" in again["outcome"]
+    assert again["answer"].strip()
+
+
+def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):
+    # This service has no model: reaching it would fail the request.
+    view, _ = ask(modelless, relevance_threshold=0.99)
+
+    assert "**Handed off:** yes" in view["outcome"]
+    assert "failed" not in view["outcome"]
+    assert view["answer"] == HANDOFF_ANSWER
+    assert view["prompt"].startswith("No model call")
+    assert rows(view["tokens"])["answer"] == 0
+    assert "not applied" in view["outcome"]
+    assert "reset-the-hub.md" in set(view["chunks"]["source"]), "what was retrieved is shown"
+    assert set(view["chunks"]["in prompt"]) == {"no"}
+
+
+@pytest.mark.parametrize(
+    ("prior", "message"),
+    [
+        ('[{"role": "user", "content": "hi"', "Prior turns: not valid JSON"),
+        ('[{"role": "system", "content": "hi"}]', "needs role 'user' or 'assistant'"),
+        ("hello there", "Prior turns, line 1: no speaker"),
+        ("customer:", "Prior turns, line 1: the customer said nothing."),
+    ],
+)
+def test_bad_prior_turns_get_a_clear_message(modelless, prior, message):
+    view, views = ask(modelless, prior=prior)
+
+    assert len(views) == 1
+    assert message in view["outcome"]
+    assert view["answer"] == "" and view["chunks"].empty
+
+
+def test_prior_turns_as_lines_or_as_json():
+    lines = "Customer: My bulb is offline.\nit blinks red\n\nassistant: Try the wall switch."
+    as_json = (
+        '[{"role": "user", "content": "My bulb is offline.\\nit blinks red"},'
+        ' {"role": "assistant", "content": "Try the wall switch."}]'
+    )
+    expected = [
+        Turn("user", "My bulb is offline.\nit blinks red"),
+        Turn("assistant", "Try the wall switch."),
+    ]
+
+    assert parse_prior_turns(lines) == expected
+    assert parse_prior_turns(as_json) == expected
+    assert parse_prior_turns("  ") == []
+
+
+def test_empty_questions_unknown_channels_and_re_run_before_asking(modelless):
+    empty, _ = ask(modelless, question="   ")
+    channel, _ = ask(modelless, channel="fax")
+    rerun = dict(zip(ANSWER_OUTPUTS, next(modelless.rerun(None, **knobs(modelless))), strict=True))
+
+    assert "Please type a question first." in empty["outcome"]
+    assert "Unknown channel" in channel["outcome"]
+    assert "ask a question first" in rerun["outcome"]
+
+
+def test_the_signed_in_user_is_shown_as_text():
+    shown = signed_in_text(SimpleNamespace(username="<img src=x onerror=alert(1)>"))
+
+    assert "<img" not in shown and "&lt;img" in shown
+
+
+def run_set(playground: Playground, path, with_answers: bool) -> tuple[dict, list]:
+    calls: list[tuple] = []
+
+    def progress(value, desc=None):
+        calls.append(value)
+
+    out = playground.run_question_set(str(path), with_answers, progress=progress)
+    return dict(zip(SET_OUTPUTS, out, strict=True)), calls
+
+
+def test_a_question_set_runs_retrieval_only_by_default(modelless):
+    view, progress = run_set(modelless, SAMPLE_QUESTIONS, with_answers=False)
+
+    table = view["rows"]
+    lines = [line for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
+    assert len(table) == len(lines)
+    assert table["id"].tolist() == [f"lum-{n:03d}" for n in range(1, len(lines) + 1)]
+    assert {"hit@1", "hit@5", "all_gold@5", "handoff", "sources"} <= set(table.columns)
+    assert "must_include" not in table.columns
+    reset = table[table["id"] == "lum-001"].iloc[0]
+    assert reset["hit@5"] == "yes" and "reset-the-hub.md" in reset["sources"]
+    summary = view["summary"].set_index("kind")
+    assert {"answerable", "follow_up", "in_scope", "out_of_scope"} <= set(summary.index)
+    assert summary.loc["in_scope", "n"] == 17 and summary.loc["out_of_scope", "n"] == 3
+    assert 0 < summary.loc["in_scope", "hit@5"] <= 1
+    assert 0 <= summary.loc["out_of_scope", "decline_rate"] <= 1
+    assert f"{len(lines)} questions, retrieval only" in view["status"]
+    assert progress[0] == (0, len(lines)) and progress[-1] == (len(lines), len(lines))
+
+
+def test_a_question_set_with_answers_checks_must_include(answering, tmp_path):
+    subset = tmp_path / "two.jsonl"
+    subset.write_text("\n".join(SAMPLE_QUESTIONS.read_text().splitlines()[:2]) + "\n")
+
+    view, _ = run_set(answering, subset, with_answers=True)
+
+    table = view["rows"]
+    assert len(table) == 2
+    assert set(table["must_include"]) <= {"yes", "no"}
+    assert table["answer"].str.strip().str.len().min() > 0
+    assert "must_include" in view["summary"].columns
+    assert "2 questions, with answers" in view["status"]
+
+
+def test_a_bad_question_set_gets_a_clear_message(modelless, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "ok"}\nnot json\n')
+
+    view, _ = run_set(modelless, bad, with_answers=False)
+    nothing = dict(zip(SET_OUTPUTS, modelless.run_question_set(None, False), strict=True))
+    no_model, _ = run_set(modelless, SAMPLE_QUESTIONS, with_answers=True)
+
+    assert "Cannot read the question set" in view["status"] and "bad.jsonl:2" in view["status"]
+    assert view["rows"].empty
+    assert "Upload a JSONL question set first." in nothing["status"]
+    assert "No chat model" in no_model["status"]
+
+
+# ----- over HTTP, in the real web app
+
+
+@pytest.fixture
+def web(settings, sample_store):
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    app = create_web_app(service, settings)
+    app.state.users.add_user("staff", PASSWORD, Role.STAFF, actor="test")
+    yield app
+    app.state.desk.close()
+    service.close()
+
+
+def test_the_playground_needs_a_signed_in_staff_member(web):
+    with TestClient(web) as client:
+        anonymous = client.get("/staff/playground/", follow_redirects=False)
+        signed_in = client.post(
+            "/login", data={"username": "staff", "password": PASSWORD}, follow_redirects=False
+        )
+        page = client.get("/staff/playground/")
+        config = client.get("/staff/playground/config")
+
+    assert anonymous.status_code == 401
+    assert signed_in.status_code == 303
+    assert page.status_code == 200
+    assert config.status_code == 200
+    elem_ids = {c.get("props", {}).get("elem_id") for c in config.json()["components"]}
+    assert {
+        "playground-question",
+        "playground-ask",
+        "playground-answer",
+        "playground-chunks",
+        "playground-prompt",
+        "playground-tokens",
+    } <= elem_ids
