@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from chatbot.database import SQLiteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -204,28 +202,14 @@ class SQLiteConversationStore:
     """The default conversation store: one SQLite file, safe across threads and processes."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._db = SQLiteFile(path, SCHEMA)
+        self.path = self._db.path
         with self._db() as db:
-            db.executescript(SCHEMA)
             for table, columns in ADDED_COLUMNS.items():
                 present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 for name, kind in columns.items():
                     if name not in present:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        # One connection per thread, reused: opening SQLite per call costs more than the query.
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-        with db:
-            yield db
 
     def create_session(
         self, channel: str, *, site: str | None = None, token_hash: str | None = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from chatbot.conversations import SessionRecord, Ticket
+from chatbot.errors import Refused
 from chatbot.handoff import HandoffDesk, wants_person
 from chatbot.rate_limit import RateLimiter
 from chatbot.service import (
@@ -33,14 +34,8 @@ from chatbot.settings import Settings, SiteSettings
 SELF_ORIGIN = "self"
 
 
-class CustomerError(Exception):
+class CustomerError(Refused):
     """A refused customer request: a short code for programs and a sentence for people."""
-
-    def __init__(self, code: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,19 @@ class ChatFailure:
     detail: str = ""
 
 
-class InputRejected(ValueError):
-    """The customer's message cannot be sent as it is (empty, too long)."""
+class Refused(Exception):
+    """A request refused for a reason the caller can act on: a short code for programs, a
+    sentence for people, and, when waiting helps, how many seconds to wait."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+class InputRejected(Refused, ValueError):
+    """The customer's message cannot be sent as it is (empty, too long)."""
 
 
 MESSAGES = {

@@ -124,6 +124,9 @@ class RetrievalSettings(_Section):
         True, description="Ingest the bundled sample help center if empty."
     )
     max_file_bytes: int = Field(20_000_000, ge=1, description="Largest file an ingest accepts.")
+    max_files_per_upload: int = Field(
+        50, ge=1, description="Most files one upload may hold; the files past it are refused."
+    )
     max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
 
     @model_validator(mode="after")

@@ -13,16 +13,16 @@ import logging
 import re
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import bcrypt
 
+from chatbot.database import SQLiteFile
+from chatbot.errors import Refused
 from chatbot.rate_limit import RateLimiter
 from chatbot.settings import PLACEHOLDER_SECRETS, AuthSettings
 
@@ -76,14 +76,8 @@ class Role(StrEnum):
         return order.index(self) >= order.index(needed)
 
 
-class AccountError(Exception):
+class AccountError(Refused):
     """A refused account change or sign-in, as a sentence for the person who tried."""
-
-    def __init__(self, code: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -140,28 +134,14 @@ class UserDirectory:
         *,
         clock: Callable[[], float] = time.time,
     ):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = SQLiteFile(path, SCHEMA)
+        self.path = self._db.path
         self.settings = settings
         self._clock = clock
         self._rounds = settings.bcrypt_rounds
-        self._local = threading.local()
         self._failures = RateLimiter(
             settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
         )
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-        with db:
-            yield db
 
     # ----- accounts
     def _check_password(self, password: str) -> bytes:

@@ -142,6 +142,9 @@ class KnowledgeStore:
     def get_document(self, source: str) -> DocumentRecord | None:
         return next((d for d in self._select("source = ?", source)), None)
 
+    def get_document_by_id(self, doc_id: str) -> DocumentRecord | None:
+        return next((d for d in self._select("doc_id = ?", doc_id)), None)
+
     def find_by_hash(self, content_hash: str) -> DocumentRecord | None:
         return next((d for d in self._select("content_hash = ?", content_hash)), None)
 

@@ -20,7 +20,7 @@ from chatbot.customer_chat import (
     CustomerSession,
     TicketEvent,
 )
-from chatbot.errors import MESSAGES, InputRejected
+from chatbot.errors import MESSAGES, Refused
 from chatbot.rate_limit import retry_after_header
 from chatbot.service import ChatResult, DoneEvent, SourcesEvent, TokenEvent
 
@@ -162,13 +162,9 @@ def error_response(code: str, message: str, retry_after: float | None = None) ->
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(CustomerError)
-    async def _customer_error(request: Request, exc: CustomerError) -> JSONResponse:
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
         return error_response(exc.code, exc.message, exc.retry_after)
-
-    @app.exception_handler(InputRejected)
-    async def _input_rejected(request: Request, exc: InputRejected) -> JSONResponse:
-        return error_response(exc.code, exc.message)
 
 
 def ticket_info(event: TicketEvent | None) -> TicketInfo | None:

@@ -1,19 +1,13 @@
 """Knowledge documents for content owners: the REST API under /api/v1/documents and the page.
 
-Uploads are streamed into a temporary folder within the configured limits and only then ingested,
-one file at a time: a refused file is reported with its name and the reason, and the others go on.
-Who added or replaced a document is kept beside the audit log, in the app's database.
+Uploads are streamed into a temporary folder within the configured limits and only then handed
+to the document library (chatbot.documents), which ingests them one file at a time.
 """
 
-import sqlite3
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, BinaryIO
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
@@ -24,28 +18,27 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
+from chatbot.documents import (
+    DocumentLibrary,
+    DocumentPreview,
+    LibraryDocument,
+    ReceivedFile,
+    UploadResult,
+    UploadStatus,
+)
 from chatbot.service import ChatService
 from chatbot.users import Role, User, UserDirectory
-from knowledge.ingest import FileOutcome, ingest_file
-from knowledge.loaders import SUPPORTED_SUFFIXES, LoadLimits
+from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, error_response
 from ui.staff import render, require
 
-# To move to settings (retrieval.max_files_per_upload) beside max_file_bytes.
-MAX_FILES_PER_UPLOAD = 50
 # Room for the part headers and boundaries around the files of one multipart request.
 MULTIPART_OVERHEAD_BYTES = 1 << 20
 # Long enough for any real article name, short enough for every file system.
 MAX_NAME_BYTES = 200
 STATIC = Path(__file__).resolve().parent / "static"
 TAGS: list[str | Enum] = ["documents"]
-UPLOADERS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS document_uploaders (
-    source TEXT PRIMARY KEY,
-    uploader TEXT NOT NULL
-);
-"""
 
 
 # ----- response bodies (they make the OpenAPI schema)
@@ -73,7 +66,7 @@ class DocumentDetail(DocumentOut):
 
 class FileResult(BaseModel):
     file: str = Field(description="The uploaded file's name (without any folder part).")
-    status: Literal["added", "updated", "unchanged", "duplicate", "failed"]
+    status: UploadStatus
     reason: str | None = Field(None, description="Why a file was refused or not indexed.")
     document: DocumentOut | None = Field(
         None,
@@ -94,16 +87,6 @@ class UploadRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass
-class ReceivedFile:
-    """One uploaded file: where it was written, or why it was refused on arrival."""
-
-    name: str
-    path: Path | None = None
-    size: int = 0
-    refusal: str | None = None
 
 
 def upload_name(filename: str) -> str | None:
@@ -246,145 +229,9 @@ async def receive_files(
     return parts.files
 
 
-# ----- the documents, their uploaders and the audit log
-class DocumentLibrary:
-    """Content owners' changes to the knowledge store, each one audited; thread-safe.
-
-    Changes are made one at a time, so that two uploads of the same content cannot both pass
-    the duplicate check.
-    """
-
-    def __init__(self, service: ChatService, users: UserDirectory):
-        self.service = service
-        self.store = service.store
-        self.users = users
-        self._lock = threading.Lock()
-        with self._db() as db:
-            db.executescript(UPLOADERS_SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.users.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
-
-    def _uploaders(self) -> dict[str, str]:
-        with self._db() as db:
-            return dict(db.execute("SELECT source, uploader FROM document_uploaders").fetchall())
-
-    def documents(self) -> list[DocumentOut]:
-        uploaders = self._uploaders()
-        return [_document_out(r, uploaders.get(r.source)) for r in self.store.documents()]
-
-    def find(self, doc_id: str) -> DocumentRecord | None:
-        return next((r for r in self.store.documents() if r.doc_id == doc_id), None)
-
-    def detail(self, record: DocumentRecord) -> DocumentDetail:
-        chunks = [
-            ChunkOut(heading=c.heading, text=c.text)
-            for c in self.store.document_chunks(record.source)
-        ]
-        uploader = self._uploaders().get(record.source)
-        return DocumentDetail(**_document_out(record, uploader).model_dump(), chunks=chunks)
-
-    def add(self, files: list[ReceivedFile], actor: str) -> list[FileResult]:
-        """Ingest each file under its own name; new content for a known name replaces it."""
-        results = []
-        for received in files:
-            if received.path is None:
-                results.append(
-                    FileResult(file=received.name, status="failed", reason=received.refusal)
-                )
-                continue
-            with self._lock:
-                outcome = self._ingest(received.path, received.path.name)
-                results.append(self._settle(received.name, outcome, actor))
-        return results
-
-    def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> FileResult | None:
-        """A new version of the document ``doc_id`` from ``received``; None if there is none."""
-        with self._lock:
-            record = self.find(doc_id)
-            if record is None:
-                return None
-            if received.path is None:
-                return FileResult(file=received.name, status="failed", reason=received.refusal)
-            kind = PurePosixPath(record.source).suffix.lower()
-            if received.path.suffix.lower() != kind:
-                reason = f"a new version of '{record.source}' must be a {kind} file too"
-                return FileResult(file=received.name, status="failed", reason=reason)
-            # Loaded under the document's own file name, so that a title taken from the file
-            # name stays the same.
-            version = Path(tempfile.mkdtemp(dir=received.path.parent))
-            path = received.path.rename(version / PurePosixPath(record.source).name)
-            return self._settle(received.name, self._ingest(path, record.source), actor)
-
-    def delete(self, doc_id: str, actor: str) -> DocumentRecord | None:
-        with self._lock:
-            record = self.find(doc_id)
-            if record is None or not self.store.delete_document(record.source):
-                return None
-            with self._db() as db:
-                db.execute("DELETE FROM document_uploaders WHERE source = ?", (record.source,))
-        self.users.audit(actor, "document.delete", record.source, _audit_detail(record))
-        return record
-
-    def _ingest(self, path: Path, source: str) -> FileOutcome:
-        cfg = self.service.settings.retrieval
-        return ingest_file(
-            self.store,
-            path,
-            source,
-            chunk_size=cfg.chunk_size,
-            chunk_overlap=cfg.chunk_overlap,
-            limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
-            snippets=False,
-        )
-
-    def _settle(self, name: str, outcome: FileOutcome, actor: str) -> FileResult:
-        """Record who made a change, and turn the outcome into the caller's result."""
-        match outcome.status:
-            case "added" | "updated":
-                assert outcome.record is not None
-                self._set_uploader(outcome.source, actor)
-                action = "document.add" if outcome.status == "added" else "document.replace"
-                self.users.audit(actor, action, outcome.source, _audit_detail(outcome.record))
-                return FileResult(
-                    file=name,
-                    status=outcome.status,
-                    document=_document_out(outcome.record, actor),
-                )
-            case "unchanged":
-                assert outcome.record is not None
-                uploader = self._uploaders().get(outcome.source)
-                return FileResult(
-                    file=name, status="unchanged", document=_document_out(outcome.record, uploader)
-                )
-            case "duplicate":
-                assert outcome.twin is not None
-                uploader = self._uploaders().get(outcome.twin.source)
-                return FileResult(
-                    file=name,
-                    status="duplicate",
-                    reason=outcome.reason,
-                    document=_document_out(outcome.twin, uploader),
-                )
-            case _:
-                return FileResult(file=name, status="failed", reason=outcome.reason)
-
-    def _set_uploader(self, source: str, actor: str) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO document_uploaders(source, uploader) VALUES (?, ?)"
-                " ON CONFLICT(source) DO UPDATE SET uploader = excluded.uploader",
-                (source, actor),
-            )
-
-
-def _document_out(record: DocumentRecord, uploader: str | None) -> DocumentOut:
+# ----- from the library's results to the response bodies
+def _document_out(document: LibraryDocument) -> DocumentOut:
+    record = document.record
     return DocumentOut(
         id=record.doc_id,
         title=record.title,
@@ -392,13 +239,21 @@ def _document_out(record: DocumentRecord, uploader: str | None) -> DocumentOut:
         chunk_count=record.chunk_count,
         size_bytes=record.size_bytes,
         format=record.format,
-        uploader=uploader,
+        uploader=document.uploader,
         updated_at=record.updated_at,
     )
 
 
-def _audit_detail(record: DocumentRecord) -> dict:
-    return {"chunks": record.chunk_count, "size": record.size_bytes}
+def _document_detail(preview: DocumentPreview) -> DocumentDetail:
+    chunks = [ChunkOut(heading=c.heading, text=c.text) for c in preview.chunks]
+    return DocumentDetail(**_document_out(preview.document).model_dump(), chunks=chunks)
+
+
+def _file_result(result: UploadResult) -> FileResult:
+    document = None if result.document is None else _document_out(result.document)
+    return FileResult(
+        file=result.file, status=result.status, reason=result.reason, document=document
+    )
 
 
 def human_size(size: int) -> str:
@@ -444,14 +299,14 @@ REPLACE_BODY = {
         },
     }
 }
-UPLOAD_DOC = f"""Upload one or many files in the multipart field `files`.
+UPLOAD_DOC = """Upload one or many files in the multipart field `files`.
 
 Each file is indexed under its own file name (any folder part is dropped): a new name is
 **added**, new content for a known name **updated** atomically, the same content **unchanged**,
 and content that another document already has is reported as a **duplicate** of it and not
 indexed twice (a document of the same name keeps its version). A refused file (unsupported type, empty, corrupt, over
-`retrieval.max_file_bytes`, a PDF over `retrieval.max_pdf_pages` pages, past the
-{MAX_FILES_PER_UPLOAD}th file) is **failed** with its reason; the other files go on.
+`retrieval.max_file_bytes`, a PDF over `retrieval.max_pdf_pages` pages, past the first
+`retrieval.max_files_per_upload` files) is **failed** with its reason; the other files go on.
 
 Status: 200 with a result per file when at least one file did not fail; 400 with the same body
 when every file failed; 413 when the request is larger than any acceptable upload.
@@ -472,16 +327,23 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     def max_file_bytes() -> int:
         return service.settings.retrieval.max_file_bytes
 
+    def documents() -> list[DocumentOut]:
+        return [_document_out(d) for d in library.documents()]
+
+    def detail(record: DocumentRecord) -> DocumentDetail:
+        return _document_detail(library.preview(record))
+
     async def upload(request: Request, user: User) -> list[FileResult]:
         with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
             files = await receive_files(
                 request,
                 Path(folder),
                 "files",
-                max_files=MAX_FILES_PER_UPLOAD,
+                max_files=service.settings.retrieval.max_files_per_upload,
                 max_file_bytes=max_file_bytes(),
             )
-            return await run_in_threadpool(library.add, files, user.username)
+            results = await run_in_threadpool(library.add, files, user.username)
+        return [_file_result(r) for r in results]
 
     async def replace(request: Request, doc_id: str, user: User) -> FileResult | None:
         if library.find(doc_id) is None:
@@ -492,7 +354,8 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
             )
             if len(files) > 1:
                 raise UploadRefused("invalid_upload", "Send exactly one file in the field 'file'.")
-            return await run_in_threadpool(library.replace, doc_id, files[0], user.username)
+            result = await run_in_threadpool(library.replace, doc_id, files[0], user.username)
+        return None if result is None else _file_result(result)
 
     # ----- API
     @router.post(
@@ -523,7 +386,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         responses={code: ERRORS[code] for code in (401, 403)},
     )
     def list_documents(user: owner) -> list[DocumentOut]:
-        return library.documents()
+        return documents()
 
     @router.get(
         f"{PREFIX}/documents/{{doc_id}}",
@@ -536,7 +399,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         record = library.find(doc_id)
         if record is None:
             return _no_document()
-        return library.detail(record)
+        return detail(record)
 
     @router.put(
         f"{PREFIX}/documents/{{doc_id}}",
@@ -578,7 +441,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         request: Request, code: int = 200, results=None, error=None, notice=None
     ) -> HTMLResponse:
         return render(
-            request, "documents.html", code, title="Documents", documents=library.documents(),
+            request, "documents.html", code, title="Documents", documents=documents(),
             document=None, results=results, error=error, notice=notice, limits=_limits(service),
             human_size=human_size,
         )  # fmt: skip
@@ -588,7 +451,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     ) -> HTMLResponse:
         return render(
             request, "documents.html", code, title=record.title or record.source,
-            document=library.detail(record), results=results, error=error,
+            document=detail(record), results=results, error=error,
             limits=_limits(service), human_size=human_size,
         )  # fmt: skip
 
@@ -663,7 +526,7 @@ def _no_document() -> JSONResponse:
 def _limits(service: ChatService) -> dict:
     cfg = service.settings.retrieval
     return {
-        "files": MAX_FILES_PER_UPLOAD,
+        "files": cfg.max_files_per_upload,
         "file_bytes": human_size(cfg.max_file_bytes),
         "pdf_pages": cfg.max_pdf_pages,
         "accept": ",".join(sorted(SUPPORTED_SUFFIXES)),

@@ -82,6 +82,7 @@ def widget(page, url: str, out: Path) -> None:
         timeout=ANSWER_TIMEOUT_MS,
     )
     page.screenshot(path=out / "widget-demo.png")
+    page.get_by_test_id("thumbs-up").first.click()
     page.get_by_test_id("handoff").click()
     page.get_by_test_id("handoff-name").fill("Ana Example")
     page.get_by_test_id("handoff-email").fill("ana@example.com")
@@ -99,9 +100,9 @@ def sign_in(page, url: str, password: str) -> None:
 
 def playground(page, url: str, out: Path) -> None:
     page.goto(f"{url}/staff/playground/")
-    page.locator("#pg-question textarea").fill(QUESTION)
-    page.locator("#pg-ask").click()
-    page.locator("#pg-chunks").get_by_text("reset-the-hub.md").first.wait_for(
+    page.locator("#playground-question textarea").fill(QUESTION)
+    page.locator("#playground-ask").click()
+    page.locator("#playground-chunks").get_by_text("reset-the-hub.md").first.wait_for(
         timeout=ANSWER_TIMEOUT_MS
     )
     page.wait_for_timeout(1500)
@@ -118,6 +119,10 @@ def staff_pages(page, url: str, out: Path) -> None:
         page.goto(f"{url}{path}")
         page.wait_for_load_state("networkidle")
         page.screenshot(path=out / f"{name}.png")
+    page.goto(f"{url}/staff/conversations")
+    page.locator("[data-session] a").first.click()
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=out / "staff-conversation.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -364,8 +364,11 @@ def test_a_request_without_files_is_a_400(app):
     assert "field 'files'" in wrong_field.json()["error"]["message"]
 
 
-def test_file_names_lose_folders_and_files_past_the_limit_are_refused(app, store, monkeypatch):
-    monkeypatch.setattr(documents, "MAX_FILES_PER_UPLOAD", 2)
+def test_file_names_lose_folders_and_files_past_the_limit_are_refused(make_app, settings, store):
+    two = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"max_files_per_upload": 2})}
+    )
+    app, _ = make_app(two)
     client = signed_in(app, "content_owner")
 
     response = client.post(
@@ -393,7 +396,8 @@ def test_a_request_larger_than_any_upload_is_refused_before_it_is_read(make_app,
     )
     app, _ = make_app(small)
     client = signed_in(app, "content_owner")
-    body = b"x" * (documents.MAX_FILES_PER_UPLOAD * 10 + documents.MULTIPART_OVERHEAD_BYTES + 1)
+    max_files = small.retrieval.max_files_per_upload
+    body = b"x" * (max_files * 10 + documents.MULTIPART_OVERHEAD_BYTES + 1)
 
     response = client.post("/api/v1/documents", files=[md("big.md", body)])
 

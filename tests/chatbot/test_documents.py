@@ -1,0 +1,80 @@
+"""The document library without HTTP: lookups by id, per-file results, uploaders and the audit log
+(real Chroma store, real embedder, real SQLite app database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatbot.documents import DocumentLibrary, ReceivedFile
+from chatbot.service import ChatService
+from chatbot.users import UserDirectory
+from knowledge.retriever import HybridRetriever
+
+pytestmark = pytest.mark.slow
+
+LANTERN = b"# Charge the lantern\n\nThe lantern charges over its USB-C cable in three hours.\n"
+SOLAR = b"# Charge the lantern\n\nThe lantern now charges from its solar panel in one day.\n"
+
+
+@pytest.fixture
+def library(settings, store) -> Iterator[DocumentLibrary]:
+    service = ChatService(settings, store, HybridRetriever(store), None)
+    users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
+    yield DocumentLibrary(service, users)
+    service.close()
+
+
+def received(folder: Path, name: str, body: bytes) -> ReceivedFile:
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_bytes(body)
+    return ReceivedFile(name, path, len(body))
+
+
+def test_a_document_is_found_by_its_id_and_previewed_with_its_uploader(library, tmp_path):
+    [result] = library.add([received(tmp_path / "up", "lantern.md", LANTERN)], "ana")
+
+    assert result.status == "added" and result.document is not None
+    record = result.document.record
+    assert library.find(record.doc_id) == record == library.store.get_document_by_id(record.doc_id)
+    assert library.find("no-such-id") is None
+    preview = library.preview(record)
+    assert preview.document.uploader == "ana"
+    assert "USB-C cable" in " ".join(c.text for c in preview.chunks)
+
+
+def test_results_say_what_became_of_each_file(library, tmp_path):
+    files = [
+        received(tmp_path / "a", "lantern.md", LANTERN),
+        ReceivedFile("huge.md", refusal="over the size limit"),
+        received(tmp_path / "b", "copy.md", LANTERN),
+    ]
+
+    lantern, huge, copy = library.add(files, "ana")
+    [again] = library.add([received(tmp_path / "c", "lantern.md", LANTERN)], "ben")
+
+    assert (huge.status, huge.reason, huge.document) == ("failed", "over the size limit", None)
+    assert copy.status == "duplicate" and copy.document == lantern.document
+    assert again.status == "unchanged" and again.document.uploader == "ana"
+    assert [d.record.source for d in library.documents()] == ["lantern.md"]
+
+
+def test_a_replacement_keeps_the_type_and_a_deletion_is_audited(library, tmp_path):
+    [added] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    doc_id = added.document.record.doc_id
+
+    wrong = library.replace(doc_id, received(tmp_path / "b", "lantern.txt", SOLAR), "ben")
+    right = library.replace(doc_id, received(tmp_path / "c", "new.md", SOLAR), "ben")
+    deleted = library.delete(doc_id, "ben")
+
+    assert wrong.status == "failed" and "must be a .md file too" in wrong.reason
+    assert right.status == "updated" and right.document.uploader == "ben"
+    assert right.document.record.source == "lantern.md"
+    assert deleted == right.document.record
+    assert library.find(doc_id) is None and library.delete(doc_id, "ben") is None
+    actions = [e.action for e in library.users.audit_log() if e.action.startswith("document.")]
+    assert actions == ["document.delete", "document.replace", "document.add"]
+    assert library.replace(doc_id, received(tmp_path / "d", "x.md", LANTERN), "ben") is None

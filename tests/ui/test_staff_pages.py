@@ -1,0 +1,307 @@
+"""The staff pages in Debian's Chromium against the real `chatbot serve`: a content owner uploads a
+document and finds it in the playground; staff cannot reach the documents; sign-in and sign-out."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from tests.ui.conftest import start_app
+
+if TYPE_CHECKING:
+    from tests.ui.conftest import ServedApp
+
+# Every test here talks to the real app, which starts the real local model.
+pytestmark = pytest.mark.slow
+
+ADMIN = ("site-admin", "admin password 1")
+OWNER = ("kb-owner", "owner password 1")
+STAFF = ("desk-agent", "staff password 1")
+
+UPLOAD_NAME = "orbit-speaker.md"
+UPLOAD_TITLE = "Lumora Orbit speaker"
+FACT = "The Orbit speaker pairs when you hold its crown for 7 seconds until it chimes twice."
+UPLOAD_TEXT = f"# {UPLOAD_TITLE}\n\n{FACT}\n"
+QUESTION = "How do I pair the Orbit speaker?"
+
+PAGE_LOAD_TIMEOUT_MS = 30_000
+# Gradio's first page load builds the whole app in the browser: slower than a template page.
+PLAYGROUND_LOAD_TIMEOUT_MS = 60_000
+# Embedding a small file on two busy cores takes seconds; the margin is for the shared machine.
+INDEX_TIMEOUT_MS = 120_000
+# As in test_chat_page: SmolLM2 on two busy cores starts within seconds but may take minutes to
+# finish, since llama-cpp-python ignores the output-token cap that langchain-openai sends.
+ANSWER_STARTS_MS = 90_000
+ANSWER_ENDS_MS = 240_000
+
+STAFF_ONLY = ["/staff/documents", "/staff/playground/", "/staff/admin"]
+# Chromium logs every 401/403 page it is sent; those refusals are what the tests ask for.
+REFUSAL_LOGGED = re.compile(
+    r"^Failed to load resource: the server responded with a status of 40[13]\b"
+)
+
+
+# ----- the app, and one browser context per user
+
+
+@pytest.fixture(scope="module")
+def staff_app(tmp_path_factory) -> Iterator[ServedApp]:
+    """The real app with the sample help center and a first admin from the environment."""
+    app = start_app(
+        tmp_path_factory.mktemp("staff-pages") / "data",
+        env={"CHATBOT_ADMIN_USERNAME": ADMIN[0], "CHATBOT_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    yield app
+    app.stop()
+
+
+@dataclass
+class Tab:
+    """A page with a record of its console errors and uncaught exceptions."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def assert_no_unexpected_errors(self) -> None:
+        unexpected = [e for e in self.errors if not REFUSAL_LOGGED.search(e)]
+        assert not unexpected, f"errors in the page's console: {unexpected}"
+
+
+@contextlib.contextmanager
+def new_tab(browser: Browser) -> Iterator[Tab]:
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_LOAD_TIMEOUT_MS)
+    try:
+        yield Tab(context.new_page())
+    finally:
+        context.close()
+
+
+def sign_in(page: Page, username: str, password: str) -> None:
+    """Fill the sign-in form already on the page and wait until it has sent us on."""
+    expect(page.get_by_role("heading", name="Staff sign-in")).to_be_visible()
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.locator("header")).to_contain_text(username)
+
+
+@contextlib.contextmanager
+def signed_in(browser: Browser, app: ServedApp, user: tuple[str, str]) -> Iterator[Tab]:
+    with new_tab(browser) as tab:
+        tab.page.goto(f"{app.url}/login")
+        sign_in(tab.page, *user)
+        yield tab
+
+
+def nav_links(page: Page) -> list[str]:
+    return page.get_by_role("navigation", name="Staff pages").get_by_role("link").all_inner_texts()
+
+
+def expect_refused(page: Page, response, code: int, title: str, message: str) -> None:
+    assert response is not None and response.status == code, (
+        f"{page.url}: HTTP {response and response.status}, expected {code}"
+    )
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    expect(page.get_by_role("alert")).to_contain_text(message)
+
+
+@pytest.fixture(scope="module")
+def accounts(browser, staff_app) -> None:
+    """The first admin adds a content owner and a staff member on the admin page."""
+    with signed_in(browser, staff_app, ADMIN) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/admin")
+        for (username, password), role in ((OWNER, "content_owner"), (STAFF, "staff")):
+            form = page.locator("form", has=page.get_by_role("button", name="Add user"))
+            form.get_by_label("User name").fill(username)
+            form.get_by_label("Role").select_option(role)
+            form.get_by_label("Password").fill(password)
+            form.get_by_role("button", name="Add user").click()
+            expect(page.get_by_role("status")).to_have_text(f"Added {username} ({role}).")
+            expect(page.locator(f'tr[data-user="{username}"] .chip')).to_have_text(role)
+        tab.assert_no_unexpected_errors()
+
+
+# ----- a content owner: upload, list, ask
+
+
+@dataclass
+class Uploaded:
+    """The content owner's tab after the upload, with the file's row in the documents table."""
+
+    tab: Tab
+    result: str
+    row: list[str]
+
+
+@pytest.fixture(scope="module")
+def uploaded(browser, staff_app, accounts, tmp_path_factory) -> Iterator[Uploaded]:
+    """The content owner, sent to sign in by the documents page, uploads a Markdown file."""
+    path = tmp_path_factory.mktemp("upload") / UPLOAD_NAME
+    path.write_text(UPLOAD_TEXT)
+    with new_tab(browser) as tab:
+        page = tab.page
+        refused = page.goto(f"{staff_app.url}/staff/documents")
+        expect_refused(page, refused, 401, "Sign-in needed", "Please sign in.")
+        page.get_by_role("link", name="Sign in").click()
+        sign_in(page, *OWNER)
+        assert page.url == f"{staff_app.url}/staff/documents", "sign-in did not return to the page"
+        expect(page.get_by_role("heading", level=1)).to_have_text("Documents")
+
+        page.locator("input#files[type=file]").set_input_files(path)
+        with page.expect_response(f"{staff_app.url}/api/v1/documents", timeout=INDEX_TIMEOUT_MS):
+            page.get_by_role("button", name="Upload", exact=True).click()
+        results = page.locator("#upload-results li")
+        expect(results).to_have_count(1)
+        result = results.inner_text()
+        row = page.locator("#documents tr[data-document]").filter(
+            has=page.get_by_role("cell", name=UPLOAD_NAME, exact=True)
+        )
+        expect(row).to_have_count(1)
+        yield Uploaded(tab, result, row.locator("td").all_inner_texts())
+
+
+def test_the_uploaded_file_is_added_and_listed(uploaded, staff_app):
+    page = uploaded.tab.page
+    added = page.locator("#upload-results li")
+    expect(added).to_have_attribute("data-status", "added")
+    assert uploaded.result.split() == [UPLOAD_NAME, "added"], uploaded.result
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    expect(page.get_by_role("button", name="Upload", exact=True)).to_be_enabled()
+
+    title, source, chunks, size, uploader, updated, _ = uploaded.row
+    assert (title, source, uploader) == (UPLOAD_TITLE, UPLOAD_NAME, OWNER[0]), uploaded.row
+    assert chunks.isdigit() and int(chunks) >= 1, uploaded.row
+    assert size.endswith(("bytes", "KB")) and updated, uploaded.row
+    # The new row is the server's, not only the script's: a reload shows it too.
+    page.reload()
+    expect(page.get_by_role("link", name=UPLOAD_TITLE, exact=True)).to_be_visible()
+    uploaded.tab.assert_no_unexpected_errors()
+
+
+def test_the_playground_retrieves_the_uploaded_document(uploaded, staff_app):
+    tab = uploaded.tab
+    page = tab.page
+    page.get_by_role("navigation", name="Staff pages").get_by_role(
+        "link", name="Playground"
+    ).click()
+    question = page.locator("#playground-question textarea")
+    expect(question).to_be_editable(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+    expect(page.locator("#playground-user")).to_contain_text(f"Signed in as {OWNER[0]}")
+
+    question.fill(QUESTION)
+    page.locator("#playground-ask").click()
+    chunks = page.locator("#playground-chunks")
+    outcome = page.locator("#playground-outcome")
+    try:
+        # The chunks are shown as soon as they are retrieved, before the model answers.
+        expect(chunks).to_contain_text(UPLOAD_NAME, timeout=ANSWER_STARTS_MS)
+        expect(outcome).to_contain_text("Handed off:", timeout=ANSWER_ENDS_MS)
+    except (AssertionError, PlaywrightTimeoutError) as exc:
+        raise AssertionError(f"{exc}\n{staff_app.output()}") from exc
+
+    expect(outcome).to_contain_text("Handed off: no")
+    expect(outcome).not_to_contain_text("Error:")
+    expect(chunks).to_contain_text(FACT)
+    row = chunks.locator("tr").filter(has_text=UPLOAD_NAME).first
+    expect(row).to_contain_text(FACT)
+    expect(row).to_contain_text("yes")  # the "in prompt" column
+    expect(page.locator("#playground-prompt textarea")).to_have_value(re.compile(re.escape(FACT)))
+    expect(page.locator("#playground-query textarea")).not_to_have_value("")
+    expect(page.locator("#playground-answer textarea")).to_have_value(re.compile(r"\S"))
+    tab.assert_no_unexpected_errors()
+
+
+# ----- staff without the content_owner role
+
+
+def test_staff_cannot_open_the_documents_page_but_can_open_the_playground(
+    browser, staff_app, accounts
+):
+    with signed_in(browser, staff_app, STAFF) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/tickets")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Hand-offs")
+        assert nav_links(page) == ["Playground", "Conversations", "Hand-offs"], nav_links(page)
+
+        refused = page.goto(f"{staff_app.url}/staff/documents")
+        expect_refused(page, refused, 403, "Not allowed", "needs the content_owner role")
+        expect(page.get_by_role("link", name="Documents")).to_have_count(0)
+        expect(page.locator("input[type=file]")).to_have_count(0)
+        api = page.request.get(f"{staff_app.url}/api/v1/documents")
+        assert api.status == 403 and api.json()["error"]["code"] == "forbidden", api.text()
+
+        opened = page.goto(f"{staff_app.url}/staff/playground/")
+        assert opened is not None and opened.status == 200
+        expect(page.locator("#playground-question textarea")).to_be_editable(
+            timeout=PLAYGROUND_LOAD_TIMEOUT_MS
+        )
+        expect(page.locator("#playground-user")).to_contain_text(f"Signed in as {STAFF[0]}")
+        tab.assert_no_unexpected_errors()
+
+
+# ----- nobody signed in
+
+
+@pytest.mark.parametrize("path", STAFF_ONLY)
+def test_anonymous_visitors_are_asked_to_sign_in(browser, staff_app, path):
+    with new_tab(browser) as tab:
+        page = tab.page
+        refused = page.goto(staff_app.url + path)
+        expect_refused(page, refused, 401, "Sign-in needed", "This page is for support staff.")
+        expect(page.get_by_role("navigation", name="Staff pages")).to_have_count(0)
+        expect(page.get_by_role("link", name="Sign in")).to_have_attribute(
+            "href", f"/login?next={path.replace('/', '%2F')}"
+        )
+        tab.assert_no_unexpected_errors()
+
+
+# ----- signing out
+
+
+def test_signing_out_ends_the_session(browser, staff_app, accounts):
+    with signed_in(browser, staff_app, STAFF) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/tickets")
+        cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+        with page.expect_navigation():
+            page.locator("header").get_by_role("button", name="Sign out").click()
+        assert page.url == f"{staff_app.url}/login"
+        expect(page.get_by_role("heading", name="Staff sign-in")).to_be_visible()
+
+        refused = page.goto(f"{staff_app.url}/staff/tickets")
+        expect_refused(page, refused, 401, "Sign-in needed", "Please sign in.")
+        # The old cookie, replayed by someone who kept it, is dead on the server too.
+        replayed = httpx.get(f"{staff_app.url}/staff/tickets", cookies=cookies, timeout=30)
+        assert replayed.status_code == 401
+        tab.assert_no_unexpected_errors()
+
+
+def test_the_playground_signs_out_too(browser, staff_app, accounts):
+    with signed_in(browser, staff_app, STAFF) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/playground/")
+        sign_out = page.locator("#playground-sign-out")
+        expect(sign_out).to_be_visible(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+        with page.expect_navigation():
+            sign_out.click()
+        assert page.url == f"{staff_app.url}/login"
+
+        refused = page.goto(f"{staff_app.url}/staff/playground/")
+        expect_refused(page, refused, 401, "Sign-in needed", "This page is for support staff.")
+        tab.assert_no_unexpected_errors()
