@@ -9,6 +9,7 @@ import pytest
 
 from chatbot.settings import AzureSettings, LLMSettings
 from tests.fixtures.azure_stub import AzureStub
+from tests.fixtures.receiver import receiver  # noqa: F401 - a fixture for the webhook tests
 
 TEST_KEY = "test-secret-key"
 

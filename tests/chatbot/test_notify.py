@@ -14,8 +14,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -53,74 +52,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# ----- a real HTTP receiver
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Records each POST and answers with the scripted replies in turn; the last one repeats."""
-
-    url: str = ""
-    requests: list[Received] = field(default_factory=list)
-    replies: list[tuple[int, dict[str, str]]] = field(default_factory=lambda: [(200, {})])
-    delay_s: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def script(self, *replies: int | tuple[int, dict[str, str]]) -> None:
-        self.replies = [r if isinstance(r, tuple) else (r, {}) for r in replies]
-
-    def next_reply(self) -> tuple[int, dict[str, str]]:
-        with self._lock:
-            return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-
-
-class _ReceiverHandler(BaseHTTPRequestHandler):
-    server: _ReceiverServer
-
-    def do_POST(self) -> None:
-        receiver = self.server.receiver
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        receiver.requests.append(Received(self.path, headers, body))
-        status, extra = receiver.next_reply()
-        time.sleep(receiver.delay_s)
-        try:
-            self.send_response(status)
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client timed out and left: that is what the test wanted
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _ReceiverServer(ThreadingHTTPServer):
-    daemon_threads = True
-    receiver: Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = _ReceiverServer(("127.0.0.1", 0), _ReceiverHandler)
-    server.receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks/handoff")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server.receiver
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 @pytest.fixture

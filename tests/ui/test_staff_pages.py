@@ -218,9 +218,14 @@ def test_the_playground_retrieves_the_uploaded_document(uploaded, staff_app):
     expect(outcome).to_contain_text("Handed off: no")
     expect(outcome).not_to_contain_text("Error:")
     expect(chunks).to_contain_text(FACT)
-    row = chunks.locator("tr").filter(has_text=UPLOAD_NAME).first
-    expect(row).to_contain_text(FACT)
-    expect(row).to_contain_text("yes")  # the "in prompt" column
+    # The uploaded document is the best match, and its chunk was quoted to the model.
+    row = chunks.get_by_role("row").filter(
+        has=page.get_by_role("gridcell", name=UPLOAD_NAME, exact=True)
+    )
+    expect(row).to_have_count(1)
+    rank, source, section, *_scores, in_prompt, text = row.get_by_role("gridcell").all_inner_texts()
+    assert (rank, source, in_prompt, text.strip()) == ("1", UPLOAD_NAME, "yes", FACT), section
+    assert UPLOAD_TITLE in section
     expect(page.locator("#playground-prompt textarea")).to_have_value(re.compile(re.escape(FACT)))
     expect(page.locator("#playground-query textarea")).not_to_have_value("")
     expect(page.locator("#playground-answer textarea")).to_have_value(re.compile(r"\S"))
@@ -266,7 +271,7 @@ def test_anonymous_visitors_are_asked_to_sign_in(browser, staff_app, path):
         expect_refused(page, refused, 401, "Sign-in needed", "This page is for support staff.")
         expect(page.get_by_role("navigation", name="Staff pages")).to_have_count(0)
         expect(page.get_by_role("link", name="Sign in")).to_have_attribute(
-            "href", f"/login?next={path.replace('/', '%2F')}"
+            "href", f"/login?next={path}"
         )
         tab.assert_no_unexpected_errors()
 
