@@ -31,6 +31,12 @@ def quote(text: str) -> str:
     return "\n".join("> " + line if line.strip() else ">" for line in text.strip().splitlines())
 
 
+def _position(chunk) -> int:
+    # Chunk ids end with the chunk's index in its document: "<doc>:<version>:<index>".
+    tail = chunk.chunk_id.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def format_context(
     hits: Sequence[DocumentHit], max_chars: int = 6000, chunks_per_doc: int = 2
 ) -> str:
@@ -38,7 +44,9 @@ def format_context(
     blocks: list[str] = []
     used = 0
     for number, hit in enumerate(hits, start=1):
-        excerpt = "\n\n".join(c.text for c in hit.chunks[:chunks_per_doc])
+        # The best chunks of a document, quoted in the document's own order so that numbered
+        # steps read in sequence.
+        excerpt = "\n\n".join(c.text for c in sorted(hit.chunks[:chunks_per_doc], key=_position))
         room = max_chars - used
         if room <= 200:
             break

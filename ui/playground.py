@@ -149,7 +149,8 @@ def chunk_table(found: Retrieval, prompt: str | None = None) -> pd.DataFrame:
     rows = []
     for rank, hit in enumerate(found.hits, start=1):
         for chunk in hit.chunks:
-            section = " › ".join(part for part in (hit.title, chunk.heading) if part)
+            parts = [hit.title] + ([chunk.heading] if chunk.heading != hit.title else [])
+            section = " › ".join(part for part in parts if part)
             rows.append(
                 [
                     rank,

@@ -74,8 +74,9 @@ class Tab:
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
 
-    def assert_no_unexpected_errors(self) -> None:
-        unexpected = [e for e in self.errors if not REFUSAL_LOGGED.search(e)]
+    def assert_no_unexpected_errors(self, *allowed: re.Pattern[str]) -> None:
+        expected = (REFUSAL_LOGGED, *allowed)
+        unexpected = [e for e in self.errors if not any(p.search(e) for p in expected)]
         assert not unexpected, f"errors in the page's console: {unexpected}"
 
 
@@ -184,6 +185,7 @@ def test_the_uploaded_file_is_added_and_listed(uploaded, staff_app):
     expect(page.locator("#upload-progress")).to_be_hidden()
     expect(page.get_by_role("button", name="Upload", exact=True)).to_be_enabled()
 
+    assert nav_links(page) == ["Playground", "Conversations", "Hand-offs", "Documents"]
     title, source, chunks, size, uploader, updated, _ = uploaded.row
     assert (title, source, uploader) == (UPLOAD_TITLE, UPLOAD_NAME, OWNER[0]), uploaded.row
     assert chunks.isdigit() and int(chunks) >= 1, uploaded.row
@@ -230,6 +232,37 @@ def test_the_playground_retrieves_the_uploaded_document(uploaded, staff_app):
     expect(page.locator("#playground-query textarea")).not_to_have_value("")
     expect(page.locator("#playground-answer textarea")).to_have_value(re.compile(r"\S"))
     tab.assert_no_unexpected_errors()
+
+
+def test_a_copy_and_an_unsupported_file_are_reported_by_name(uploaded, staff_app, tmp_path):
+    page = uploaded.tab.page
+    copy = tmp_path / "orbit-copy.md"
+    copy.write_text(UPLOAD_TEXT)
+    program = tmp_path / "setup.exe"
+    program.write_bytes(b"MZ\x90\x00")
+    page.goto(f"{staff_app.url}/staff/documents")
+    rows_before = page.locator("#documents tr[data-document]").count()
+
+    page.locator("input#files").set_input_files([copy, program])
+    with page.expect_response(
+        f"{staff_app.url}/api/v1/documents", timeout=INDEX_TIMEOUT_MS
+    ) as sent:
+        page.get_by_role("button", name="Upload", exact=True).click()
+    # A duplicate is reported, not refused: the batch is a 400 only when every file fails.
+    assert sent.value.status == 200, sent.value.text()
+    results = page.locator("#upload-results li")
+    expect(results).to_have_count(2)
+    duplicate, failed = results.all()
+    expect(duplicate).to_have_attribute("data-status", "duplicate")
+    expect(duplicate).to_contain_text(copy.name)
+    expect(duplicate).to_contain_text(UPLOAD_NAME)  # names the document it duplicates
+    expect(failed).to_have_attribute("data-status", "failed")
+    expect(failed).to_contain_text(program.name)
+    expect(failed).to_contain_text("unsupported file type")
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    expect(page.locator("#documents tr[data-document]")).to_have_count(rows_before)
+    expect(page.get_by_role("cell", name=copy.name, exact=True)).to_have_count(0)
+    uploaded.tab.assert_no_unexpected_errors()
 
 
 # ----- staff without the content_owner role
