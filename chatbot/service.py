@@ -420,6 +420,9 @@ class ChatService:
             rest, answer, result.cut = cutter.finish(truncated and not result.error)
             if rest:
                 yield TokenEvent(rest)
+            if cutter.emitted.rstrip() == answer:
+                # Keep exactly what was streamed, trailing line breaks included.
+                answer = cutter.emitted
         else:
             answer = "".join(raw)
         notes = []
@@ -428,7 +431,7 @@ class ChatService:
         if result.error:
             notes.append(MESSAGES[result.error])
         for note in notes:
-            addition = ("\n\n" if answer else "") + note
+            addition = _paragraph_break(answer) + note
             answer += addition
             yield TokenEvent(addition)
         result.answer = answer
@@ -530,6 +533,13 @@ def _channel(name: str) -> str:
         raise InputRejected(
             "unknown_channel", f"Unknown channel '{name}'; use {allowed}."
         ) from None
+
+
+def _paragraph_break(text: str) -> str:
+    """What starts a new paragraph after ``text`` (nothing at its very start)."""
+    if not text or text.endswith("\n\n"):
+        return ""
+    return "\n" if text.endswith("\n") else "\n\n"
 
 
 def _check(probe: Callable[[], object]) -> str:
