@@ -119,12 +119,17 @@ class HandoffDesk:
             return
         try:
             delivery = self._notifier(name).send(self.payload(ticket))
-            detail = ("sent: " if delivery.delivered else "not sent: ") + delivery.detail
+            if name == HandoffNotifier.QUEUE:
+                detail = "staff queue only"
+            elif delivery.delivered:
+                detail = f"{name.value} sent: {delivery.detail}"
+            else:
+                detail = f"{name.value} not sent: {delivery.detail}"
         except NotifierError as exc:
-            detail = f"not sent: {exc}"
+            detail = f"{name.value} not sent: {exc}"
         except Exception:  # noqa: BLE001 - a broken notifier must not lose the queued ticket
             log.exception("hand-off notifier %s failed", name.value)
-            detail = "not sent: the notifier failed (see the log)"
+            detail = f"{name.value} not sent: the notifier failed (see the log)"
         self.conversations.update_ticket(ticket_id, delivery=detail)
 
     def close_ticket(self, ticket_id: int) -> Ticket | None:

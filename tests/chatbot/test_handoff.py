@@ -56,7 +56,7 @@ def test_a_ticket_reaches_the_webhook_signed_with_the_transcript(conversations, 
 
     assert new and not new_again and again.id == ticket.id
     assert again.contact == {"email": "ana@example.com", "name": "Ana"}
-    assert outcome.startswith("sent:")
+    assert outcome.startswith("webhook sent: HTTP 200")
     assert len(receiver.requests) == 1, "one ticket, one notification"
     request = receiver.requests[0]
     assert verify_signature(
@@ -80,7 +80,7 @@ def test_a_failing_webhook_leaves_the_ticket_in_the_staff_queue(conversations, r
     outcome = delivered(conversations, ticket.id)
     desk.close()
 
-    assert outcome.startswith("not sent:") and "500" in outcome
+    assert outcome.startswith("webhook not sent:") and "500" in outcome
     assert len(receiver.requests) == 2
     assert [t.id for t in conversations.tickets("open")] == [ticket.id]
 
