@@ -11,11 +11,17 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import gradio as gr
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from markdown_it import MarkdownIt
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -149,6 +155,11 @@ def pages(app: FastAPI, service: ChatService) -> None:
     @app.get("/widget/gradio", include_in_schema=False)
     def gradio_embed() -> FileResponse:
         return FileResponse(STATIC / "gradio_embed.html", media_type="text/html")
+
+    @app.get("/widget/assets/{path:path}", include_in_schema=False)
+    def gradio_assets(path: str) -> RedirectResponse:
+        # gradio.js loads its styles relative to the page, here /widget/gradio.
+        return RedirectResponse(f"/assets/{quote(path)}", status_code=308)
 
     @app.get("/gradio.js", include_in_schema=False)
     def gradio_js() -> FileResponse:

@@ -199,3 +199,17 @@ def test_a_customer_rates_an_answer_with_a_comment(answered_page, chat_server):
             "SELECT f.rating, f.comment, t.role FROM feedback f JOIN turns t ON t.id = f.turn_id"
         ).fetchall()
     assert ("down", "It did not say where the button is.", "assistant") in rows
+
+
+def test_the_gradio_web_component_page_loads_the_chat(browser, chat_server):
+    context = browser.new_context()
+    page = context.new_page()
+    failed = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    try:
+        page.goto(f"{chat_server.url}/widget/gradio")
+        expect(page.locator("gradio-app textarea")).to_be_visible(timeout=60_000)
+        expect(page.locator("#fallback")).to_be_hidden()
+        assert failed == []
+    finally:
+        context.close()
