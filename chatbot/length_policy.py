@@ -68,8 +68,9 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
                 if at_text_end and (not ended or MAYBE_UNFINISHED_RE.search(prefix)):
                     continue
                 best = position + match.end()
-            if complete_line and stripped:
-                # A finished line outside code ends a list item, a heading or a paragraph.
+            if complete_line and stripped and not stripped.endswith(":"):
+                # A finished line outside code ends a list item, a heading or a paragraph; one
+                # ending in a colon only announces what comes next, so it ends nothing.
                 best = position + len(line)
         position += len(line)
     return best

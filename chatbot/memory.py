@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_m
 
 from chatbot.conversations import ConversationStore, SessionRecord, StoredTurn
 from chatbot.history import Turn
+from chatbot.prompts import join_context
 from chatbot.settings import MemorySettings
 from chatbot.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 
@@ -49,6 +50,8 @@ MAX_FACT_CHARS = 240
 # Tokens kept free beyond the computed prompt, against small differences between the counter
 # and the server's chat template.
 SAFETY_MARGIN_TOKENS = 16
+# The blank line between two context blocks: at most one token more than the blocks alone.
+CONTEXT_JOIN_TOKENS = 1
 
 
 def extract_facts(texts: Sequence[str]) -> list[str]:
@@ -131,26 +134,32 @@ class ConversationMemory:
         *,
         render: Callable[[dict], list[BaseMessage]],
         inputs: dict,
-        contexts: Sequence[str],
+        context_blocks: Sequence[str],
         history: Sequence[Turn],
         history_tokens: Sequence[int] | None,
         summary: str,
         facts: Sequence[str],
         answer_reserve: int,
     ) -> PromptPlan:
-        """Choose how much context and history fit; ``contexts[i]`` is the context of i+1 hits."""
+        """Choose how much context and history fit; ``context_blocks[i]`` quotes hit i+1.
+
+        Each block is counted once, on its own (the counter caches what it has seen, and blocks
+        recur from turn to turn); the context of n hits is counted as the sum of its blocks plus
+        one token per join, which never under-counts the joined text.
+        """
         base_inputs = {**inputs, "context": "", "memory": "", "history": []}
         base = self._count(render(base_inputs))
         question = self.count_text(inputs["question"])
         free = self.context_window - answer_reserve - base - SAFETY_MARGIN_TOKENS
         if free < 0:
             raise ValueError("the question and system prompt alone do not fit the context window")
-        context, context_tokens, used = "", 0, 0
-        for number, candidate in enumerate(contexts, start=1):
-            tokens = self.counter.count(candidate)
-            if tokens > free * self.settings.context_share:
+        context_tokens, used, running = 0, 0, -CONTEXT_JOIN_TOKENS
+        for number, block in enumerate(context_blocks, start=1):
+            running += self.counter.count(block) + CONTEXT_JOIN_TOKENS
+            if running > free * self.settings.context_share:
                 break
-            context, context_tokens, used = candidate, tokens, number
+            context_tokens, used = running, number
+        context = join_context(context_blocks[:used])
         history_budget = max(0, free - context_tokens)
         block, block_tokens = "", 0
         # The summary and pinned facts if they fit, else the facts alone.

@@ -37,10 +37,10 @@ def _position(chunk) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def format_context(
+def context_blocks(
     hits: Sequence[DocumentHit], max_chars: int = 6000, chunks_per_doc: int = 2
-) -> str:
-    """Numbered, quoted excerpts of the retrieved documents, within ``max_chars``."""
+) -> list[str]:
+    """One numbered, quoted excerpt per retrieved document, together within ``max_chars``."""
     blocks: list[str] = []
     used = 0
     for number, hit in enumerate(hits, start=1):
@@ -54,4 +54,15 @@ def format_context(
         block = f"[{number}] {hit.title} ({hit.source})\n{quote(excerpt)}"
         blocks.append(block)
         used += len(block)
+    return blocks
+
+
+def format_context(
+    hits: Sequence[DocumentHit], max_chars: int = 6000, chunks_per_doc: int = 2
+) -> str:
+    """The context section of the prompt: the excerpts of ``hits``, one after the other."""
+    return join_context(context_blocks(hits, max_chars, chunks_per_doc))
+
+
+def join_context(blocks: Sequence[str]) -> str:
     return "\n\n".join(blocks)

@@ -18,7 +18,7 @@ from chatbot.errors import MESSAGES, InputRejected, classify
 from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter
 from chatbot.memory import ConversationMemory
-from chatbot.prompts import HANDOFF_ANSWER, format_context
+from chatbot.prompts import HANDOFF_ANSWER, context_blocks
 from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings
@@ -358,7 +358,7 @@ class ChatService:
         plan = self.memory.plan(
             render=lambda inputs: self._prompt.invoke(inputs).to_messages(),
             inputs={"policy": _instructions(policy, options), "question": question},
-            contexts=[format_context(found.hits[:n]) for n in range(1, len(found.hits) + 1)],
+            context_blocks=context_blocks(found.hits),
             history=conversation.turns,
             history_tokens=conversation.token_counts,
             summary=conversation.summary,

@@ -111,10 +111,11 @@ def test_list_items_written_as_sentences_do_not_leave_the_next_number_behind(see
     ids=["fence", "fence-with-language", "code-lines"],
 )
 def test_an_answer_cut_inside_an_open_code_block_ends_before_the_fence(seed, inside):
-    before = "Run these two commands on your computer:\n"
+    # The line announcing the commands goes too: without them it would promise nothing.
+    before = "Sign in to the app first.\nRun these two commands on your computer:\n"
     shown, answer, _ = run_cutter(pieces(before + inside, seed), truncated=True)
 
-    assert answer == before.rstrip()
+    assert answer == "Sign in to the app first."
     assert FENCE not in answer
     assert FENCE not in shown, "an unclosed fence is never streamed near the limit"
 
@@ -141,7 +142,7 @@ def test_an_open_fence_streamed_before_the_hold_back_is_still_cut_from_the_final
     assert FENCE in shown
     assert cut is True
     assert open_fences(answer) == 0
-    assert answer == "Here is what to do. Here is what to do. Here is what to do. Run this:"
+    assert answer == "Here is what to do. Here is what to do. Here is what to do."
 
 
 @pytest.mark.parametrize(
@@ -285,7 +286,8 @@ def test_near_the_limit_text_waits_for_the_end_of_the_sentence():
     [
         ("One. Two", "One."),
         ("One.\nTwo", "One.\n"),
-        ("Intro:\n```\ncode\n", "Intro:\n"),
+        ("Intro:\n```\ncode\n", ""),
+        ("Done.\nIntro:\n```\ncode\n", "Done.\n"),
         ("It runs at 1.", ""),
         ("", ""),
     ],
@@ -515,3 +517,10 @@ def test_an_answer_that_stopped_by_itself_is_kept_whole(kettle_service):
     assert result.cut is False
     assert result.answer == SHORT_ANSWER
     assert result.policy["channel"] == "staff"
+
+
+def test_a_line_announcing_a_list_is_not_an_ending():
+    text = "Reset the hub first. Then do this:\n"
+
+    assert safe_boundary(text) == len("Reset the hub first.")
+    assert safe_boundary(text + "1. Open the app.\n") == len(text + "1. Open the app.\n")

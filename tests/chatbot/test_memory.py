@@ -49,13 +49,9 @@ turns_strategy = st.lists(
 
 @st.composite
 def context_list(draw) -> list[str]:
-    """The contexts of 1, 2, ... hits: each one extends the previous one."""
+    """The quoted excerpt of each retrieved document, one block per hit."""
     sizes = draw(st.lists(st.integers(1, 6000), max_size=6))
-    contexts, text = [], ""
-    for number, size in enumerate(sizes, start=1):
-        text += f"\n\n[{number}] Article {number}\n> " + "q" * size
-        contexts.append(text.strip())
-    return contexts
+    return [f"[{n}] Article {n}\n> " + "q" * size for n, size in enumerate(sizes, start=1)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -102,7 +98,7 @@ def test_a_plan_never_exceeds_the_window(
         plan = memory.plan(
             render=render,
             inputs=inputs,
-            contexts=contexts,
+            context_blocks=contexts,
             history=history,
             history_tokens=counts,
             summary=summary,
@@ -156,7 +152,8 @@ def test_a_plan_never_exceeds_the_window(
 
     # Context is whole hits, at most the configured share of the free window.
     if plan.hits_used:
-        assert plan.inputs["context"] == contexts[plan.hits_used - 1]
+        assert plan.inputs["context"] == "\n\n".join(contexts[: plan.hits_used])
+        assert plan.tokens["context"] >= counter.count(plan.inputs["context"]), "never under"
         assert plan.tokens["context"] <= context_share * (
             plan.history_budget + plan.tokens["context"]
         )
@@ -172,7 +169,7 @@ def test_a_short_conversation_is_sent_whole():
     plan = memory.plan(
         render=render,
         inputs={"policy": "", "question": "It is still offline."},
-        contexts=["[1] Reset the hub\n> Hold the button."],
+        context_blocks=["[1] Reset the hub\n> Hold the button."],
         history=history,
         history_tokens=None,
         summary="The customer has a Lumora Hub 2.",
@@ -438,7 +435,7 @@ def test_the_budget_holds_after_the_estimate_was_corrected():
     plan = memory.plan(
         render=render,
         inputs={"policy": "", "question": "And now?"},
-        contexts=[],
+        context_blocks=[],
         history=history,
         history_tokens=stored,
         summary="",
