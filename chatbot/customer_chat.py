@@ -159,8 +159,21 @@ class CustomerChat:
             )
 
     def check_message_rate(self, session: CustomerSession, client: str) -> None:
-        self._limit(self._per_session, f"session:{session.record.id}", "messages")
-        self._limit(self._per_client, f"client:{client}", "messages")
+        # Both limits are checked before either counts, so a message one of them refuses does
+        # not use up the other's allowance.
+        keys = [
+            (self._per_session, f"session:{session.record.id}"),
+            (self._per_client, f"client:{client}"),
+        ]
+        wait = max(limiter.blocked(key) for limiter, key in keys)
+        if wait:
+            raise CustomerError(
+                "rate_limited",
+                f"Too many messages in a short time. Please wait {max(1, round(wait))} s.",
+                retry_after=wait,
+            )
+        for limiter, key in keys:
+            limiter.hit(key)
 
     # ----- chatting
     def options(self, site: SiteSettings) -> AnswerOptions:

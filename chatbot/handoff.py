@@ -20,12 +20,20 @@ from chatbot.settings import HandoffNotifier, HandoffSettings
 
 log = logging.getLogger(__name__)
 
-# "Can I talk to a person?", "speak with a human agent", or just "agent" / "human please".
+# "Can I talk to a person?", "speak with a human agent", "connect me to support staff", or just
+# "agent" / "a human please". Questions that merely mention people ("transfer my plan to
+# someone else", "add a person to my home") must not match.
+_PERSON = (
+    r"(?:a |an |the |one of your |some |your )?(?:real |live |actual )?"
+    r"(?:human|person|agent|representative|operator|somebody|someone|staff member"
+    r"|support (?:agent|person|staff|team))"
+)
 WANTS_PERSON = re.compile(
-    r"\b(talk|speak|chat|connect|transfer|put)\b.{0,40}?\b(human|person|agent|someone|somebody"
-    r"|representative|operator|staff|real people)\b"
-    r"|\b(human|live|real)\s+(agent|support|person|being)\b"
-    r"|^\s*(agent|human|operator|representative|a person)\s*(please)?\s*[.!?]*\s*$",
+    rf"\b(?:talk|speak|chat)\s+(?:to|with)\s+{_PERSON}\b(?!\s+(?:else|in|from my|at home))"
+    rf"|\b(?:connect|transfer|put)\s+me\s+(?:to|with|through to)\s+{_PERSON}\b"
+    r"|\b(?:need|want|get)\s+(?:a |an |to talk to a )?(?:real |live )?(?:human|person|agent)\b"
+    r"(?!\s+(?:to|in|on|from|account))"
+    r"|^\s*(?:an? )?(?:agent|human|operator|representative|person)\s*(?:please)?\s*[.!?]*\s*$",
     re.IGNORECASE,
 )
 
@@ -58,6 +66,7 @@ class HandoffDesk:
         self._factory = notifier_factory
         self._notifiers: dict[str, Notifier] = {}
         self._lock = threading.Lock()
+        self._notifiers_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="handoff")
 
     def check(self, names: set[HandoffNotifier | None]) -> None:
@@ -67,7 +76,7 @@ class HandoffDesk:
 
     def _notifier(self, name: HandoffNotifier | str | None) -> Notifier:
         name = HandoffNotifier(name or self.settings.notifier)
-        with self._lock:
+        with self._notifiers_lock:
             if name.value not in self._notifiers:
                 self._notifiers[name.value] = self._factory(name, self.settings, self._environ)
             return self._notifiers[name.value]
@@ -87,6 +96,17 @@ class HandoffDesk:
         the contact details the customer gave this time.
         """
         contact = {k: v for k, v in (contact or {}).items() if v}
+        with self._lock:
+            return self._open(session_id, reason, site, contact, notifier)
+
+    def _open(
+        self,
+        session_id: str,
+        reason: str,
+        site: str | None,
+        contact: dict,
+        notifier: HandoffNotifier | None,
+    ) -> tuple[Ticket, bool]:
         existing = self.conversations.open_ticket(session_id)
         if existing is not None:
             if contact and contact != existing.contact:

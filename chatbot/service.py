@@ -329,7 +329,8 @@ class ChatService:
                 result.answer, result.error = "".join(shown), "interrupted"
                 result.usage["completion_tokens"] = self.counter.count(result.answer)
                 result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
-                self._save_answer(result)
+                if result.answer:  # an empty bubble would only confuse the next page load
+                    self._save_answer(result)
                 raise
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
         self._save_answer(result)
@@ -545,8 +546,10 @@ def _paragraph_break(text: str) -> str:
 def _check(probe: Callable[[], object]) -> str:
     try:
         probe()
-    except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a health check
-        return f"failed: {type(exc).__name__}: {exc}"[:300]
+    except Exception:  # noqa: BLE001 - reported, not raised: this is a health check
+        # The details (addresses, paths) go to the log, not to whoever asks.
+        log.warning("readiness check failed", exc_info=True)
+        return "failed"
     return "ok"
 
 

@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -120,10 +121,6 @@ def _role(value: str) -> Role:
         raise AccountError("invalid_role", f"Unknown role '{value}'; use {allowed}.") from None
 
 
-# A real hash to compare against when the user name is unknown, so that both cases take as long.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=4))
-
-
 class UserDirectory:
     """Accounts, sign-ins and the audit log; safe to share across threads."""
 
@@ -139,6 +136,12 @@ class UserDirectory:
         self.settings = settings
         self._clock = clock
         self._rounds = settings.bcrypt_rounds
+        # Compared against when the user name is unknown, at the same cost as a real password, so
+        # that an unknown name answers as slowly as a wrong password.
+        self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=self._rounds))
+        # Sign-ins are checked one at a time: parallel guesses would all pass the failure
+        # limit before the first of them was counted.
+        self._signin_lock = threading.Lock()
         self._failures = RateLimiter(
             settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
         )
@@ -257,6 +260,20 @@ class UserDirectory:
     # ----- sign-in
     def sign_in(self, username: str, password: str, client: str) -> tuple[User, str]:
         """A new sign-in session token; failed attempts per name and address are limited."""
+        with self._signin_lock:
+            row = self._check_credentials(username, password, client)
+        user = User(row[0], row[1], Role(row[2]), row[3])
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO staff_sessions(token_hash, user_id, created_at, last_seen)"
+                " VALUES (?, ?, ?, ?)",
+                (_hash_token(token), user.id, now, now),
+            )
+        return user, token
+
+    def _check_credentials(self, username: str, password: str, client: str):
         key = f"{username.lower()}|{client}"
         wait = self._failures.blocked(key)
         if wait:
@@ -271,20 +288,11 @@ class UserDirectory:
                 " WHERE username = ?",
                 (username,),
             ).fetchone()
-        stored = row[4].encode() if row else _DUMMY_HASH
+        stored = row[4].encode() if row else self._dummy_hash
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
             raise AccountError("bad_credentials", "Wrong user name or password.")
-        user = User(row[0], row[1], Role(row[2]), row[3])
-        token = secrets.token_urlsafe(32)
-        now = self._clock()
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO staff_sessions(token_hash, user_id, created_at, last_seen)"
-                " VALUES (?, ?, ?, ?)",
-                (_hash_token(token), user.id, now, now),
-            )
-        return user, token
+        return row
 
     def session_user(self, token: str | None) -> User | None:
         """The signed-in user of a session token, if it has not timed out (and mark it active)."""

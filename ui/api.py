@@ -42,6 +42,7 @@ STATUS = {
     "message_too_long": 413,
     "request_too_large": 413,
     "unknown_channel": 400,
+    "internal": 500,
 }
 
 
@@ -136,7 +137,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429)}
 
 
 # ----- request context
@@ -148,7 +149,8 @@ def own_origin(request: Request) -> str:
 
 def client_address(request: Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        return forwarded.split(",")[0].strip()
+        # The proxy appends the address it saw last; what comes before is the client's say-so.
+        return forwarded.split(",")[-1].strip()
     return request.client.host if request.client else "unknown"
 
 
@@ -312,13 +314,19 @@ def api_router(chat: CustomerChat) -> APIRouter:
     ) -> dict:
         session = start_turn(body, request, authorization)
         result, sources, ticket = None, [], None
-        for event in chat.stream(session, body.message):
-            if isinstance(event, SourcesEvent):
-                sources = event.sources
-            elif isinstance(event, TicketEvent):
-                ticket = event
-            elif isinstance(event, DoneEvent):
-                result = event.result
+        try:
+            for event in chat.stream(session, body.message):
+                if isinstance(event, SourcesEvent):
+                    sources = event.sources
+                elif isinstance(event, TicketEvent):
+                    ticket = event
+                elif isinstance(event, DoneEvent):
+                    result = event.result
+        except Refused:
+            raise
+        except Exception:  # noqa: BLE001 - a customer gets a sentence, never a stack trace
+            log.exception("chat turn failed")
+            return error_response("internal", SORRY)
         assert result is not None
         return answer_json(result, links(session, sources), ticket)
 
@@ -344,6 +352,9 @@ def api_router(chat: CustomerChat) -> APIRouter:
         async def events() -> AsyncIterator[str]:
             ticket = None
             async for event in run_in_thread(lambda: chat.stream(session, body.message)):
+                if isinstance(event, Refused):
+                    yield sse("error", {"code": event.code, "message": event.message})
+                    return
                 if isinstance(event, BaseException):
                     log.error("chat stream failed", exc_info=event)
                     yield sse("error", {"code": "internal", "message": SORRY})

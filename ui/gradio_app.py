@@ -11,6 +11,7 @@ import gradio as gr
 
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
+from chatbot.rate_limit import RateLimiter
 from chatbot.service import ChatService, DoneEvent, Source, SourcesEvent, TokenEvent
 from chatbot.settings import Settings
 
@@ -82,11 +83,12 @@ def sources_markdown(sources: list[Source]) -> str:
     for number, source in enumerate(sources, start=1):
         title = safe_markdown(source.title or source.source)
         heading = f" › {safe_markdown(source.heading)}" if source.heading else ""
-        lines.append(f"{number}. **{title}**{heading} — `{source.source}`")
+        name = safe_markdown(source.source).replace("`", "'")
+        lines.append(f"{number}. **{title}**{heading} — `{name}`")
     return "\n".join(lines)
 
 
-def make_respond(service: ChatService):
+def make_respond(service: ChatService, limiter: RateLimiter | None = None):
     """The chat callback: one stored session per browser tab, kept in that tab's state.
 
     After a server restart a tab's state is gone but its messages are still on the screen; they
@@ -94,8 +96,14 @@ def make_respond(service: ChatService):
     """
 
     def respond(
-        message: str, history: list, session_id: str | None
+        message: str, history: list, session_id: str | None, request: gr.Request | None = None
     ) -> Iterator[tuple[list[gr.ChatMessage], str | None]]:
+        client = request.client.host if request is not None and request.client else "unknown"
+        wait = limiter.hit(f"client:{client}") if limiter is not None else 0
+        if wait:
+            note = f"You're sending messages quickly. Please wait {max(1, round(wait))} s."
+            yield [gr.ChatMessage(role="assistant", content=note)], session_id
+            return
         try:
             if not session_id or service.conversations.get_session(session_id) is None:
                 session_id = service.start_session("widget", seed=history_turns(history))
@@ -188,7 +196,7 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             )
         )
         gr.ChatInterface(
-            fn=make_respond(service),
+            fn=make_respond(service, RateLimiter(settings.rate_limits.per_client_per_minute)),
             additional_inputs=[session],
             additional_outputs=[session],
             chatbot=chatbot,

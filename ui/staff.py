@@ -97,6 +97,8 @@ class StaffGate:
                     refusal = (401, "Sign-in needed", "This page is for support staff.")
                 elif not user.role.allows(needed):
                     refusal = (403, "Not allowed", f"This needs the {needed.value} role.")
+                elif not _same_origin(request) and COOKIE in request.cookies:
+                    refusal = (403, "Not allowed", "Cross-site request refused.")
                 if refusal is not None:
                     if scope["type"] == "websocket":
                         await send({"type": "websocket.close", "code": 1008})
@@ -118,12 +120,16 @@ def current_user_from(users: UserDirectory, request: Request) -> User | None:
     return users.session_user(request.cookies.get(COOKIE))
 
 
-def _check_same_origin(request: Request) -> None:
-    # The cookie is SameSite=Strict already; this also refuses forms posted from other origins
-    # by browsers that send Origin.
+def _same_origin(request: Request) -> bool:
+    # The cookie is SameSite=Strict already; this also refuses requests from other origins by
+    # browsers that send Origin (which they do on every cross-site POST and fetch).
     origin = request.headers.get("origin")
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if origin and origin != own:
+    return not origin or origin == own
+
+
+def _check_same_origin(request: Request) -> None:
+    if not _same_origin(request):
         raise HTTPException(403, "Cross-site request refused.")
 
 
@@ -251,7 +257,7 @@ def to_csv(conversations, sessions: list[SessionSummary]) -> str:
     writer.writeheader()
     for s in sessions:
         for row in _transcript(conversations, s.id):
-            row["sources"] = " ".join(row["sources"])
+            row["sources"] = _no_formula(" ".join(row["sources"]))
             # A cell starting with = + - @ would run as a formula in a spreadsheet.
             row["content"] = _no_formula(row["content"])
             row["comment"] = _no_formula(row["comment"])

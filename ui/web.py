@@ -120,6 +120,19 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class NoPageUploads:
+    """The customer chat page takes no files; Gradio's upload route stays closed there."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/gradio_api/upload":
+            await _reply(send, 403, {"error": {"code": "forbidden", "message": "No uploads here."}})
+            return
+        await self.app(scope, receive, send)
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -211,6 +224,7 @@ def create_web_app(
     app.include_router(health_router(service.readiness))
     pages(app, service)
     app.add_middleware(SiteCORS, chat=chat)
+    app.add_middleware(NoPageUploads)
     app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})
 
     playground = create_playground(service, settings)

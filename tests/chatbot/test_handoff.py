@@ -108,3 +108,17 @@ def test_marking_a_ticket_done_lets_the_next_hand_off_open_a_new_one(conversatio
     assert new and second.id != first.id
     assert conversations.get_ticket(first.id).status == "done"
     assert conversations.get_ticket(first.id).closed_at
+
+
+def test_concurrent_hand_offs_open_one_ticket(conversations):
+    from concurrent.futures import ThreadPoolExecutor
+
+    desk = HandoffDesk(conversations, HandoffSettings())
+    session_id = conversation(conversations)
+
+    with ThreadPoolExecutor(8) as pool:
+        tickets = list(pool.map(lambda _: desk.open(session_id, "customer_asked")[0].id, range(8)))
+    desk.close()
+
+    assert len(set(tickets)) == 1
+    assert len(conversations.tickets("open")) == 1

@@ -171,3 +171,9 @@ def test_account_changes_are_audited(users):
         ("root", "user.set_role", "ana"),
         ("root", "user.add", "ana"),
     ]
+
+
+def test_an_unknown_name_is_checked_at_the_same_cost_as_a_real_password(tmp_path):
+    users = UserDirectory(tmp_path / "app.sqlite3", AuthSettings(bcrypt_rounds=5))
+
+    assert users._dummy_hash.startswith(b"$2b$05$")

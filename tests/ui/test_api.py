@@ -488,8 +488,14 @@ def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client)
         ("I want to speak with a human agent", True),
         ("agent", True),
         ("Connect me to someone from support", True),
+        ("Put me through to an agent", True),
+        ("a human please", True),
         ("How do I add a person to my home?", False),
         ("My hub is not talking to the bulbs", False),
+        ("Can I transfer my subscription to someone else?", False),
+        ("How do I connect the hub to another person's account?", False),
+        ("How do I put a staff member on my plan?", False),
+        ("Can I chat with someone in my household?", False),
     ],
 )
 def test_requests_for_a_person_are_recognised(message, asks):
@@ -551,3 +557,25 @@ def test_the_widget_and_its_pages_are_served(client):
     assert client.get("/widget/demo").status_code == 200
     assert 'data-site-key="demo-site-key"' in client.get("/widget/demo").text
     assert "<gradio-app" in client.get("/widget/gradio").text
+
+
+def test_the_chat_page_takes_no_uploads(offline_client):
+    response = offline_client.post(
+        "/gradio_api/upload", files={"files": ("x.html", b"<h1>hi</h1>", "text/html")}
+    )
+
+    assert response.status_code == 403
+
+
+def test_an_unexpected_failure_is_a_json_error_without_a_trace(offline_client, monkeypatch):
+    session_id, headers = new_session(offline_client)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database is locked at /srv/secret/path")
+
+    monkeypatch.setattr(offline_client.app.state.chat.service, "retrieve", broken)
+    response = chat(offline_client, session_id, headers, RESET_QUESTION)
+
+    assert response.status_code == 500
+    assert error_code(response) == "internal"
+    assert "secret" not in response.text and "Traceback" not in response.text

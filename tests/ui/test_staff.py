@@ -260,3 +260,17 @@ def test_admin_manages_users_and_tokens_from_the_page(app, anonymous):
     page = admin.get("/staff/admin").text
     for action in ("user.add", "user.set_role", "token.create", "token.revoke", "user.remove"):
         assert action in page
+
+
+def test_the_playground_refuses_cross_site_requests_with_the_cookie(app):
+    client = signed_in(app, "staff")
+
+    same_site = client.get("/staff/playground/config")
+    cross_site = client.post(
+        "/staff/playground/gradio_api/queue/join",
+        headers={"Origin": "https://evil.example"},
+        json={},
+    )
+
+    assert same_site.status_code == 200
+    assert cross_site.status_code == 403
