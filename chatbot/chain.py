@@ -10,14 +10,18 @@ from chatbot.prompts import SYSTEM_PROMPT
 
 
 def build_prompt() -> ChatPromptTemplate:
-    """``{"policy", "memory", "context", "history", "question"}`` in, chat messages out."""
+    """``{"policy", "memory", "context", "history", "question", "reminder"}`` in, messages out.
+
+    ``reminder`` (empty unless given) follows the question: small and verbose models heed a
+    length limit stated last far better than one stated only in the system prompt.
+    """
     return ChatPromptTemplate.from_messages(
         [
             ("system", SYSTEM_PROMPT),
             MessagesPlaceholder("history"),
-            ("human", "{question}"),
+            ("human", "{question}{reminder}"),
         ]
-    )
+    ).partial(reminder="")
 
 
 def build_answer_chain(model: BaseChatModel, **call_options) -> Runnable:

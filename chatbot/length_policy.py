@@ -41,6 +41,12 @@ class LengthPolicy:
             return ""
         return f"{self.style} Keep the answer under {self.target_words} words."
 
+    def reminder(self) -> str:
+        """Appended to the customer's message in the prompt (never to the stored message)."""
+        if not self.enabled:
+            return ""
+        return f"\n\n(Answer in under {self.target_words} words, from the sources only.)"
+
 
 def safe_boundary(text: str, *, ended: bool = False) -> int:
     """Length of the longest prefix of ``text`` that ends a sentence, list item or code block.

@@ -358,7 +358,11 @@ class ChatService:
         plan_started = time.perf_counter()
         plan = self.memory.plan(
             render=lambda inputs: self._prompt.invoke(inputs).to_messages(),
-            inputs={"policy": _instructions(policy, options), "question": question},
+            inputs={
+                "policy": _instructions(policy, options),
+                "question": question,
+                "reminder": policy.reminder(),
+            },
             context_blocks=context_blocks(found.hits),
             history=conversation.turns,
             history_tokens=conversation.token_counts,
