@@ -116,7 +116,7 @@ class CustomerChat:
     # ----- sessions
     def open_session(self, site: SiteSettings, client: str) -> tuple[SessionRecord, str]:
         """A new conversation and its token; the token is shown once and only its hash kept."""
-        self._limit(self._new_sessions, f"client:{client}", "conversations")
+        self._limit("conversations", (self._new_sessions, f"client:{client}"))
         token = secrets.token_urlsafe(32)
         record = self.service.conversations.create_session(
             site.channel.value, site=site.key, token_hash=hash_token(token)
@@ -149,31 +149,28 @@ class CustomerChat:
         return self.settings.widget.session_idle_minutes * 60
 
     # ----- limits
-    def _limit(self, limiter: RateLimiter, key: str, what: str) -> None:
-        wait = limiter.hit(key)
+    def _limit(self, what: str, *limits: tuple[RateLimiter, str]) -> None:
+        """Count one hit on every (limiter, key), or refuse if any of them is used up.
+
+        All are checked before any counts, so a request one limit refuses does not use up
+        another's allowance.
+        """
+        wait = max(limiter.blocked(key) for limiter, key in limits)
         if wait:
             raise CustomerError(
                 "rate_limited",
                 f"Too many {what} in a short time. Please wait {max(1, round(wait))} s.",
                 retry_after=wait,
             )
+        for limiter, key in limits:
+            limiter.hit(key)
 
     def check_message_rate(self, session: CustomerSession, client: str) -> None:
-        # Both limits are checked before either counts, so a message one of them refuses does
-        # not use up the other's allowance.
-        keys = [
+        self._limit(
+            "messages",
             (self._per_session, f"session:{session.record.id}"),
             (self._per_client, f"client:{client}"),
-        ]
-        wait = max(limiter.blocked(key) for limiter, key in keys)
-        if wait:
-            raise CustomerError(
-                "rate_limited",
-                f"Too many messages in a short time. Please wait {max(1, round(wait))} s.",
-                retry_after=wait,
-            )
-        for limiter, key in keys:
-            limiter.hit(key)
+        )
 
     # ----- chatting
     def options(self, site: SiteSettings) -> AnswerOptions:
@@ -305,5 +302,7 @@ class CustomerChat:
             "url": url,
         }
 
-    def open_ticket(self, session: CustomerSession) -> Ticket | None:
-        return self.service.conversations.open_ticket(session.record.id)
+    def open_ticket(self, session: CustomerSession) -> TicketEvent | None:
+        """The conversation's open hand-off, with what the customer was told about it."""
+        ticket = self.service.conversations.open_ticket(session.record.id)
+        return TicketEvent(ticket, self.settings.handoff.confirmation) if ticket else None

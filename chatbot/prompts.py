@@ -57,12 +57,6 @@ def context_blocks(
     return blocks
 
 
-def format_context(
-    hits: Sequence[DocumentHit], max_chars: int = 6000, chunks_per_doc: int = 2
-) -> str:
-    """The context section of the prompt: the excerpts of ``hits``, one after the other."""
-    return join_context(context_blocks(hits, max_chars, chunks_per_doc))
-
-
 def join_context(blocks: Sequence[str]) -> str:
+    """The context section of the prompt: the excerpts one after the other."""
     return "\n\n".join(blocks)

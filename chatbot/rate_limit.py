@@ -35,23 +35,23 @@ class RateLimiter:
         with self._lock:
             self._sweep(now)
             hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window_s:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(hits[0] + self.window_s - now, 0.001)
-            hits.append(now)
-            return 0.0
+            wait = self._wait(hits, now)
+            if not wait:
+                hits.append(now)
+            return wait
 
     def blocked(self, key: str) -> float:
         """Seconds until ``key`` may hit again (0 if it may now), without counting a hit."""
         now = self._clock()
         with self._lock:
-            hits = self._hits.get(key)
-            while hits and hits[0] <= now - self.window_s:
-                hits.popleft()
-            if hits is None or len(hits) < self.limit:
-                return 0.0
-            return max(hits[0] + self.window_s - now, 0.001)
+            return self._wait(self._hits.get(key, deque()), now)
+
+    def _wait(self, hits: deque[float], now: float) -> float:
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        if len(hits) < self.limit:
+            return 0.0
+        return max(hits[0] + self.window_s - now, 0.001)
 
     def _sweep(self, now: float) -> None:
         # Forget keys with no recent hits, so memory stays bounded by the active clients.

@@ -285,19 +285,10 @@ def api_router(chat: CustomerChat) -> APIRouter:
     def get_session(
         session_id: str, session: Annotated[CustomerSession, Depends(session_of)]
     ) -> SessionHistory:
-        ticket = chat.open_ticket(session)
         return SessionHistory(
             session_id=session_id,
             messages=[Message(**m) for m in chat.history(session)],
-            handoff_ticket=(
-                TicketInfo(
-                    ticket_id=ticket.id,
-                    status=ticket.status,
-                    message=chat.settings.handoff.confirmation,
-                )
-                if ticket
-                else None
-            ),
+            handoff_ticket=ticket_info(chat.open_ticket(session)),
         )
 
     def start_turn(body: ChatRequest, request: Request, authorization: str | None):

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from chatbot.conversations import SessionFilter, SessionSummary
 from chatbot.handoff import REASONS, HandoffDesk
 from chatbot.users import AccountError, Role, User, UserDirectory
+from ui.api import own_origin
 
 COOKIE = "chatbot_staff"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -124,8 +125,7 @@ def _same_origin(request: Request) -> bool:
     # The cookie is SameSite=Strict already; this also refuses requests from other origins by
     # browsers that send Origin (which they do on every cross-site POST and fetch).
     origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return not origin or origin == own
+    return not origin or origin == own_origin(request)
 
 
 def _check_same_origin(request: Request) -> None:

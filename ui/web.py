@@ -31,7 +31,7 @@ from chatbot.service import ChatService
 from chatbot.settings import Settings
 from chatbot.users import Role, UserDirectory
 from ui import gradio_app
-from ui.api import PREFIX, api_router, health_router, install_error_handlers
+from ui.api import PREFIX, api_router, health_router, install_error_handlers, own_origin
 from ui.documents import documents_router
 from ui.playground import create_playground
 from ui.staff import StaffGate, current_user_from, install_refusals, staff_router
@@ -75,8 +75,7 @@ class SiteCORS:
             )
             return
         origin = headers.get("origin")
-        scheme = scope.get("scheme", "http")
-        own = f"{scheme}://{headers.get('host', '')}"
+        own = own_origin(Request(scope))
         allowed = origin is not None and origin in self.chat.cors_origins(own)
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             if not allowed:
