@@ -6,6 +6,7 @@ table, or one JSON object with ``--json``.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import tempfile
@@ -110,8 +111,13 @@ def verbosity_benchmark(
     *,
     channel: str,
     progress: Callable[[int, int], None] | None = None,
+    answers_path: Path | None = None,
 ) -> dict:
-    """The same in-scope questions answered with the length policy off and on."""
+    """The same in-scope questions answered with the length policy off and on.
+
+    With ``answers_path``, every answer is written there as one JSON line (id, policy, answer,
+    tokens, cut, clean_end), to read which answers were cut or ended badly.
+    """
     questions = [q for q in load_questions(questions_path) if q.kind != OUT_OF_SCOPE]
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for number, question in enumerate(questions, start=1):
@@ -138,10 +144,17 @@ def verbosity_benchmark(
                     "facts": all(t.lower() in answer.lower() for t in question.must_include),
                     "clean_end": ends_cleanly(answer),
                     "cut": result.cut,
+                    "answer": result.answer,
+                    "policy": mode,
                 }
             )
         if progress:
             progress(number, len(questions))
+
+    if answers_path is not None:
+        with answers_path.open("w", encoding="utf-8") as out:
+            for row in runs["off"] + runs["on"]:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def stats(rows: list[dict], key: str) -> tuple[float, float]:
         values = [float(r[key]) for r in rows]

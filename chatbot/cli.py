@@ -293,7 +293,11 @@ def cmd_bench_verbosity(args: argparse.Namespace) -> int:
         if not service.store.documents():
             return _fail("the knowledge store is empty; run `chatbot ingest PATH` first", 2)
         summary = verbosity_benchmark(
-            service, Path(args.questions), channel=args.channel, progress=_bench_progress
+            service,
+            Path(args.questions),
+            channel=args.channel,
+            progress=_bench_progress,
+            answers_path=Path(args.out) if args.out else None,
         )
     finally:
         service.close()
@@ -363,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("questions", metavar="QUESTIONS.jsonl")
     verbosity.add_argument("--channel", default="widget", choices=["widget", "staff", "api"])
     verbosity.add_argument("--json", action="store_true")
+    verbosity.add_argument(
+        "--out", metavar="ANSWERS.jsonl", help="write every answer, both ways, one JSON per line"
+    )
     verbosity.set_defaults(func=cmd_bench_verbosity)
     return parser
 

@@ -18,7 +18,7 @@ from chatbot.errors import MESSAGES, InputRejected, classify
 from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter
 from chatbot.memory import ConversationMemory
-from chatbot.prompts import HANDOFF_ANSWER, context_blocks
+from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, context_blocks, is_decline
 from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings
@@ -431,7 +431,12 @@ class ChatService:
         else:
             answer = "".join(raw)
         notes = []
-        if result.cut:
+        if not result.error and is_decline(answer):
+            # The model found no answer in the sources: the turn is handed off like one whose
+            # search found nothing, and the customer is offered a person.
+            result.handoff = True
+            notes.append(HANDOFF_OFFER)
+        elif result.cut:
             notes.append(self.settings.length_policy.more_detail_note)
         if result.error:
             notes.append(MESSAGES[result.error])

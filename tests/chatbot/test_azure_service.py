@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from chatbot.errors import MESSAGES
+from chatbot.prompts import HANDOFF_OFFER, NO_ANSWER_REPLY
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import load_settings
@@ -93,6 +94,45 @@ def test_the_request_quotes_the_source_and_asks_the_question(make_service, azure
     assert "words" in last["content"].removeprefix(QUESTION), "the length reminder follows it"
     assert request.body["max_completion_tokens"] == 300
     assert request.body["stream"] is True
+
+
+def test_the_prompt_asks_for_the_no_answer_reply_when_the_sources_fall_short(
+    make_service, azure_stub
+):
+    azure_stub.script(completion(ANSWER))
+
+    make_service().ask(QUESTION)
+
+    assert f'exactly this sentence and nothing else: "{NO_ANSWER_REPLY}"' in (
+        azure_stub.requests[0].message_text("system")
+    )
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [NO_ANSWER_REPLY, "“I couldn’t find that in our help center.” [1]", NO_ANSWER_REPLY.upper()],
+    ids=["exact", "quoted-and-cited", "shouting"],
+)
+def test_a_model_that_finds_no_answer_in_the_sources_hands_off(make_service, azure_stub, reply):
+    azure_stub.script(sse_completion(reply))
+
+    result = make_service().ask("Do you sell replacement filters for the kettle?")
+
+    assert result.handoff is True
+    assert result.error is None
+    assert result.answer == f"{reply}\n\n{HANDOFF_OFFER}"
+
+
+def test_an_answer_that_only_mentions_not_finding_something_is_no_decline(
+    make_service, azure_stub
+):
+    reply = "If the descaler couldn't find the MAX line, fill it to the top [1]."
+    azure_stub.script(sse_completion(reply))
+
+    result = make_service().ask(QUESTION)
+
+    assert result.handoff is False
+    assert result.answer == reply
 
 
 @pytest.mark.parametrize(
