@@ -123,9 +123,7 @@ def test_a_model_that_finds_no_answer_in_the_sources_hands_off(make_service, azu
     assert result.answer == f"{reply}\n\n{HANDOFF_OFFER}"
 
 
-def test_an_answer_that_only_mentions_not_finding_something_is_no_decline(
-    make_service, azure_stub
-):
+def test_an_answer_that_only_mentions_not_finding_something_is_no_decline(make_service, azure_stub):
     reply = "If the descaler couldn't find the MAX line, fill it to the top [1]."
     azure_stub.script(sse_completion(reply))
 
