@@ -11,6 +11,10 @@ from knowledge.macros import expand_macros, render_ui_macros, resolve_includes
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
 LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+# What a Markdown page never shows its readers: HTML comments, and link reference definitions,
+# which include the ``[//]: # (note)`` idiom for comments.
+HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]+\S[^\n]*\n?", re.MULTILINE)
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]
 
 
@@ -99,8 +103,12 @@ def _first_heading(text: str) -> str:
 def _load_markdown(path: Path, snippets: bool) -> tuple[str, str, str]:
     raw = _read_text(path)
     text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
-    text = LINK_RE.sub(lambda m: m.group(1), text)
+    text = LINK_RE.sub(lambda m: m.group(1), _hidden_removed(text))
     return _first_heading(text), text, "markdown"
+
+
+def _hidden_removed(markdown: str) -> str:
+    return LINK_DEFINITION_RE.sub("", HTML_COMMENT_RE.sub("", markdown))
 
 
 def _load_text(path: Path) -> tuple[str, str, str]:

@@ -31,6 +31,26 @@ def test_markdown_without_heading_takes_its_title_from_the_file_name(tmp_path):
     assert load_document(path, path.name).title == "Reset your password"
 
 
+def test_markdown_comments_and_link_definitions_are_not_indexed(tmp_path):
+    page = tmp_path / "reset.md"
+    page.write_text(
+        "[//]: # (Screenshots need a 16px font.)\n"
+        "# Reset the hub\n\n"
+        "Hold the button <!-- TODO: check the\ncount --> for ten seconds.\n\n"
+        "See [the manual][manual] for more.\n\n"
+        "[manual]: https://example.com/manual.pdf\n",
+        encoding="utf-8",
+    )
+
+    doc = load_document(page, "reset.md")
+
+    assert doc.title == "Reset the hub"
+    assert "Screenshots" not in doc.text and "TODO" not in doc.text
+    assert "example.com" not in doc.text
+    assert "Hold the button  for ten seconds." in doc.text
+    assert "See [the manual][manual] for more." in doc.text
+
+
 def test_text_file_title_is_its_first_line(tmp_path):
     path = tmp_path / "returns.txt"
     path.write_text("\n\nReturns and exchanges\n\nYou can return a device within 30 days.\n")
