@@ -17,10 +17,16 @@ DEFAULT_STYLE = (
 )
 
 # Where an answer may end cleanly: after a sentence's closing punctuation (optionally followed by
-# a closing quote, bracket or citation like [2]) or at the end of a line outside a code block.
-SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]]|\[\d+\])*(?=\s|\Z)")
-# Full stops that end no sentence: a list number ("2.") and common abbreviations ("e.g.").
-NOT_SENTENCE_END_RE = re.compile(r"^\s*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I)
+# a closing quote, bracket, emphasis mark or citation like [2]) or at the end of a line outside a
+# code block.
+SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]*_~]|\[\d+\])*(?=\s|\Z)")
+# Full stops that end no sentence: a list number ("2.", also quoted as "> 2.") and common
+# abbreviations ("e.g.").
+NOT_SENTENCE_END_RE = re.compile(
+    r"^\s*(?:>\s*)*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I
+)
+# A line that only opens a list item (or a quote) and says nothing yet.
+EMPTY_ITEM_RE = re.compile(r"^(?:>\s*)*(?:[-*+]|\d+[.)])?$")
 # A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
 MAYBE_UNFINISHED_RE = re.compile(r"(?:\d|\b\w)\.$")
 FENCE = "```"
@@ -74,9 +80,10 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
                 if at_text_end and (not ended or MAYBE_UNFINISHED_RE.search(prefix)):
                     continue
                 best = position + match.end()
-            if complete_line and stripped and not stripped.endswith(":"):
+            if complete_line and not EMPTY_ITEM_RE.match(stripped) and not stripped.endswith(":"):
                 # A finished line outside code ends a list item, a heading or a paragraph; one
-                # ending in a colon only announces what comes next, so it ends nothing.
+                # ending in a colon only announces what comes next, and a bare list number
+                # ("5.") opens an item that never came, so neither ends anything.
                 best = position + len(line)
         position += len(line)
     return best

@@ -97,6 +97,15 @@ def test_a_numbered_list_cut_mid_item_ends_after_the_last_complete_item(seed, cu
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("marker", ["3.\n", "> 3.\n", "> 3.", "-\n", "> \n"])
+def test_a_quoted_or_finished_line_holding_only_a_list_marker_is_no_item(seed, marker):
+    complete = "> 1. Open the Lumora app.\n> 2. Tap Devices.\n"
+    answer = truncated_answer(complete + marker, seed)
+
+    assert answer == complete.rstrip()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_list_items_written_as_sentences_do_not_leave_the_next_number_behind(seed):
     complete = "1. Open the Lumora app.\n2. Tap Devices.\n"
     answer = truncated_answer(complete + "3. Tap Add dev", seed)
@@ -158,6 +167,9 @@ def test_an_open_fence_streamed_before_the_hold_back_is_still_cut_from_the_final
         ("Is the light amber?", " If it is no"),
         ("It worked!", " Now open the a"),
         ("Wait for the chime…", " Then op"),
+        ("*Note: this works on the web app only.*", " On pho"),
+        ("**Hold it for ten seconds.**", " Then relea"),
+        ("_It restarts by itself._", " Then op"),
     ],
 )
 @pytest.mark.parametrize("seed", SEEDS)
