@@ -22,9 +22,7 @@ DEFAULT_STYLE = (
 SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]*_~]|\[\d+\])*(?=\s|\Z)")
 # Full stops that end no sentence: a list number ("2.", also quoted as "> 2.") and common
 # abbreviations ("e.g.").
-NOT_SENTENCE_END_RE = re.compile(
-    r"^\s*(?:>\s*)*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I
-)
+NOT_SENTENCE_END_RE = re.compile(r"^\s*(?:>\s*)*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I)
 # A line that only opens a list item (or a quote) and says nothing yet.
 EMPTY_ITEM_RE = re.compile(r"^(?:>\s*)*(?:[-*+]|\d+[.)])?$")
 # A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
