@@ -67,13 +67,17 @@ class SiteCORS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        too_large = {"error": {"code": "request_too_large", "message": "The request is too large."}}
         if int(headers.get("content-length") or 0) > MAX_API_BODY_BYTES:
-            await _reply(
-                send,
-                413,
-                {"error": {"code": "request_too_large", "message": "The request is too large."}},
-            )
+            await _reply(send, 413, too_large)
             return
+        if "content-length" not in headers and scope["method"] in {"POST", "PUT", "PATCH"}:
+            # A body sent in chunks announces no size: read it here, up to the limit.
+            body = await _read_body(receive, MAX_API_BODY_BYTES)
+            if body is None:
+                await _reply(send, 413, too_large)
+                return
+            receive = _replay(body, receive)
         origin = headers.get("origin")
         own = own_origin(Request(scope))
         allowed = origin is not None and origin in self.chat.cors_origins(own)
@@ -106,6 +110,34 @@ class SiteCORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then what the client sends (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _reply(send: Send, status: int, body: dict | None, headers: dict | None = None) -> None:

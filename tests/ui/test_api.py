@@ -305,6 +305,24 @@ def test_oversized_and_empty_messages_are_refused_and_nothing_is_stored(client, 
     assert history["messages"] == []
 
 
+def test_a_body_sent_in_chunks_is_held_to_the_same_size_limit(client):
+    session_id, headers = new_session(client)
+    headers = {**headers, "Content-Type": "application/json"}
+    small = json.dumps({"session_id": session_id, "message": "  "}).encode()
+    big = json.dumps({"session_id": session_id, "message": "y" * 200_000}).encode()
+
+    def chunks(body: bytes):
+        yield from (body[i : i + 4096] for i in range(0, len(body), 4096))
+
+    refused = client.post("/api/v1/chat", headers=headers, content=chunks(big))
+    read = client.post("/api/v1/chat", headers=headers, content=chunks(small))
+
+    assert (refused.status_code, error_code(refused)) == (413, "request_too_large")
+    assert (read.status_code, error_code(read)) == (400, "empty_message"), "a small one is read"
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert history["messages"] == []
+
+
 def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, clock):
     limits = settings.rate_limits.model_copy(update={"per_session_per_minute": 2})
     with unreachable_base_url() as url:
