@@ -87,6 +87,18 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
     return best
 
 
+def closing_fence(text: str) -> str:
+    """What closes a code block ``text`` left open (nothing if none is open).
+
+    A model may stop inside a code block; left open, the block would swallow whatever follows,
+    a note included, and the answer would end mid-code.
+    """
+    fences = sum(1 for line in text.splitlines() if line.strip().startswith(FENCE))
+    if fences % 2 == 0:
+        return ""
+    return FENCE if text.endswith("\n") else "\n" + FENCE
+
+
 class SentenceCutter:
     """Streams text through while holding back what a cut at max_tokens might have to remove.
 

@@ -16,7 +16,7 @@ from chatbot.chain import build_answer_chain, build_prompt
 from chatbot.conversations import ConversationStore, SQLiteConversationStore, StoredTurn
 from chatbot.errors import MESSAGES, InputRejected, classify
 from chatbot.history import Turn
-from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter
+from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter, closing_fence
 from chatbot.memory import ConversationMemory
 from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, context_blocks, is_decline
 from chatbot.providers import token_limit
@@ -430,6 +430,9 @@ class ChatService:
                 answer = cutter.emitted
         else:
             answer = "".join(raw)
+        if fence := closing_fence(answer):
+            answer += fence
+            yield TokenEvent(fence)
         notes = []
         if not result.error and is_decline(answer):
             # The model found no answer in the sources: the turn is handed off like one whose

@@ -19,7 +19,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field
 
 from chatbot.errors import InputRejected
-from chatbot.length_policy import LengthPolicy, SentenceCutter, safe_boundary
+from chatbot.length_policy import LengthPolicy, SentenceCutter, closing_fence, safe_boundary
 from chatbot.service import AnswerOptions, ChatService, DoneEvent, TokenEvent
 from chatbot.settings import Channel, load_settings
 from knowledge.ingest import ingest_paths
@@ -308,6 +308,20 @@ def test_safe_boundary_while_streaming(text, expected):
     assert text[: safe_boundary(text)] == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "fence"),
+    [
+        ("Run:\n```bash\nlumora reset", "\n```"),
+        ("Run:\n```bash\nlumora reset\n", "```"),
+        ("Run:\n```bash\nlumora reset\n```\nDone.", ""),
+        ("No code here.", ""),
+    ],
+)
+def test_a_code_block_left_open_is_closed(text, fence):
+    assert closing_fence(text) == fence
+    assert open_fences(text + fence) == 0
+
+
 def test_a_full_stop_at_the_end_counts_once_the_stream_has_ended():
     assert safe_boundary("It is ready.") == 0
     assert safe_boundary("It is ready.", ended=True) == len("It is ready.")
@@ -536,3 +550,17 @@ def test_a_line_announcing_a_list_is_not_an_ending():
 
     assert safe_boundary(text) == len("Reset the hub first.")
     assert safe_boundary(text + "1. Open the app.\n") == len(text + "1. Open the app.\n")
+
+
+@pytest.mark.slow  # loads the embedding model
+@pytest.mark.parametrize("policy_on", [True, False])
+def test_an_answer_that_stops_inside_a_code_block_gets_the_block_closed(kettle_service, policy_on):
+    text = "Run this on the hub:\n```bash\nlumora-cli descale --start"
+    service = kettle_service(ScriptedChatModel(text=text))
+
+    events = list(service.stream(QUESTION, options=AnswerOptions(length_policy=policy_on)))
+
+    result = events[-1].result
+    assert result.cut is False and result.error is None
+    assert result.answer == text + "\n```"
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == result.answer
