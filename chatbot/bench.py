@@ -115,54 +115,66 @@ def verbosity_benchmark(
 ) -> dict:
     """The same in-scope questions answered with the length policy off and on.
 
+    Only questions answered both ways are compared: one handed off either way counts in neither.
     With ``answers_path``, every answer is written there as one JSON line (id, policy, answer,
-    tokens, cut, clean_end), to read which answers were cut or ended badly.
+    tokens, cut, clean_end, handoff), to read which answers were cut or ended badly.
     """
     questions = [q for q in load_questions(questions_path) if q.kind != OUT_OF_SCOPE]
     runs: dict[str, list[dict]] = {"off": [], "on": []}
-    for number, question in enumerate(questions, start=1):
-        history = turns_from_dicts(question.history)
-        for mode in ("off", "on"):
-            started = time.perf_counter()
-            result = service.ask(
-                question.question,
-                history,
-                channel=channel,
-                options=AnswerOptions(length_policy=mode == "on"),
-            )
-            if result.handoff:
-                continue
-            answer = result.answer
-            if result.cut:
-                answer = answer.rsplit("\n\n", 1)[0]
-            runs[mode].append(
-                {
+    handed_off = 0
+    # Opened first, so that a path that cannot be written fails before the long run.
+    out = answers_path.open("w", encoding="utf-8") if answers_path is not None else None
+    try:
+        for number, question in enumerate(questions, start=1):
+            history = turns_from_dicts(question.history)
+            rows = {}
+            for mode in ("off", "on"):
+                started = time.perf_counter()
+                result = service.ask(
+                    question.question,
+                    history,
+                    channel=channel,
+                    options=AnswerOptions(length_policy=mode == "on"),
+                )
+                answer = result.answer
+                if result.cut:
+                    answer = answer.rsplit("\n\n", 1)[0]
+                rows[mode] = {
                     "id": question.id,
+                    "policy": mode,
                     "tokens": result.usage["completion_tokens"],
                     "words": len(answer.split()),
                     "seconds": time.perf_counter() - started,
                     "facts": all(t.lower() in answer.lower() for t in question.must_include),
                     "clean_end": ends_cleanly(answer),
                     "cut": result.cut,
+                    "handoff": result.handoff,
                     "answer": result.answer,
-                    "policy": mode,
                 }
-            )
-        if progress:
-            progress(number, len(questions))
-
-    if answers_path is not None:
-        with answers_path.open("w", encoding="utf-8") as out:
-            for row in runs["off"] + runs["on"]:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if out is not None:
+                    out.write(json.dumps(rows[mode], ensure_ascii=False) + "\n")
+            if any(row["handoff"] for row in rows.values()):
+                handed_off += 1
+            else:
+                for mode, row in rows.items():
+                    runs[mode].append(row)
+            if progress:
+                progress(number, len(questions))
+    finally:
+        if out is not None:
+            out.close()
 
     def stats(rows: list[dict], key: str) -> tuple[float, float]:
         values = [float(r[key]) for r in rows]
         return (round(statistics.fmean(values), 1) if values else 0.0, percentile(values, 0.95))
 
-    summary: dict = {"channel": channel, "questions": len(questions)}
+    summary: dict = {
+        "channel": channel,
+        "questions": len(questions),
+        "answered_both_ways": len(runs["on"]),
+        "handed_off": handed_off,
+    }
     for mode, rows in runs.items():
-        summary[f"answered_{mode}"] = len(rows)
         summary[f"tokens_{mode}"], summary[f"tokens_{mode}_p95"] = stats(rows, "tokens")
         summary[f"words_{mode}"], summary[f"words_{mode}_p95"] = stats(rows, "words")
         seconds, seconds_p95 = stats(rows, "seconds")

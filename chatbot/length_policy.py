@@ -22,12 +22,17 @@ DEFAULT_STYLE = (
 SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]*_~]|\[\d+\])*(?=\s|\Z)")
 # Full stops that end no sentence: a list number ("2.", also quoted as "> 2.") and common
 # abbreviations ("e.g.").
-NOT_SENTENCE_END_RE = re.compile(r"^\s*(?:>\s*)*\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I)
+NOT_SENTENCE_END_RE = re.compile(
+    r"^\s*(?:>\s*)*[*_]*(?:step\s+)?\d+\.$|\b(?:e\.g|i\.e|vs|approx|incl|cf)\.$", re.I
+)
 # A line that only opens a list item (or a quote) and says nothing yet.
 EMPTY_ITEM_RE = re.compile(r"^(?:>\s*)*(?:[-*+]|\d+[.)])?$")
 # A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
 MAYBE_UNFINISHED_RE = re.compile(r"(?:\d|\b\w)\.$")
 FENCE = "```"
+# A code fence line: its indent and quote markers, then three or more backticks or tildes, then
+# (when it opens a block) an info string.
+FENCE_LINE_RE = re.compile(r"^(\s*(?:>\s*)*)(`{3,}|~{3,})(.*)$")
 
 
 @dataclass(frozen=True)
@@ -60,16 +65,16 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
     it counts, except a full stop after a digit or a lone letter.
     """
     best = 0
-    in_code = False
+    fences = _Fences()
     position = 0
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
         complete_line = line.endswith("\n")
-        if stripped.startswith(FENCE):
-            in_code = not in_code
-            if not in_code and (complete_line or ended):
+        was_open = fences.open
+        if fences.feed(line):
+            if was_open and not fences.open and (complete_line or ended):
                 best = position + len(line)
-        elif not in_code:
+        elif not fences.open:
             for match in SENTENCE_END_RE.finditer(line):
                 prefix = line[: match.start() + 1]
                 if NOT_SENTENCE_END_RE.search(prefix):
@@ -91,12 +96,40 @@ def closing_fence(text: str) -> str:
     """What closes a code block ``text`` left open (nothing if none is open).
 
     A model may stop inside a code block; left open, the block would swallow whatever follows,
-    a note included, and the answer would end mid-code.
+    a note included, and the answer would end mid-code. The closing fence repeats the opening
+    one's indent, quote markers, character and length.
     """
-    fences = sum(1 for line in text.splitlines() if line.strip().startswith(FENCE))
-    if fences % 2 == 0:
+    fences = _Fences()
+    for line in text.splitlines():
+        fences.feed(line)
+    if not fences.open:
         return ""
-    return FENCE if text.endswith("\n") else "\n" + FENCE
+    closing = fences.prefix + fences.open
+    return closing if text.endswith("\n") else "\n" + closing
+
+
+class _Fences:
+    """Follows code blocks line by line: ``open`` is the fence of the open block, or ""."""
+
+    def __init__(self) -> None:
+        self.open = ""
+        self.prefix = ""
+
+    def feed(self, line: str) -> bool:
+        """Take one line; whether it is a fence that opens or closes a block."""
+        match = FENCE_LINE_RE.match(line.rstrip("\n"))
+        if match is None:
+            return False
+        prefix, fence, rest = match.groups()
+        if not self.open:
+            if fence[0] == "`" and "`" in rest:
+                return False  # inline code such as ```npm install``` opens no block
+            self.open, self.prefix = fence, prefix
+            return True
+        if fence[0] == self.open[0] and len(fence) >= len(self.open) and not rest.strip():
+            self.open = self.prefix = ""
+            return True
+        return False
 
 
 class SentenceCutter:

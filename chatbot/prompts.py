@@ -32,14 +32,25 @@ HANDOFF_ANSWER = (
 )
 
 
+# A decline may be followed by a short offer; past this many words the model went on to answer.
+DECLINE_TAIL_WORDS = 20
+
+
 def _normalised(text: str) -> str:
-    text = re.sub(r"\[\d+\]", "", text.lower().replace("\u2019", "'"))
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
+    text = re.sub(r"[\u2018\u2019\u02bc`]", "'", text.lower())
+    text = re.sub(r"\[\d+\]", "", text)
+    text = " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
+    text = text.replace("could not", "couldn't").replace("centre", "center")
+    return re.sub(r"^(?:i'm sorry|i am sorry|sorry)(?: but)? ", "", text)
 
 
 def is_decline(answer: str) -> bool:
-    """Whether the model answered with the no-answer reply (quotes, case, citations aside)."""
-    return _normalised(answer).startswith(_normalised(NO_ANSWER_REPLY))
+    """Whether the model answered with the no-answer reply and no more than a short offer after
+    it (quotes, case, citations, "sorry" and "could not" aside)."""
+    said, reply = _normalised(answer), _normalised(NO_ANSWER_REPLY)
+    if not said.startswith(reply) or said[len(reply) : len(reply) + 1] not in ("", " "):
+        return False
+    return len(said[len(reply) :].split()) <= DECLINE_TAIL_WORDS
 
 
 def quote(text: str) -> str:

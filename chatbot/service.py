@@ -436,8 +436,11 @@ class ChatService:
         notes = []
         if not result.error and is_decline(answer):
             # The model found no answer in the sources: the turn is handed off like one whose
-            # search found nothing, and the customer is offered a person.
+            # search found nothing, the sources are withdrawn (they did not answer it), and the
+            # customer is offered a person.
             result.handoff = True
+            result.sources = []
+            yield SourcesEvent([])
             notes.append(HANDOFF_OFFER)
         elif result.cut:
             notes.append(self.settings.length_policy.more_detail_note)

@@ -13,8 +13,9 @@ SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".doc
 LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 # What a Markdown page never shows its readers: HTML comments, and link reference definitions,
 # which include the ``[//]: # (note)`` idiom for comments.
-HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
-LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]+\S[^\n]*\n?", re.MULTILINE)
+# A link reference definition ("[id]: url"); "[^1]: text" is a footnote, which readers see.
+LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
+CODE_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]
 
 
@@ -108,7 +109,41 @@ def _load_markdown(path: Path, snippets: bool) -> tuple[str, str, str]:
 
 
 def _hidden_removed(markdown: str) -> str:
-    return LINK_DEFINITION_RE.sub("", HTML_COMMENT_RE.sub("", markdown))
+    """``markdown`` without what a rendered page never shows: HTML comments that start a line
+    (up to their end) and link reference definitions, which include the ``[//]: # (note)`` idiom
+    for comments. Code blocks are left as they are."""
+    out: list[str] = []
+    fence = ""
+    in_comment = False
+    after_break = True  # a definition cannot interrupt a paragraph
+    for line in markdown.splitlines(keepends=True):
+        if in_comment:
+            if "-->" in line:
+                in_comment = False
+                rest = line.split("-->", 1)[1]
+                if rest.strip():
+                    out.append(rest)
+            continue
+        opened = CODE_FENCE_RE.match(line)
+        if fence:
+            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
+                fence = ""
+            out.append(line)
+            continue
+        if opened:
+            fence = opened.group(1)
+        elif line.lstrip().startswith("<!--"):
+            rest = line.split("<!--", 1)[1]
+            if "-->" not in rest:
+                in_comment = True
+            elif rest.split("-->", 1)[1].strip():
+                out.append(line.split("<!--", 1)[0] + rest.split("-->", 1)[1])
+            continue
+        elif after_break and LINK_DEFINITION_RE.match(line):
+            continue
+        out.append(line)
+        after_break = not line.strip() or line.lstrip().startswith("#")
+    return "".join(out)
 
 
 def _load_text(path: Path) -> tuple[str, str, str]:

@@ -328,8 +328,9 @@ def api_router(chat: CustomerChat) -> APIRouter:
         responses={
             200: {
                 "content": {"text/event-stream": {}},
-                "description": "Events: `sources` (once), `token` (many), then `done` with the "
-                "finished answer, usage and timings; `error` with a code and message.",
+                "description": "Events: `sources`, `token` (many), then `done` with the "
+                "finished answer, usage and timings; `error` with a code and message. A second, "
+                "empty `sources` withdraws the first when the model found no answer in them.",
             }
         },
     )

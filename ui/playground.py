@@ -178,7 +178,7 @@ def sent_text(result: ChatResult) -> str:
 
 
 def prompt_text(result: ChatResult, threshold: float) -> str:
-    if result.handoff:
+    if result.handoff and not result.prompt_messages:
         return (
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."

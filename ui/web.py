@@ -73,7 +73,10 @@ class SiteCORS:
             return
         if "content-length" not in headers and scope["method"] in {"POST", "PUT", "PATCH"}:
             # A body sent in chunks announces no size: read it here, up to the limit.
-            body = await _read_body(receive, MAX_API_BODY_BYTES)
+            try:
+                body = await _read_body(receive, MAX_API_BODY_BYTES)
+            except _ClientGone:
+                return
             if body is None:
                 await _reply(send, 413, too_large)
                 return
@@ -112,13 +115,17 @@ class SiteCORS:
         await self.app(scope, receive, send_with_cors)
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None as soon as it passes ``limit`` bytes."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return bytes(body)
+            raise _ClientGone
         body += message.get("body", b"")
         if len(body) > limit:
             return None

@@ -9,7 +9,7 @@ import pytest
 from chatbot.errors import MESSAGES
 from chatbot.prompts import HANDOFF_OFFER, NO_ANSWER_REPLY
 from chatbot.providers import make_chat_model
-from chatbot.service import ChatService
+from chatbot.service import ChatService, SourcesEvent
 from chatbot.settings import load_settings
 from knowledge.ingest import ingest_paths
 from knowledge.retriever import HybridRetriever
@@ -116,11 +116,15 @@ def test_the_prompt_asks_for_the_no_answer_reply_when_the_sources_fall_short(
 def test_a_model_that_finds_no_answer_in_the_sources_hands_off(make_service, azure_stub, reply):
     azure_stub.script(sse_completion(reply))
 
-    result = make_service().ask("Do you sell replacement filters for the kettle?")
+    events = list(make_service().stream("Do you sell replacement filters for the kettle?"))
 
+    result = events[-1].result
     assert result.handoff is True
     assert result.error is None
     assert result.answer == f"{reply}\n\n{HANDOFF_OFFER}"
+    assert result.sources == [], "sources that did not answer are not cited"
+    shown = [e.sources for e in events if isinstance(e, SourcesEvent)]
+    assert [[s.source for s in sources] for sources in shown] == [[DOC_NAME], []]
 
 
 def test_an_answer_that_only_mentions_not_finding_something_is_no_decline(make_service, azure_stub):

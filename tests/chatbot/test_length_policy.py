@@ -315,11 +315,34 @@ def test_safe_boundary_while_streaming(text, expected):
         ("Run:\n```bash\nlumora reset\n", "```"),
         ("Run:\n```bash\nlumora reset\n```\nDone.", ""),
         ("No code here.", ""),
+        ("1. Run:\n\n   ```bash\n   lumora reset", "\n   ```"),
+        ("> ```bash\n> lumora reset", "\n> ```"),
+        ("````md\n```\ninner\n```\nstill inside", "\n````"),
+        ("~~~\nlumora reset", "\n~~~"),
+        ("```npm install``` then run the app.", ""),
+    ],
+    ids=[
+        "no-newline",
+        "newline",
+        "closed",
+        "no-code",
+        "in-list",
+        "quoted",
+        "wider",
+        "tilde",
+        "inline",
     ],
 )
-def test_a_code_block_left_open_is_closed(text, fence):
+def test_a_code_block_left_open_is_closed_by_a_fence_like_its_opening(text, fence):
     assert closing_fence(text) == fence
-    assert open_fences(text + fence) == 0
+    assert closing_fence(text + fence) == "", "nothing is left open"
+
+
+@pytest.mark.parametrize("label", ["**1.**", "**Step 2.**", "_3._"])
+def test_a_bold_list_number_is_no_sentence_end(label):
+    text = f"Intro line.\n\n{label} Open the app and tap"
+
+    assert text[: safe_boundary(text, ended=True)].rstrip() == "Intro line."
 
 
 def test_a_full_stop_at_the_end_counts_once_the_stream_has_ended():

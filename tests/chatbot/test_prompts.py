@@ -1,8 +1,10 @@
-"""How retrieved text is quoted into the prompt."""
+"""How retrieved text is quoted into the prompt, and how a model's decline is recognised."""
 
 from __future__ import annotations
 
-from chatbot.prompts import context_blocks, join_context
+import pytest
+
+from chatbot.prompts import NO_ANSWER_REPLY, context_blocks, is_decline, join_context
 from knowledge.retriever import DocumentHit
 from knowledge.store import StoredChunk
 
@@ -27,3 +29,31 @@ def test_quoted_text_cannot_end_its_block():
     lines = join_context(context_blocks([hit])).splitlines()[1:]
 
     assert all(line.startswith(">") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        NO_ANSWER_REPLY,
+        "“I couldn’t find that in our help center.” [2]",
+        "Sorry, I could not find that in our help centre.",
+        f"{NO_ANSWER_REPLY} Would you like to talk to someone from our team?",
+    ],
+)
+def test_the_no_answer_reply_is_a_decline(answer):
+    assert is_decline(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "If the kettle couldn't find that in our help center mode, restart it [1].",
+        "I couldn't find that in our help centers FAQ, but [1] says hold the button.",
+        f"{NO_ANSWER_REPLY} However, you can reset the hub by holding its button for ten seconds "
+        "until the light turns amber, then pairing it again in the Lumora app [1].",
+        "",
+    ],
+    ids=["mid-sentence", "longer-word", "then-an-answer", "empty"],
+)
+def test_an_answer_is_no_decline(answer):
+    assert not is_decline(answer)

@@ -36,7 +36,7 @@ def test_markdown_comments_and_link_definitions_are_not_indexed(tmp_path):
     page.write_text(
         "[//]: # (Screenshots need a 16px font.)\n"
         "# Reset the hub\n\n"
-        "Hold the button <!-- TODO: check the\ncount --> for ten seconds.\n\n"
+        "Hold the button for ten seconds.\n<!-- TODO: check the\ncount -->\n\n"
         "See [the manual][manual] for more.\n\n"
         "[manual]: https://example.com/manual.pdf\n",
         encoding="utf-8",
@@ -47,8 +47,31 @@ def test_markdown_comments_and_link_definitions_are_not_indexed(tmp_path):
     assert doc.title == "Reset the hub"
     assert "Screenshots" not in doc.text and "TODO" not in doc.text
     assert "example.com" not in doc.text
-    assert "Hold the button  for ten seconds." in doc.text
+    assert "Hold the button for ten seconds." in doc.text
     assert "See [the manual][manual] for more." in doc.text
+
+
+def test_what_readers_see_stays_footnotes_code_and_paragraph_lines(tmp_path):
+    page = tmp_path / "warranty.md"
+    shown = [
+        "Parts are covered for two years.[^1]",
+        "[^1]: Batteries are covered for six months.",
+        "[server]: hub.local",
+        "<!-- not a comment inside code -->",
+        "Contact us with:",
+        "[Order number]: on your receipt",
+        "Type `<!--` to start a comment and `-->` to end it.",
+    ]
+    page.write_text(
+        f"# Warranty\n\n{shown[0]}\n\n{shown[1]}\n\n```ini\n{shown[2]}\n{shown[3]}\n```\n\n"
+        f"{shown[4]}\n{shown[5]}\n\n{shown[6]}\n",
+        encoding="utf-8",
+    )
+
+    text = load_document(page, "warranty.md").text
+
+    for line in shown:
+        assert line in text
 
 
 def test_text_file_title_is_its_first_line(tmp_path):

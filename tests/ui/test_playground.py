@@ -10,10 +10,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 
 from chatbot.conversations import SessionFilter
 from chatbot.history import Turn
-from chatbot.prompts import HANDOFF_ANSWER, SYSTEM_PROMPT
+from chatbot.prompts import HANDOFF_ANSWER, NO_ANSWER_REPLY, SYSTEM_PROMPT
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.users import Role
@@ -147,6 +149,20 @@ def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):
     assert "not applied" in view["outcome"]
     assert "reset-the-hub.md" in set(view["chunks"]["source"]), "what was retrieved is shown"
     assert set(view["chunks"]["in prompt"]) == {"no"}
+
+
+def test_a_model_that_finds_no_answer_is_handed_off_and_its_prompt_is_shown(settings, sample_store):
+    model = GenericFakeChatModel(messages=iter([AIMessage(NO_ANSWER_REPLY)]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    try:
+        view, _ = ask(Playground(service, settings))
+    finally:
+        service.close()
+
+    assert "**Handed off:** yes" in view["outcome"]
+    assert view["answer"].startswith(NO_ANSWER_REPLY)
+    assert view["prompt"].startswith("=== system ===")
+    assert SYSTEM_PROMPT_START in view["prompt"]
 
 
 @pytest.mark.parametrize(
