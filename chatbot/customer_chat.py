@@ -290,11 +290,11 @@ class CustomerChat:
         data = source if isinstance(source, dict) else source.__dict__
         path = data["source"]
         slug = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        url = (
-            site.source_url.format(source=path, slug=slug)
-            if site.source_url
-            else f"/help/{quote(path)}"
-        )
+        if site.source_url:
+            url = site.source_url.format(source=path, slug=slug)
+        else:
+            # A site answering from its own collection names itself, so the page finds the article.
+            url = f"/help/{quote(path)}" + (f"?site={quote(site.key)}" if site.collection else "")
         return {
             "source": path,
             "title": data.get("title") or path,

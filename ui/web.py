@@ -183,7 +183,7 @@ def _page(title: str, body: str) -> HTMLResponse:
     )
 
 
-def pages(app: FastAPI, service: ChatService) -> None:
+def pages(app: FastAPI, service: ChatService, chat: CustomerChat) -> None:
     """The widget script, its demo pages, and a readable copy of each help-center document."""
     # html=False: raw HTML in a document is shown as text, never passed to the browser.
     markdown = MarkdownIt("commonmark", {"html": False}).disable("image")
@@ -217,9 +217,12 @@ def pages(app: FastAPI, service: ChatService) -> None:
         return FileResponse(GRADIO_JS, media_type="text/javascript")
 
     @app.get("/help/{source:path}", include_in_schema=False)
-    def help_document(source: str) -> HTMLResponse:
+    def help_document(source: str, site: str | None = None) -> HTMLResponse:
         source = unquote(source)
-        chunks = service.store.document_chunks(source)
+        # ?site=KEY: the article comes from that site's knowledge collection.
+        known = chat.sites.get(site) if site is not None else None
+        store = service.retriever_for(known.collection if known else None).store
+        chunks = store.document_chunks(source) if site is None or known else []
         if not chunks:
             return _page("Not found", "<h1>Not found</h1><p>No help article has this name.</p>")
         # Chunks overlap by a few sentences; the preview shows each one once, in order.
@@ -260,7 +263,7 @@ def create_web_app(
     app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
     app.include_router(documents_router(service, users))
     app.include_router(health_router(service.readiness))
-    pages(app, service)
+    pages(app, service, chat)
     app.add_middleware(SiteCORS, chat=chat)
     app.add_middleware(NoPageUploads)
     app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})

@@ -22,7 +22,9 @@ from chatbot.prompts import HANDOFF_ANSWER
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
+from knowledge.ingest import ingest_paths
 from knowledge.retriever import HybridRetriever
+from knowledge.store import KnowledgeStore
 from tests.chatbot.conftest_e2e import unreachable_base_url
 from ui.web import create_web_app
 
@@ -321,6 +323,35 @@ def test_a_body_sent_in_chunks_is_held_to_the_same_size_limit(client):
     assert (read.status_code, error_code(read)) == (400, "empty_message"), "a small one is read"
     history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
     assert history["messages"] == []
+
+
+def test_a_site_with_its_own_collection_links_to_articles_from_it(
+    make_client, settings, embeddings, tmp_path
+):
+    docs = tmp_path / "kettle-docs"
+    docs.mkdir()
+    (docs / "descale-the-kettle.md").write_text(
+        "# Descale the kettle\n\nFill it with water and vinegar, then hold Brew for seven "
+        "seconds.\n",
+        encoding="utf-8",
+    )
+    kettle = KnowledgeStore(settings.data_dir, embeddings, "kettle")
+    assert ingest_paths(kettle, [docs]).ok
+    site = SiteSettings(
+        key=SITE_KEY, name="Kettle shop", allowed_origins=[SHOP], collection="kettle"
+    )
+    with unreachable_base_url() as url:
+        client = make_client(url, sites=[site])
+        session_id, headers = new_session(client)
+
+        answer = chat(client, session_id, headers, "How do I descale my kettle?").json()
+
+    link = f"/help/descale-the-kettle.md?site={SITE_KEY}"
+    assert [s["url"] for s in answer["sources"]] == [link]
+    page = client.get(link)
+    assert page.status_code == 200 and "<h1>Descale the kettle</h1>" in page.text
+    assert "No help article" in client.get("/help/descale-the-kettle.md").text
+    assert "No help article" in client.get("/help/descale-the-kettle.md?site=nope").text
 
 
 def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, clock):
