@@ -259,10 +259,12 @@ class ChatService:
             for h in hits
         ]
 
-    def retrieval_only(self, question: str, history: Sequence[Turn] = ()) -> ChatResult:
+    def retrieval_only(
+        self, question: str, history: Sequence[Turn] = (), options: AnswerOptions | None = None
+    ) -> ChatResult:
         """What a turn would retrieve and whether it would hand off, without calling the model."""
         started = time.perf_counter()
-        found = self.retrieve(self.check_message(question), history)
+        found = self.retrieve(self.check_message(question), history, options)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         result = ChatResult(
             answer="",

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -339,9 +339,14 @@ class Playground:
         self,
         file: str | None,
         with_answers: bool,
+        top_k: float | None = None,
+        relevance_threshold: float | None = None,
+        length_policy: bool | None = None,
+        temperature: float | None = None,
         progress=gr.Progress(),  # noqa: B008 - Gradio finds its progress bar by this default
     ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-        """Per-question verdicts, the summary and a status line, as `chatbot eval` makes them."""
+        """Per-question verdicts, the summary and a status line, as `chatbot eval` makes them,
+        with the knobs of the page (the configured settings where a knob is not given)."""
         if not file:
             return _set_notice("Upload a JSONL question set first.")
         path = Path(getattr(file, "name", file))
@@ -353,9 +358,18 @@ class Playground:
             return _set_notice("The file holds no questions.")
         if with_answers and self.service.model is None:
             return _set_notice("No chat model is configured: run retrieval only.")
-        k = self.settings.retrieval.top_k
+        cfg = self.settings
+        knobs = Knobs(
+            int(top_k or cfg.retrieval.top_k),
+            cfg.retrieval.relevance_threshold
+            if relevance_threshold is None
+            else relevance_threshold,
+            cfg.length_policy.enabled if length_policy is None else length_policy,
+            cfg.llm.temperature if temperature is None else temperature,
+        )
+        k = knobs.top_k
         results: list[dict] = []
-        answer = self._eval_answer(with_answers, results)
+        answer = self._eval_answer(with_answers, results, knobs.options())
         progress((0, len(questions)), desc="Running the question set")
         started = time.perf_counter()
         try:
@@ -372,15 +386,22 @@ class Playground:
         seconds = time.perf_counter() - started
         table = _question_rows(questions, rows, results, k, with_answers)
         mode = "with answers" if with_answers else "retrieval only"
-        status = f"{len(questions)} questions, {mode}, top {k}, in {seconds:.1f} s."
+        status = (
+            f"{len(questions)} questions, {mode}, top {k}, relevance threshold "
+            f"{knobs.relevance_threshold:.2f}, in {seconds:.1f} s."
+        )
         return table, summary_table(summary, k), status
 
-    def _eval_answer(self, with_answers: bool, results: list[dict]) -> Callable[[str, list], dict]:
+    def _eval_answer(
+        self, with_answers: bool, results: list[dict], options: AnswerOptions
+    ) -> Callable[[str, list], dict]:
+        options = replace(options, trace=False)
+
         def answer(question: str, history: list) -> dict:
             if with_answers:
-                result = self.service.ask(question, history).to_dict()
+                result = self.service.ask(question, history, options=options).to_dict()
             else:
-                result = self.service.retrieval_only(question, history).to_dict()
+                result = self.service.retrieval_only(question, history, options).to_dict()
             results.append(result)
             return result
 
@@ -570,7 +591,7 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
         # A question set holds its slot for minutes; one at a time leaves room for questions.
         run_set.click(
             playground.run_question_set,
-            [questions, with_answers],
+            [questions, with_answers, *knobs],
             [set_rows, set_summary, set_status],
             concurrency_limit=1,
             concurrency_id="playground-question-set",

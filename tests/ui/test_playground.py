@@ -214,13 +214,13 @@ def test_the_signed_in_user_is_shown_as_text():
     assert "<img" not in shown and "&lt;img" in shown
 
 
-def run_set(playground: Playground, path, with_answers: bool) -> tuple[dict, list]:
+def run_set(playground: Playground, path, with_answers: bool, **knobs) -> tuple[dict, list]:
     calls: list[tuple] = []
 
     def progress(value, desc=None):
         calls.append(value)
 
-    out = playground.run_question_set(str(path), with_answers, progress=progress)
+    out = playground.run_question_set(str(path), with_answers, **knobs, progress=progress)
     return dict(zip(SET_OUTPUTS, out, strict=True)), calls
 
 
@@ -242,6 +242,18 @@ def test_a_question_set_runs_retrieval_only_by_default(modelless):
     assert 0 <= summary.loc["out_of_scope", "decline_rate"] <= 1
     assert f"{len(lines)} questions, retrieval only" in view["status"]
     assert progress[0] == (0, len(lines)) and progress[-1] == (len(lines), len(lines))
+
+
+def test_a_question_set_runs_with_the_knobs_of_the_page(modelless):
+    view, _ = run_set(
+        modelless, SAMPLE_QUESTIONS, with_answers=False, top_k=2, relevance_threshold=0.99
+    )
+
+    assert set(view["rows"]["handoff"]) == {"yes"}, "nothing reaches a threshold of 0.99"
+    summary = view["summary"].set_index("kind")
+    assert summary.loc["out_of_scope", "decline_rate"] == 1
+    assert "hit@2" in view["rows"].columns
+    assert "top 2, relevance threshold 0.99" in view["status"]
 
 
 def test_a_question_set_with_answers_checks_must_include(answering, tmp_path):
