@@ -579,7 +579,10 @@ def _make_retriever(store: KnowledgeStore, settings: Settings) -> HybridRetrieve
     cfg = settings.retrieval
     return HybridRetriever(
         store,
-        weights=FusionWeights(keywords=cfg.keyword_weight, title=cfg.title_weight),
+        weights=FusionWeights(
+            keywords=cfg.keyword_weight, title=cfg.title_weight, hubness=cfg.hubness_weight
+        ),
+        hubness_neighbours=cfg.hubness_neighbours,
         synonyms=cfg.synonyms,
     )
 

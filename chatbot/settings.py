@@ -114,6 +114,15 @@ class RetrievalSettings(_Section):
     title_weight: float = Field(
         0.2, ge=0, description="Share of the similarity to a document's title."
     )
+    hubness_weight: float = Field(
+        0.2,
+        ge=0,
+        description="Share of a chunk's mean similarity to its nearest neighbours taken off its "
+        "similarity when ranking (0 switches the correction off).",
+    )
+    hubness_neighbours: int = Field(
+        20, ge=1, le=200, description="Neighbours that measure a chunk's hubness."
+    )
     history_weight: float = Field(
         0.5, ge=0, description="Weight of the previous customer message in a follow-up's query."
     )

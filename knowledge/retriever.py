@@ -6,6 +6,13 @@ document's score adds, to the best cosine similarity of its chunks, smaller shar
 normalised BM25 score and of its title's similarity. Score fusion (rather than rank fusion)
 keeps the margin by which one article is closer than the next; on the Zulip help center it
 placed the right article first more often than reciprocal-rank fusion did.
+
+Chunk similarities are corrected for hubness: in an embedding space some texts (overviews, pages
+that touch every topic) sit close to almost everything and so come first for many questions
+that another article answers better. Each chunk's "hubness" is its mean similarity to its
+nearest neighbours in the store; a share of it is taken off the chunk's similarity when ranking
+(the CSLS correction of Conneau et al., 2018). The relevance threshold still sees the plain
+similarity.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +28,7 @@ import numpy as np
 
 from knowledge.store import KnowledgeStore, StoredChunk
 
+log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
 
 
@@ -37,6 +46,8 @@ class FusionWeights:
 
     keywords: float = 0.2
     title: float = 0.2
+    # Share of a chunk's hubness taken off its similarity when ranking.
+    hubness: float = 0.2
 
 
 @dataclass
@@ -89,6 +100,26 @@ class _KeywordIndex:
         return self._bm25.get_scores(known) if known else None
 
 
+def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
+    """Each row's mean cosine similarity to its ``neighbours`` nearest other rows.
+
+    Computed a block of rows at a time, so memory stays at ``block`` x n similarities.
+    """
+    count = len(vectors)
+    if count < 2 or neighbours < 1:
+        return np.zeros(count, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)
+    k = min(neighbours, count - 1)
+    out = np.empty(count, dtype=np.float32)
+    for start in range(0, count, block):
+        sims = unit[start : start + block] @ unit.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, start + rows] = -np.inf  # not its own neighbour
+        out[start : start + block] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
+    return out
+
+
 def expand_synonyms(text: str, synonyms: dict[str, list[str]]) -> str:
     """Append the configured alternative words for terms found in ``text``."""
     if not synonyms:
@@ -109,23 +140,48 @@ class HybridRetriever:
         dense_candidates: int = 80,
         title_candidates: int = 50,
         synonyms: dict[str, list[str]] | None = None,
+        hubness_neighbours: int = 20,
     ):
         self.store = store
         self.weights = weights or FusionWeights()
         self.dense_candidates = dense_candidates
         self.title_candidates = title_candidates
         self.synonyms = dict(synonyms or {})
+        self.hubness_neighbours = hubness_neighbours
         self._index: _KeywordIndex | None = None
+        self._hubness: dict[str, float] = {}
         self._generation = -1
         self._lock = threading.Lock()
 
     def _keyword_index(self) -> _KeywordIndex:
+        self._refresh()
+        assert self._index is not None
+        return self._index
+
+    def _refresh(self) -> None:
+        """Rebuild the keyword index and the chunks' hubness when the store has changed."""
         generation = self.store.generation()
         with self._lock:
-            if self._index is None or generation != self._generation:
-                self._index = _KeywordIndex(self.store.live_chunks(), self.synonyms)
-                self._generation = generation
-            return self._index
+            if self._index is not None and generation == self._generation:
+                return
+            started = time.perf_counter()
+            self._index = _KeywordIndex(self.store.live_chunks(), self.synonyms)
+            self._hubness = {}
+            if self.weights.hubness:
+                ids, vectors = self.store.live_vectors()
+                values = hubness(vectors, self.hubness_neighbours)
+                self._hubness = dict(zip(ids, values.tolist(), strict=True))
+            self._generation = generation
+            log.info(
+                "search indexes built for %d chunks in %.2f s",
+                len(self._index.chunks),
+                time.perf_counter() - started,
+            )
+
+    def chunk_hubness(self, chunk_id: str) -> float:
+        """How close a chunk sits to everything else (0 when unknown or switched off)."""
+        self._refresh()
+        return self._hubness.get(chunk_id, 0.0)
 
     def query_vector(self, queries: Sequence[WeightedQuery]) -> list[float]:
         """The weighted sum of the query texts' embeddings, normalised."""
@@ -140,18 +196,24 @@ class HybridRetriever:
         if not queries or not any(q.weight > 0 for q in queries):
             return []
         vector = self.query_vector(queries)
+        self._refresh()
         hits: dict[str, DocumentHit] = {}
+        ranked: dict[str, float] = {}
         for chunk in self.store.search(vector, self.dense_candidates):
             hit = hits.setdefault(
                 chunk.source, DocumentHit(chunk.source, chunk.title, 0.0, chunk.similarity)
             )
             hit.chunks.append(chunk)
+            corrected = chunk.similarity - self.weights.hubness * self._hubness.get(
+                chunk.chunk_id, 0.0
+            )
+            ranked[chunk.source] = max(ranked.get(chunk.source, corrected), corrected)
         self._add_keywords(hits, " ".join(q.text for q in queries))
         for source, similarity in self.store.search_titles(vector, self.title_candidates).items():
             if source in hits:
                 hits[source].score += self.weights.title * similarity
         for hit in hits.values():
-            hit.score += hit.similarity
+            hit.score += ranked.get(hit.source, hit.similarity)
         return sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
 
     def _add_keywords(self, hits: dict[str, DocumentHit], text: str) -> None:

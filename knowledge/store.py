@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from knowledge.chunking import Chunk
@@ -299,6 +300,21 @@ class KnowledgeStore:
             )
             if live.get(str(meta.get("doc_id"))) == meta.get("version")
         ]
+
+    def live_vectors(self) -> tuple[list[str], np.ndarray]:
+        """The ids and embeddings (one row each) of the live chunks."""
+        live = self.live_versions()
+        stored = self._collection.get(include=["embeddings", "metadatas"])
+        metas = stored["metadatas"] or []
+        keep = [
+            i
+            for i, meta in enumerate(metas)
+            if live.get(str(meta.get("doc_id"))) == meta.get("version")
+        ]
+        if not keep:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        vectors = np.asarray(stored["embeddings"], dtype=np.float32)[keep]
+        return [stored["ids"][i] for i in keep], vectors
 
     def document_chunks(self, source: str) -> list[StoredChunk]:
         """The live chunks of one document, in document order (a document preview)."""
