@@ -84,6 +84,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from chatbot.service import create_service
 
+    # Nothing else runs in this process: the embeddings may use every core.
+    retrieval = settings.retrieval.model_copy(update={"embedding_threads": 0})
+    settings = settings.model_copy(update={"retrieval": retrieval})
+
     service = create_service(settings, with_model=False)
 
     def progress(number: int, total: int, source: str) -> None:

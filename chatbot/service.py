@@ -601,7 +601,8 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
     from knowledge.embeddings import make_embeddings
 
     cfg = settings.retrieval
-    store = KnowledgeStore(settings.data_dir, make_embeddings(cfg.embedding_model), cfg.collection)
+    embeddings = make_embeddings(cfg.embedding_model, threads=cfg.embedding_threads)
+    store = KnowledgeStore(settings.data_dir, embeddings, cfg.collection)
     retriever = _make_retriever(store, settings)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:

@@ -102,6 +102,12 @@ class RetrievalSettings(_Section):
         description="'packaged:<python package>' or a sentence-transformers model folder.",
     )
     collection: str = Field("knowledge", description="Chroma collection name.")
+    embedding_threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads for embeddings in the server (0: all cores). 1 keeps a "
+        "question's search fast while a local model writes on the same cores.",
+    )
     top_k: int = Field(5, ge=1, le=50, description="Documents cited per answer.")
     chunk_size: int = Field(1000, ge=100, description="Characters per chunk.")
     chunk_overlap: int = Field(150, ge=0, description="Characters shared by neighbouring chunks.")
