@@ -6,16 +6,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import Field
 
 from chatbot.bench import verbosity_benchmark
 from chatbot.prompts import NO_ANSWER_REPLY
 from chatbot.service import ChatService
 from knowledge.ingest import ingest_paths
 from knowledge.retriever import HybridRetriever
+from tests.chatbot.test_length_policy import ScriptedChatModel
 
 pytestmark = pytest.mark.slow  # loads the embedding model
 
@@ -50,29 +47,14 @@ QUESTIONS = [
 ]
 
 
-class WordModel(BaseChatModel):
+class WordModel(ScriptedChatModel):
     """Streams a word at a time, stopping at ``max_tokens``; declines questions about filters."""
 
-    calls: list[dict] = Field(default_factory=list)
+    text: str = LONG_ANSWER
 
-    @property
-    def _llm_type(self) -> str:
-        return "words"
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(LONG_ANSWER))])
-
-    def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator:
-        self.calls.append(kwargs)
-        asked = str(messages[-1].content)
-        text = NO_ANSWER_REPLY if "filter" in asked else LONG_ANSWER
-        words = [w + " " for w in text.split()]
-        limit = kwargs.get("max_tokens") or len(words)
-        sent = words[:limit]
-        reason = "length" if len(words) > limit else "stop"
-        for number, word in enumerate(sent, start=1):
-            metadata = {"finish_reason": reason} if number == len(sent) else {}
-            yield ChatGenerationChunk(message=AIMessageChunk(word, response_metadata=metadata))
+    def parts(self, messages) -> list[str]:
+        text = NO_ANSWER_REPLY if "filter" in str(messages[-1].content) else self.text
+        return [word + " " for word in text.split()]
 
 
 @pytest.fixture
@@ -123,7 +105,7 @@ def test_policy_off_and_on_are_compared_on_the_same_answered_questions(bench_set
     assert summary["reduction"] == round(1 - summary["tokens_on"] / summary["tokens_off"], 4)
     assert (summary["facts_off"], summary["facts_on"]) == (1.0, 1.0)
     assert (summary["cut_on"], summary["cut_mid_sentence"]) == (2, 0)
-    assert sorted(call.get("max_tokens") for call in model.calls) == [30] * 3 + [400] * 3
+    assert sorted(kwargs.get("max_tokens") for _, kwargs in model.calls) == [30] * 3 + [400] * 3
 
     rows = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["policy"]) for r in rows] == [

@@ -460,9 +460,13 @@ class ScriptedChatModel(BaseChatModel):
         self.calls.append((messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(self.text))])
 
+    def parts(self, messages: list[BaseMessage]) -> list[str]:
+        """The pieces streamed for this prompt, a token each."""
+        return pieces(self.text)
+
     def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator:
         self.calls.append((messages, kwargs))
-        parts = pieces(self.text)
+        parts = self.parts(messages)
         limit = kwargs.get("max_tokens") or len(parts)
         sent = parts[:limit]
         reason = "length" if len(parts) > limit else "stop"
