@@ -29,7 +29,6 @@ NOT_SENTENCE_END_RE = re.compile(
 EMPTY_ITEM_RE = re.compile(r"^(?:>\s*)*(?:[-*+]|\d+[.)])?$")
 # A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
 MAYBE_UNFINISHED_RE = re.compile(r"(?:\d|\b\w)\.$")
-FENCE = "```"
 # A code fence line: its indent and quote markers, then three or more backticks or tildes, then
 # (when it opens a block) an info string.
 FENCE_LINE_RE = re.compile(r"^(\s*(?:>\s*)*)(`{3,}|~{3,})(.*)$")

@@ -11,9 +11,8 @@ from knowledge.macros import expand_macros, render_ui_macros, resolve_includes
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
 LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
-# What a Markdown page never shows its readers: HTML comments, and link reference definitions,
-# which include the ``[//]: # (note)`` idiom for comments.
-# A link reference definition ("[id]: url"); "[^1]: text" is a footnote, which readers see.
+# A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
+# footnote, which they do.
 LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
 CODE_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]

@@ -100,6 +100,14 @@ class _KeywordIndex:
         return self._bm25.get_scores(known) if known else None
 
 
+@dataclass(frozen=True)
+class _Indexes:
+    """What is built from the whole store: BM25 over the chunks, and each chunk's hubness."""
+
+    keywords: _KeywordIndex
+    hubness: dict[str, float]
+
+
 def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
     """Each row's mean cosine similarity to its ``neighbours`` nearest other rows.
 
@@ -148,40 +156,38 @@ class HybridRetriever:
         self.title_candidates = title_candidates
         self.synonyms = dict(synonyms or {})
         self.hubness_neighbours = hubness_neighbours
-        self._index: _KeywordIndex | None = None
-        self._hubness: dict[str, float] = {}
+        self._indexes_built: _Indexes | None = None
         self._generation = -1
         self._lock = threading.Lock()
 
     def _keyword_index(self) -> _KeywordIndex:
-        self._refresh()
-        assert self._index is not None
-        return self._index
+        return self._indexes().keywords
 
-    def _refresh(self) -> None:
-        """Rebuild the keyword index and the chunks' hubness when the store has changed."""
+    def _indexes(self) -> _Indexes:
+        """The keyword index and the chunks' hubness, rebuilt when the store has changed."""
         generation = self.store.generation()
         with self._lock:
-            if self._index is not None and generation == self._generation:
-                return
+            if self._indexes_built is not None and generation == self._generation:
+                return self._indexes_built
             started = time.perf_counter()
-            self._index = _KeywordIndex(self.store.live_chunks(), self.synonyms)
-            self._hubness = {}
+            keywords = _KeywordIndex(self.store.live_chunks(), self.synonyms)
+            chunk_hubness: dict[str, float] = {}
             if self.weights.hubness:
                 ids, vectors = self.store.live_vectors()
                 values = hubness(vectors, self.hubness_neighbours)
-                self._hubness = dict(zip(ids, values.tolist(), strict=True))
+                chunk_hubness = dict(zip(ids, values.tolist(), strict=True))
+            self._indexes_built = _Indexes(keywords, chunk_hubness)
             self._generation = generation
             log.info(
                 "search indexes built for %d chunks in %.2f s",
-                len(self._index.chunks),
+                len(keywords.chunks),
                 time.perf_counter() - started,
             )
+            return self._indexes_built
 
     def chunk_hubness(self, chunk_id: str) -> float:
         """How close a chunk sits to everything else (0 when unknown or switched off)."""
-        self._refresh()
-        return self._hubness.get(chunk_id, 0.0)
+        return self._indexes().hubness.get(chunk_id, 0.0)
 
     def query_vector(self, queries: Sequence[WeightedQuery]) -> list[float]:
         """The weighted sum of the query texts' embeddings, normalised."""
@@ -196,7 +202,7 @@ class HybridRetriever:
         if not queries or not any(q.weight > 0 for q in queries):
             return []
         vector = self.query_vector(queries)
-        self._refresh()
+        indexes = self._indexes()  # one consistent snapshot for this query
         hits: dict[str, DocumentHit] = {}
         ranked: dict[str, float] = {}
         for chunk in self.store.search(vector, self.dense_candidates):
@@ -204,11 +210,11 @@ class HybridRetriever:
                 chunk.source, DocumentHit(chunk.source, chunk.title, 0.0, chunk.similarity)
             )
             hit.chunks.append(chunk)
-            corrected = chunk.similarity - self.weights.hubness * self._hubness.get(
+            corrected = chunk.similarity - self.weights.hubness * indexes.hubness.get(
                 chunk.chunk_id, 0.0
             )
             ranked[chunk.source] = max(ranked.get(chunk.source, corrected), corrected)
-        self._add_keywords(hits, " ".join(q.text for q in queries))
+        self._add_keywords(hits, " ".join(q.text for q in queries), indexes.keywords)
         for source, similarity in self.store.search_titles(vector, self.title_candidates).items():
             if source in hits:
                 hits[source].score += self.weights.title * similarity
@@ -216,8 +222,7 @@ class HybridRetriever:
             hit.score += ranked.get(hit.source, hit.similarity)
         return sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
 
-    def _add_keywords(self, hits: dict[str, DocumentHit], text: str) -> None:
-        index = self._keyword_index()
+    def _add_keywords(self, hits: dict[str, DocumentHit], text: str, index: _KeywordIndex) -> None:
         scores = index.scores(text)
         if scores is None or float(scores.max()) <= 0:
             return
