@@ -170,12 +170,17 @@ class HybridRetriever:
             if self._indexes_built is not None and generation == self._generation:
                 return self._indexes_built
             started = time.perf_counter()
-            keywords = _KeywordIndex(self.store.live_chunks(), self.synonyms)
             chunk_hubness: dict[str, float] = {}
             if self.weights.hubness:
-                ids, vectors = self.store.live_vectors()
+                # The chunks and their vectors from one read, so both indexes see the same store.
+                chunks, vectors = self.store.live_vectors()
                 values = hubness(vectors, self.hubness_neighbours)
-                chunk_hubness = dict(zip(ids, values.tolist(), strict=True))
+                chunk_hubness = {
+                    c.chunk_id: v for c, v in zip(chunks, values.tolist(), strict=True)
+                }
+            else:
+                chunks = self.store.live_chunks()
+            keywords = _KeywordIndex(chunks, self.synonyms)
             self._indexes_built = _Indexes(keywords, chunk_hubness)
             self._generation = generation
             log.info(

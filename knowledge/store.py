@@ -280,7 +280,7 @@ class KnowledgeStore:
                 orphans = [
                     item_id
                     for item_id, meta in zip(stored["ids"], stored["metadatas"] or [], strict=False)
-                    if live.get(str(meta.get("doc_id"))) != meta.get("version")
+                    if not _is_live(live, meta)
                 ]
                 if orphans:
                     collection.delete(ids=orphans)
@@ -291,30 +291,22 @@ class KnowledgeStore:
 
     # ----- reads
     def live_chunks(self) -> list[StoredChunk]:
-        live = self.live_versions()
-        stored = self._collection.get(include=["documents", "metadatas"])
-        return [
-            _stored_chunk(chunk_id, text, meta)
-            for chunk_id, text, meta in zip(
-                stored["ids"], stored["documents"] or [], stored["metadatas"] or [], strict=False
-            )
-            if live.get(str(meta.get("doc_id"))) == meta.get("version")
-        ]
+        return _chunks(*self._live_rows(embeddings=False))
 
-    def live_vectors(self) -> tuple[list[str], np.ndarray]:
-        """The ids and embeddings (one row each) of the live chunks."""
-        live = self.live_versions()
-        stored = self._collection.get(include=["embeddings", "metadatas"])
-        metas = stored["metadatas"] or []
-        keep = [
-            i
-            for i, meta in enumerate(metas)
-            if live.get(str(meta.get("doc_id"))) == meta.get("version")
-        ]
+    def live_vectors(self) -> tuple[list[StoredChunk], np.ndarray]:
+        """The live chunks and their embeddings (one row each, in the same order), in one read."""
+        stored, keep = self._live_rows(embeddings=True)
         if not keep:
             return [], np.zeros((0, 0), dtype=np.float32)
-        vectors = np.asarray(stored["embeddings"], dtype=np.float32)[keep]
-        return [stored["ids"][i] for i in keep], vectors
+        return _chunks(stored, keep), np.asarray(stored["embeddings"], dtype=np.float32)[keep]
+
+    def _live_rows(self, embeddings: bool) -> tuple[dict, list[int]]:
+        """One read of the chunk collection, and the positions of its live rows."""
+        live = self.live_versions()
+        include = ["documents", "metadatas", *(["embeddings"] if embeddings else [])]
+        stored = self._collection.get(include=include)
+        metas = stored["metadatas"] or []
+        return stored, [i for i, meta in enumerate(metas) if _is_live(live, meta)]
 
     def document_chunks(self, source: str) -> list[StoredChunk]:
         """The live chunks of one document, in document order (a document preview)."""
@@ -353,7 +345,7 @@ class KnowledgeStore:
             (result["distances"] or [[]])[0],
             strict=False,
         ):
-            if live.get(str(meta.get("doc_id"))) == meta.get("version"):
+            if _is_live(live, meta):
                 # float32 rounding makes the distance of an identical text slightly negative.
                 similarity = min(1.0, 1.0 - float(distance))
                 hits.append(_stored_chunk(chunk_id, text, meta, similarity))
@@ -373,8 +365,18 @@ class KnowledgeStore:
             for meta, distance in zip(
                 (result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0], strict=False
             )
-            if live.get(str(meta.get("doc_id"))) == meta.get("version")
+            if _is_live(live, meta)
         }
+
+
+def _is_live(live: dict[str, str], meta) -> bool:
+    """Whether a stored row belongs to its document's live version."""
+    return live.get(str(meta.get("doc_id"))) == meta.get("version")
+
+
+def _chunks(stored: dict, rows: list[int]) -> list[StoredChunk]:
+    texts = stored["documents"] or []
+    return [_stored_chunk(stored["ids"][i], texts[i], stored["metadatas"][i]) for i in rows]
 
 
 def _stored_chunk(chunk_id: str, text: str | None, meta, similarity: float = 0.0) -> StoredChunk:

@@ -60,8 +60,8 @@ class FakeStore:
         return self.chunks
 
     def live_vectors(self):
-        ids = [c.chunk_id for c in self.chunks] + ["a:1:0", "b:1:0", "c:1:0"]
-        return ids, self.vectors
+        neighbours = [StoredChunk(f"{n}:1:0", f"{n}.md", n, "", "", 0.0) for n in "abc"]
+        return self.chunks + neighbours, self.vectors
 
     def search(self, vector, n):
         return list(self.chunks)

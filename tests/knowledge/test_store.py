@@ -147,6 +147,28 @@ def test_orphan_chunks_are_invisible_and_removed(store):
     assert store.remove_orphans() == 0
 
 
+def test_live_vectors_are_the_live_chunks_and_their_own_embeddings(store):
+    _put(store, "warranty.md", WARRANTY)
+    _put(store, "password.md", PASSWORD, title="Password")
+    _upsert_orphan(store, "warranty.md", "fedcba9876543210", ORPHAN_TEXT)
+
+    chunks, vectors = store.live_vectors()
+
+    assert chunks == store.live_chunks()
+    assert {c.chunk_id for c in chunks} == _live_ids(store, "warranty.md") | _live_ids(
+        store, "password.md"
+    )
+    assert vectors.shape[0] == len(chunks) == 3
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        nearest = store.search(vector.tolist(), 1)[0]
+        assert nearest.chunk_id == chunk.chunk_id and nearest.similarity > 0.999
+
+
+def test_an_empty_store_has_no_live_vectors(store):
+    chunks, vectors = store.live_vectors()
+    assert chunks == [] and vectors.shape == (0, 0)
+
+
 def _live_ids(store: KnowledgeStore, source: str) -> set[str]:
     record = store.get_document(source)
     return {f"{record.doc_id}:{record.version}:{i}" for i in range(record.chunk_count)}
