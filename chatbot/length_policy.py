@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from knowledge.fences import CodeFences
+
 DEFAULT_STYLE = (
     "Answer first, in plain words. No greeting, no preamble, no restating the question, "
     "no sign-off. Use numbered steps only for procedures. If more could be said, stop and offer "
@@ -29,9 +31,6 @@ NOT_SENTENCE_END_RE = re.compile(
 EMPTY_ITEM_RE = re.compile(r"^(?:>\s*)*(?:[-*+]|\d+[.)])?$")
 # A full stop the next piece may still extend: "1." into "1.5", "e." into "e.g.".
 MAYBE_UNFINISHED_RE = re.compile(r"(?:\d|\b\w)\.$")
-# A code fence line: its indent and quote markers, then three or more backticks or tildes, then
-# (when it opens a block) an info string.
-FENCE_LINE_RE = re.compile(r"^(\s*(?:>\s*)*)(`{3,}|~{3,})(.*)$")
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def safe_boundary(text: str, *, ended: bool = False) -> int:
     it counts, except a full stop after a digit or a lone letter.
     """
     best = 0
-    fences = _Fences()
+    fences = CodeFences()
     position = 0
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
@@ -98,37 +97,13 @@ def closing_fence(text: str) -> str:
     a note included, and the answer would end mid-code. The closing fence repeats the opening
     one's indent, quote markers, character and length.
     """
-    fences = _Fences()
+    fences = CodeFences()
     for line in text.splitlines():
         fences.feed(line)
     if not fences.open:
         return ""
     closing = fences.prefix + fences.open
     return closing if text.endswith("\n") else "\n" + closing
-
-
-class _Fences:
-    """Follows code blocks line by line: ``open`` is the fence of the open block, or ""."""
-
-    def __init__(self) -> None:
-        self.open = ""
-        self.prefix = ""
-
-    def feed(self, line: str) -> bool:
-        """Take one line; whether it is a fence that opens or closes a block."""
-        match = FENCE_LINE_RE.match(line.rstrip("\n"))
-        if match is None:
-            return False
-        prefix, fence, rest = match.groups()
-        if not self.open:
-            if fence[0] == "`" and "`" in rest:
-                return False  # inline code such as ```npm install``` opens no block
-            self.open, self.prefix = fence, prefix
-            return True
-        if fence[0] == self.open[0] and len(fence) >= len(self.open) and not rest.strip():
-            self.open = self.prefix = ""
-            return True
-        return False
 
 
 class SentenceCutter:

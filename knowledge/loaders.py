@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from knowledge.macros import expand_macros, render_ui_macros, resolve_includes
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
@@ -14,7 +15,6 @@ LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 # A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
 # footnote, which they do.
 LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
-CODE_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]
 
 
@@ -112,7 +112,7 @@ def _hidden_removed(markdown: str) -> str:
     (up to their end) and link reference definitions, which include the ``[//]: # (note)`` idiom
     for comments. Code blocks are left as they are."""
     out: list[str] = []
-    fence = ""
+    fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
     in_comment = False
     after_break = True  # a definition cannot interrupt a paragraph
     for line in markdown.splitlines(keepends=True):
@@ -123,15 +123,12 @@ def _hidden_removed(markdown: str) -> str:
                 if rest.strip():
                     out.append(rest)
             continue
-        opened = CODE_FENCE_RE.match(line)
-        if fence:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
-                fence = ""
+        if fences.feed(line) or fences.open:
+            # A fence, or a line of a code block: kept as it is.
             out.append(line)
+            after_break = False
             continue
-        if opened:
-            fence = opened.group(1)
-        elif line.lstrip().startswith("<!--"):
+        if line.lstrip().startswith("<!--"):
             rest = line.split("<!--", 1)[1]
             if "-->" not in rest:
                 in_comment = True

@@ -74,6 +74,22 @@ def test_what_readers_see_stays_footnotes_code_and_paragraph_lines(tmp_path):
         assert line in text
 
 
+def test_a_fence_with_an_info_string_does_not_close_a_code_block(tmp_path):
+    page = tmp_path / "config.md"
+    kept = ["```python", "<!-- kept: still code -->"]
+    page.write_text(
+        f"# Config\n\n```\n{kept[0]}\n{kept[1]}\n```\n\n"
+        "<!-- hidden -->\n[manual]: https://example.com/manual.pdf\n",
+        encoding="utf-8",
+    )
+
+    text = load_document(page, "config.md").text
+
+    for line in kept:
+        assert line in text
+    assert "hidden" not in text and "example.com" not in text
+
+
 def test_text_file_title_is_its_first_line(tmp_path):
     path = tmp_path / "returns.txt"
     path.write_text("\n\nReturns and exchanges\n\nYou can return a device within 30 days.\n")
