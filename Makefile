@@ -41,6 +41,7 @@ format: setup
 eval: setup
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot ingest ../shared/kb/zulip-help/help
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
+	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval tests/data/zulip_tuning_questions.jsonl --retrieval-only
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval tests/data/zulip_unseen_questions.jsonl --retrieval-only
 
 # Pictures of the widget and the staff pages for the README (Debian's Chromium, real app).
