@@ -25,6 +25,7 @@ from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
+from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples, OffTopicMatch
 from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
 from knowledge.store import KnowledgeStore
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
+# Why a turn was handed off without an answer (ChatResult.handoff_reason).
+NO_MATCH = "no_match"  # no document reached the relevance threshold
+OFF_TOPIC = "off_topic"  # closer to an off-topic example than to any document
+DECLINED = "declined"  # the model found no answer in the sources
 # Streamed pieces are about one token each; past max_tokens by this many, the stream is closed.
 MAX_TOKENS_SLACK = 8
 
@@ -86,6 +91,8 @@ class ChatResult:
     prompt_messages: list[dict] | None = None
     # The stored answer's id (sessions only), which ratings refer to.
     turn_id: int | None = None
+    # With handoff: NO_MATCH, OFF_TOPIC or DECLINED.
+    handoff_reason: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -118,6 +125,10 @@ class Retrieval:
     query: str
     hits: list[DocumentHit]
     handoff: bool
+    # With handoff: NO_MATCH or OFF_TOPIC.
+    reason: str = ""
+    # The off-topic example closest to the question, when the check ran.
+    off_topic: OffTopicMatch | None = None
 
 
 @dataclass
@@ -145,8 +156,10 @@ class ChatService:
         counter: TokenCounter | None = None,
         on_close: Callable[[], None] | None = None,
         model_probe_url: str | None = None,
+        off_topic: OffTopicExamples | None = None,
     ):
         self.settings = settings
+        self.off_topic = off_topic
         self.model_probe_url = model_probe_url
         self.store = store
         self.retriever = retriever
@@ -232,9 +245,18 @@ class ChatService:
         )
         queries = search_queries(question, history, cfg.history_weight)
         retriever = self.retriever_for(options.collection)
-        hits = retriever.retrieve(queries, k=options.top_k or cfg.top_k)
-        handoff = not hits or max(h.similarity for h in hits) < threshold
-        return Retrieval(standalone_query(queries), hits, handoff)
+        vector = retriever.query_vector(queries)
+        hits = retriever.retrieve(queries, k=options.top_k or cfg.top_k, vector=vector)
+        best = max((h.similarity for h in hits), default=None)
+        query = standalone_query(queries)
+        if best is None or best < threshold:
+            return Retrieval(query, hits, True, NO_MATCH)
+        closest = retriever.closest_off_topic(vector)
+        if closest is None:
+            return Retrieval(query, hits, False)
+        if closest.similarity - best > cfg.off_topic_margin:
+            return Retrieval(query, hits, True, OFF_TOPIC, closest)
+        return Retrieval(query, hits, False, off_topic=closest)
 
     def retriever_for(self, collection: str | None) -> HybridRetriever:
         """The retriever of a knowledge collection (a site may answer from its own)."""
@@ -243,7 +265,7 @@ class ChatService:
         with self._lock:
             if collection not in self._retrievers:
                 store = KnowledgeStore(self.settings.data_dir, self.store.embeddings, collection)
-                self._retrievers[collection] = _make_retriever(store, self.settings)
+                self._retrievers[collection] = _make_retriever(store, self.settings, self.off_topic)
             return self._retrievers[collection]
 
     @staticmethod
@@ -271,6 +293,7 @@ class ChatService:
             sources=[] if found.handoff else self.sources_of(found.hits),
             handoff=found.handoff,
             query=found.query,
+            handoff_reason=found.reason,
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
         return result
@@ -306,6 +329,7 @@ class ChatService:
             sources=[],
             handoff=found.handoff,
             query=found.query,
+            handoff_reason=found.reason,
             channel=channel,
             session_id=session_id,
         )
@@ -441,6 +465,7 @@ class ChatService:
             # search found nothing, the sources are withdrawn (they did not answer it), and the
             # customer is offered a person.
             result.handoff = True
+            result.handoff_reason = DECLINED
             result.sources = []
             yield SourcesEvent([])
             notes.append(HANDOFF_OFFER)
@@ -575,7 +600,9 @@ def _instructions(policy: LengthPolicy, options: AnswerOptions | None) -> str:
     return policy.instruction() + (f"\n{extra}" if extra else "")
 
 
-def _make_retriever(store: KnowledgeStore, settings: Settings) -> HybridRetriever:
+def _make_retriever(
+    store: KnowledgeStore, settings: Settings, off_topic: OffTopicExamples | None = None
+) -> HybridRetriever:
     cfg = settings.retrieval
     return HybridRetriever(
         store,
@@ -584,6 +611,8 @@ def _make_retriever(store: KnowledgeStore, settings: Settings) -> HybridRetrieve
         ),
         hubness_neighbours=cfg.hubness_neighbours,
         synonyms=cfg.synonyms,
+        off_topic=off_topic if cfg.off_topic_check else None,
+        off_topic_overlap=cfg.off_topic_overlap,
     )
 
 
@@ -603,7 +632,15 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
     cfg = settings.retrieval
     embeddings = make_embeddings(cfg.embedding_model, threads=cfg.embedding_threads)
     store = KnowledgeStore(settings.data_dir, embeddings, cfg.collection)
-    retriever = _make_retriever(store, settings)
+    off_topic = None
+    if cfg.off_topic_check:
+        off_topic = OffTopicExamples.from_file(
+            cfg.off_topic_examples or BUNDLED_EXAMPLES,
+            embeddings,
+            model_name=cfg.embedding_model,
+            cache_dir=settings.data_dir / "cache",
+        )
+    retriever = _make_retriever(store, settings, off_topic)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:
         if settings.llm.provider == Provider.LOCAL:
@@ -628,6 +665,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         counter=counter,
         on_close=on_close,
         model_probe_url=f"{local_url}/models" if local_url else None,
+        off_topic=off_topic,
     )
 
 

@@ -114,6 +114,27 @@ class RetrievalSettings(_Section):
     relevance_threshold: float = Field(
         0.3, ge=-1, le=1, description="Below this cosine similarity the bot hands off."
     )
+    off_topic_check: bool = Field(
+        True,
+        description="Hand off a question that is closer to an off-topic example than to "
+        "every document.",
+    )
+    off_topic_examples: Path | None = Field(
+        None, description="File of off-topic example questions; empty uses the bundled list."
+    )
+    off_topic_overlap: float = Field(
+        0.42,
+        ge=-1,
+        le=1,
+        description="Examples this similar to one of your chunks are not used: your documents "
+        "cover that topic.",
+    )
+    off_topic_margin: float = Field(
+        0.04,
+        ge=-1,
+        le=1,
+        description="How much closer than the best document an example must be to hand off.",
+    )
     keyword_weight: float = Field(
         0.2, ge=0, description="Share of the normalised BM25 score beside dense similarity."
     )
@@ -143,6 +164,15 @@ class RetrievalSettings(_Section):
         50, ge=1, description="Most files one upload may hold; the files past it are refused."
     )
     max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
+
+    @field_validator("off_topic_examples")
+    @classmethod
+    def _examples_file_is_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from knowledge.off_topic import read_examples
+
+            read_examples(value)  # names the file and what is wrong with it
+        return value
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RetrievalSettings:

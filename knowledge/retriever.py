@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from knowledge.off_topic import OffTopicExamples, OffTopicIndex, OffTopicMatch
 from knowledge.store import KnowledgeStore, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class _Indexes:
 
     keywords: _KeywordIndex
     hubness: dict[str, float]
+    # The off-topic examples this store does not cover (None: no off-topic check).
+    off_topic: OffTopicIndex | None = None
 
 
 def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
@@ -149,8 +152,12 @@ class HybridRetriever:
         title_candidates: int = 50,
         synonyms: dict[str, list[str]] | None = None,
         hubness_neighbours: int = 20,
+        off_topic: OffTopicExamples | None = None,
+        off_topic_overlap: float = 0.42,
     ):
         self.store = store
+        self.off_topic = off_topic
+        self.off_topic_overlap = off_topic_overlap
         self.weights = weights or FusionWeights()
         self.dense_candidates = dense_candidates
         self.title_candidates = title_candidates
@@ -164,31 +171,42 @@ class HybridRetriever:
         return self._indexes().keywords
 
     def _indexes(self) -> _Indexes:
-        """The keyword index and the chunks' hubness, rebuilt when the store has changed."""
+        """The keyword index, the chunks' hubness and the off-topic examples the store does not
+        cover, rebuilt when the store has changed."""
         generation = self.store.generation()
         with self._lock:
             if self._indexes_built is not None and generation == self._generation:
                 return self._indexes_built
             started = time.perf_counter()
             chunk_hubness: dict[str, float] = {}
-            if self.weights.hubness:
-                # The chunks and their vectors from one read, so both indexes see the same store.
+            off_topic = None
+            if self.weights.hubness or self.off_topic is not None:
+                # The chunks and their vectors from one read, so every index sees the same store.
                 chunks, vectors = self.store.live_vectors()
-                values = hubness(vectors, self.hubness_neighbours)
-                chunk_hubness = {
-                    c.chunk_id: v for c, v in zip(chunks, values.tolist(), strict=True)
-                }
+                if self.weights.hubness:
+                    values = hubness(vectors, self.hubness_neighbours)
+                    chunk_hubness = {
+                        c.chunk_id: v for c, v in zip(chunks, values.tolist(), strict=True)
+                    }
+                if self.off_topic is not None:
+                    off_topic = self.off_topic.index_for(vectors, self.off_topic_overlap)
             else:
                 chunks = self.store.live_chunks()
             keywords = _KeywordIndex(chunks, self.synonyms)
-            self._indexes_built = _Indexes(keywords, chunk_hubness)
+            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic)
             self._generation = generation
             log.info(
-                "search indexes built for %d chunks in %.2f s",
+                "search indexes built for %d chunks in %.2f s%s",
                 len(keywords.chunks),
                 time.perf_counter() - started,
+                "" if off_topic is None else f"; {len(off_topic)} off-topic examples in use",
             )
             return self._indexes_built
+
+    def closest_off_topic(self, vector: Sequence[float]) -> OffTopicMatch | None:
+        """The off-topic example (of those the store does not cover) closest to ``vector``."""
+        index = self._indexes().off_topic
+        return index.closest(vector) if index is not None else None
 
     def chunk_hubness(self, chunk_id: str) -> float:
         """How close a chunk sits to everything else (0 when unknown or switched off)."""
@@ -202,11 +220,19 @@ class HybridRetriever:
         combined = (vectors * np.asarray([q.weight for q in dense])[:, None]).sum(axis=0)
         return (combined / (np.linalg.norm(combined) or 1.0)).tolist()
 
-    def retrieve(self, queries: Sequence[WeightedQuery], k: int = 5) -> list[DocumentHit]:
-        """The ``k`` best documents for the weighted queries, best first."""
+    def retrieve(
+        self,
+        queries: Sequence[WeightedQuery],
+        k: int = 5,
+        vector: Sequence[float] | None = None,
+    ) -> list[DocumentHit]:
+        """The ``k`` best documents for the weighted queries, best first.
+
+        ``vector`` is the queries' ``query_vector`` when the caller has already computed it.
+        """
         if not queries or not any(q.weight > 0 for q in queries):
             return []
-        vector = self.query_vector(queries)
+        vector = list(vector) if vector is not None else self.query_vector(queries)
         indexes = self._indexes()  # one consistent snapshot for this query
         hits: dict[str, DocumentHit] = {}
         ranked: dict[str, float] = {}

@@ -23,6 +23,7 @@ from chatbot.evaluation import load_questions, run_eval
 from chatbot.history import Turn, turns_from_dicts
 from chatbot.prompts import quote
 from chatbot.service import (
+    OFF_TOPIC,
     AnswerOptions,
     ChatResult,
     ChatService,
@@ -177,8 +178,15 @@ def sent_text(result: ChatResult) -> str:
     return "\n".join(m["content"] for m in result.prompt_messages or [])
 
 
-def prompt_text(result: ChatResult, threshold: float) -> str:
+def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = None) -> str:
     if result.handoff and not result.prompt_messages:
+        if result.handoff_reason == OFF_TOPIC and found is not None and found.off_topic:
+            best = max((h.similarity for h in found.hits), default=0.0)
+            return (
+                "No model call: the question is closer to the off-topic example "
+                f'"{found.off_topic.example}" ({found.off_topic.similarity:.2f}) than to any '
+                f"document (best {best:.2f}), so the hand-off answer was given."
+            )
         return (
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."
@@ -327,7 +335,7 @@ class Playground:
             result.answer,
             result.query,
             chunk_table(found, sent_text(result)),
-            prompt_text(result, knobs.relevance_threshold),
+            prompt_text(result, knobs.relevance_threshold, found),
             token_table(result),
             timing_table(result),
             outcome_text(result),

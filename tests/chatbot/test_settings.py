@@ -144,6 +144,7 @@ def test_a_misspelt_environment_variable_is_refused(monkeypatch):
         ("retrieval:\n  chunk_size: 200\n  chunk_overlap: 200\n", "chunk_overlap"),
         ("log_level: LOUD\n", "log_level"),
         ("server:\n  port: 70000\n", "server.port"),
+        ("retrieval:\n  off_topic_examples: /nonexistent/list.txt\n", "off_topic_examples"),
     ],
 )
 def test_an_out_of_range_value_names_the_key(tmp_path, yaml_text, key):
@@ -248,3 +249,14 @@ def test_every_setting_in_default_yaml_is_commented():
     ]
 
     assert uncommented == []
+
+
+def test_an_empty_off_topic_examples_file_names_the_key(tmp_path):
+    examples = tmp_path / "examples.txt"
+    examples.write_text("# nothing yet\n", encoding="utf-8")
+    (tmp_path / "default.yaml").write_text(
+        f"retrieval:\n  off_topic_examples: {examples}\n", encoding="utf-8"
+    )
+
+    with pytest.raises(SettingsError, match=r"off_topic_examples[\s\S]*no off-topic examples"):
+        load_settings(config_dir=tmp_path)

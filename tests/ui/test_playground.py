@@ -19,6 +19,7 @@ from chatbot.prompts import HANDOFF_ANSWER, NO_ANSWER_REPLY, SYSTEM_PROMPT
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.users import Role
+from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
 from knowledge.retriever import HybridRetriever
 from ui.playground import (
     ANSWER_OUTPUTS,
@@ -135,6 +136,22 @@ def test_knobs_change_top_k_and_the_length_policy_and_re_run_asks_again(answerin
     assert "**Length policy:** disabled" in again["outcome"]
     assert "**Cut by the length policy:** no" in again["outcome"]
     assert again["answer"].strip()
+
+
+def test_an_off_topic_hand_off_names_the_example(settings, sample_store, embeddings, tmp_path):
+    examples = OffTopicExamples.from_file(BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path)
+    retriever = HybridRetriever(sample_store, off_topic=examples)
+    service = ChatService(settings, sample_store, retriever, None)  # no model to reach
+    try:
+        view, _ = ask(Playground(service, settings), "my xbox controller wont pair anymore")
+    finally:
+        service.close()
+
+    assert "**Handed off:** yes" in view["outcome"]
+    assert view["answer"] == HANDOFF_ANSWER
+    assert view["prompt"].startswith("No model call: the question is closer to the off-topic")
+    assert "controller" in view["prompt"]  # the example it resembled
+    assert "failed" not in view["outcome"]
 
 
 def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):

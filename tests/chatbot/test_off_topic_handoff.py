@@ -1,0 +1,113 @@
+"""The off-topic check with the real embedder, the bundled examples and a real Chroma store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from chatbot.service import NO_MATCH, OFF_TOPIC, ChatService, create_service
+from knowledge.ingest import ingest_paths
+from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
+from knowledge.retriever import HybridRetriever, WeightedQuery
+from knowledge.store import KnowledgeStore
+from tests.conftest import REPO, SAMPLE_HELP
+
+pytestmark = pytest.mark.slow
+
+# Questions about other products that share words with the sample help center (a smart-lighting
+# company): each reaches the relevance threshold on some article.
+OTHER_PRODUCTS = [
+    "my xbox controller wont pair anymore",
+    "the nest thermostat keeps going offline",
+    "how do i turn on dark mode in outlook",
+]
+
+
+@pytest.fixture(scope="module")
+def examples(embeddings, tmp_path_factory) -> OffTopicExamples:
+    return OffTopicExamples.from_file(
+        BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path_factory.mktemp("cache")
+    )
+
+
+def _service(settings, store, examples=None) -> ChatService:
+    return ChatService(settings, store, HybridRetriever(store, off_topic=examples), None)
+
+
+@pytest.mark.parametrize("question", OTHER_PRODUCTS)
+def test_a_question_about_another_product_is_handed_off(settings, sample_store, examples, question):
+    found = _service(settings, sample_store, examples).retrieve(question)
+
+    assert found.handoff and found.reason == OFF_TOPIC
+    best = max(h.similarity for h in found.hits)
+    assert best >= settings.retrieval.relevance_threshold  # the threshold alone would answer it
+    assert found.off_topic.similarity - best > settings.retrieval.off_topic_margin
+    # Without the examples the same question would go to the model.
+    assert not _service(settings, sample_store).retrieve(question).handoff
+
+
+def test_the_sample_questions_keep_their_answers(settings, sample_store, examples):
+    service = _service(settings, sample_store, examples)
+    questions = map(
+        json.loads, (REPO / "knowledge" / "sample_questions.jsonl").read_text().splitlines()
+    )
+    for question in questions:
+        if question["kind"] != "answerable":
+            continue
+        found = service.retrieve(question["question"])
+        assert not found.handoff, (question["id"], found.off_topic)
+        assert found.off_topic is not None  # the check ran and let it through
+
+
+def test_far_from_everything_is_still_a_plain_no_match(settings, sample_store, examples):
+    found = _service(settings, sample_store, examples).retrieve("who won the super bowl last year")
+
+    assert found.handoff and found.reason == NO_MATCH
+
+
+def test_a_store_that_covers_the_topic_answers_it(settings, embeddings, examples, tmp_path):
+    help_dir = tmp_path / "help"
+    shutil.copytree(SAMPLE_HELP, help_dir)
+    (help_dir / "game-controllers.md").write_text(
+        "# Pairing a game controller\n\n"
+        "Lumora's TV light bars follow the game on screen. If your Xbox or PS5 controller "
+        "won't pair with the console after a reset, hold the pair button for five seconds, "
+        "then connect it with a USB cable once.\n",
+        encoding="utf-8",
+    )
+    store = KnowledgeStore(tmp_path / "store", embeddings)
+    assert ingest_paths(store, [help_dir]).ok
+
+    found = _service(settings, store, examples).retrieve(OTHER_PRODUCTS[0])
+
+    assert not found.handoff
+    assert found.hits[0].source.endswith("game-controllers.md")
+    assert "controller" not in found.off_topic.example  # the console examples were set aside
+
+
+def test_create_service_uses_the_configured_list(settings, tmp_path):
+    own = tmp_path / "ours.txt"
+    own.write_text("# our own list\nhow do i reset my xbox controller\n", encoding="utf-8")
+    settings.retrieval.off_topic_examples = own
+    service = create_service(settings, with_model=False)
+    try:
+        assert ingest_paths(service.store, [SAMPLE_HELP / "pair-a-new-bulb.md"]).ok
+        vector = service.retriever.query_vector([WeightedQuery(OTHER_PRODUCTS[0])])
+        match = service.retriever.closest_off_topic(vector)
+        assert match.example == "how do i reset my xbox controller"
+        assert match.similarity > 0.5
+        assert list((settings.data_dir / "cache").glob("off_topic-*.npy"))
+    finally:
+        service.close()
+
+
+def test_the_check_can_be_switched_off(settings):
+    settings.retrieval.off_topic_check = False
+    service = create_service(settings, with_model=False)
+    try:
+        assert service.retriever.off_topic is None
+        assert service.off_topic is None
+    finally:
+        service.close()
