@@ -251,10 +251,10 @@ class ChatService:
         query = standalone_query(queries)
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
-        closest = retriever.closest_off_topic(vector)
+        closest = retriever.closest_off_topic(queries, vector, hits)
         if closest is None:
             return Retrieval(query, hits, False)
-        if closest.similarity - best > cfg.off_topic_margin:
+        if closest.lead > cfg.off_topic_margin:
             return Retrieval(query, hits, True, OFF_TOPIC, closest)
         return Retrieval(query, hits, False, off_topic=closest)
 

@@ -71,6 +71,11 @@ class SentenceTransformerEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
 
+    def vocabulary(self) -> frozenset[str]:
+        """The whole words the model's tokenizer knows (a rare name is split into pieces)."""
+        vocab = self._loaded().tokenizer.get_vocab()
+        return frozenset(w for w in vocab if w.isalpha() and w.islower())
+
 
 def make_embeddings(
     model: str = "packaged:" + DEFAULT_MODEL_PACKAGE, threads: int = 0

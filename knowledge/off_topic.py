@@ -28,10 +28,20 @@ class OffTopicExamplesError(ValueError):
 
 @dataclass(frozen=True)
 class OffTopicMatch:
-    """The example closest to a question, and its cosine similarity to the question."""
+    """The example closest to a question, and its cosine similarity to the question.
+
+    ``document_similarity`` is the best chunk's similarity to the same question, the one the
+    example's is compared with (the retriever fills it in).
+    """
 
     example: str
     similarity: float
+    document_similarity: float | None = None
+
+    @property
+    def lead(self) -> float:
+        """How much closer the question is to the example than to the documents."""
+        return self.similarity - (self.document_similarity or 0.0)
 
 
 def read_examples(path: Path) -> list[str]:

@@ -21,8 +21,9 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +32,12 @@ from knowledge.store import KnowledgeStore, StoredChunk
 
 log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
+# A word in at least this share of the documents that the embedding model does not know as a
+# word is taken for the product's own name ("zulip", "lumora").
+OWN_NAME_SHARE = 0.5
+OWN_NAME_MIN_DOCUMENTS = 3
+# A question compared without the product's name must be at least this similar to an example.
+NAMELESS_MIN_SIMILARITY = 0.55
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class _Indexes:
     hubness: dict[str, float]
     # The off-topic examples this store does not cover (None: no off-topic check).
     off_topic: OffTopicIndex | None = None
+    # The product's own name(s), found in the documents (see own_names).
+    own_names: frozenset[str] = frozenset()
 
 
 def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
@@ -129,6 +138,36 @@ def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarr
         sims[rows, start + rows] = -np.inf  # not its own neighbour
         out[start : start + block] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
     return out
+
+
+def own_names(chunks: Sequence[StoredChunk], vocabulary: frozenset[str]) -> frozenset[str]:
+    """Words in at least half of the documents that the embedding model does not know as words.
+
+    That is a help center's own product name: it matches every article, so it says nothing about
+    whether a question is one the help center answers.
+    """
+    words: dict[str, set[str]] = {}
+    for chunk in chunks:
+        words.setdefault(chunk.source, set()).update(
+            WORD_RE.findall(f"{chunk.title} {chunk.text}".lower())
+        )
+    if len(words) < OWN_NAME_MIN_DOCUMENTS:
+        return frozenset()
+    frequency = Counter(w for found in words.values() for w in found)
+    return frozenset(
+        w
+        for w, n in frequency.items()
+        if n >= OWN_NAME_SHARE * len(words) and w.isalpha() and w not in vocabulary
+    )
+
+
+def without_words(text: str, words: frozenset[str]) -> str:
+    """``text`` without ``words`` (and their possessive), or unchanged if nothing else is left."""
+    if not words:
+        return text
+    pattern = r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")(?:'s)?\b"
+    stripped = " ".join(re.sub(pattern, " ", text, flags=re.IGNORECASE).split())
+    return stripped or text
 
 
 def expand_synonyms(text: str, synonyms: dict[str, list[str]]) -> str:
@@ -180,6 +219,7 @@ class HybridRetriever:
             started = time.perf_counter()
             chunk_hubness: dict[str, float] = {}
             off_topic = None
+            names: frozenset[str] = frozenset()
             if self.weights.hubness or self.off_topic is not None:
                 # The chunks and their vectors from one read, so every index sees the same store.
                 chunks, vectors = self.store.live_vectors()
@@ -190,23 +230,61 @@ class HybridRetriever:
                     }
                 if self.off_topic is not None:
                     off_topic = self.off_topic.index_for(vectors, self.off_topic_overlap)
+                    vocabulary = getattr(self.store.embeddings, "vocabulary", None)
+                    if vocabulary is not None:
+                        names = own_names(chunks, vocabulary())
             else:
                 chunks = self.store.live_chunks()
             keywords = _KeywordIndex(chunks, self.synonyms)
-            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic)
+            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names)
             self._generation = generation
             log.info(
                 "search indexes built for %d chunks in %.2f s%s",
                 len(keywords.chunks),
                 time.perf_counter() - started,
-                "" if off_topic is None else f"; {len(off_topic)} off-topic examples in use",
+                ""
+                if off_topic is None
+                else f"; {len(off_topic)} off-topic examples in use; own names: "
+                f"{', '.join(sorted(names)) or 'none'}",
             )
             return self._indexes_built
 
-    def closest_off_topic(self, vector: Sequence[float]) -> OffTopicMatch | None:
-        """The off-topic example (of those the store does not cover) closest to ``vector``."""
-        index = self._indexes().off_topic
-        return index.closest(vector) if index is not None else None
+    def closest_off_topic(
+        self,
+        queries: Sequence[WeightedQuery],
+        vector: Sequence[float],
+        hits: Sequence[DocumentHit],
+    ) -> OffTopicMatch | None:
+        """The off-topic example (of those the store does not cover) closest to the question,
+        with the best chunk's similarity to compare it with.
+
+        ``vector`` and ``hits`` are the queries' vector and retrieved documents. When the
+        question names the product itself and, without that name, closely matches an example,
+        both similarities are taken without the name: it brings the question closer to every
+        document and to none of the examples ("who is the CEO of <product>?").
+        """
+        indexes = self._indexes()
+        if indexes.off_topic is None:
+            return None
+        stripped = [
+            WeightedQuery(without_words(q.text, indexes.own_names), q.weight) for q in queries
+        ]
+        if stripped != list(queries) and any(q.weight > 0 for q in stripped):
+            nameless = self.query_vector(stripped)
+            match = indexes.off_topic.closest(nameless)
+            # Without the name a short question says little ("is it down?"): the nameless
+            # comparison counts only when the question plainly matches an example.
+            if match is not None and match.similarity >= NAMELESS_MIN_SIMILARITY:
+                nearest = self.store.search(nameless, 1)
+                best = nearest[0].similarity if nearest else 0.0
+                return replace(match, document_similarity=best)
+        match = indexes.off_topic.closest(vector)
+        best = max((h.similarity for h in hits), default=0.0)
+        return replace(match, document_similarity=best) if match is not None else None
+
+    def own_names(self) -> frozenset[str]:
+        """The product names found in the store (see ``own_names``)."""
+        return self._indexes().own_names
 
     def chunk_hubness(self, chunk_id: str) -> float:
         """How close a chunk sits to everything else (0 when unknown or switched off)."""

@@ -23,6 +23,8 @@ from chatbot.evaluation import load_questions, run_eval
 from chatbot.history import Turn, turns_from_dicts
 from chatbot.prompts import quote
 from chatbot.service import (
+    DECLINED,
+    NO_MATCH,
     OFF_TOPIC,
     AnswerOptions,
     ChatResult,
@@ -35,6 +37,13 @@ from chatbot.settings import Channel, Settings
 from ui.gradio_app import safe_markdown
 
 log = logging.getLogger(__name__)
+
+# How the question-set table names why a question was handed off.
+HANDOFF_REASONS = {
+    NO_MATCH: "nothing relevant found",
+    OFF_TOPIC: "off-topic",
+    DECLINED: "the model found no answer",
+}
 
 CHANNELS = [
     ("Customer widget", Channel.WIDGET.value),
@@ -181,11 +190,11 @@ def sent_text(result: ChatResult) -> str:
 def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = None) -> str:
     if result.handoff and not result.prompt_messages:
         if result.handoff_reason == OFF_TOPIC and found is not None and found.off_topic:
-            best = max((h.similarity for h in found.hits), default=0.0)
+            match = found.off_topic
             return (
                 "No model call: the question is closer to the off-topic example "
-                f'"{found.off_topic.example}" ({found.off_topic.similarity:.2f}) than to any '
-                f"document (best {best:.2f}), so the hand-off answer was given."
+                f'"{match.example}" ({match.similarity:.2f}) than to any document (best '
+                f"{match.document_similarity or 0:.2f}), so the hand-off answer was given."
             )
         return (
             "No model call: nothing retrieved reached the relevance threshold "
@@ -225,7 +234,7 @@ def policy_text(policy: dict) -> str:
 def outcome_text(result: ChatResult) -> str:
     lines = [
         f"**Channel:** {result.channel}",
-        f"**Handed off:** {'yes' if result.handoff else 'no'}",
+        f"**Handed off:** {_handoff_text(result)}",
         f"**Cut by the length policy:** {'yes' if result.cut else 'no'}",
         f"**Length policy:** {policy_text(result.policy)}",
         f"**Documents quoted in the prompt:** {len(result.sources)}",
@@ -233,6 +242,13 @@ def outcome_text(result: ChatResult) -> str:
     if result.error:
         lines.append(f"**Error:** {result.error}")
     return "  \n".join(lines)
+
+
+def _handoff_text(result: ChatResult) -> str:
+    if not result.handoff:
+        return "no"
+    reason = HANDOFF_REASONS.get(result.handoff_reason)
+    return f"yes ({reason})" if reason else "yes"
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
@@ -434,6 +450,7 @@ def _question_rows(
         cells = {"id": row["id"], "kind": row["kind"]}
         cells |= {m.replace("@k", f"@{k}"): verdict(row, m) for m in metrics}
         cells["handoff"] = "yes" if row["handoff"] else "no"
+        cells["why"] = HANDOFF_REASONS.get(result.get("handoff_reason", ""), "")
         cells["sources"] = ", ".join(Path(s["source"]).name for s in result["sources"][:k])
         cells["question"] = question.question
         if with_answers:

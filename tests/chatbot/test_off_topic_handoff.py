@@ -43,7 +43,7 @@ def test_a_question_about_another_product_is_handed_off(settings, sample_store, 
     assert found.handoff and found.reason == OFF_TOPIC
     best = max(h.similarity for h in found.hits)
     assert best >= settings.retrieval.relevance_threshold  # the threshold alone would answer it
-    assert found.off_topic.similarity - best > settings.retrieval.off_topic_margin
+    assert found.off_topic.lead > settings.retrieval.off_topic_margin
     # Without the examples the same question would go to the model.
     assert not _service(settings, sample_store).retrieve(question).handoff
 
@@ -59,6 +59,32 @@ def test_the_sample_questions_keep_their_answers(settings, sample_store, example
         found = service.retrieve(question["question"])
         assert not found.handoff, (question["id"], found.off_topic)
         assert found.off_topic is not None  # the check ran and let it through
+
+
+def test_the_product_name_is_found_in_the_store(settings, sample_store, examples):
+    assert _service(settings, sample_store, examples).retriever.own_names() == {"lumora"}
+
+
+def test_a_question_about_the_company_is_compared_without_its_name(
+    settings, sample_store, examples
+):
+    question = "who is the ceo of lumora and where is the company headquartered?"
+    found = _service(settings, sample_store, examples).retrieve(question)
+
+    assert found.handoff and found.reason == OFF_TOPIC
+    assert "ceo" in found.off_topic.example
+    # "lumora" brought every article closer; without it the best one is far away.
+    assert found.off_topic.document_similarity < max(h.similarity for h in found.hits) - 0.2
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["is lumora down right now", "lumora app keeps crashing", "does lumora work with my echo dot"],
+)
+def test_a_short_question_naming_the_product_is_still_answered(
+    settings, sample_store, examples, question
+):
+    assert not _service(settings, sample_store, examples).retrieve(question).handoff
 
 
 def test_far_from_everything_is_still_a_plain_no_match(settings, sample_store, examples):
@@ -94,8 +120,9 @@ def test_create_service_uses_the_configured_list(settings, tmp_path):
     service = create_service(settings, with_model=False)
     try:
         assert ingest_paths(service.store, [SAMPLE_HELP / "pair-a-new-bulb.md"]).ok
-        vector = service.retriever.query_vector([WeightedQuery(OTHER_PRODUCTS[0])])
-        match = service.retriever.closest_off_topic(vector)
+        queries = [WeightedQuery(OTHER_PRODUCTS[0])]
+        vector = service.retriever.query_vector(queries)
+        match = service.retriever.closest_off_topic(queries, vector, [])
         assert match.example == "how do i reset my xbox controller"
         assert match.similarity > 0.5
         assert list((settings.data_dir / "cache").glob("off_topic-*.npy"))

@@ -14,6 +14,8 @@ from knowledge.off_topic import (
     OffTopicExamplesError,
     read_examples,
 )
+from knowledge.retriever import own_names, without_words
+from knowledge.store import StoredChunk
 
 VOCABULARY = ["bank", "fee", "pizza", "bulb", "wifi", "invoice", "recipe"]
 
@@ -125,3 +127,40 @@ def test_an_unreadable_cache_is_embedded_afresh(tmp_path, caplog):
     assert vectors.shape == (1, len(VOCABULARY))
     assert "ignoring unreadable" in caplog.text
     assert np.load(fresh.cache_path).shape == (1, len(VOCABULARY))  # rewritten
+
+
+def _chunk(source: str, text: str, title: str = "") -> StoredChunk:
+    return StoredChunk(f"{source}#0", source, title or source, "", text)
+
+
+def test_own_names_are_unknown_words_in_most_documents():
+    chunks = [
+        _chunk("a.md", "Pair a bulb with the Lumora app."),
+        _chunk("b.md", "Lumora plans and pricing: the bulb is free."),
+        _chunk("c.md", "Reset the hub.", title="Lumora hub"),
+        _chunk("d.md", "Zigbee bulbs pair with the hub."),
+    ]
+    vocabulary = frozenset(
+        {"pair", "a", "bulb", "bulbs", "with", "the", "app", "hub", "reset", "plans", "and"}
+    )
+
+    # "bulb" and "the" are in most documents but are known words; "zigbee" is in one.
+    assert own_names(chunks, vocabulary) == {"lumora"}
+
+
+def test_a_small_store_has_no_own_names():
+    chunks = [_chunk("a.md", "Lumora"), _chunk("b.md", "Lumora")]
+
+    assert own_names(chunks, frozenset()) == frozenset()
+
+
+def test_without_words_drops_the_name_and_its_possessive():
+    names = frozenset({"zulip"})
+
+    assert without_words("Who is Zulip's CEO, and does zulip hire?", names) == (
+        "Who is CEO, and does hire?"
+    )
+    assert without_words("zulipchat and zulip-like apps", names) == "zulipchat and -like apps"
+    assert without_words("Zulip?", names) == "?"
+    assert without_words("zulip", names) == "zulip"  # nothing else left: unchanged
+    assert without_words("anything", frozenset()) == "anything"

@@ -147,7 +147,7 @@ def test_an_off_topic_hand_off_names_the_example(settings, sample_store, embeddi
     finally:
         service.close()
 
-    assert "**Handed off:** yes" in view["outcome"]
+    assert "**Handed off:** yes (off-topic)" in view["outcome"]
     assert view["answer"] == HANDOFF_ANSWER
     assert view["prompt"].startswith("No model call: the question is closer to the off-topic")
     assert "controller" in view["prompt"]  # the example it resembled
@@ -158,7 +158,7 @@ def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):
     # This service has no model: reaching it would fail the request.
     view, _ = ask(modelless, relevance_threshold=0.99)
 
-    assert "**Handed off:** yes" in view["outcome"]
+    assert "**Handed off:** yes (nothing relevant found)" in view["outcome"]
     assert "failed" not in view["outcome"]
     assert view["answer"] == HANDOFF_ANSWER
     assert view["prompt"].startswith("No model call")
@@ -176,7 +176,7 @@ def test_a_model_that_finds_no_answer_is_handed_off_and_its_prompt_is_shown(sett
     finally:
         service.close()
 
-    assert "**Handed off:** yes" in view["outcome"]
+    assert "**Handed off:** yes (the model found no answer)" in view["outcome"]
     assert view["answer"].startswith(NO_ANSWER_REPLY)
     assert view["prompt"].startswith("=== system ===")
     assert SYSTEM_PROMPT_START in view["prompt"]
@@ -267,6 +267,7 @@ def test_a_question_set_runs_with_the_knobs_of_the_page(modelless):
     )
 
     assert set(view["rows"]["handoff"]) == {"yes"}, "nothing reaches a threshold of 0.99"
+    assert set(view["rows"]["why"]) == {"nothing relevant found"}
     summary = view["summary"].set_index("kind")
     assert summary.loc["out_of_scope", "decline_rate"] == 1
     assert "hit@2" in view["rows"].columns
