@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
@@ -251,10 +251,14 @@ class ChatService:
         query = standalone_query(queries)
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
-        closest = retriever.closest_off_topic(queries, vector, hits)
+        closest = retriever.closest_off_topic(queries, vector)
         if closest is None:
             return Retrieval(query, hits, False)
-        if closest.lead > cfg.off_topic_margin:
+        # Only a question with a word the help center never uses (another company's name,
+        # "hipaa", "overdraft") can be off-topic: a question in the documents' own words ("how
+        # do i cancel my subscription") is theirs to answer, however close an example comes.
+        closest = replace(closest, unknown_words=tuple(retriever.unknown_words(question)))
+        if closest.lead > cfg.off_topic_margin and closest.unknown_words:
             return Retrieval(query, hits, True, OFF_TOPIC, closest)
         return Retrieval(query, hits, False, off_topic=closest)
 
@@ -498,6 +502,7 @@ class ChatService:
         meta = {
             "channel": result.channel,
             "handoff": result.handoff,
+            "handoff_reason": result.handoff_reason,
             "cut": result.cut,
             "policy": result.policy,
             "error": result.error,
@@ -640,6 +645,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
             model_name=cfg.embedding_model,
             cache_dir=settings.data_dir / "cache",
         )
+        off_topic.vectors()  # embedded (or read from the cache) now, not on the first question
     retriever = _make_retriever(store, settings, off_topic)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:

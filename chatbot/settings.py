@@ -131,7 +131,7 @@ class RetrievalSettings(_Section):
     )
     off_topic_margin: float = Field(
         0.04,
-        ge=-1,
+        ge=0,
         le=1,
         description="How much closer than the best document an example must be to hand off.",
     )
@@ -164,6 +164,11 @@ class RetrievalSettings(_Section):
         50, ge=1, description="Most files one upload may hold; the files past it are refused."
     )
     max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
+
+    @field_validator("off_topic_examples", mode="before")
+    @classmethod
+    def _empty_is_bundled(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("off_topic_examples")
     @classmethod

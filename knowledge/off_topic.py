@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +19,13 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from knowledge.vectors import unit_rows
+
 log = logging.getLogger(__name__)
 
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "off_topic_examples.txt"
+# Embedded beside the examples, so that a cache made by another model is recognised.
+CACHE_PROBE = "a fixed sentence that tells whether cached vectors came from this model"
 
 
 class OffTopicExamplesError(ValueError):
@@ -37,6 +43,10 @@ class OffTopicMatch:
     example: str
     similarity: float
     document_similarity: float | None = None
+    # The product's own names left out of the question for the comparison, if any.
+    without: tuple[str, ...] = ()
+    # The question's words that no document uses (the service fills them in).
+    unknown_words: tuple[str, ...] = ()
 
     @property
     def lead(self) -> float:
@@ -76,7 +86,7 @@ class OffTopicExamples:
             raise OffTopicExamplesError("no off-topic examples given")
         self.examples = list(examples)
         self.embeddings = embeddings
-        digest = hashlib.sha256("\n".join([model_name, *self.examples]).encode()).hexdigest()
+        digest = hashlib.sha256("\n".join(["v2", model_name, *self.examples]).encode()).hexdigest()
         self.cache_path = cache_dir / f"off_topic-{digest[:16]}.npy" if cache_dir else None
         self._vectors: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -110,7 +120,7 @@ class OffTopicExamples:
         vectors = self.vectors()
         nearest = np.full(len(vectors), -1.0, dtype=np.float32)
         if len(knowledge):
-            unit = _unit(np.asarray(knowledge, dtype=np.float32))
+            unit = unit_rows(np.asarray(knowledge, dtype=np.float32))
             for start in range(0, len(unit), block):
                 sims = vectors @ unit[start : start + block].T
                 nearest = np.maximum(nearest, sims.max(axis=1))
@@ -120,29 +130,57 @@ class OffTopicExamples:
         )
 
     def _cached(self) -> np.ndarray | None:
-        if self.cache_path is None or not self.cache_path.is_file():
+        """The cached vectors, if the file is whole and the model still embeds the same way.
+
+        The file holds one more row than there are examples: the vector of a fixed probe text,
+        compared with the model's vector for it now, so a changed model is never trusted.
+        """
+        if self.cache_path is None:
             return None
         try:
-            vectors = np.load(self.cache_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.cache_path, exc)
+            if not self.cache_path.is_file():
+                return None
+            rows = np.load(self.cache_path, allow_pickle=False)
+            if rows.ndim != 2 or rows.dtype.kind != "f" or len(rows) != len(self.examples) + 1:
+                raise ValueError(f"unexpected shape {rows.shape} or type {rows.dtype}")
+            probe = np.asarray(self.embeddings.embed_query(CACHE_PROBE), dtype=np.float32)
+            probe = unit_rows(probe[None, :])[0]
+            if rows.shape[1] != len(probe) or not np.allclose(rows[-1], probe, atol=1e-4):
+                raise ValueError("made with another embedding model")
+        except Exception as exc:  # noqa: BLE001 - any unusable cache is embedded afresh
+            log.warning("ignoring the off-topic cache %s: %s", self.cache_path, exc)
             return None
-        if vectors.ndim != 2 or len(vectors) != len(self.examples):
-            return None
-        return vectors
+        return rows[:-1].astype(np.float32)
 
     def _embedded(self) -> np.ndarray:
-        vectors = _unit(np.asarray(self.embeddings.embed_documents(self.examples), np.float32))
+        texts = [*self.examples, CACHE_PROBE]
+        rows = unit_rows(np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32))
         if self.cache_path is not None:
+            self._save(rows)
+        log.info("embedded %d off-topic examples", len(self.examples))
+        return rows[:-1]
+
+    def _save(self, rows: np.ndarray) -> None:
+        """Write the cache through a temporary file of its own, then drop older caches."""
+        assert self.cache_path is not None
+        folder = self.cache_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".off_topic-", suffix=".npy")
             try:
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                partial = self.cache_path.with_suffix(".partial.npy")
-                np.save(partial, vectors, allow_pickle=False)
-                partial.replace(self.cache_path)
-            except OSError as exc:
-                log.warning("cannot cache off-topic vectors in %s: %s", self.cache_path, exc)
-        log.info("embedded %d off-topic examples", len(vectors))
-        return vectors
+                with os.fdopen(handle, "wb") as file:
+                    np.save(file, rows, allow_pickle=False)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, self.cache_path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            for old in folder.glob("off_topic-*.npy"):
+                if old != self.cache_path:
+                    old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot cache off-topic vectors in %s: %s", folder, exc)
 
 
 class OffTopicIndex:
@@ -162,8 +200,3 @@ class OffTopicIndex:
         similarities = self.vectors @ np.asarray(vector, dtype=np.float32)
         best = int(similarities.argmax())
         return OffTopicMatch(self.examples[best], float(similarities[best]))
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1.0, norms)

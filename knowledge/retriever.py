@@ -29,13 +29,18 @@ import numpy as np
 
 from knowledge.off_topic import OffTopicExamples, OffTopicIndex, OffTopicMatch
 from knowledge.store import KnowledgeStore, StoredChunk
+from knowledge.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
+LETTERS_RE = re.compile(r"[a-z]+")
 # A word in at least this share of the documents that the embedding model does not know as a
-# word is taken for the product's own name ("zulip", "lumora").
-OWN_NAME_SHARE = 0.5
+# word is taken for the product's own name ("zulip", "lumora"); at most the two most widespread.
+OWN_NAME_SHARE = 0.8
 OWN_NAME_MIN_DOCUMENTS = 3
+OWN_NAME_MOST = 2
+# Chunks fetched to find the nearest live one (a chunk being written is not live yet).
+NEAREST_FOR_COMPARISON = 10
 # A question compared without the product's name must be at least this similar to an example.
 NAMELESS_MIN_SIMILARITY = 0.55
 
@@ -91,6 +96,21 @@ class _KeywordIndex:
             self._bm25.index(tokens, show_progress=False)
             self._vocab = tokens.vocab
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` (stemmed, without stop words) that no chunk uses."""
+        if self._bm25 is None:
+            return []
+        import bm25s
+
+        tokens = bm25s.tokenize(
+            text.lower(),
+            stopwords="en",
+            stemmer=self._stemmer,
+            return_ids=False,
+            show_progress=False,
+        )[0]
+        return [t for t in tokens if t not in self._vocab]
+
     def scores(self, text: str) -> np.ndarray | None:
         """BM25 score of every chunk for ``text``, or None when no word is known."""
         if self._bm25 is None:
@@ -128,8 +148,7 @@ def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarr
     count = len(vectors)
     if count < 2 or neighbours < 1:
         return np.zeros(count, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.where(norms == 0, 1.0, norms)
+    unit = unit_rows(vectors)
     k = min(neighbours, count - 1)
     out = np.empty(count, dtype=np.float32)
     for start in range(0, count, block):
@@ -141,7 +160,8 @@ def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarr
 
 
 def own_names(chunks: Sequence[StoredChunk], vocabulary: frozenset[str]) -> frozenset[str]:
-    """Words in at least half of the documents that the embedding model does not know as words.
+    """The (at most two) most widespread words that are in most documents and that the
+    embedding model does not know as words.
 
     That is a help center's own product name: it matches every article, so it says nothing about
     whether a question is one the help center answers.
@@ -149,16 +169,22 @@ def own_names(chunks: Sequence[StoredChunk], vocabulary: frozenset[str]) -> froz
     words: dict[str, set[str]] = {}
     for chunk in chunks:
         words.setdefault(chunk.source, set()).update(
-            WORD_RE.findall(f"{chunk.title} {chunk.text}".lower())
+            LETTERS_RE.findall(f"{chunk.title} {chunk.text}".lower())
         )
     if len(words) < OWN_NAME_MIN_DOCUMENTS:
         return frozenset()
     frequency = Counter(w for found in words.values() for w in found)
-    return frozenset(
+    names = [
         w
-        for w, n in frequency.items()
-        if n >= OWN_NAME_SHARE * len(words) and w.isalpha() and w not in vocabulary
-    )
+        for w, n in frequency.most_common()
+        if n >= OWN_NAME_SHARE * len(words) and w not in vocabulary
+    ]
+    return frozenset(names[:OWN_NAME_MOST])
+
+
+def named(text: str, words: frozenset[str]) -> set[str]:
+    """Which of ``words`` occur in ``text``."""
+    return {w for w in LETTERS_RE.findall(text.lower()) if w in words}
 
 
 def without_words(text: str, words: frozenset[str]) -> str:
@@ -167,7 +193,7 @@ def without_words(text: str, words: frozenset[str]) -> str:
         return text
     pattern = r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")(?:'s)?\b"
     stripped = " ".join(re.sub(pattern, " ", text, flags=re.IGNORECASE).split())
-    return stripped or text
+    return stripped if LETTERS_RE.search(stripped) else text
 
 
 def expand_synonyms(text: str, synonyms: dict[str, list[str]]) -> str:
@@ -250,37 +276,47 @@ class HybridRetriever:
             return self._indexes_built
 
     def closest_off_topic(
-        self,
-        queries: Sequence[WeightedQuery],
-        vector: Sequence[float],
-        hits: Sequence[DocumentHit],
+        self, queries: Sequence[WeightedQuery], vector: Sequence[float]
     ) -> OffTopicMatch | None:
         """The off-topic example (of those the store does not cover) closest to the question,
-        with the best chunk's similarity to compare it with.
+        with the best live chunk's similarity to the same question to compare it with.
 
-        ``vector`` and ``hits`` are the queries' vector and retrieved documents. When the
-        question names the product itself and, without that name, closely matches an example,
-        both similarities are taken without the name: it brings the question closer to every
-        document and to none of the examples ("who is the CEO of <product>?").
+        ``vector`` is the queries' vector. When the question names the product itself and,
+        without that name, closely matches an example, both similarities are taken without the
+        name: it brings the question closer to every document and to none of the examples
+        ("who is the CEO of <product>?"). None when there is no example or no live chunk.
         """
         indexes = self._indexes()
         if indexes.off_topic is None:
             return None
-        stripped = [
-            WeightedQuery(without_words(q.text, indexes.own_names), q.weight) for q in queries
+        dense = [q for q in queries if q.weight > 0]
+        nameless = [
+            WeightedQuery(without_words(q.text, indexes.own_names), q.weight) for q in dense
         ]
-        if stripped != list(queries) and any(q.weight > 0 for q in stripped):
-            nameless = self.query_vector(stripped)
-            match = indexes.off_topic.closest(nameless)
+        if nameless != dense:
+            nameless_vector = self.query_vector(nameless)
+            match = indexes.off_topic.closest(nameless_vector)
             # Without the name a short question says little ("is it down?"): the nameless
             # comparison counts only when the question plainly matches an example.
             if match is not None and match.similarity >= NAMELESS_MIN_SIMILARITY:
-                nearest = self.store.search(nameless, 1)
-                best = nearest[0].similarity if nearest else 0.0
-                return replace(match, document_similarity=best)
+                best = self._best_similarity(nameless_vector)
+                if best is not None:
+                    removed = {w for q in dense for w in named(q.text, indexes.own_names)}
+                    return replace(match, document_similarity=best, without=tuple(sorted(removed)))
         match = indexes.off_topic.closest(vector)
-        best = max((h.similarity for h in hits), default=0.0)
-        return replace(match, document_similarity=best) if match is not None else None
+        best = self._best_similarity(vector)
+        if match is None or best is None:
+            return None
+        return replace(match, document_similarity=best)
+
+    def _best_similarity(self, vector: Sequence[float]) -> float | None:
+        """The similarity of the nearest live chunk (None in an empty store)."""
+        nearest = self.store.search(list(vector), NEAREST_FOR_COMPARISON)
+        return nearest[0].similarity if nearest else None
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that no live chunk uses (stemmed, without stop words)."""
+        return self._indexes().keywords.unknown_words(text)
 
     def own_names(self) -> frozenset[str]:
         """The product names found in the store (see ``own_names``)."""

@@ -34,6 +34,7 @@ from chatbot.service import (
     TokenEvent,
 )
 from chatbot.settings import Channel, Settings
+from knowledge.off_topic import OffTopicMatch
 from ui.gradio_app import safe_markdown
 
 log = logging.getLogger(__name__)
@@ -189,13 +190,8 @@ def sent_text(result: ChatResult) -> str:
 
 def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = None) -> str:
     if result.handoff and not result.prompt_messages:
-        if result.handoff_reason == OFF_TOPIC and found is not None and found.off_topic:
-            match = found.off_topic
-            return (
-                "No model call: the question is closer to the off-topic example "
-                f'"{match.example}" ({match.similarity:.2f}) than to any document (best '
-                f"{match.document_similarity or 0:.2f}), so the hand-off answer was given."
-            )
+        if result.handoff_reason == OFF_TOPIC:
+            return off_topic_text(found.off_topic if found else None)
         return (
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."
@@ -242,6 +238,22 @@ def outcome_text(result: ChatResult) -> str:
     if result.error:
         lines.append(f"**Error:** {result.error}")
     return "  \n".join(lines)
+
+
+def off_topic_text(match: OffTopicMatch | None) -> str:
+    if match is None:
+        return "No model call: the question was handed off as off-topic."
+    compared = (
+        f" (both compared without {', '.join(repr(w) for w in match.without)})"
+        if match.without
+        else ""
+    )
+    return (
+        f'No model call: the question is closer to the off-topic example "{match.example}" '
+        f"({match.similarity:.2f}) than to any document (best {match.document_similarity or 0:.2f})"
+        f"{compared}, and uses words no document uses ({', '.join(match.unknown_words)}), so "
+        "the hand-off answer was given."
+    )
 
 
 def _handoff_text(result: ChatResult) -> str:

@@ -145,6 +145,7 @@ def test_a_misspelt_environment_variable_is_refused(monkeypatch):
         ("log_level: LOUD\n", "log_level"),
         ("server:\n  port: 70000\n", "server.port"),
         ("retrieval:\n  off_topic_examples: /nonexistent/list.txt\n", "off_topic_examples"),
+        ("retrieval:\n  off_topic_margin: -0.1\n", "retrieval.off_topic_margin"),
     ],
 )
 def test_an_out_of_range_value_names_the_key(tmp_path, yaml_text, key):
@@ -260,3 +261,9 @@ def test_an_empty_off_topic_examples_file_names_the_key(tmp_path):
 
     with pytest.raises(SettingsError, match=r"off_topic_examples[\s\S]*no off-topic examples"):
         load_settings(config_dir=tmp_path)
+
+
+def test_an_empty_off_topic_examples_variable_means_the_bundled_list(monkeypatch):
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__OFF_TOPIC_EXAMPLES", "")
+
+    assert load_settings().retrieval.off_topic_examples is None

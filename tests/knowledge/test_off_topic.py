@@ -10,6 +10,7 @@ from langchain_core.embeddings import Embeddings
 
 from knowledge.off_topic import (
     BUNDLED_EXAMPLES,
+    CACHE_PROBE,
     OffTopicExamples,
     OffTopicExamplesError,
     read_examples,
@@ -96,7 +97,7 @@ def test_every_example_covered_leaves_no_check():
 def test_vectors_are_cached_per_model_and_list(tmp_path):
     first = WordEmbeddings()
     OffTopicExamples(["bank fee", "pizza"], first, model_name="m", cache_dir=tmp_path).vectors()
-    assert first.embedded == ["bank fee", "pizza"]
+    assert first.embedded == ["bank fee", "pizza", CACHE_PROBE]
 
     again = WordEmbeddings()
     vectors = OffTopicExamples(
@@ -110,42 +111,88 @@ def test_vectors_are_cached_per_model_and_list(tmp_path):
     OffTopicExamples(
         ["bank fee", "pizza"], other_model, model_name="n", cache_dir=tmp_path
     ).vectors()
-    assert changed_list.embedded == ["bank fee"]
-    assert other_model.embedded == ["bank fee", "pizza"]
+    assert changed_list.embedded == ["bank fee", CACHE_PROBE]
+    assert other_model.embedded == ["bank fee", "pizza", CACHE_PROBE]
 
 
-def test_an_unreadable_cache_is_embedded_afresh(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "bad_cache",
+    [
+        b"not numpy",
+        b"",
+        "wrong width",
+        "text rows",
+        "another model",
+    ],
+)
+def test_an_unusable_cache_is_embedded_afresh(tmp_path, caplog, bad_cache):
     examples = OffTopicExamples(["bank fee"], WordEmbeddings(), cache_dir=tmp_path)
-    examples.cache_path.write_bytes(b"not numpy")
+    if bad_cache == "wrong width":
+        np.save(examples.cache_path, np.ones((2, 3), dtype=np.float32))
+    elif bad_cache == "text rows":
+        np.save(examples.cache_path, np.array([["a"] * len(VOCABULARY)] * 2))
+    elif bad_cache == "another model":
+        np.save(examples.cache_path, np.ones((2, len(VOCABULARY)), dtype=np.float32))
+    else:
+        examples.cache_path.write_bytes(bad_cache)
     embeddings = WordEmbeddings()
     fresh = OffTopicExamples(["bank fee"], embeddings, cache_dir=tmp_path)
 
     with caplog.at_level(logging.WARNING):
         vectors = fresh.vectors()
 
-    assert embeddings.embedded == ["bank fee"]
+    assert embeddings.embedded[0] == "bank fee"
     assert vectors.shape == (1, len(VOCABULARY))
-    assert "ignoring unreadable" in caplog.text
-    assert np.load(fresh.cache_path).shape == (1, len(VOCABULARY))  # rewritten
+    assert "ignoring the off-topic cache" in caplog.text
+    assert np.load(fresh.cache_path).shape == (2, len(VOCABULARY))  # rewritten, with the probe
+
+
+def test_a_cache_that_cannot_be_written_is_only_a_warning(tmp_path, caplog):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    embeddings = WordEmbeddings()
+
+    with caplog.at_level(logging.WARNING):
+        vectors = OffTopicExamples(["bank fee"], embeddings, cache_dir=blocked).vectors()
+
+    assert vectors.shape == (1, len(VOCABULARY))
+    assert "cannot cache off-topic vectors" in caplog.text
+
+
+def test_a_new_cache_replaces_the_old_ones(tmp_path):
+    OffTopicExamples(["bank fee"], WordEmbeddings(), cache_dir=tmp_path).vectors()
+    newer = OffTopicExamples(["bank fee", "pizza"], WordEmbeddings(), cache_dir=tmp_path)
+    newer.vectors()
+
+    assert [p.name for p in tmp_path.iterdir()] == [newer.cache_path.name]
 
 
 def _chunk(source: str, text: str, title: str = "") -> StoredChunk:
-    return StoredChunk(f"{source}#0", source, title or source, "", text)
+    return StoredChunk(f"{source}#0", source, title, "", text)
 
 
 def test_own_names_are_unknown_words_in_most_documents():
     chunks = [
         _chunk("a.md", "Pair a bulb with the Lumora app."),
-        _chunk("b.md", "Lumora plans and pricing: the bulb is free."),
+        _chunk("b.md", "Lumora's plans and pricing: the bulb is free (lumora.com)."),
         _chunk("c.md", "Reset the hub.", title="Lumora hub"),
-        _chunk("d.md", "Zigbee bulbs pair with the hub."),
+        _chunk("d.md", "Zigbee bulbs pair with the hub. Lumora"),
+        _chunk("e.md", "Lumora dimmer, Zigbee and the bulb."),
     ]
     vocabulary = frozenset(
         {"pair", "a", "bulb", "bulbs", "with", "the", "app", "hub", "reset", "plans", "and"}
     )
 
-    # "bulb" and "the" are in most documents but are known words; "zigbee" is in one.
+    # "bulb" and "the" are in most documents but are known words; "zigbee" is in two of five.
     assert own_names(chunks, vocabulary) == {"lumora"}
+
+
+def test_at_most_two_own_names():
+    chunks = [_chunk(f"{n}.md", "Lumora Quark Zeptor") for n in range(4)]
+    chunks.append(_chunk("last.md", "Lumora Quark"))
+
+    # All three are in at least 80% of the documents; the two most widespread are kept.
+    assert own_names(chunks, frozenset()) == {"lumora", "quark"}
 
 
 def test_a_small_store_has_no_own_names():
@@ -161,6 +208,6 @@ def test_without_words_drops_the_name_and_its_possessive():
         "Who is CEO, and does hire?"
     )
     assert without_words("zulipchat and zulip-like apps", names) == "zulipchat and -like apps"
-    assert without_words("Zulip?", names) == "?"
+    assert without_words("Zulip?", names) == "Zulip?"  # nothing but punctuation left
     assert without_words("zulip", names) == "zulip"  # nothing else left: unchanged
     assert without_words("anything", frozenset()) == "anything"
