@@ -41,6 +41,7 @@ class SentenceTransformerEmbeddings(Embeddings):
         self.device = device
         self.threads = threads
         self._model = None
+        self._vocabulary: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     def _loaded(self):
@@ -73,8 +74,10 @@ class SentenceTransformerEmbeddings(Embeddings):
 
     def vocabulary(self) -> frozenset[str]:
         """The whole words the model's tokenizer knows (a rare name is split into pieces)."""
-        vocab = self._loaded().tokenizer.get_vocab()
-        return frozenset(w for w in vocab if w.isalpha() and w.islower())
+        if self._vocabulary is None:
+            vocab = self._loaded().tokenizer.get_vocab()
+            self._vocabulary = frozenset(w for w in vocab if w.isalpha() and w.islower())
+        return self._vocabulary
 
 
 def make_embeddings(

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "off_topic_examples.txt"
 # Embedded beside the examples, so that a cache made by another model is recognised.
 CACHE_PROBE = "a fixed sentence that tells whether cached vectors came from this model"
+CACHE_PROBE_MIN_COSINE = 0.9999
+# A temporary cache file older than this was left by a process that died while writing it.
+STALE_TEMPORARY_S = 3600
 
 
 class OffTopicExamplesError(ValueError):
@@ -106,7 +110,9 @@ class OffTopicExamples:
         with self._lock:
             if self._vectors is None:
                 cached = self._cached()
-                self._vectors = cached if cached is not None else self._embedded()
+                vectors = cached if cached is not None else self._embedded()
+                vectors.flags.writeable = False  # shared by every thread
+                self._vectors = vectors
             return self._vectors
 
     def index_for(self, knowledge: np.ndarray, overlap: float, block: int = 4096) -> OffTopicIndex:
@@ -143,9 +149,11 @@ class OffTopicExamples:
             rows = np.load(self.cache_path, allow_pickle=False)
             if rows.ndim != 2 or rows.dtype.kind != "f" or len(rows) != len(self.examples) + 1:
                 raise ValueError(f"unexpected shape {rows.shape} or type {rows.dtype}")
-            probe = np.asarray(self.embeddings.embed_query(CACHE_PROBE), dtype=np.float32)
-            probe = unit_rows(probe[None, :])[0]
-            if rows.shape[1] != len(probe) or not np.allclose(rows[-1], probe, atol=1e-4):
+            # Embedded the way it was written (a document, not a query), compared by cosine.
+            probe = np.asarray(self.embeddings.embed_documents([CACHE_PROBE]), np.float32)
+            probe = unit_rows(probe)[0]
+            cosine = float(unit_rows(rows[-1:])[0] @ probe) if rows.shape[1] == len(probe) else 0
+            if cosine < CACHE_PROBE_MIN_COSINE:
                 raise ValueError("made with another embedding model")
         except Exception as exc:  # noqa: BLE001 - any unusable cache is embedded afresh
             log.warning("ignoring the off-topic cache %s: %s", self.cache_path, exc)
@@ -172,6 +180,7 @@ class OffTopicExamples:
                     np.save(file, rows, allow_pickle=False)
                     file.flush()
                     os.fsync(file.fileno())
+                os.chmod(temporary, 0o644)  # readable by a service running as another user
                 os.replace(temporary, self.cache_path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
@@ -179,6 +188,9 @@ class OffTopicExamples:
             for old in folder.glob("off_topic-*.npy"):
                 if old != self.cache_path:
                     old.unlink(missing_ok=True)
+            for left in folder.glob(".off_topic-*.npy"):
+                if time.time() - left.stat().st_mtime > STALE_TEMPORARY_S:
+                    left.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot cache off-topic vectors in %s: %s", folder, exc)
 

@@ -34,6 +34,24 @@ from knowledge.vectors import unit_rows
 log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
 LETTERS_RE = re.compile(r"[a-z]+")
+SURFACE_WORD_RE = re.compile(r"[a-z]+")
+# Words that say nothing about a question's topic: function words, chat words, politeness.
+_COMMON_WORDS_TEXT = """
+    about above after again against all also am an and any anyone anything are aren as asap at
+    back be because been before being below between both but by can cannot could couldn did
+    didn do does doesn doing don done down during each either else even ever every few for from
+    further get gets getting got gotten had hadn has hasn have haven having he hello help her
+    here hers herself hey hi him himself his how however if in into is isn it its itself just
+    know let like lol may maybe me might mine more most much must my myself need needs no nor
+    not now of off ok okay on once one only or other our ours ourselves out over own please pls
+    plz quick quickly really right same say says see seems she should shouldn since so some
+    someone something sorry still such sure tell than thank thanks thanx that the their theirs
+    them themselves then there these they thing things this those though through thx to too
+    try trying under until up upon urgent urgently us use used using very want wants was wasn
+    way we were weren what whatever when where whether which while who whom whose why will with
+    without won would wouldn yes yet you your yours yourself yourselves
+"""
+COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 # A word in at least this share of the documents that the embedding model does not know as a
 # word is taken for the product's own name ("zulip", "lumora"); at most the two most widespread.
 OWN_NAME_SHARE = 0.8
@@ -77,7 +95,13 @@ class DocumentHit:
 class _KeywordIndex:
     """BM25 over the live chunks, rebuilt when the store's generation changes."""
 
-    def __init__(self, chunks: list[StoredChunk], synonyms: dict[str, list[str]]):
+    def __init__(
+        self,
+        chunks: list[StoredChunk],
+        synonyms: dict[str, list[str]],
+        dictionary: frozenset[str] = frozenset(),
+    ):
+        """``dictionary``: real words (the embedding model's); one is never taken for a typo."""
         import bm25s
         import Stemmer
 
@@ -86,6 +110,8 @@ class _KeywordIndex:
         self.chunks = chunks
         self._stemmer = Stemmer.Stemmer("english")
         self._synonyms = synonyms
+        self._alternatives = {term.lower(): alts for term, alts in synonyms.items()}
+        self._dictionary = dictionary
         self._bm25 = None
         if chunks:
             texts = [f"{c.title} {c.heading} {c.title} {c.text}" for c in chunks]
@@ -97,19 +123,33 @@ class _KeywordIndex:
             self._vocab = tokens.vocab
 
     def unknown_words(self, text: str) -> list[str]:
-        """The words of ``text`` (stemmed, without stop words) that no chunk uses."""
+        """The words of ``text`` that no chunk uses, as written.
+
+        Function words, greetings and politeness ("me", "got", "thanks"), words under three
+        letters and digits never count; nor does a word the configured synonyms map to a known
+        word, or a word of five letters or more, not in the dictionary, one typo away from a
+        known one.
+        """
         if self._bm25 is None:
             return []
-        import bm25s
+        unknown = []
+        for word in dict.fromkeys(SURFACE_WORD_RE.findall(text.lower())):
+            if len(word) < 3 or word in COMMON_WORDS or self._known(word):
+                continue
+            unknown.append(word)
+        return unknown
 
-        tokens = bm25s.tokenize(
-            text.lower(),
-            stopwords="en",
-            stemmer=self._stemmer,
-            return_ids=False,
-            show_progress=False,
-        )[0]
-        return [t for t in tokens if t not in self._vocab]
+    def _known(self, word: str) -> bool:
+        stem = self._stemmer.stemWord(word)
+        if stem in self._vocab:
+            return True
+        alternatives = self._alternatives.get(word, [])
+        if any(self._stemmer.stemWord(w) in self._vocab for a in alternatives for w in a.split()):
+            return True
+        if len(word) < 5 or word in self._dictionary:
+            return False  # too short to tell, or a real word ("sprint" is not a typo of "print")
+        edits = self._stemmer.stemWords(sorted(_one_edit(word)))
+        return any(edit in self._vocab for edit in edits)
 
     def scores(self, text: str) -> np.ndarray | None:
         """BM25 score of every chunk for ``text``, or None when no word is known."""
@@ -196,6 +236,18 @@ def without_words(text: str, words: frozenset[str]) -> str:
     return stripped if LETTERS_RE.search(stripped) else text
 
 
+def _one_edit(word: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion away from ``word``."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return (
+        {a + b[1:] for a, b in splits if b}
+        | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+        | {a + c + b[1:] for a, b in splits if b for c in letters}
+        | {a + c + b for a, b in splits for c in letters}
+    )
+
+
 def expand_synonyms(text: str, synonyms: dict[str, list[str]]) -> str:
     """Append the configured alternative words for terms found in ``text``."""
     if not synonyms:
@@ -256,12 +308,11 @@ class HybridRetriever:
                     }
                 if self.off_topic is not None:
                     off_topic = self.off_topic.index_for(vectors, self.off_topic_overlap)
-                    vocabulary = getattr(self.store.embeddings, "vocabulary", None)
-                    if vocabulary is not None:
-                        names = own_names(chunks, vocabulary())
+                    dictionary = self._dictionary()
+                    names = own_names(chunks, dictionary) if dictionary else frozenset()
             else:
                 chunks = self.store.live_chunks()
-            keywords = _KeywordIndex(chunks, self.synonyms)
+            keywords = _KeywordIndex(chunks, self.synonyms, self._dictionary())
             self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names)
             self._generation = generation
             log.info(
@@ -274,6 +325,11 @@ class HybridRetriever:
                 f"{', '.join(sorted(names)) or 'none'}",
             )
             return self._indexes_built
+
+    def _dictionary(self) -> frozenset[str]:
+        """The whole words the embedding model knows (empty if it cannot tell)."""
+        vocabulary = getattr(self.store.embeddings, "vocabulary", None)
+        return vocabulary() if vocabulary is not None else frozenset()
 
     def closest_off_topic(
         self, queries: Sequence[WeightedQuery], vector: Sequence[float]

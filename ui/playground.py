@@ -191,7 +191,9 @@ def sent_text(result: ChatResult) -> str:
 def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = None) -> str:
     if result.handoff and not result.prompt_messages:
         if result.handoff_reason == OFF_TOPIC:
-            return off_topic_text(found.off_topic if found else None)
+            # ``found`` is a second search: it explains this hand-off only if it agrees.
+            agrees = found is not None and found.reason == OFF_TOPIC
+            return off_topic_text(found.off_topic if agrees else None)
         return (
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."
