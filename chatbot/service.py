@@ -156,10 +156,8 @@ class ChatService:
         counter: TokenCounter | None = None,
         on_close: Callable[[], None] | None = None,
         model_probe_url: str | None = None,
-        off_topic: OffTopicExamples | None = None,
     ):
         self.settings = settings
-        self.off_topic = off_topic
         self.model_probe_url = model_probe_url
         self.store = store
         self.retriever = retriever
@@ -261,6 +259,11 @@ class ChatService:
         if closest.lead > cfg.off_topic_margin and closest.unknown_words:
             return Retrieval(query, hits, True, OFF_TOPIC, closest)
         return Retrieval(query, hits, False, off_topic=closest)
+
+    @property
+    def off_topic(self) -> OffTopicExamples | None:
+        """The off-topic examples (None when the check is off); every collection uses them."""
+        return self.retriever.off_topic
 
     def retriever_for(self, collection: str | None) -> HybridRetriever:
         """The retriever of a knowledge collection (a site may answer from its own)."""
@@ -616,7 +619,7 @@ def _make_retriever(
         ),
         hubness_neighbours=cfg.hubness_neighbours,
         synonyms=cfg.synonyms,
-        off_topic=off_topic if cfg.off_topic_check else None,
+        off_topic=off_topic,
         off_topic_overlap=cfg.off_topic_overlap,
     )
 
@@ -671,7 +674,6 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         counter=counter,
         on_close=on_close,
         model_probe_url=f"{local_url}/models" if local_url else None,
-        off_topic=off_topic,
     )
 
 

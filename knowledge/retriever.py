@@ -34,7 +34,6 @@ from knowledge.vectors import unit_rows
 log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
 LETTERS_RE = re.compile(r"[a-z]+")
-SURFACE_WORD_RE = re.compile(r"[a-z]+")
 # Words that say nothing about a question's topic: function words, chat words, politeness.
 _COMMON_WORDS_TEXT = """
     about above after again against all also am an and any anyone anything are aren as asap at
@@ -133,7 +132,7 @@ class _KeywordIndex:
         if self._bm25 is None:
             return []
         unknown = []
-        for word in dict.fromkeys(SURFACE_WORD_RE.findall(text.lower())):
+        for word in dict.fromkeys(LETTERS_RE.findall(text.lower())):
             if len(word) < 3 or word in COMMON_WORDS or self._known(word):
                 continue
             unknown.append(word)
@@ -298,6 +297,7 @@ class HybridRetriever:
             chunk_hubness: dict[str, float] = {}
             off_topic = None
             names: frozenset[str] = frozenset()
+            dictionary = self._dictionary()
             if self.weights.hubness or self.off_topic is not None:
                 # The chunks and their vectors from one read, so every index sees the same store.
                 chunks, vectors = self.store.live_vectors()
@@ -308,11 +308,10 @@ class HybridRetriever:
                     }
                 if self.off_topic is not None:
                     off_topic = self.off_topic.index_for(vectors, self.off_topic_overlap)
-                    dictionary = self._dictionary()
                     names = own_names(chunks, dictionary) if dictionary else frozenset()
             else:
                 chunks = self.store.live_chunks()
-            keywords = _KeywordIndex(chunks, self.synonyms, self._dictionary())
+            keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
             self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names)
             self._generation = generation
             log.info(
