@@ -85,7 +85,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from chatbot.service import create_service
 
     # Nothing else runs in this process: the embeddings may use every core.
-    retrieval = settings.retrieval.model_copy(update={"embedding_threads": 0})
+    update: dict = {"embedding_threads": 0}
+    if args.collection:
+        known = settings.collections()
+        if args.collection not in known:
+            return _fail(
+                f"there is no knowledge collection '{args.collection}'; the config names "
+                f"{', '.join(known)} (retrieval.collection and the sites' collection settings)",
+                2,
+            )
+        update["collection"] = args.collection
+    retrieval = settings.retrieval.model_copy(update=update)
     settings = settings.model_copy(update={"retrieval": retrieval})
 
     service = create_service(settings, with_model=False)
@@ -322,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="add or update documents in the knowledge store")
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ingest.add_argument("-v", "--verbose", action="store_true", help="list every file")
+    ingest.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="a site's knowledge collection (default: retrieval.collection)",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     ask = sub.add_parser("ask", help="ask one question")

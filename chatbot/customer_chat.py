@@ -20,7 +20,6 @@ from chatbot.errors import Refused
 from chatbot.handoff import HandoffDesk, wants_person
 from chatbot.rate_limit import RateLimiter
 from chatbot.service import (
-    AnswerOptions,
     ChatEvent,
     ChatResult,
     ChatService,
@@ -28,6 +27,7 @@ from chatbot.service import (
     Source,
     SourcesEvent,
     TokenEvent,
+    site_options,
 )
 from chatbot.settings import Settings, SiteSettings
 
@@ -173,13 +173,6 @@ class CustomerChat:
         )
 
     # ----- chatting
-    def options(self, site: SiteSettings) -> AnswerOptions:
-        return AnswerOptions(
-            channel_policy=site.length_policy,
-            instructions=site.instructions,
-            collection=site.collection,
-        )
-
     def stream(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         """The service's answer events, with a TicketEvent before the DoneEvent of a hand-off.
 
@@ -193,7 +186,7 @@ class CustomerChat:
             message,
             session_id=session.record.id,
             channel=session.site.channel.value,
-            options=self.options(session.site),
+            options=site_options(session.site),
         ):
             no_answer = isinstance(event, DoneEvent) and event.result.handoff
             if no_answer and self.settings.handoff.on_no_answer:

@@ -1,5 +1,7 @@
 """Content owners' changes to the knowledge documents: ingesting uploaded files one by one,
 duplicates, who added or replaced each document, and the audit log of every change.
+
+One library manages one knowledge collection (the default one, or a site's own).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from knowledge.store import DocumentRecord, StoredChunk
 
 UPLOADERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS document_uploaders (
-    source TEXT PRIMARY KEY,
-    uploader TEXT NOT NULL
-);
+    collection TEXT NOT NULL,
+    source TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    PRIMARY KEY (collection, source)
+)
 """
 
 UploadStatus = Literal["added", "updated", "unchanged", "duplicate", "failed"]
@@ -68,27 +72,34 @@ class UploadResult:
 
 
 class DocumentLibrary:
-    """Content owners' changes to the knowledge store, each one audited; thread-safe.
+    """Content owners' changes to one knowledge collection, each one audited; thread-safe.
 
     Changes are made one at a time, so that two uploads of the same content cannot both pass
-    the duplicate check.
+    the duplicate check. Keep one library per collection (see ``DocumentLibraries``).
     """
 
-    def __init__(self, service: ChatService, users: UserDirectory):
+    def __init__(self, service: ChatService, users: UserDirectory, collection: str | None = None):
         self.service = service
-        self.store = service.store
+        self.collection = collection or service.store.collection
+        # The store the collection's retriever searches, so a change is seen by the next answer.
+        self.store = service.retriever_for(self.collection).store
         self.users = users
         self._lock = threading.Lock()
-        self._db = SQLiteFile(users.path, UPLOADERS_SCHEMA)
+        self._db = uploaders_database(users.path, service.store.collection)
 
     def _uploaders(self) -> dict[str, str]:
         with self._db() as db:
-            return dict(db.execute("SELECT source, uploader FROM document_uploaders").fetchall())
+            rows = db.execute(
+                "SELECT source, uploader FROM document_uploaders WHERE collection = ?",
+                (self.collection,),
+            ).fetchall()
+        return dict(rows)
 
     def _uploader(self, source: str) -> str | None:
         with self._db() as db:
             row = db.execute(
-                "SELECT uploader FROM document_uploaders WHERE source = ?", (source,)
+                "SELECT uploader FROM document_uploaders WHERE collection = ? AND source = ?",
+                (self.collection, source),
             ).fetchone()
         return row[0] if row else None
 
@@ -139,8 +150,11 @@ class DocumentLibrary:
             if record is None or not self.store.delete_document(record.source):
                 return None
             with self._db() as db:
-                db.execute("DELETE FROM document_uploaders WHERE source = ?", (record.source,))
-        self.users.audit(actor, "document.delete", record.source, _audit_detail(record))
+                db.execute(
+                    "DELETE FROM document_uploaders WHERE collection = ? AND source = ?",
+                    (self.collection, record.source),
+                )
+        self.users.audit(actor, "document.delete", record.source, self._audit_detail(record))
         return record
 
     def _ingest(self, path: Path, source: str) -> FileOutcome:
@@ -162,7 +176,7 @@ class DocumentLibrary:
                 assert outcome.record is not None
                 self._set_uploader(outcome.source, actor)
                 action = "document.add" if outcome.status == "added" else "document.replace"
-                self.users.audit(actor, action, outcome.source, _audit_detail(outcome.record))
+                self.users.audit(actor, action, outcome.source, self._audit_detail(outcome.record))
                 return UploadResult(
                     name, outcome.status, document=LibraryDocument(outcome.record, actor)
                 )
@@ -183,11 +197,79 @@ class DocumentLibrary:
     def _set_uploader(self, source: str, actor: str) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT INTO document_uploaders(source, uploader) VALUES (?, ?)"
-                " ON CONFLICT(source) DO UPDATE SET uploader = excluded.uploader",
-                (source, actor),
+                "INSERT INTO document_uploaders(collection, source, uploader) VALUES (?, ?, ?)"
+                " ON CONFLICT(collection, source) DO UPDATE SET uploader = excluded.uploader",
+                (self.collection, source, actor),
             )
 
+    def _audit_detail(self, record: DocumentRecord) -> dict:
+        return {
+            "collection": self.collection,
+            "chunks": record.chunk_count,
+            "size": record.size_bytes,
+        }
 
-def _audit_detail(record: DocumentRecord) -> dict:
-    return {"chunks": record.chunk_count, "size": record.size_bytes}
+
+class UnknownCollection(LookupError):
+    """A collection that neither ``retrieval.collection`` nor any site names."""
+
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(
+            f"There is no knowledge collection '{name}'. Known: {', '.join(known)} "
+            "(retrieval.collection and the sites' collection settings)."
+        )
+        self.name = name
+        self.known = known
+
+
+class DocumentLibraries:
+    """One ``DocumentLibrary`` per configured knowledge collection, made when first used."""
+
+    def __init__(self, service: ChatService, users: UserDirectory):
+        self.service = service
+        self.users = users
+        self._libraries: dict[str, DocumentLibrary] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def default(self) -> str:
+        return self.service.store.collection
+
+    def names(self) -> list[str]:
+        return self.service.settings.collections()
+
+    def get(self, collection: str | None = None) -> DocumentLibrary:
+        """The library of ``collection`` (empty: the default one); UnknownCollection if no
+        setting names it, so a typo cannot make a new, empty collection."""
+        name = collection or self.default
+        known = self.names()
+        if name not in known:
+            raise UnknownCollection(name, known)
+        with self._lock:
+            if name not in self._libraries:
+                self._libraries[name] = DocumentLibrary(self.service, self.users, name)
+            return self._libraries[name]
+
+
+def uploaders_database(path: Path, default_collection: str) -> SQLiteFile:
+    """The app database with the uploaders table. A table from before collections (one
+    uploader per source) is moved over in the same transaction: its documents are in
+    ``default_collection``."""
+    db = SQLiteFile(path)
+    with db() as connection:
+        # Table changes do not open a transaction by themselves: take the write lock first, so
+        # that a crash or a second process never sees the table half moved.
+        connection.execute("BEGIN IMMEDIATE")
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(document_uploaders)")}
+        if columns and "collection" not in columns:
+            connection.execute("ALTER TABLE document_uploaders RENAME TO document_uploaders_old")
+            connection.execute(UPLOADERS_SCHEMA)
+            connection.execute(
+                "INSERT INTO document_uploaders(collection, source, uploader)"
+                " SELECT ?, source, uploader FROM document_uploaders_old",
+                (default_collection,),
+            )
+            connection.execute("DROP TABLE document_uploaders_old")
+        else:
+            connection.execute(UPLOADERS_SCHEMA)
+    return db

@@ -21,7 +21,7 @@ from chatbot.memory import ConversationMemory
 from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, context_blocks, is_decline
 from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
-from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings
+from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
@@ -64,6 +64,16 @@ class AnswerOptions:
     collection: str | None = None
     # Keep the exact messages sent to the model in the result (playground, benchmarks).
     trace: bool = False
+
+
+def site_options(site: SiteSettings, base: AnswerOptions | None = None) -> AnswerOptions:
+    """``base`` with a site's own length policy, instructions and knowledge collection."""
+    return replace(
+        base or AnswerOptions(),
+        channel_policy=site.length_policy,
+        instructions=site.instructions,
+        collection=site.collection,
+    )
 
 
 @dataclass

@@ -425,6 +425,11 @@ class Settings(BaseSettings):
             raise ValueError(f"site keys must be unique; repeated: {', '.join(duplicates)}")
         return sites
 
+    def collections(self) -> list[str]:
+        """The knowledge collections in use: the default one, then the sites' own, in order."""
+        names = [self.retrieval.collection] + [s.collection for s in self.sites if s.collection]
+        return list(dict.fromkeys(names))
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

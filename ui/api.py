@@ -42,6 +42,7 @@ STATUS = {
     "message_too_long": 413,
     "request_too_large": 413,
     "unknown_channel": 400,
+    "unknown_collection": 404,
     "internal": 500,
 }
 

@@ -1,5 +1,7 @@
 """Knowledge documents for content owners: the REST API under /api/v1/documents and the page.
 
+Every route works on one knowledge collection: ``?collection=NAME`` names one of those the
+config uses (``retrieval.collection``, the default, and the sites' own).
 Uploads are streamed into a temporary folder within the configured limits and only then handed
 to the document library (chatbot.documents), which ingests them one file at a time.
 """
@@ -10,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, BinaryIO
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
@@ -19,10 +21,12 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from chatbot.documents import (
+    DocumentLibraries,
     DocumentLibrary,
     DocumentPreview,
     LibraryDocument,
     ReceivedFile,
+    UnknownCollection,
     UploadResult,
     UploadStatus,
 )
@@ -31,7 +35,7 @@ from chatbot.users import Role, User, UserDirectory
 from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, error_response
-from ui.staff import render, require
+from ui.staff import render, require, wants_html
 
 # Room for the part headers and boundaries around the files of one multipart request.
 MULTIPART_OVERHEAD_BYTES = 1 << 20
@@ -321,19 +325,34 @@ already has this content (nothing changes); 400 if the file is refused (the reas
 
 def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     router = APIRouter()
-    library = DocumentLibrary(service, users)
+    libraries = DocumentLibraries(service, users)
     owner = Annotated[User, Depends(require(Role.CONTENT_OWNER))]
+
+    def collection_library(
+        user: owner,
+        collection: Annotated[
+            str,
+            Query(
+                description="The knowledge collection: retrieval.collection (the default when "
+                "empty) or a site's own collection."
+            ),
+        ] = "",
+    ) -> DocumentLibrary:
+        # After the role check: a caller without the role learns nothing about collections.
+        return libraries.get(collection)
+
+    chosen = Annotated[DocumentLibrary, Depends(collection_library)]
 
     def max_file_bytes() -> int:
         return service.settings.retrieval.max_file_bytes
 
-    def documents() -> list[DocumentOut]:
+    def documents(library: DocumentLibrary) -> list[DocumentOut]:
         return [_document_out(d) for d in library.documents()]
 
-    def detail(record: DocumentRecord) -> DocumentDetail:
+    def detail(library: DocumentLibrary, record: DocumentRecord) -> DocumentDetail:
         return _document_detail(library.preview(record))
 
-    async def upload(request: Request, user: User) -> list[FileResult]:
+    async def upload(request: Request, library: DocumentLibrary, user: User) -> list[FileResult]:
         with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
             files = await receive_files(
                 request,
@@ -345,7 +364,9 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
             results = await run_in_threadpool(library.add, files, user.username)
         return [_file_result(r) for r in results]
 
-    async def replace(request: Request, doc_id: str, user: User) -> FileResult | None:
+    async def replace(
+        request: Request, library: DocumentLibrary, doc_id: str, user: User
+    ) -> FileResult | None:
         if library.find(doc_id) is None:
             return None
         with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
@@ -367,12 +388,12 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         openapi_extra=UPLOAD_BODY,
         responses={
             400: {"model": UploadResults, "description": "Every file was refused."},
-            **{code: ERRORS[code] for code in (401, 403, 413)},
+            **{code: ERRORS[code] for code in (401, 403, 404, 413)},
         },
     )
-    async def upload_documents(request: Request, user: owner) -> Response:
+    async def upload_documents(request: Request, user: owner, library: chosen) -> Response:
         try:
-            results = await upload(request, user)
+            results = await upload(request, library, user)
         except UploadRefused as exc:
             return error_response(exc.code, exc.message)
         body = UploadResults(results=results).model_dump()
@@ -383,10 +404,10 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         response_model=list[DocumentOut],
         tags=TAGS,
         summary="List documents",
-        responses={code: ERRORS[code] for code in (401, 403)},
+        responses={code: ERRORS[code] for code in (401, 403, 404)},
     )
-    def list_documents(user: owner) -> list[DocumentOut]:
-        return documents()
+    def list_documents(user: owner, library: chosen) -> list[DocumentOut]:
+        return documents(library)
 
     @router.get(
         f"{PREFIX}/documents/{{doc_id}}",
@@ -395,11 +416,11 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         summary="A document and its chunks",
         responses={code: ERRORS[code] for code in (401, 403, 404)},
     )
-    def get_document(doc_id: str, user: owner) -> Response | DocumentDetail:
+    def get_document(doc_id: str, user: owner, library: chosen) -> Response | DocumentDetail:
         record = library.find(doc_id)
         if record is None:
             return _no_document()
-        return detail(record)
+        return detail(library, record)
 
     @router.put(
         f"{PREFIX}/documents/{{doc_id}}",
@@ -414,9 +435,11 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
             **{code: ERRORS[code] for code in (401, 403, 404, 413)},
         },
     )
-    async def replace_document(request: Request, doc_id: str, user: owner) -> Response:
+    async def replace_document(
+        request: Request, doc_id: str, user: owner, library: chosen
+    ) -> Response:
         try:
-            result = await replace(request, doc_id, user)
+            result = await replace(request, library, doc_id, user)
         except UploadRefused as exc:
             return error_response(exc.code, exc.message)
         if result is None:
@@ -431,79 +454,128 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         response_class=Response,
         responses={code: ERRORS[code] for code in (401, 403, 404)},
     )
-    def delete_document(doc_id: str, user: owner) -> Response:
+    def delete_document(doc_id: str, user: owner, library: chosen) -> Response:
         if library.delete(doc_id, user.username) is None:
             return _no_document()
         return Response(status_code=204)
 
     # ----- pages
-    def list_page(
-        request: Request, code: int = 200, results=None, error=None, notice=None
-    ) -> HTMLResponse:
+    def page(request: Request, library: DocumentLibrary, code: int, **context) -> HTMLResponse:
+        names = libraries.names()
         return render(
-            request, "documents.html", code, title="Documents", documents=documents(),
-            document=None, results=results, error=error, notice=notice, limits=_limits(service),
-            human_size=human_size,
+            request, "documents.html", code, collection=library.collection,
+            collections=names if len(names) > 1 else [], query=_collection_query(library),
+            limits=_limits(service), human_size=human_size, **context,
+        )  # fmt: skip
+
+    def list_page(
+        request: Request,
+        library: DocumentLibrary,
+        code: int = 200,
+        results=None,
+        error=None,
+        notice=None,
+    ) -> HTMLResponse:
+        return page(
+            request, library, code, title="Documents", documents=documents(library),
+            document=None, results=results, error=error, notice=notice,
         )  # fmt: skip
 
     def document_page(
-        request: Request, record: DocumentRecord, code: int = 200, results=None, error=None
+        request: Request,
+        library: DocumentLibrary,
+        record: DocumentRecord,
+        code: int = 200,
+        results=None,
+        error=None,
     ) -> HTMLResponse:
-        return render(
-            request, "documents.html", code, title=record.title or record.source,
-            document=detail(record), results=results, error=error,
-            limits=_limits(service), human_size=human_size,
+        return page(
+            request, library, code, title=record.title or record.source,
+            document=detail(library, record), results=results, error=error,
         )  # fmt: skip
 
-    def not_found_page(request: Request) -> HTMLResponse:
-        message = "No document has this id; it may have been deleted."
-        return render(request, "refused.html", 404, title="Not found", message=message)
-
     @router.get("/staff/documents", include_in_schema=False)
-    def documents_page(request: Request, user: owner, deleted: str = "") -> HTMLResponse:
-        return list_page(request, notice=f"Deleted {deleted}." if deleted else None)
+    def documents_page(
+        request: Request, user: owner, library: chosen, deleted: str = ""
+    ) -> HTMLResponse:
+        return list_page(request, library, notice=f"Deleted {deleted}." if deleted else None)
 
     @router.post("/staff/documents", include_in_schema=False)
-    async def upload_form(request: Request, user: owner) -> HTMLResponse:
+    async def upload_form(request: Request, user: owner, library: chosen) -> HTMLResponse:
         try:
-            results = await upload(request, user)
+            results = await upload(request, library, user)
         except UploadRefused as exc:
-            return list_page(request, _refusal_status(exc), error=exc.message)
-        return list_page(request, _batch_status(results), results=results)
+            return list_page(request, library, _refusal_status(exc), error=exc.message)
+        return list_page(request, library, _batch_status(results), results=results)
 
     @router.get("/staff/documents/{doc_id}", include_in_schema=False)
-    def document_preview(request: Request, doc_id: str, user: owner) -> HTMLResponse:
+    def document_preview(
+        request: Request, doc_id: str, user: owner, library: chosen
+    ) -> HTMLResponse:
         record = library.find(doc_id)
-        return not_found_page(request) if record is None else document_page(request, record)
+        if record is None:
+            return _not_found_page(request, NO_DOCUMENT)
+        return document_page(request, library, record)
 
     @router.post("/staff/documents/{doc_id}/replace", include_in_schema=False)
-    async def replace_form(request: Request, doc_id: str, user: owner) -> HTMLResponse:
+    async def replace_form(
+        request: Request, doc_id: str, user: owner, library: chosen
+    ) -> HTMLResponse:
         try:
-            result = await replace(request, doc_id, user)
+            result = await replace(request, library, doc_id, user)
         except UploadRefused as exc:
             record = library.find(doc_id)
             if record is None:
-                return not_found_page(request)
-            return document_page(request, record, _refusal_status(exc), error=exc.message)
+                return _not_found_page(request, NO_DOCUMENT)
+            return document_page(request, library, record, _refusal_status(exc), error=exc.message)
         record = library.find(doc_id)
         if result is None or record is None:
-            return not_found_page(request)
-        return document_page(request, record, _replace_status(result), results=[result])
+            return _not_found_page(request, NO_DOCUMENT)
+        return document_page(request, library, record, _replace_status(result), results=[result])
 
     @router.post("/staff/documents/{doc_id}/delete", include_in_schema=False)
-    def delete_form(request: Request, doc_id: str, user: owner) -> Response:
+    def delete_form(request: Request, doc_id: str, user: owner, library: chosen) -> Response:
         record = library.delete(doc_id, user.username)
         if record is None:
-            return not_found_page(request)
-        return RedirectResponse(
-            f"/staff/documents?{urlencode({'deleted': record.source})}", status_code=303
-        )
+            return _not_found_page(request, NO_DOCUMENT)
+        query = urlencode({**_collection_params(library), "deleted": record.source})
+        return RedirectResponse(f"/staff/documents?{query}", status_code=303)
 
     @router.get("/static/documents.js", include_in_schema=False)
     def documents_js() -> FileResponse:
         return FileResponse(STATIC / "documents.js", media_type="text/javascript")
 
     return router
+
+
+def install_collection_refusal(app: FastAPI) -> None:
+    """An unknown ``?collection=``: 404 with the known names, as a page or as an API error."""
+
+    @app.exception_handler(UnknownCollection)
+    async def _unknown_collection(request: Request, exc: UnknownCollection) -> Response:
+        if wants_html(request):
+            return _not_found_page(request, str(exc))
+        return error_response("unknown_collection", str(exc))
+
+
+NO_DOCUMENT = "No document has this id; it may have been deleted."
+
+
+def _not_found_page(request: Request, message: str) -> HTMLResponse:
+    return render(request, "refused.html", 404, title="Not found", message=message)
+
+
+def _collection_params(library: DocumentLibrary) -> dict[str, str]:
+    """The query parameters that keep a page on its collection (none for the default one)."""
+    if library.collection == library.service.store.collection:
+        return {}
+    return {"collection": library.collection}
+
+
+def _collection_query(library: DocumentLibrary) -> str:
+    """``?collection=NAME`` for links and forms, or empty for the default collection."""
+    params = _collection_params(library)
+    return f"?{urlencode(params)}" if params else ""
 
 
 def _batch_status(results: list[FileResult]) -> int:
@@ -519,8 +591,7 @@ def _refusal_status(exc: UploadRefused) -> int:
 
 
 def _no_document() -> JSONResponse:
-    message = "No document has this id; it may have been deleted."
-    return JSONResponse({"error": {"code": "unknown_document", "message": message}}, 404)
+    return JSONResponse({"error": {"code": "unknown_document", "message": NO_DOCUMENT}}, 404)
 
 
 def _limits(service: ChatService) -> dict:

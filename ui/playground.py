@@ -32,8 +32,9 @@ from chatbot.service import (
     DoneEvent,
     Retrieval,
     TokenEvent,
+    site_options,
 )
-from chatbot.settings import Channel, Settings
+from chatbot.settings import Channel, Settings, SiteSettings
 from knowledge.off_topic import OffTopicMatch
 from ui.gradio_app import safe_markdown
 
@@ -99,6 +100,9 @@ class AskedQuestion:
     question: str
     prior_turns: str
     channel: str
+    # The key of the site asked as ("" for none): its channel, instructions, length policy
+    # and knowledge collection apply.
+    site: str = ""
 
 
 @dataclass(frozen=True)
@@ -299,8 +303,9 @@ class Playground:
         relevance_threshold: float,
         length_policy: bool,
         temperature: float,
+        site: str = "",
     ) -> Iterator[tuple]:
-        asked = AskedQuestion(question or "", prior_turns or "", channel)
+        asked = AskedQuestion(question or "", prior_turns or "", channel, site or "")
         knobs = Knobs(int(top_k), relevance_threshold, length_policy, temperature)
         yield from self._answer(asked, knobs)
 
@@ -318,10 +323,25 @@ class Playground:
         knobs = Knobs(int(top_k), relevance_threshold, length_policy, temperature)
         yield from self._answer(last, knobs)
 
+    def site(self, key: str | None) -> SiteSettings | None:
+        """The configured site with this key (None for none); ValueError if no site has it."""
+        if not key:
+            return None
+        for site in self.settings.sites:
+            if site.key == key:
+                return site
+        raise ValueError(f"No configured site has the key '{key}'.")
+
+    def _options(self, knobs: Knobs, site_key: str | None) -> AnswerOptions:
+        site = self.site(site_key)
+        return knobs.options() if site is None else site_options(site, knobs.options())
+
     def _answer(self, asked: AskedQuestion, knobs: Knobs) -> Iterator[tuple]:
         skip = gr.skip()
-        options = knobs.options()
         try:
+            options = self._options(knobs, asked.site)
+            site = self.site(asked.site)
+            channel = asked.channel if site is None else site.channel.value
             turns = parse_prior_turns(asked.prior_turns)
             question = self.service.check_message(asked.question)
             # Retrieved once more than the answer needs: the service's result names only the
@@ -343,9 +363,7 @@ class Playground:
         )
         answer, result = "", None
         try:
-            for event in self.service.stream(
-                question, turns, channel=asked.channel, options=options
-            ):
+            for event in self.service.stream(question, turns, channel=channel, options=options):
                 if isinstance(event, TokenEvent):
                     answer += event.text
                     yield (answer, skip, skip, skip, skip, skip, skip, skip)
@@ -381,6 +399,7 @@ class Playground:
         relevance_threshold: float | None = None,
         length_policy: bool | None = None,
         temperature: float | None = None,
+        site: str | None = None,
         progress=gr.Progress(),  # noqa: B008 - Gradio finds its progress bar by this default
     ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         """Per-question verdicts, the summary and a status line, as `chatbot eval` makes them,
@@ -405,9 +424,13 @@ class Playground:
             cfg.length_policy.enabled if length_policy is None else length_policy,
             cfg.llm.temperature if temperature is None else temperature,
         )
+        try:
+            options = self._options(knobs, site)
+        except ValueError as exc:
+            return _set_notice(str(exc))
         k = knobs.top_k
         results: list[dict] = []
-        answer = self._eval_answer(with_answers, results, knobs.options())
+        answer = self._eval_answer(with_answers, results, options)
         progress((0, len(questions)), desc="Running the question set")
         started = time.perf_counter()
         try:
@@ -481,6 +504,15 @@ def summary_table(summary: dict[str, dict[str, float]], k: int) -> pd.DataFrame:
     return table.astype(object).where(table.notna(), "").reset_index(drop=True)
 
 
+def site_choices(settings: Settings) -> list[tuple[str, str]]:
+    """The site picker's entries: none (the chosen channel as configured), then each site."""
+    choices = [("None: the channel as configured", "")]
+    for site in settings.sites:
+        collection = f", collection {site.collection}" if site.collection else ""
+        choices.append((f"{site.name} ({site.key}{collection})", site.key))
+    return choices
+
+
 def signed_in_text(request: gr.Request) -> str:
     name = getattr(request, "username", None) or "unknown"
     return f"Signed in as **{safe_markdown(name)}**"
@@ -518,6 +550,14 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
                         value=Channel.WIDGET.value,
                         label="Ask as",
                         elem_id="playground-channel",
+                    )
+                    site = gr.Dropdown(
+                        site_choices(settings),
+                        value="",
+                        label="Site",
+                        info="A site's own channel, instructions, length policy and knowledge "
+                        "collection; also used by the question set.",
+                        elem_id="playground-site",
                     )
                 with gr.Column(scale=1):
                     top_k = gr.Slider(
@@ -624,13 +664,13 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
         knobs = [top_k, threshold, policy, temperature]
         outputs = [answer, query, chunks, prompt, tokens, timings, outcome, last]
         events = dict(outputs=outputs, concurrency_id="playground-answer")
-        ask.click(playground.ask, [question, prior, channel, *knobs], **events)
-        question.submit(playground.ask, [question, prior, channel, *knobs], **events)
+        ask.click(playground.ask, [question, prior, channel, *knobs, site], **events)
+        question.submit(playground.ask, [question, prior, channel, *knobs, site], **events)
         rerun.click(playground.rerun, [last, *knobs], **events)
         # A question set holds its slot for minutes; one at a time leaves room for questions.
         run_set.click(
             playground.run_question_set,
-            [questions, with_answers, *knobs],
+            [questions, with_answers, *knobs, site],
             [set_rows, set_summary, set_status],
             concurrency_limit=1,
             concurrency_id="playground-question-set",

@@ -133,7 +133,7 @@ def _check_same_origin(request: Request) -> None:
         raise HTTPException(403, "Cross-site request refused.")
 
 
-def _wants_html(request: Request) -> bool:
+def wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
         "accept", "text/html"
     )
@@ -153,7 +153,7 @@ def render(request: Request, template: str, code: int = 200, **context) -> HTMLR
 def install_refusals(app: FastAPI) -> None:
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
-        if _wants_html(request):
+        if wants_html(request):
             return render(
                 request,
                 "refused.html",
@@ -171,7 +171,7 @@ def install_refusals(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden) -> Response:
         message = f"This needs the {exc.needed.value} role, which your account does not have."
-        if _wants_html(request):
+        if wants_html(request):
             request.state.user = current_user(request)
             return render(request, "refused.html", 403, title="Not allowed", message=message)
         return JSONResponse({"error": {"code": "forbidden", "message": message}}, status_code=403)

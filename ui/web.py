@@ -32,7 +32,7 @@ from chatbot.settings import Settings
 from chatbot.users import Role, UserDirectory
 from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers, own_origin
-from ui.documents import documents_router
+from ui.documents import documents_router, install_collection_refusal
 from ui.playground import create_playground
 from ui.staff import StaffGate, current_user_from, install_refusals, staff_router
 
@@ -259,6 +259,7 @@ def create_web_app(
     app.state.users = users
     install_error_handlers(app)
     install_refusals(app)
+    install_collection_refusal(app)
     app.include_router(api_router(chat))
     app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
     app.include_router(documents_router(service, users))

@@ -156,6 +156,34 @@ def test_ingest_reports_each_bad_file_and_keeps_the_good_ones(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
+def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "descale-the-kettle.md").write_text(
+        "# Descale the kettle\n\nHold the Brew button for seven seconds.\n", encoding="utf-8"
+    )
+    site = {"key": "kettle-site-key", "name": "Kettles", "allowed_origins": ["self"]}
+    env = {"CHATBOT_SITES": json.dumps([{**site, "collection": "kettles"}])}
+    data = tmp_path / "data"
+
+    typo = run_cli("ingest", docs, "--collection", "kettle", data_dir=data, env=env)
+    assert typo.returncode == 2
+    assert error_lines(typo) == [
+        "error: there is no knowledge collection 'kettle'; the config names knowledge, kettles "
+        "(retrieval.collection and the sites' collection settings)"
+    ]
+
+    added = run_cli("ingest", docs, "--collection", "kettles", data_dir=data, env=env)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "1 added, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    again = run_cli("ingest", docs, "--collection", "kettles", data_dir=data, env=env)
+    assert again.stdout.strip() == "0 added, 0 updated, 1 unchanged, 0 skipped, 0 failed"
+    # The default collection did not get it.
+    default = run_cli("ingest", docs, data_dir=data, env=env)
+    assert default.stdout.strip() == "1 added, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+
+
 # ----- ask
 
 

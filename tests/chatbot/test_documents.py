@@ -78,3 +78,36 @@ def test_a_replacement_keeps_the_type_and_a_deletion_is_audited(library, tmp_pat
     actions = [e.action for e in library.users.audit_log() if e.action.startswith("document.")]
     assert actions == ["document.delete", "document.replace", "document.add"]
     assert library.replace(doc_id, received(tmp_path / "d", "x.md", LANTERN), "ben") is None
+
+
+def test_uploaders_recorded_before_collections_stay_with_the_default_collection(
+    settings, store, tmp_path
+):
+    """An app database from before collections keyed uploaders by source alone."""
+    import sqlite3
+
+    from knowledge.ingest import ingest_file
+
+    path = received(tmp_path / "up", "lantern.md", LANTERN).path
+    assert ingest_file(store, path, "lantern.md").status == "added"
+    database = settings.data_dir / settings.memory.database
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE document_uploaders (source TEXT PRIMARY KEY, uploader TEXT)")
+        db.execute("INSERT INTO document_uploaders VALUES ('lantern.md', 'ana')")
+    db.close()
+    service = ChatService(settings, store, HybridRetriever(store), None)
+    users = UserDirectory(database, settings.auth)
+    try:
+        library = DocumentLibrary(service, users)
+        listed = [(d.record.source, d.uploader) for d in library.documents()]
+        assert listed == [("lantern.md", "ana")]
+        assert DocumentLibrary(service, users, "acme").documents() == []
+        with sqlite3.connect(database) as db:
+            rows = db.execute("SELECT collection, source, uploader FROM document_uploaders")
+            assert rows.fetchall() == [("knowledge", "lantern.md", "ana")]
+            tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        db.close()
+        assert ("document_uploaders_old",) not in tables
+    finally:
+        service.close()

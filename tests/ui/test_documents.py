@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from python_multipart import MultipartParser
 
 from chatbot.service import ChatService
+from chatbot.settings import SiteSettings
 from chatbot.users import Role
 from knowledge.retriever import HybridRetriever
 from knowledge.store import KnowledgeStore
@@ -471,7 +472,95 @@ def test_changes_are_audited_and_the_uploader_is_the_last_to_change_it(app):
         ("admin", "document.replace", "lantern.md"),
         ("content_owner", "document.add", "lantern.md"),
     ]
-    assert entries[0][3] == {"chunks": listed["chunk_count"], "size": listed["size_bytes"]}
+    assert entries[0][3] == {
+        "collection": "knowledge",
+        "chunks": listed["chunk_count"],
+        "size": listed["size_bytes"],
+    }
+
+
+# ----- a site's own knowledge collection
+@pytest.fixture
+def two_collections(make_app, settings):
+    """The app with a second site that answers from its own collection, 'acme'."""
+    acme = SiteSettings(
+        key="acme-site-key", name="ACME", allowed_origins=["self"], collection="acme"
+    )
+    web, service = make_app(settings.model_copy(update={"sites": [*settings.sites, acme]}))
+    return web, service
+
+
+def test_a_sites_collection_is_managed_apart_from_the_default_one(two_collections, store):
+    web, service = two_collections
+    owner = signed_in(web, "content_owner")
+    admin = signed_in(web, "admin")
+    upload(owner, md("lantern.md", LANTERN_V1))
+    response = admin.post("/api/v1/documents?collection=acme", files=[md("lantern.md", LANTERN_V2)])
+    assert response.status_code == 200, response.text
+    [acme_result] = response.json()["results"]
+    assert acme_result["status"] == "added"  # same name, other collection: not a replacement
+
+    default_list = owner.get("/api/v1/documents").json()
+    acme_list = owner.get("/api/v1/documents", params={"collection": "acme"}).json()
+    assert [(d["source"], d["uploader"]) for d in default_list] == [("lantern.md", "content_owner")]
+    assert [(d["source"], d["uploader"]) for d in acme_list] == [("lantern.md", "admin")]
+
+    # Each collection's retrieval sees its own version only.
+    acme_hits = service.retriever_for("acme").store.document_chunks("lantern.md")
+    assert "solar panel" in acme_hits[0].text
+    assert "magnetic USB-C cable" in store.document_chunks("lantern.md")[0].text
+    acme_id = acme_list[0]["id"]
+    assert "solar panel" in owner.get(f"/api/v1/documents/{acme_id}?collection=acme").text
+
+    # The page names the collection, offers the others, and keeps it in every link and form.
+    page = owner.get("/staff/documents", params={"collection": "acme"})
+    assert page.status_code == 200
+    assert 'aria-current="page" class="chip">acme</a>' in page.text
+    assert 'href="/staff/documents"' in page.text  # the default collection
+    assert f'href="/staff/documents/{acme_id}?collection=acme"' in page.text
+    assert 'data-api="/api/v1/documents?collection=acme"' in page.text
+    preview = owner.get(f"/staff/documents/{acme_id}", params={"collection": "acme"})
+    assert "solar panel" in preview.text and "<th>Collection</th><td>acme</td>" in preview.text
+    assert f'action="/staff/documents/{acme_id}/delete?collection=acme"' in preview.text
+
+    deleted = owner.post(
+        f"/staff/documents/{acme_id}/delete?collection=acme", follow_redirects=False
+    )
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == "/staff/documents?collection=acme&deleted=lantern.md"
+    assert owner.get("/api/v1/documents?collection=acme").json() == []
+    assert [d["source"] for d in owner.get("/api/v1/documents").json()] == ["lantern.md"]
+
+    [entry] = [e for e in web.state.users.audit_log() if e.action == "document.delete"]
+    assert entry.detail["collection"] == "acme"
+
+
+def test_an_unknown_collection_is_a_404_naming_the_known_ones(two_collections):
+    web, service = two_collections
+    owner = signed_in(web, "content_owner")
+
+    api = owner.get("/api/v1/documents", params={"collection": "acmee"})
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "unknown_collection"
+    assert "'acmee'" in api.json()["error"]["message"]
+    assert "knowledge, acme" in api.json()["error"]["message"]
+    upload = owner.post("/api/v1/documents?collection=acmee", files=[md("a.md", LANTERN_V1)])
+    assert upload.status_code == 404
+    page = owner.get("/staff/documents", params={"collection": "acmee"})
+    assert page.status_code == 404 and "There is no knowledge collection" in page.text
+    # Nothing was made under the mistyped name.
+    client = service.retriever_for("acme").store._client
+    assert not [c for c in client.list_collections() if c.name.startswith("acmee")]
+
+    # Without the role, the collection is not even looked at.
+    assert TestClient(web).get("/api/v1/documents?collection=acmee").status_code == 401
+    staff = signed_in(web, "staff")
+    assert staff.get("/api/v1/documents?collection=acmee").status_code == 403
+
+
+def test_one_collection_shows_no_collection_picker(app):
+    page = signed_in(app, "content_owner").get("/staff/documents")
+    assert page.status_code == 200 and 'id="collections"' not in page.text
 
 
 # ----- the page

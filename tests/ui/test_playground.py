@@ -337,3 +337,53 @@ def test_the_playground_needs_a_signed_in_staff_member(web):
         "playground-prompt",
         "playground-tokens",
     } <= elem_ids
+
+
+def test_asking_as_a_site_uses_its_channel_instructions_and_collection(
+    settings, sample_store, tmp_path
+):
+    from chatbot.settings import SiteSettings
+    from knowledge.ingest import ingest_file
+    from tests.conftest import SAMPLE_HELP
+
+    lamp = SiteSettings(
+        key="lamp-site-key",
+        name="Lamp shop",
+        allowed_origins=["self"],
+        channel="staff",
+        instructions="Sign off as Lumi.",
+        collection="lamp",
+    )
+    settings = settings.model_copy(update={"sites": [*settings.sites, lamp]})
+    model = GenericFakeChatModel(messages=iter([AIMessage("Hold it for ten seconds.")]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    playground = Playground(service, settings)
+    try:
+        # The site's collection is empty: nothing is found there, though the default has it.
+        empty, _ = ask(playground, site="lamp-site-key")
+        assert "**Handed off:** yes (nothing relevant found)" in empty["outcome"]
+        assert empty["chunks"].empty
+        assert empty["last"] == AskedQuestion(QUESTION, "", "widget", "lamp-site-key")
+
+        lamp_store = service.retriever_for("lamp").store
+        reset = SAMPLE_HELP / "reset-the-hub.md"
+        assert ingest_file(lamp_store, reset, "reset-the-hub.md").status == "added"
+        view, _ = ask(playground, site="lamp-site-key")
+        assert view["answer"].startswith("Hold it for ten seconds.")
+        assert set(view["chunks"]["source"]) == {"reset-the-hub.md"}
+        assert "Sign off as Lumi." in view["prompt"]
+        assert "**Channel:** staff" in view["outcome"], "the site's channel, not the radio's"
+
+        unknown, _ = ask(playground, site="no-such-site")
+        assert "No configured site has the key 'no-such-site'." in unknown["outcome"]
+
+        subset = SAMPLE_QUESTIONS.read_text().splitlines()[:3]
+        path = tmp_path / "three.jsonl"
+        path.write_text("\n".join(subset) + "\n")
+        by_site, _ = run_set(playground, path, with_answers=False, site="lamp-site-key")
+        found = {s for row in by_site["rows"]["sources"] for s in row.split(", ") if s}
+        assert found == {"reset-the-hub.md"}, "only the site's collection is searched"
+        missing, _ = run_set(playground, path, with_answers=False, site="no-such-site")
+        assert "No configured site has the key" in missing["status"]
+    finally:
+        service.close()

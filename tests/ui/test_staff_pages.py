@@ -4,6 +4,7 @@ document and finds it in the playground; staff cannot reach the documents; sign-
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from chatbot.settings import DEMO_SITE
 from tests.ui.conftest import start_app
 
 if TYPE_CHECKING:
@@ -42,6 +44,15 @@ INDEX_TIMEOUT_MS = 120_000
 ANSWER_STARTS_MS = 90_000
 ANSWER_ENDS_MS = 240_000
 
+# A second site that answers from its own knowledge collection.
+ACME_SITE = {
+    "key": "acme-site-key",
+    "name": "ACME",
+    "allowed_origins": ["self"],
+    "collection": "acme",
+}
+ACME_NAME = "acme-kettle.md"
+ACME_TEXT = "# ACME kettle\n\nThe ACME kettle descales when you hold Brew for seven seconds.\n"
 STAFF_ONLY = ["/staff/documents", "/staff/playground/", "/staff/admin"]
 # Chromium logs every 401/403 page it is sent; those refusals are what the tests ask for.
 REFUSAL_LOGGED = re.compile(
@@ -57,7 +68,11 @@ def staff_app(tmp_path_factory) -> Iterator[ServedApp]:
     """The real app with the sample help center and a first admin from the environment."""
     app = start_app(
         tmp_path_factory.mktemp("staff-pages") / "data",
-        env={"CHATBOT_ADMIN_USERNAME": ADMIN[0], "CHATBOT_ADMIN_PASSWORD": ADMIN[1]},
+        env={
+            "CHATBOT_ADMIN_USERNAME": ADMIN[0],
+            "CHATBOT_ADMIN_PASSWORD": ADMIN[1],
+            "CHATBOT_SITES": json.dumps([DEMO_SITE.model_dump(mode="json"), ACME_SITE]),
+        },
     )
     yield app
     app.stop()
@@ -165,7 +180,8 @@ def uploaded(browser, staff_app, accounts, tmp_path_factory) -> Iterator[Uploade
         page.get_by_role("link", name="Sign in").click()
         sign_in(page, *OWNER)
         assert page.url == f"{staff_app.url}/staff/documents", "sign-in did not return to the page"
-        expect(page.get_by_role("heading", level=1)).to_have_text("Documents")
+        # Two sites answer from two collections: the page says which one it shows.
+        expect(page.get_by_role("heading", level=1)).to_have_text("Documents in knowledge")
 
         page.locator("input#files[type=file]").set_input_files(path)
         with page.expect_response(f"{staff_app.url}/api/v1/documents", timeout=INDEX_TIMEOUT_MS):
@@ -265,6 +281,40 @@ def test_a_copy_and_an_unsupported_file_are_reported_by_name(uploaded, staff_app
     expect(page.locator("#upload-progress")).to_be_hidden()
     expect(page.locator("#documents tr[data-document]")).to_have_count(rows_before)
     expect(page.get_by_role("cell", name=copy.name, exact=True)).to_have_count(0)
+    uploaded.tab.assert_no_unexpected_errors()
+
+
+def test_a_document_uploaded_to_a_sites_collection_stays_there(uploaded, staff_app, tmp_path):
+    page = uploaded.tab.page
+    path = tmp_path / ACME_NAME
+    path.write_text(ACME_TEXT)
+    page.goto(f"{staff_app.url}/staff/documents")
+    picker = page.get_by_role("navigation", name="Knowledge collections")
+    expect(picker.get_by_role("link")).to_have_text(["knowledge", "acme"])
+    picker.get_by_role("link", name="acme", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Documents in acme")
+    expect(page.locator("#documents tr[data-document]")).to_have_count(0)
+
+    page.locator("input#files").set_input_files(path)
+    with page.expect_response(
+        f"{staff_app.url}/api/v1/documents?collection=acme", timeout=INDEX_TIMEOUT_MS
+    ) as sent:
+        page.get_by_role("button", name="Upload", exact=True).click()
+    assert sent.value.status == 200, sent.value.text()
+    expect(page.locator("#upload-results li")).to_have_attribute("data-status", "added")
+    # The refreshed table is the acme collection's: the new document and nothing else.
+    rows = page.locator("#documents tr[data-document]")
+    expect(rows).to_have_count(1)
+    expect(rows.get_by_role("cell", name=ACME_NAME, exact=True)).to_have_count(1)
+    rows.get_by_role("link", name="ACME kettle").click()
+    expect(page.get_by_role("row", name="Collection acme")).to_be_visible()
+    expect(page.locator("#chunks")).to_contain_text("descales when you hold Brew")
+
+    page.get_by_role("link", name="← All documents").click()
+    assert page.url.endswith("/staff/documents?collection=acme"), page.url
+    picker.get_by_role("link", name="knowledge", exact=True).click()
+    expect(page.get_by_role("cell", name=UPLOAD_NAME, exact=True)).to_have_count(1)
+    expect(page.get_by_role("cell", name=ACME_NAME, exact=True)).to_have_count(0)
     uploaded.tab.assert_no_unexpected_errors()
 
 

@@ -38,7 +38,12 @@
 
   // Swap parts of the page (ids separated by spaces) for fresh copies, parsed inertly.
   async function refresh(selectors) {
-    const response = await fetch(location.pathname, { headers: { Accept: "text/html" } });
+    // The same page, on the same collection (?collection=), without a one-off notice.
+    const query = new URLSearchParams(location.search);
+    query.delete("deleted");
+    const search = query.toString();
+    const url = location.pathname + (search ? "?" + search : "");
+    const response = await fetch(url, { headers: { Accept: "text/html" } });
     if (!response.ok) return;
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const selector of selectors.split(" ")) {
