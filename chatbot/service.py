@@ -137,7 +137,8 @@ class Retrieval:
     handoff: bool
     # With handoff: NO_MATCH or OFF_TOPIC.
     reason: str = ""
-    # The off-topic example closest to the question, when the check ran.
+    # The off-topic example closest to the question, when the check ran (it runs only for a
+    # question with a word that no document uses).
     off_topic: OffTopicMatch | None = None
 
 
@@ -259,14 +260,20 @@ class ChatService:
         query = standalone_query(queries)
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
-        closest = retriever.closest_off_topic(queries, vector)
-        if closest is None:
+        if retriever.off_topic is None:
             return Retrieval(query, hits, False)
         # Only a question with a word the help center never uses (another company's name,
         # "hipaa", "overdraft") can be off-topic: a question in the documents' own words ("how
         # do i cancel my subscription") is theirs to answer, however close an example comes.
-        closest = replace(closest, unknown_words=tuple(retriever.unknown_words(question)))
-        if closest.lead > cfg.off_topic_margin and closest.unknown_words:
+        # Most questions are, and they skip the comparison with the examples altogether.
+        unknown = tuple(retriever.unknown_words(question))
+        if not unknown:
+            return Retrieval(query, hits, False)
+        closest = retriever.closest_off_topic(queries, vector)
+        if closest is None:
+            return Retrieval(query, hits, False)
+        closest = replace(closest, unknown_words=unknown)
+        if closest.lead > cfg.off_topic_margin:
             return Retrieval(query, hits, True, OFF_TOPIC, closest)
         return Retrieval(query, hits, False, off_topic=closest)
 
