@@ -20,6 +20,7 @@ from chatbot.errors import Refused
 from chatbot.handoff import HandoffDesk, wants_person
 from chatbot.rate_limit import RateLimiter
 from chatbot.service import (
+    OFF_TOPIC,
     ChatEvent,
     ChatResult,
     ChatService,
@@ -188,10 +189,18 @@ class CustomerChat:
             channel=session.site.channel.value,
             options=site_options(session.site),
         ):
-            no_answer = isinstance(event, DoneEvent) and event.result.handoff
-            if no_answer and self.settings.handoff.on_no_answer:
-                yield self._ticket_event(session, "no_answer")
+            if isinstance(event, DoneEvent) and event.result.handoff:
+                reason = self._ticket_reason(event.result)
+                if reason is not None:
+                    yield self._ticket_event(session, reason)
             yield event
+
+    def _ticket_reason(self, result: ChatResult) -> str | None:
+        """Why a turn the service handed off opens a ticket, or None if it opens none."""
+        cfg = self.settings.handoff
+        if result.handoff_reason == OFF_TOPIC:
+            return "off_topic" if cfg.on_off_topic else None
+        return "no_answer" if cfg.on_no_answer else None
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter

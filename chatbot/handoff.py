@@ -40,6 +40,7 @@ WANTS_PERSON = re.compile(
 REASONS = {
     "customer_asked": "The customer asked for a person.",
     "no_answer": "The help center had no answer to the customer's question.",
+    "off_topic": "The customer asked about something the help center does not cover.",
     "disliked_answers": "The customer rated answers down several times in a row.",
 }
 

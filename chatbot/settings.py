@@ -338,6 +338,11 @@ class HandoffSettings(_Section):
     on_no_answer: bool = Field(
         True, description="Open a ticket when the knowledge base cannot answer."
     )
+    on_off_topic: bool = Field(
+        False,
+        description="Also open a ticket for a question handed off as off-topic (another "
+        "company's product, chit-chat); the customer can still ask for a person.",
+    )
     dislikes_in_a_row: int = Field(
         2, ge=0, description="Thumbs-down in a row that open a ticket; 0 turns it off."
     )

@@ -23,6 +23,7 @@ from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
 from knowledge.ingest import ingest_paths
+from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
 from knowledge.retriever import HybridRetriever
 from knowledge.store import KnowledgeStore
 from tests.chatbot.conftest_e2e import unreachable_base_url
@@ -61,15 +62,15 @@ def site_settings(settings: Settings, **changes) -> Settings:
 
 @pytest.fixture
 def make_client(settings, sample_store, clock) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(base_url, **settings_changes)``: the whole web app over a ChatService."""
+    """``make_client(base_url, off_topic=None, **settings_changes)``: the whole web app over a
+    ChatService (with ``off_topic``, the off-topic examples its retriever checks)."""
     built: list[tuple[ChatService, TestClient]] = []
 
-    def build(base_url: str, **changes) -> TestClient:
+    def build(base_url: str, off_topic: OffTopicExamples | None = None, **changes) -> TestClient:
         cfg = site_settings(settings, **changes)
         model = make_chat_model(cfg.llm, local_base_url=base_url)
-        service = ChatService(
-            cfg, sample_store, HybridRetriever(sample_store), model, model_probe_url=None
-        )
+        retriever = HybridRetriever(sample_store, off_topic=off_topic)
+        service = ChatService(cfg, sample_store, retriever, model, model_probe_url=None)
         client = TestClient(create_web_app(service, cfg, clock=clock))
         client.__enter__()
         built.append((service, client))
@@ -528,6 +529,27 @@ def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client)
         body["handoff_ticket"]["ticket_id"]
     )
     assert stored.reason == "no_answer"
+
+
+@pytest.mark.parametrize("on_off_topic", [False, True])
+def test_an_off_topic_question_opens_a_ticket_only_when_configured(
+    make_client, settings, embeddings, tmp_path, on_off_topic
+):
+    examples = OffTopicExamples.from_file(BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path)
+    handoff = settings.handoff.model_copy(update={"on_off_topic": on_off_topic})
+    with unreachable_base_url() as url:
+        client = make_client(url, off_topic=examples, handoff=handoff)
+        session_id, headers = new_session(client)
+        body = chat(client, session_id, headers, "how do i reset my xbox controller").json()
+
+    assert body["handoff"] is True and body["answer"] == HANDOFF_ANSWER
+    assert body["error"] is None, "no model call"
+    if on_off_topic:
+        stored = client.app.state.desk.conversations.get_ticket(body["handoff_ticket"]["ticket_id"])
+        assert stored.reason == "off_topic"
+    else:
+        assert body["handoff_ticket"] is None
+        assert client.app.state.desk.conversations.tickets() == []
 
 
 @pytest.mark.parametrize(
