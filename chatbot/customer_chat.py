@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from chatbot.conversations import SessionRecord, Ticket
 from chatbot.errors import Refused
-from chatbot.handoff import HandoffDesk, wants_person
+from chatbot.handoff import HandoffDesk, accepts_offer, wants_person
+from chatbot.prompts import HANDOFF_OFFER
 from chatbot.rate_limit import RateLimiter
 from chatbot.service import (
     OFF_TOPIC,
@@ -180,7 +181,7 @@ class CustomerChat:
         Raises InputRejected before any work for an empty or oversized message.
         """
         message = self.service.check_message(message)
-        if wants_person(message):
+        if wants_person(message) or (accepts_offer(message) and self._offered_person(session)):
             yield from self._person_requested(session, message)
             return
         for event in self.service.stream(
@@ -201,6 +202,12 @@ class CustomerChat:
         if result.handoff_reason == OFF_TOPIC:
             return "off_topic" if cfg.on_off_topic else None
         return "no_answer" if cfg.on_no_answer else None
+
+    def _offered_person(self, session: CustomerSession) -> bool:
+        """Whether the bot's last reply in this conversation offered a person."""
+        turns = self.service.conversations.turns(session.record.id)
+        last = next((t for t in reversed(turns) if t.role == "assistant"), None)
+        return last is not None and last.content.rstrip().endswith(HANDOFF_OFFER)
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter

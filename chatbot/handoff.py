@@ -45,9 +45,23 @@ REASONS = {
 }
 
 
+# A short yes, as a reply to the bot's offer of a person ("yes please", "sure", "ok, thanks").
+# Anything more ("yes but how do I ...") is a new question.
+ACCEPTS_OFFER = re.compile(
+    r"^\s*(?:yes|yeah|yep|yup|sure|ok|okay|please|y|go ahead|please do|sure thing)"
+    r"(?:[\s,]+(?:please|thanks|thank you|do|yes|go ahead|that would be great))*\s*[.!]*\s*$",
+    re.IGNORECASE,
+)
+
+
 def wants_person(message: str) -> bool:
     """Whether a chat message asks for a human instead of an answer."""
     return bool(WANTS_PERSON.search(message))
+
+
+def accepts_offer(message: str) -> bool:
+    """Whether a chat message is a plain yes (to be read against what the bot asked last)."""
+    return bool(ACCEPTS_OFFER.match(message))
 
 
 class HandoffDesk:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from chatbot.handoff import wants_person
+from chatbot.handoff import accepts_offer, wants_person
 from chatbot.prompts import HANDOFF_ANSWER
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
@@ -550,6 +550,41 @@ def test_an_off_topic_question_opens_a_ticket_only_when_configured(
     else:
         assert body["handoff_ticket"] is None
         assert client.app.state.desk.conversations.tickets() == []
+
+
+def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(make_client, settings):
+    handoff = settings.handoff.model_copy(update={"on_no_answer": False})
+    with unreachable_base_url() as url:
+        client = make_client(url, handoff=handoff)
+        session_id, headers = new_session(client)
+        # Before any offer, a yes is just a message: no ticket.
+        first = chat(client, session_id, headers, "yes").json()
+        assert first["handoff_ticket"] is None
+        offered = chat(client, session_id, headers, OFF_TOPIC_QUESTION).json()
+        assert offered["answer"] == HANDOFF_ANSWER and offered["handoff_ticket"] is None
+
+        accepted = chat(client, session_id, headers, "Yes please!").json()
+
+    assert accepted["handoff_ticket"]["status"] == "open"
+    assert accepted["error"] is None, "no model call"
+    stored = client.app.state.desk.conversations.get_ticket(accepted["handoff_ticket"]["ticket_id"])
+    assert stored.reason == "customer_asked"
+
+
+@pytest.mark.parametrize(
+    "message, accepts",
+    [
+        ("yes", True),
+        ("Yes please!", True),
+        ("sure, thanks", True),
+        ("ok", True),
+        ("yes but how do I reset the hub?", False),
+        ("yesterday my hub stopped", False),
+        ("no thanks", False),
+    ],
+)
+def test_what_counts_as_a_yes(message, accepts):
+    assert accepts_offer(message) is accepts
 
 
 @pytest.mark.parametrize(
