@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         report = ensure_sample_knowledge(service)
         if report is not None:
             print(f"Ingested the sample help center: {_counts(report)}", flush=True)
+        service.prepare_search()
         from ui.web import serve
 
         serve(service, settings)

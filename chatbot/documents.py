@@ -124,7 +124,13 @@ class DocumentLibrary:
             with self._lock:
                 outcome = self._ingest(received.path, received.path.name)
                 results.append(self._settle(received.name, outcome, actor))
+        self._refresh_search(results)
         return results
+
+    def _refresh_search(self, results: list[UploadResult]) -> None:
+        """After a change, rebuild the search indexes here rather than on a customer's question."""
+        if any(r.status in ("added", "updated") for r in results):
+            self.service.retriever_for(self.collection).refresh()
 
     def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> UploadResult | None:
         """A new version of the document ``doc_id`` from ``received``; None if there is none."""
@@ -142,7 +148,9 @@ class DocumentLibrary:
             # name stays the same.
             version = Path(tempfile.mkdtemp(dir=received.path.parent))
             path = received.path.rename(version / PurePosixPath(record.source).name)
-            return self._settle(received.name, self._ingest(path, record.source), actor)
+            result = self._settle(received.name, self._ingest(path, record.source), actor)
+        self._refresh_search([result])
+        return result
 
     def delete(self, doc_id: str, actor: str) -> DocumentRecord | None:
         with self._lock:
@@ -155,6 +163,7 @@ class DocumentLibrary:
                     (self.collection, record.source),
                 )
         self.users.audit(actor, "document.delete", record.source, self._audit_detail(record))
+        self.service.retriever_for(self.collection).refresh()
         return record
 
     def _ingest(self, path: Path, source: str) -> FileOutcome:

@@ -557,6 +557,12 @@ class ChatService:
         )
 
     # ----- health
+    def prepare_search(self) -> None:
+        """Build the search indexes of every configured collection, so that the first question
+        after start-up does not wait for them."""
+        for collection in self.settings.collections():
+            self.retriever_for(collection).refresh()
+
     def readiness(self) -> dict[str, str]:
         """Whether the model, the knowledge store and the database answer: "ok" or the failure."""
         return {

@@ -286,6 +286,10 @@ class HybridRetriever:
     def _keyword_index(self) -> _KeywordIndex:
         return self._indexes().keywords
 
+    def refresh(self) -> None:
+        """Build the search indexes now if the store changed, so that no question waits for it."""
+        self._indexes()
+
     def _indexes(self) -> _Indexes:
         """The keyword index, the chunks' hubness and the off-topic examples the store does not
         cover, rebuilt when the store has changed."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.documents import DocumentLibrary, ReceivedFile
-from chatbot.service import ChatService
+from chatbot.service import AnswerOptions, ChatService
 from chatbot.users import UserDirectory
 from knowledge.retriever import HybridRetriever
 
@@ -109,5 +109,46 @@ def test_uploaders_recorded_before_collections_stay_with_the_default_collection(
             tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         db.close()
         assert ("document_uploaders_old",) not in tables
+    finally:
+        service.close()
+
+
+def _index_builds(caplog) -> int:
+    return sum("search indexes built" in r.getMessage() for r in caplog.records)
+
+
+def test_a_change_rebuilds_the_search_indexes_before_the_next_question(library, tmp_path, caplog):
+    caplog.set_level("INFO", logger="knowledge.retriever")
+    [added] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    assert _index_builds(caplog) == 1, "built with the upload"
+    caplog.clear()
+    assert library.service.retrieve("how do i charge the lantern").hits
+    assert _index_builds(caplog) == 0, "the question did not wait for a build"
+
+    doc_id = added.document.record.doc_id
+    library.replace(doc_id, received(tmp_path / "b", "lantern.md", SOLAR), "ana")
+    library.delete(doc_id, "ana")
+    assert _index_builds(caplog) == 2
+    caplog.clear()
+    library.service.retrieve("how do i charge the lantern")
+    assert _index_builds(caplog) == 0
+
+
+def test_prepare_search_builds_every_collections_indexes(settings, store, caplog):
+    from chatbot.settings import SiteSettings
+
+    site = SiteSettings(
+        key="acme-site-key", name="ACME", allowed_origins=["self"], collection="acme"
+    )
+    settings = settings.model_copy(update={"sites": [*settings.sites, site]})
+    service = ChatService(settings, store, HybridRetriever(store), None)
+    try:
+        caplog.set_level("INFO", logger="knowledge.retriever")
+        service.prepare_search()
+        assert _index_builds(caplog) == 2  # the default collection and acme's
+        caplog.clear()
+        service.retrieve("anything at all")
+        service.retrieve("anything at all", options=AnswerOptions(collection="acme"))
+        assert _index_builds(caplog) == 0
     finally:
         service.close()
