@@ -34,6 +34,8 @@ from chatbot.service import (
 from chatbot.settings import Settings, SiteSettings
 
 SELF_ORIGIN = "self"
+# How long a plain "yes" still answers the bot's offer of a person.
+OFFER_STANDS_S = 30 * 60
 
 
 class CustomerError(Refused):
@@ -204,10 +206,18 @@ class CustomerChat:
         return "no_answer" if cfg.on_no_answer else None
 
     def _offered_person(self, session: CustomerSession) -> bool:
-        """Whether the bot's last reply in this conversation offered a person."""
+        """Whether the conversation's last turn is the bot's offer of a person, made recently
+        and not taken up since (by the widget's button, which opens a ticket)."""
         turns = self.service.conversations.turns(session.record.id)
-        last = next((t for t in reversed(turns) if t.role == "assistant"), None)
-        return last is not None and last.content.rstrip().endswith(HANDOFF_OFFER)
+        last = turns[-1] if turns else None
+        if last is None or last.role != "assistant":
+            return False
+        if not last.content.rstrip().endswith(HANDOFF_OFFER):
+            return False
+        if self._clock() - last.created_at > OFFER_STANDS_S:
+            return False
+        ticket = self.service.conversations.open_ticket(session.record.id)
+        return ticket is None or ticket.created_at < last.created_at
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter

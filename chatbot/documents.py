@@ -6,6 +6,7 @@ One library manages one knowledge collection (the default one, or a site's own).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from chatbot.users import UserDirectory
 from knowledge.ingest import FileOutcome, ingest_file
 from knowledge.loaders import LoadLimits
 from knowledge.store import DocumentRecord, StoredChunk
+
+log = logging.getLogger(__name__)
 
 UPLOADERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS document_uploaders (
@@ -130,7 +133,14 @@ class DocumentLibrary:
     def _refresh_search(self, results: list[UploadResult]) -> None:
         """After a change, rebuild the search indexes here rather than on a customer's question."""
         if any(r.status in ("added", "updated") for r in results):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        # The change itself is done; if the build fails here, the next question builds them.
+        try:
             self.service.retriever_for(self.collection).refresh()
+        except Exception:
+            log.exception("rebuilding the search indexes of '%s' failed", self.collection)
 
     def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> UploadResult | None:
         """A new version of the document ``doc_id`` from ``received``; None if there is none."""
@@ -163,7 +173,7 @@ class DocumentLibrary:
                     (self.collection, record.source),
                 )
         self.users.audit(actor, "document.delete", record.source, self._audit_detail(record))
-        self.service.retriever_for(self.collection).refresh()
+        self._refresh()
         return record
 
     def _ingest(self, path: Path, source: str) -> FileOutcome:
@@ -246,6 +256,13 @@ class DocumentLibraries:
 
     def names(self) -> list[str]:
         return self.service.settings.collections()
+
+    def sites_using(self) -> dict[str, list[str]]:
+        """Each collection's sites by name (a site without its own uses the default one)."""
+        using: dict[str, list[str]] = {name: [] for name in self.names()}
+        for site in self.service.settings.sites:
+            using.setdefault(site.collection or self.default, []).append(site.name)
+        return using
 
     def get(self, collection: str | None = None) -> DocumentLibrary:
         """The library of ``collection`` (empty: the default one); UnknownCollection if no

@@ -45,11 +45,16 @@ REASONS = {
 }
 
 
-# A short yes, as a reply to the bot's offer of a person ("yes please", "sure", "ok, thanks").
-# Anything more ("yes but how do I ...") is a new question.
+# A short yes, as a reply to the bot's offer of a person ("yes please", "sure", "ok, go ahead").
+# A bare "ok" or "ok thanks" is a sign-off, and anything more ("yes but how do I ...") is a new
+# question.
+_MORE = r"(?:[\s,]+(?:please|thanks|thank you|do|yes|go ahead|that would be great))*"
 ACCEPTS_OFFER = re.compile(
-    r"^\s*(?:yes|yeah|yep|yup|sure|ok|okay|please|y|go ahead|please do|sure thing)"
-    r"(?:[\s,]+(?:please|thanks|thank you|do|yes|go ahead|that would be great))*\s*[.!]*\s*$",
+    r"^\s*(?:(?:yes|yeah|yep|yup|sure|please|y|go ahead|please do|sure thing)"
+    + _MORE
+    + r"|(?:ok|okay)[\s,]+(?:please|go ahead|yes|do it)"
+    + _MORE
+    + r")\s*[.!]*\s*$",
     re.IGNORECASE,
 )
 

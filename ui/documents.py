@@ -326,6 +326,7 @@ already has this content (nothing changes); 400 if the file is refused (the reas
 def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     router = APIRouter()
     libraries = DocumentLibraries(service, users)
+    libraries.get()  # the default collection's library (and its table) at start-up
     owner = Annotated[User, Depends(require(Role.CONTENT_OWNER))]
 
     def collection_library(
@@ -461,10 +462,11 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
 
     # ----- pages
     def page(request: Request, library: DocumentLibrary, code: int, **context) -> HTMLResponse:
-        names = libraries.names()
+        using = libraries.sites_using()
         return render(
             request, "documents.html", code, collection=library.collection,
-            collections=names if len(names) > 1 else [], query=_collection_query(library),
+            collections=list(using.items()) if len(using) > 1 else [],
+            query=_collection_query(library),
             limits=_limits(service), human_size=human_size, **context,
         )  # fmt: skip
 

@@ -426,11 +426,13 @@ class Playground:
         )
         try:
             options = self._options(knobs, site)
+            chosen = self.site(site)
         except ValueError as exc:
             return _set_notice(str(exc))
+        channel = Channel.WIDGET.value if chosen is None else chosen.channel.value
         k = knobs.top_k
         results: list[dict] = []
-        answer = self._eval_answer(with_answers, results, options)
+        answer = self._eval_answer(with_answers, results, options, channel)
         progress((0, len(questions)), desc="Running the question set")
         started = time.perf_counter()
         try:
@@ -454,13 +456,15 @@ class Playground:
         return table, summary_table(summary, k), status
 
     def _eval_answer(
-        self, with_answers: bool, results: list[dict], options: AnswerOptions
+        self, with_answers: bool, results: list[dict], options: AnswerOptions, channel: str
     ) -> Callable[[str, list], dict]:
         options = replace(options, trace=False)
 
         def answer(question: str, history: list) -> dict:
             if with_answers:
-                result = self.service.ask(question, history, options=options).to_dict()
+                result = self.service.ask(
+                    question, history, channel=channel, options=options
+                ).to_dict()
             else:
                 result = self.service.retrieval_only(question, history, options).to_dict()
             results.append(result)
@@ -506,11 +510,9 @@ def summary_table(summary: dict[str, dict[str, float]], k: int) -> pd.DataFrame:
 
 def site_choices(settings: Settings) -> list[tuple[str, str]]:
     """The site picker's entries: none (the chosen channel as configured), then each site."""
-    choices = [("None: the channel as configured", "")]
-    for site in settings.sites:
-        collection = f", collection {site.collection}" if site.collection else ""
-        choices.append((f"{site.name} ({site.key}{collection})", site.key))
-    return choices
+    return [("None: the channel as configured", "")] + [
+        (f"{site.name} ({site.key})", site.key) for site in settings.sites
+    ]
 
 
 def signed_in_text(request: gr.Request) -> str:
@@ -555,8 +557,9 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
                         site_choices(settings),
                         value="",
                         label="Site",
-                        info="A site's own channel, instructions, length policy and knowledge "
-                        "collection; also used by the question set.",
+                        info="Ask as a site: its own channel (in place of 'Ask as'), "
+                        "instructions, length policy and knowledge; also used by the question "
+                        "set.",
                         elem_id="playground-site",
                     )
                 with gr.Column(scale=1):

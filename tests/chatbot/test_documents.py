@@ -152,3 +152,17 @@ def test_prepare_search_builds_every_collections_indexes(settings, store, caplog
         assert _index_builds(caplog) == 0
     finally:
         service.close()
+
+
+def test_a_failed_index_build_does_not_undo_or_hide_the_change(library, tmp_path, monkeypatch):
+    def broken() -> None:
+        raise RuntimeError("index build failed")
+
+    monkeypatch.setattr(library.service.retriever, "refresh", broken)
+    [added] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+
+    assert added.status == "added"
+    assert [d.record.source for d in library.documents()] == ["lantern.md"]
+    monkeypatch.undo()
+    hits = library.service.retrieve("how do i charge the lantern").hits
+    assert hits and hits[0].source == "lantern.md", "the next question builds the indexes"

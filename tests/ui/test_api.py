@@ -552,23 +552,33 @@ def test_an_off_topic_question_opens_a_ticket_only_when_configured(
         assert client.app.state.desk.conversations.tickets() == []
 
 
-def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(make_client, settings):
+def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(
+    make_client, settings, embeddings, tmp_path, clock
+):
+    examples = OffTopicExamples.from_file(BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path)
     handoff = settings.handoff.model_copy(update={"on_no_answer": False})
     with unreachable_base_url() as url:
-        client = make_client(url, handoff=handoff)
+        client = make_client(url, off_topic=examples, handoff=handoff)
         session_id, headers = new_session(client)
-        # Before any offer, a yes is just a message: no ticket.
-        first = chat(client, session_id, headers, "yes").json()
-        assert first["handoff_ticket"] is None
-        offered = chat(client, session_id, headers, OFF_TOPIC_QUESTION).json()
+        # Before any offer, a yes is just a message.
+        assert chat(client, session_id, headers, "yes please").json()["handoff_ticket"] is None
+        session_id, headers = new_session(client)
+        offered = chat(client, session_id, headers, "how do i reset my xbox controller").json()
         assert offered["answer"] == HANDOFF_ANSWER and offered["handoff_ticket"] is None
 
         accepted = chat(client, session_id, headers, "Yes please!").json()
+
+        # An offer left unanswered for more than half an hour no longer stands.
+        late_id, late_headers = new_session(client)
+        chat(client, late_id, late_headers, "how do i reset my xbox controller")
+        clock.now += 31 * 60
+        late = chat(client, late_id, late_headers, "yes").json()
 
     assert accepted["handoff_ticket"]["status"] == "open"
     assert accepted["error"] is None, "no model call"
     stored = client.app.state.desk.conversations.get_ticket(accepted["handoff_ticket"]["ticket_id"])
     assert stored.reason == "customer_asked"
+    assert late["handoff_ticket"] is None
 
 
 @pytest.mark.parametrize(
@@ -577,7 +587,10 @@ def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(make_client, settings):
         ("yes", True),
         ("Yes please!", True),
         ("sure, thanks", True),
-        ("ok", True),
+        ("ok, go ahead", True),
+        ("ok", False),
+        ("ok thanks", False),
+        ("okay, thank you!", False),
         ("yes but how do I reset the hub?", False),
         ("yesterday my hub stopped", False),
         ("no thanks", False),

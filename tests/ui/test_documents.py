@@ -517,6 +517,7 @@ def test_a_sites_collection_is_managed_apart_from_the_default_one(two_collection
     assert page.status_code == 200
     assert 'aria-current="page" class="chip">acme</a>' in page.text
     assert 'href="/staff/documents"' in page.text  # the default collection
+    assert '>acme</a> <span class="muted">(ACME)</span>' in page.text  # who answers from it
     assert f'href="/staff/documents/{acme_id}?collection=acme"' in page.text
     assert 'data-api="/api/v1/documents?collection=acme"' in page.text
     preview = owner.get(f"/staff/documents/{acme_id}", params={"collection": "acme"})

@@ -355,9 +355,17 @@ def test_asking_as_a_site_uses_its_channel_instructions_and_collection(
         collection="lamp",
     )
     settings = settings.model_copy(update={"sites": [*settings.sites, lamp]})
-    model = GenericFakeChatModel(messages=iter([AIMessage("Hold it for ten seconds.")]))
+    model = GenericFakeChatModel(messages=iter([AIMessage("Hold it for ten seconds.")] * 3))
     service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
     playground = Playground(service, settings)
+    asked_channels = []
+    real_ask = service.ask
+
+    def ask_and_note(*args, **kwargs):
+        asked_channels.append(kwargs.get("channel"))
+        return real_ask(*args, **kwargs)
+
+    service.ask = ask_and_note
     try:
         # The site's collection is empty: nothing is found there, though the default has it.
         empty, _ = ask(playground, site="lamp-site-key")
@@ -383,6 +391,11 @@ def test_asking_as_a_site_uses_its_channel_instructions_and_collection(
         by_site, _ = run_set(playground, path, with_answers=False, site="lamp-site-key")
         found = {s for row in by_site["rows"]["sources"] for s in row.split(", ") if s}
         assert found == {"reset-the-hub.md"}, "only the site's collection is searched"
+        one = tmp_path / "one.jsonl"
+        one.write_text(subset[0] + "\n")
+        answered, _ = run_set(playground, one, with_answers=True, site="lamp-site-key")
+        assert answered["rows"]["answer"].str.startswith("Hold it").all()
+        assert asked_channels == ["staff"], "the question set asks with the site's channel"
         missing, _ = run_set(playground, path, with_answers=False, site="no-such-site")
         assert "No configured site has the key" in missing["status"]
     finally:
