@@ -112,6 +112,14 @@ def own_copy(data_dir, tmp_path) -> Path:
 
 
 # ----- ingest
+def kettle_docs(tmp_path: Path) -> Path:
+    """A folder with one small article."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "descale-the-kettle.md").write_text(
+        "# Descale the kettle\n\nHold the Brew button for seven seconds.\n", encoding="utf-8"
+    )
+    return docs
 
 
 @pytest.mark.slow
@@ -133,11 +141,7 @@ def test_ingest_again_finds_everything_unchanged(own_copy):
 
 @pytest.mark.slow
 def test_ingest_reports_each_bad_file_and_keeps_the_good_ones(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "descale-the-kettle.md").write_text(
-        "# Descale the kettle\n\nHold the Brew button for seven seconds.\n", encoding="utf-8"
-    )
+    docs = kettle_docs(tmp_path)
     (docs / "empty.md").write_text("", encoding="utf-8")
     tool = tmp_path / "installer.exe"
     tool.write_bytes(b"MZ\x90\x00")
@@ -158,11 +162,7 @@ def test_ingest_reports_each_bad_file_and_keeps_the_good_ones(tmp_path):
 
 @pytest.mark.slow
 def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "descale-the-kettle.md").write_text(
-        "# Descale the kettle\n\nHold the Brew button for seven seconds.\n", encoding="utf-8"
-    )
+    docs = kettle_docs(tmp_path)
     site = {"key": "kettle-site-key", "name": "Kettles", "allowed_origins": ["self"]}
     env = {"CHATBOT_SITES": json.dumps([{**site, "collection": "kettles"}])}
     data = tmp_path / "data"

@@ -531,16 +531,29 @@ def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client)
     assert stored.reason == "no_answer"
 
 
-@pytest.mark.parametrize("on_off_topic", [False, True])
-def test_an_off_topic_question_opens_a_ticket_only_when_configured(
-    make_client, settings, embeddings, tmp_path, on_off_topic
-):
+@pytest.fixture
+def off_topic_client(make_client, settings, embeddings, tmp_path):
+    """``off_topic_client(**handoff_changes)``: the app with the bundled off-topic examples,
+    its model unreachable."""
     examples = OffTopicExamples.from_file(BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path)
-    handoff = settings.handoff.model_copy(update={"on_off_topic": on_off_topic})
+
     with unreachable_base_url() as url:
-        client = make_client(url, off_topic=examples, handoff=handoff)
-        session_id, headers = new_session(client)
-        body = chat(client, session_id, headers, "how do i reset my xbox controller").json()
+
+        def build(**changes) -> TestClient:
+            handoff = settings.handoff.model_copy(update=changes)
+            return make_client(url, off_topic=examples, handoff=handoff)
+
+        yield build
+
+
+XBOX_QUESTION = "how do i reset my xbox controller"
+
+
+@pytest.mark.parametrize("on_off_topic", [False, True])
+def test_an_off_topic_question_opens_a_ticket_only_when_configured(off_topic_client, on_off_topic):
+    client = off_topic_client(on_off_topic=on_off_topic)
+    session_id, headers = new_session(client)
+    body = chat(client, session_id, headers, XBOX_QUESTION).json()
 
     assert body["handoff"] is True and body["answer"] == HANDOFF_ANSWER
     assert body["error"] is None, "no model call"
@@ -552,27 +565,22 @@ def test_an_off_topic_question_opens_a_ticket_only_when_configured(
         assert client.app.state.desk.conversations.tickets() == []
 
 
-def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(
-    make_client, settings, embeddings, tmp_path, clock
-):
-    examples = OffTopicExamples.from_file(BUNDLED_EXAMPLES, embeddings, cache_dir=tmp_path)
-    handoff = settings.handoff.model_copy(update={"on_no_answer": False})
-    with unreachable_base_url() as url:
-        client = make_client(url, off_topic=examples, handoff=handoff)
-        session_id, headers = new_session(client)
-        # Before any offer, a yes is just a message.
-        assert chat(client, session_id, headers, "yes please").json()["handoff_ticket"] is None
-        session_id, headers = new_session(client)
-        offered = chat(client, session_id, headers, "how do i reset my xbox controller").json()
-        assert offered["answer"] == HANDOFF_ANSWER and offered["handoff_ticket"] is None
+def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(off_topic_client, clock):
+    client = off_topic_client(on_no_answer=False)
+    session_id, headers = new_session(client)
+    # Before any offer, a yes is just a message.
+    assert chat(client, session_id, headers, "yes please").json()["handoff_ticket"] is None
+    session_id, headers = new_session(client)
+    offered = chat(client, session_id, headers, XBOX_QUESTION).json()
+    assert offered["answer"] == HANDOFF_ANSWER and offered["handoff_ticket"] is None
 
-        accepted = chat(client, session_id, headers, "Yes please!").json()
+    accepted = chat(client, session_id, headers, "Yes please!").json()
 
-        # An offer left unanswered for more than half an hour no longer stands.
-        late_id, late_headers = new_session(client)
-        chat(client, late_id, late_headers, "how do i reset my xbox controller")
-        clock.now += 31 * 60
-        late = chat(client, late_id, late_headers, "yes").json()
+    # An offer left unanswered for more than half an hour no longer stands.
+    late_id, late_headers = new_session(client)
+    chat(client, late_id, late_headers, XBOX_QUESTION)
+    clock.now += 31 * 60
+    late = chat(client, late_id, late_headers, "yes").json()
 
     assert accepted["handoff_ticket"]["status"] == "open"
     assert accepted["error"] is None, "no model call"
