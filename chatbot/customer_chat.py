@@ -48,6 +48,11 @@ class CustomerSession:
     site: SiteSettings
 
 
+# The app's own chat page (Gradio, at /) as a site: the configured defaults, and tickets
+# marked as coming from it. Not in the settings' sites, so no widget or API key reaches it.
+CHAT_PAGE_SITE = SiteSettings(key="chat-page", name="Chat page", allowed_origins=[SELF_ORIGIN])
+
+
 @dataclass(frozen=True)
 class TicketEvent:
     """The turn opened (or joined) a hand-off ticket."""

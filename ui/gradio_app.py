@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
 from chatbot.rate_limit import RateLimiter
@@ -88,12 +89,23 @@ def sources_markdown(sources: list[Source]) -> str:
     return "\n".join(lines)
 
 
-def make_respond(service: ChatService, limiter: RateLimiter | None = None):
+def make_respond(
+    service: ChatService, limiter: RateLimiter | None = None, chat: CustomerChat | None = None
+):
     """The chat callback: one stored session per browser tab, kept in that tab's state.
 
     After a server restart a tab's state is gone but its messages are still on the screen; they
-    seed a new stored session, so the conversation continues with its history.
+    seed a new stored session, so the conversation continues with its history. With ``chat``,
+    turns go through its hand-offs (asking for a person, the help center having no answer), and
+    the ticket's confirmation is shown under the answer.
     """
+
+    def events(message: str, session_id: str) -> Iterator:
+        if chat is None:
+            return service.stream(message, session_id=session_id, channel="widget")
+        record = service.conversations.get_session(session_id)
+        assert record is not None
+        return chat.stream(CustomerSession(record, CHAT_PAGE_SITE), message)
 
     def respond(
         message: str, history: list, session_id: str | None, request: gr.Request | None = None
@@ -107,9 +119,11 @@ def make_respond(service: ChatService, limiter: RateLimiter | None = None):
         try:
             if not session_id or service.conversations.get_session(session_id) is None:
                 session_id = service.start_session("widget", seed=history_turns(history))
-            answer, sources = "", []
-            for event in service.stream(message, session_id=session_id, channel="widget"):
-                if isinstance(event, SourcesEvent):
+            answer, sources, confirmation = "", [], ""
+            for event in events(message, session_id):
+                if isinstance(event, TicketEvent):
+                    confirmation = event.message
+                elif isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, TokenEvent):
                     answer += event.text
@@ -127,6 +141,10 @@ def make_respond(service: ChatService, limiter: RateLimiter | None = None):
                         content=sources_markdown(sources),
                         metadata={"title": SOURCES_TITLE, "status": "done"},
                     )
+                )
+            if confirmation and confirmation not in answer:
+                messages.append(
+                    gr.ChatMessage(role="assistant", content=safe_markdown(confirmation))
                 )
             yield messages, session_id
         except InputRejected as exc:
@@ -179,8 +197,12 @@ def make_rate(service: ChatService):
     return rate, comment
 
 
-def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
-    """The chat page as a Gradio Blocks app; each browser tab keeps its own conversation."""
+def create_app(
+    service: ChatService, settings: Settings, chat: CustomerChat | None = None
+) -> gr.Blocks:
+    """The chat page as a Gradio Blocks app; each browser tab keeps its own conversation.
+
+    ``chat`` (the web app's customer chat) adds hand-offs to a person."""
     with gr.Blocks(title="Support chat", analytics_enabled=False) as app:
         gr.Markdown(
             "## Support chat\nAsk a question about our product. Answers cite the help center."
@@ -196,7 +218,7 @@ def create_app(service: ChatService, settings: Settings) -> gr.Blocks:
             )
         )
         gr.ChatInterface(
-            fn=make_respond(service, RateLimiter(settings.rate_limits.per_client_per_minute)),
+            fn=make_respond(service, RateLimiter(settings.rate_limits.per_client_per_minute), chat),
             additional_inputs=[session],
             additional_outputs=[session],
             chatbot=chatbot,

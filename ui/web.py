@@ -281,7 +281,7 @@ def create_web_app(
             current_user_from(users, request), "username", None
         ),
     )
-    blocks = gradio_app.create_app(service, settings)
+    blocks = gradio_app.create_app(service, settings, chat)
     blocks.queue(default_concurrency_limit=settings.server.concurrency)
     return gr.mount_gradio_app(app, blocks, path="", show_error=False)
 

@@ -213,3 +213,17 @@ def test_the_gradio_web_component_page_loads_the_chat(browser, chat_server):
         assert failed == []
     finally:
         context.close()
+
+
+# ----- hand-off to a person
+
+
+def test_asking_for_a_person_opens_a_ticket_from_the_chat_page(client, chat_server):
+    messages = respond(client, "Can I talk to a person please?")
+
+    text = " ".join(m["content"] for m in messages)
+    assert "passed this conversation to our support team" in text, messages
+    database = chat_server.data_dir / "conversations.sqlite3"
+    with sqlite3.connect(database) as db:
+        tickets = db.execute("SELECT site, reason, status FROM tickets").fetchall()
+    assert ("chat-page", "customer_asked", "open") in tickets
