@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if report is not None:
             print(f"Ingested the sample help center: {_counts(report)}", flush=True)
         service.prepare_search()
+        service.keep_search_ready(settings.retrieval.index_check_s)
         from ui.web import serve
 
         serve(service, settings)

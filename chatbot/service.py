@@ -188,6 +188,7 @@ class ChatService:
         self._on_close = on_close
         self._lock = threading.Lock()
         self._retrievers: dict[str, HybridRetriever] = {}
+        self._watcher: tuple[threading.Event, threading.Thread] | None = None
 
     # ----- input
     def check_message(self, question: str) -> str:
@@ -579,7 +580,31 @@ class ChatService:
 
             httpx.get(self.model_probe_url, timeout=2).raise_for_status()
 
+    def keep_search_ready(self, every_s: float) -> None:
+        """Check every ``every_s`` seconds, in the background, whether a collection changed
+        (``chatbot ingest`` in another process, say) and rebuild its search indexes then, rather
+        than on the next question."""
+        if self._watcher is not None or every_s <= 0:
+            return
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.prepare_search()
+                except Exception:
+                    log.exception("rebuilding the search indexes failed; the next question will")
+
+        thread = threading.Thread(target=watch, name="search-indexes", daemon=True)
+        thread.start()
+        self._watcher = (stop, thread)
+
     def close(self) -> None:
+        if self._watcher is not None:
+            stop, thread = self._watcher
+            stop.set()
+            thread.join(timeout=30)
+            self._watcher = None
         self.memory.close()
         if self._on_close is not None:
             self._on_close()

@@ -150,6 +150,12 @@ class RetrievalSettings(_Section):
     hubness_neighbours: int = Field(
         20, ge=1, le=200, description="Neighbours that measure a chunk's hubness."
     )
+    index_check_s: float = Field(
+        5,
+        ge=0,
+        description="How often the server checks for documents changed by another process "
+        "(chatbot ingest) and rebuilds the search indexes; 0: on the next question instead.",
+    )
     history_weight: float = Field(
         0.5, ge=0, description="Weight of the previous customer message in a follow-up's query."
     )

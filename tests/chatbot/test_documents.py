@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,33 @@ def test_a_failed_index_build_does_not_undo_or_hide_the_change(library, tmp_path
     monkeypatch.undo()
     hits = library.service.retrieve("how do i charge the lantern").hits
     assert hits and hits[0].source == "lantern.md", "the next question builds the indexes"
+
+
+def test_a_change_by_another_process_is_indexed_in_the_background(
+    settings, store, tmp_path, caplog
+):
+    from knowledge.ingest import ingest_file
+    from knowledge.store import KnowledgeStore
+
+    service = ChatService(settings, store, HybridRetriever(store), None)
+    caplog.set_level("INFO", logger="knowledge.retriever")
+    try:
+        service.prepare_search()
+        service.keep_search_ready(0.05)
+        # Another process (chatbot ingest) writes through its own store on the same directory.
+        other = KnowledgeStore(store.data_dir, store.embeddings, store.collection)
+        path = received(tmp_path / "up", "lantern.md", LANTERN).path
+        assert ingest_file(other, path, "lantern.md").status == "added"
+        deadline = time.monotonic() + 30
+        while _index_builds(caplog) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _index_builds(caplog) == 2, "rebuilt by the background check"
+        caplog.clear()
+        hits = service.retrieve("how do i charge the lantern").hits
+        assert hits and hits[0].source == "lantern.md"
+        assert _index_builds(caplog) == 0, "the question did not wait for a build"
+    finally:
+        service.close()
+    import threading
+
+    assert "search-indexes" not in {t.name for t in threading.enumerate()}, "stopped by close"
