@@ -589,11 +589,18 @@ class ChatService:
         stop = threading.Event()
 
         def watch() -> None:
+            failing = False
             while not stop.wait(every_s):
                 try:
                     self.prepare_search()
-                except Exception:
-                    log.exception("rebuilding the search indexes failed; the next question will")
+                    failing = False
+                except Exception as exc:
+                    # The whole trace once; while it keeps failing, one line per check.
+                    if failing:
+                        log.warning("rebuilding the search indexes still fails: %s", exc)
+                    else:
+                        log.exception("rebuilding the search indexes failed")
+                    failing = True
 
         thread = threading.Thread(target=watch, name="search-indexes", daemon=True)
         thread.start()
@@ -603,7 +610,9 @@ class ChatService:
         if self._watcher is not None:
             stop, thread = self._watcher
             stop.set()
-            thread.join(timeout=30)
+            # A build under way finishes on its own (the thread does not keep the process up);
+            # the local model server must not wait long for it.
+            thread.join(timeout=2)
             self._watcher = None
         self.memory.close()
         if self._on_close is not None:

@@ -431,6 +431,8 @@ class Settings(BaseSettings):
     @classmethod
     def _unique_site_keys(cls, sites: list[SiteSettings]) -> list[SiteSettings]:
         keys = [site.key for site in sites]
+        if "chat-page" in keys:
+            raise ValueError("the site key 'chat-page' is taken by the app's own chat page")
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"site keys must be unique; repeated: {', '.join(duplicates)}")

@@ -97,7 +97,7 @@ def make_respond(
     After a server restart a tab's state is gone but its messages are still on the screen; they
     seed a new stored session, so the conversation continues with its history. With ``chat``,
     turns go through its hand-offs (asking for a person, the help center having no answer), and
-    the ticket's confirmation is shown under the answer.
+    the ticket's confirmation is shown at the end of the answer.
     """
 
     def events(message: str, session_id: str) -> Iterator:
@@ -133,6 +133,10 @@ def make_respond(
                     )
                 elif isinstance(event, DoneEvent):
                     answer = event.result.answer
+            if confirmation and confirmation not in answer:
+                # In the answer's own message: one message per stored answer keeps ratings on
+                # the right turn.
+                answer = f"{answer}\n\n{confirmation}"
             messages = [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
             if sources:
                 messages.append(
@@ -141,10 +145,6 @@ def make_respond(
                         content=sources_markdown(sources),
                         metadata={"title": SOURCES_TITLE, "status": "done"},
                     )
-                )
-            if confirmation and confirmation not in answer:
-                messages.append(
-                    gr.ChatMessage(role="assistant", content=safe_markdown(confirmation))
                 )
             yield messages, session_id
         except InputRejected as exc:

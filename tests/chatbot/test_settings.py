@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from pathlib import Path
@@ -267,3 +268,18 @@ def test_an_empty_off_topic_examples_variable_means_the_bundled_list(monkeypatch
     monkeypatch.setenv("CHATBOT_RETRIEVAL__OFF_TOPIC_EXAMPLES", "")
 
     assert load_settings().retrieval.off_topic_examples is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["shop-site-key", "shop-site-key"], "site keys must be unique; repeated: shop-site-key"),
+        (["chat-page"], "taken by the app's own chat page"),
+    ],
+)
+def test_site_keys_are_unique_and_chat_page_is_reserved(monkeypatch, keys, message):
+    sites = [{"key": k, "name": "Shop", "allowed_origins": ["self"]} for k in keys]
+    monkeypatch.setenv("CHATBOT_SITES", json.dumps(sites))
+
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings()

@@ -227,3 +227,18 @@ def test_asking_for_a_person_opens_a_ticket_from_the_chat_page(client, chat_serv
     with sqlite3.connect(database) as db:
         tickets = db.execute("SELECT site, reason, status FROM tickets").fetchall()
     assert ("chat-page", "customer_asked", "open") in tickets
+
+
+def test_a_question_nobody_can_answer_opens_a_ticket_shown_in_the_same_message(chat_server):
+    # A client of its own: a client keeps its conversation, which may hold a ticket already.
+    own = Client(chat_server.url, verbose=False, analytics_enabled=False, download_files=False)
+    messages = respond(own, "qwzx vbnm plok?")
+
+    # One message per stored answer, so a thumb on a later answer lands on the right turn.
+    assert len(messages) == 1, messages
+    text = messages[0]["content"]
+    assert "couldn't find an answer" in text and "passed this conversation" in text, text
+    database = chat_server.data_dir / "conversations.sqlite3"
+    with sqlite3.connect(database) as db:
+        tickets = db.execute("SELECT site, reason FROM tickets").fetchall()
+    assert ("chat-page", "no_answer") in tickets
