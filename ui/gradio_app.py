@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from chatbot.conversations import StoredTurn
 from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
@@ -156,16 +157,42 @@ def make_respond(
     return respond
 
 
-def answer_number(history: list, index: int) -> int:
-    """How many answers (not Sources boxes) the history holds up to message ``index``."""
-    count = 0
-    for message in (history or [])[: index + 1]:
+def _shown(text: str) -> str:
+    """Text as compared between the page and the store: unescaped, whitespace collapsed."""
+    return " ".join(html.unescape(text).split())
+
+
+def answer_turn(history: list, index: int, answers: list[StoredTurn]) -> StoredTurn | None:
+    """The stored answer that message ``index`` of the page shows, or None if it shows none.
+
+    The page's messages and the stored answers are walked in step: a Sources box or a notice
+    that was never stored (the rate-limit note, "please type a question", an apology after an
+    error) is passed over instead of shifting every later answer onto the wrong turn, and a
+    stored answer the page never showed is skipped. A shown answer starts with its stored text
+    (a hand-off's confirmation may follow it).
+    """
+    position = 0
+    for number, message in enumerate((history or [])[: index + 1]):
         item = message if isinstance(message, dict) else getattr(message, "__dict__", {})
-        if item.get("role") == "assistant" and (item.get("metadata") or {}).get("title") != (
+        if item.get("role") != "assistant" or (item.get("metadata") or {}).get("title") == (
             SOURCES_TITLE
         ):
-            count += 1
-    return count
+            continue
+        shown = _shown(_text_of(item.get("content")))
+        match = next(
+            (
+                p
+                for p in range(position, len(answers))
+                if (stored := _shown(safe_markdown(answers[p].content)))
+                and shown.startswith(stored)
+            ),
+            None,
+        )
+        if number == index:
+            return None if match is None else answers[match]
+        if match is not None:
+            position = match + 1
+    return None
 
 
 def make_rate(service: ChatService):
@@ -175,11 +202,10 @@ def make_rate(service: ChatService):
         index = like.index if isinstance(like.index, int) else like.index[0]
         if not session_id or like.liked not in (True, False):
             return None, gr.update(visible=False)
-        number = answer_number(history, index)
         answers = [t for t in service.conversations.turns(session_id) if t.role == "assistant"]
-        if not 0 < number <= len(answers):
+        turn = answer_turn(history, index, answers)
+        if turn is None:
             return None, gr.update(visible=False)
-        turn = answers[number - 1]
         service.conversations.set_feedback(session_id, turn.id, "up" if like.liked else "down", "")
         return turn.id, gr.update(visible=True, value="")
 
