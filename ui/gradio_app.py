@@ -195,8 +195,9 @@ def answer_turn(history: list, index: int, answers: list[StoredTurn]) -> StoredT
     return None
 
 
-def make_rate(service: ChatService):
-    """The thumbs of each answer: the rating is stored on that answer's turn."""
+def make_rate(service: ChatService, chat: CustomerChat | None = None):
+    """The thumbs of each answer: the rating is stored on that answer's turn. With ``chat``,
+    enough thumbs-down in a row hand the conversation off, as in the widget."""
 
     def rate(history: list, session_id: str | None, like: gr.LikeData):
         index = like.index if isinstance(like.index, int) else like.index[0]
@@ -206,7 +207,12 @@ def make_rate(service: ChatService):
         turn = answer_turn(history, index, answers)
         if turn is None:
             return None, gr.update(visible=False)
-        service.conversations.set_feedback(session_id, turn.id, "up" if like.liked else "down", "")
+        rating = "up" if like.liked else "down"
+        record = service.conversations.get_session(session_id) if chat is not None else None
+        if chat is None or record is None:
+            service.conversations.set_feedback(session_id, turn.id, rating, "")
+        elif ticket := chat.rate(CustomerSession(record, CHAT_PAGE_SITE), turn.id, rating, ""):
+            gr.Info(ticket.message)
         return turn.id, gr.update(visible=True, value="")
 
     def comment(session_id: str | None, turn_id: int | None, rating_text: str):
@@ -263,7 +269,7 @@ def create_app(
             visible=False,
             elem_id="rating-comment",
         )
-        rate, comment = make_rate(service)
+        rate, comment = make_rate(service, chat)
         chatbot.like(rate, inputs=[chatbot, session], outputs=[rated_turn, feedback])
         feedback.submit(comment, inputs=[session, rated_turn, feedback], outputs=[feedback])
     return app

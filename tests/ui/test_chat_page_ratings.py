@@ -47,3 +47,42 @@ def test_a_stored_answer_the_page_never_showed_is_skipped():
     unshown = [ANSWERS[0], stored(3, "An answer shown in another tab."), *ANSWERS[1:]]
     assert answer_turn(HISTORY, 3, unshown) == ANSWERS[1]
     assert answer_turn(HISTORY, 8, unshown) == ANSWERS[2]
+
+
+def test_two_thumbs_down_in_a_row_hand_the_conversation_off(settings, sample_store):
+    import gradio as gr
+
+    from chatbot.customer_chat import CustomerChat
+    from chatbot.handoff import HandoffDesk
+    from chatbot.service import ChatService
+    from knowledge.retriever import HybridRetriever
+    from ui.gradio_app import make_rate
+
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    desk = HandoffDesk(service.conversations, settings.handoff)
+    try:
+        rate, _ = make_rate(service, CustomerChat(service, settings, desk))
+        session_id = service.start_session("widget")
+        history = []
+        for question, answer in [("q1", "First answer."), ("q2", "Second answer.")]:
+            for role, text in (("user", question), ("assistant", answer)):
+                service.conversations.add_turn(session_id, role, text, 1)
+                history.append({"role": role, "content": text})
+
+        def dislike(index: int) -> None:
+            rate(
+                history,
+                session_id,
+                gr.LikeData(None, {"index": index, "value": "", "liked": False}),
+            )
+
+        dislike(1)
+        assert service.conversations.tickets() == [], "one thumb down is not enough"
+        dislike(3)
+        [ticket] = service.conversations.tickets()
+        assert (ticket.site, ticket.reason) == ("chat-page", "disliked_answers")
+        ratings = service.conversations.feedback(session_id)
+        assert sorted(r.rating for r in ratings.values()) == ["down", "down"]
+    finally:
+        desk.close()
+        service.close()
