@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from chatbot.settings import Settings, SettingsError, load_settings
+from chatbot.settings import Settings, SettingsError, UnknownCollection, load_settings
 
 log = logging.getLogger("chatbot")
 
@@ -89,14 +89,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # Nothing else runs in this process: the embeddings may use every core.
     update: dict = {"embedding_threads": 0}
     if args.collection:
-        known = settings.collections()
-        if args.collection not in known:
+        try:
+            update["collection"] = settings.known_collection(args.collection)
+        except UnknownCollection as exc:
             return _fail(
-                f"there is no knowledge collection '{args.collection}'; the config names "
-                f"{', '.join(known)} (retrieval.collection and the sites' collection settings)",
+                f"there is no knowledge collection '{exc.name}'; the config names "
+                f"{', '.join(exc.known)} (retrieval.collection and the sites' collection settings)",
                 2,
             )
-        update["collection"] = args.collection
     retrieval = settings.retrieval.model_copy(update=update)
     settings = settings.model_copy(update={"retrieval": retrieval})
 

@@ -84,8 +84,10 @@ class DocumentLibrary:
     def __init__(self, service: ChatService, users: UserDirectory, collection: str | None = None):
         self.service = service
         self.collection = collection or service.store.collection
-        # The store the collection's retriever searches, so a change is seen by the next answer.
-        self.store = service.retriever_for(self.collection).store
+        # The collection's retriever and the store it searches, so a change is seen by the next
+        # answer and its indexes can be rebuilt here.
+        self.retriever = service.retriever_for(self.collection)
+        self.store = self.retriever.store
         self.users = users
         self._lock = threading.Lock()
         self._db = uploaders_database(users.path, service.store.collection)
@@ -138,7 +140,7 @@ class DocumentLibrary:
     def _refresh(self) -> None:
         # The change itself is done; if the build fails here, the next question builds them.
         try:
-            self.service.retriever_for(self.collection).refresh()
+            self.retriever.refresh()
         except Exception:
             log.exception("rebuilding the search indexes of '%s' failed", self.collection)
 
@@ -229,18 +231,6 @@ class DocumentLibrary:
         }
 
 
-class UnknownCollection(LookupError):
-    """A collection that neither ``retrieval.collection`` nor any site names."""
-
-    def __init__(self, name: str, known: list[str]):
-        super().__init__(
-            f"There is no knowledge collection '{name}'. Known: {', '.join(known)} "
-            "(retrieval.collection and the sites' collection settings)."
-        )
-        self.name = name
-        self.known = known
-
-
 class DocumentLibraries:
     """One ``DocumentLibrary`` per configured knowledge collection, made when first used."""
 
@@ -266,11 +256,8 @@ class DocumentLibraries:
 
     def get(self, collection: str | None = None) -> DocumentLibrary:
         """The library of ``collection`` (empty: the default one); UnknownCollection if no
-        setting names it, so a typo cannot make a new, empty collection."""
-        name = collection or self.default
-        known = self.names()
-        if name not in known:
-            raise UnknownCollection(name, known)
+        setting names it."""
+        name = self.service.settings.known_collection(collection)
         with self._lock:
             if name not in self._libraries:
                 self._libraries[name] = DocumentLibrary(self.service, self.users, name)

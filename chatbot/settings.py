@@ -403,6 +403,18 @@ class ServerSettings(_Section):
     concurrency: int = Field(4, ge=1, description="Chats answered at the same time.")
 
 
+class UnknownCollection(LookupError):
+    """A collection that neither ``retrieval.collection`` nor any site names."""
+
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(
+            f"There is no knowledge collection '{name}'. Known: {', '.join(known)} "
+            "(retrieval.collection and the sites' collection settings)."
+        )
+        self.name = name
+        self.known = known
+
+
 class Settings(BaseSettings):
     """Every setting of the service; see configs/default.yaml for the commented defaults."""
 
@@ -442,6 +454,15 @@ class Settings(BaseSettings):
         """The knowledge collections in use: the default one, then the sites' own, in order."""
         names = [self.retrieval.collection] + [s.collection for s in self.sites if s.collection]
         return list(dict.fromkeys(names))
+
+    def known_collection(self, name: str | None) -> str:
+        """``name`` (empty: the default collection); UnknownCollection if no setting names it,
+        so that a typo cannot start a new, empty collection."""
+        name = name or self.retrieval.collection
+        known = self.collections()
+        if name not in known:
+            raise UnknownCollection(name, known)
+        return name
 
     @field_validator("log_level")
     @classmethod

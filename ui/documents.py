@@ -26,11 +26,11 @@ from chatbot.documents import (
     DocumentPreview,
     LibraryDocument,
     ReceivedFile,
-    UnknownCollection,
     UploadResult,
     UploadStatus,
 )
 from chatbot.service import ChatService
+from chatbot.settings import UnknownCollection
 from chatbot.users import Role, User, UserDirectory
 from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord

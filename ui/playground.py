@@ -332,16 +332,20 @@ class Playground:
                 return site
         raise ValueError(f"No configured site has the key '{key}'.")
 
-    def _options(self, knobs: Knobs, site_key: str | None) -> AnswerOptions:
+    def _as_site(
+        self, knobs: Knobs, site_key: str | None, channel: str
+    ) -> tuple[AnswerOptions, str]:
+        """The request's options and channel: the knobs', with the site's own when one is
+        chosen (its channel replaces ``channel``); ValueError for an unknown site."""
         site = self.site(site_key)
-        return knobs.options() if site is None else site_options(site, knobs.options())
+        if site is None:
+            return knobs.options(), channel
+        return site_options(site, knobs.options()), site.channel.value
 
     def _answer(self, asked: AskedQuestion, knobs: Knobs) -> Iterator[tuple]:
         skip = gr.skip()
         try:
-            options = self._options(knobs, asked.site)
-            site = self.site(asked.site)
-            channel = asked.channel if site is None else site.channel.value
+            options, channel = self._as_site(knobs, asked.site, asked.channel)
             turns = parse_prior_turns(asked.prior_turns)
             question = self.service.check_message(asked.question)
             # Retrieved once more than the answer needs: the service's result names only the
@@ -425,11 +429,9 @@ class Playground:
             cfg.llm.temperature if temperature is None else temperature,
         )
         try:
-            options = self._options(knobs, site)
-            chosen = self.site(site)
+            options, channel = self._as_site(knobs, site, Channel.WIDGET.value)
         except ValueError as exc:
             return _set_notice(str(exc))
-        channel = Channel.WIDGET.value if chosen is None else chosen.channel.value
         k = knobs.top_k
         results: list[dict] = []
         answer = self._eval_answer(with_answers, results, options, channel)
