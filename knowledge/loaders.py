@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +68,9 @@ def load_document(
         )
     match suffix:
         case ".md" | ".markdown":
-            title, text, fmt = _load_markdown(path, snippets)
+            title, text, fmt = _load_markdown(path, source, snippets)
         case ".txt":
-            title, text, fmt = _load_text(path)
+            title, text, fmt = _load_text(path, source)
         case ".html" | ".htm":
             title, text, fmt = _load_html(path, source)
         case ".pdf":
@@ -87,12 +88,55 @@ def _title_from_name(path: Path) -> str:
     return path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
 
 
-def _read_text(path: Path) -> str:
+# Byte-order marks, longest first (UTF-32's little-endian mark starts with UTF-16's).
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Most control characters (other than tabs, line and page breaks) a text may have, as a share
+# of its characters: more means the file is binary or in an encoding we did not recognise.
+MAX_CONTROL_SHARE = 0.01
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark, else Windows-1252 (Latin-1
+    for the five bytes it leaves undefined). Binary data is refused rather than indexed."""
     raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    text = None
+    for bom, encoding in BOMS:
+        if raw.startswith(bom):
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DocumentError(
+                    source,
+                    f"the file starts as {encoding.upper()} text but is not valid {encoding.upper()}",
+                ) from exc
+            break
+    if text is None:
+        if b"\x00" in raw:
+            raise DocumentError(
+                source, "the file is not text (it contains NUL bytes); save it as UTF-8 text"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                text = raw.decode("cp1252")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+    controls = len(CONTROL_RE.findall(text))
+    if controls > MAX_CONTROL_SHARE * len(text):
+        raise DocumentError(
+            source,
+            f"the file does not look like text ({controls:,} control characters in "
+            f"{len(text):,}); save it as UTF-8 text",
+        )
+    return text
 
 
 def _first_heading(text: str) -> str:
@@ -100,8 +144,8 @@ def _first_heading(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def _load_markdown(path: Path, snippets: bool) -> tuple[str, str, str]:
-    raw = _read_text(path)
+def _load_markdown(path: Path, source: str, snippets: bool) -> tuple[str, str, str]:
+    raw = _read_text(path, source)
     text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
     text = LINK_RE.sub(lambda m: m.group(1), _hidden_removed(text))
     return _first_heading(text), text, "markdown"
@@ -142,8 +186,8 @@ def _hidden_removed(markdown: str) -> str:
     return "".join(out)
 
 
-def _load_text(path: Path) -> tuple[str, str, str]:
-    text = _read_text(path)
+def _load_text(path: Path, source: str) -> tuple[str, str, str]:
+    text = _read_text(path, source)
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return first_line[:120], text, "text"
 
@@ -151,7 +195,7 @@ def _load_text(path: Path) -> tuple[str, str, str]:
 def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(_read_text(path), "html.parser")
+    soup = BeautifulSoup(_read_text(path, source), "html.parser")
     for tag in soup(["script", "style", "noscript", "nav", "footer", "template"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""

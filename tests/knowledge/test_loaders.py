@@ -108,6 +108,49 @@ def test_text_file_in_latin1_is_read(tmp_path):
     assert load_document(path, "cafe.txt").title == "Café opening hours"
 
 
+def test_windows_1252_quotes_are_read_as_such(tmp_path):
+    path = tmp_path / "quotes.txt"
+    path.write_bytes("\u201cPair\u201d the hub \u2013 it\u2019s quick\n".encode("cp1252"))
+
+    assert load_document(path, "quotes.txt").text.startswith(
+        "\u201cPair\u201d the hub \u2013 it\u2019s"
+    )
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_text_with_a_byte_order_mark_is_decoded(tmp_path, encoding):
+    path = tmp_path / "pairing.md"
+    data = "# Pair the hub\n\nHold the button for 5 s.\n".encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path.write_bytes(data)
+
+    doc = load_document(path, "pairing.md")
+
+    assert doc.title == "Pair the hub"
+    assert "Hold the button for 5 s." in doc.text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("random.md", bytes(range(1, 256)) * 40, "does not look like text"),
+        ("nul.txt", b"Pair the hub\x00\x00\x01\x02", "contains NUL bytes"),
+        ("utf16-no-bom.txt", "Pair the hub".encode("utf-16-le"), "contains NUL bytes"),
+        ("broken.txt", b"\xff\xfeP\x00a\x00\x00\xd8", "not valid UTF-16"),
+    ],
+)
+def test_binary_or_undecodable_text_files_are_refused(tmp_path, name, data, reason):
+    path = tmp_path / name
+    path.write_bytes(data)
+
+    with pytest.raises(DocumentError) as refused:
+        load_document(path, name)
+
+    assert refused.value.source == name
+    assert reason in refused.value.reason
+
+
 def test_html_strips_scripts_and_styles_and_keeps_headings(tmp_path):
     path = tmp_path / "reset.html"
     path.write_text(
