@@ -133,6 +133,7 @@ class SessionFilter:
     until: float | None = None
     text: str | None = None
     limit: int = 200
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,15 @@ class ConversationStore(Protocol):
 
     def list_sessions(self, where: SessionFilter) -> list[SessionSummary]: ...
 
+    def count_sessions(self, where: SessionFilter) -> int: ...
+
     def get_ticket(self, ticket_id: int) -> Ticket | None: ...
 
-    def tickets(self, status: str | None = None, limit: int = 100) -> list[Ticket]: ...
+    def tickets(
+        self, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Ticket]: ...
+
+    def count_tickets(self, status: str | None = None) -> int: ...
 
     def update_ticket(
         self,
@@ -348,15 +355,22 @@ class SQLiteConversationStore:
             ).fetchone()
         return self._ticket(row) if row else None
 
-    def tickets(self, status: str | None = None, limit: int = 100) -> list[Ticket]:
-        """Newest first; ``status`` 'open' or 'done' filters."""
+    def tickets(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Ticket]:
+        """Newest first, ``limit`` of them after the first ``offset``; ``status`` 'open' or
+        'done' filters."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         with self._db() as db:
             rows = db.execute(
-                f"SELECT {self._TICKET_COLUMNS} FROM tickets {where} ORDER BY id DESC LIMIT ?",
-                (*args, limit),
+                f"SELECT {self._TICKET_COLUMNS} FROM tickets {where}"
+                " ORDER BY id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         return [self._ticket(row) for row in rows]
+
+    def count_tickets(self, status: str | None = None) -> int:
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with self._db() as db:
+            return db.execute(f"SELECT COUNT(*) FROM tickets {where}", args).fetchone()[0]
 
     def update_ticket(
         self,
@@ -384,7 +398,24 @@ class SQLiteConversationStore:
 
     # ----- transcripts
     def list_sessions(self, where: SessionFilter) -> list[SessionSummary]:
-        """Conversations with at least one message, newest activity first."""
+        """Conversations with at least one message, newest activity first: ``where.limit`` of
+        them after the first ``where.offset``."""
+        query, args = self._sessions_query(where)
+        with self._db() as db:
+            rows = db.execute(
+                f"{query} ORDER BY s.updated_at DESC LIMIT ? OFFSET ?",
+                (*args, where.limit, where.offset),
+            ).fetchall()
+        return [SessionSummary(*row[:9], bool(row[9])) for row in rows]
+
+    def count_sessions(self, where: SessionFilter) -> int:
+        """How many conversations ``where`` matches, all pages together."""
+        query, args = self._sessions_query(where)
+        with self._db() as db:
+            return db.execute(f"SELECT COUNT(*) FROM ({query})", args).fetchone()[0]
+
+    @staticmethod
+    def _sessions_query(where: SessionFilter) -> tuple[str, list]:
         conditions, args = ["n.messages > 0"], []
         if where.rating == "up":
             conditions.append("n.ups > 0")
@@ -427,8 +458,5 @@ class SQLiteConversationStore:
                 COALESCE(n.first_message, ''), n.messages, n.ups, n.downs, n.handoff
             FROM sessions s JOIN n ON n.id = s.id
             WHERE {" AND ".join(conditions)}
-            ORDER BY s.updated_at DESC LIMIT ?
         """
-        with self._db() as db:
-            rows = db.execute(query, (*args, where.limit)).fetchall()
-        return [SessionSummary(*row[:9], bool(row[9])) for row in rows]
+        return query, args

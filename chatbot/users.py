@@ -383,11 +383,16 @@ class UserDirectory:
                 (self._clock(), actor, action, target, json.dumps(detail or {})),
             )
 
-    def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+    def audit_log(self, limit: int = 200, offset: int = 0) -> list[AuditEntry]:
+        """Newest first, ``limit`` entries after the first ``offset``."""
         with self._db() as db:
             rows = db.execute(
                 "SELECT id, at, actor, action, target, detail FROM audit_log"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
+                " ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
             ).fetchall()
         return [AuditEntry(*row[:5], json.loads(row[5])) for row in rows]
+
+    def audit_count(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]

@@ -10,12 +10,12 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
@@ -38,6 +38,38 @@ NAV = [
     ("/staff/documents", "Documents", Role.CONTENT_OWNER),
     ("/staff/admin", "Admin", Role.ADMIN),
 ]
+
+
+# Rows per page of the hand-offs, conversations and audit log pages.
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Where one page sits in a list: its rows are ``first``..``last`` of ``total``."""
+
+    page: int
+    total: int
+    size: int = PAGE_SIZE
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    @property
+    def first(self) -> int:
+        return min(self.offset + 1, self.total)
+
+    @property
+    def last(self) -> int:
+        return min(self.offset + self.size, self.total)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    def link(self, page: int, query: str = "", name: str = "page") -> str:
+        return f"?{query}&{name}={page}" if query else f"?{name}={page}"
 
 
 class NotSignedIn(Exception):
@@ -331,12 +363,17 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
 
     @router.get("/staff/tickets", include_in_schema=False)
     def tickets_page(
-        request: Request, user: staff, status: Literal["open", "done", "all"] = "open"
+        request: Request,
+        user: staff,
+        status: Literal["open", "done", "all"] = "open",
+        page: Annotated[int, Query(ge=1)] = 1,
     ) -> HTMLResponse:
-        tickets = desk.conversations.tickets(None if status == "all" else status)
+        wanted = None if status == "all" else status
+        pager = Pager(page, desk.conversations.count_tickets(wanted))
+        tickets = desk.conversations.tickets(wanted, PAGE_SIZE, pager.offset)
         return render(
             request, "tickets.html", title="Hand-offs", tickets=tickets, status=status,
-            reasons=REASONS,
+            reasons=REASONS, pager=pager, query=urlencode({"status": status}),
         )  # fmt: skip
 
     @router.post("/staff/tickets/{ticket_id}/done", include_in_schema=False)
@@ -346,18 +383,24 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
 
     @router.get("/staff/conversations", include_in_schema=False)
     def conversations_page(
-        request: Request, user: staff, filters: Annotated[TranscriptQuery, Depends()]
+        request: Request,
+        user: staff,
+        filters: Annotated[TranscriptQuery, Depends()],
+        page: Annotated[int, Query(ge=1)] = 1,
     ) -> HTMLResponse:
         try:
             where = filters.to_filter()
-            sessions = desk.conversations.list_sessions(where)
+            pager = Pager(page, desk.conversations.count_sessions(where))
+            sessions = desk.conversations.list_sessions(
+                replace(where, limit=PAGE_SIZE, offset=pager.offset)
+            )
             error = None
         except ValueError as exc:
-            sessions, error = [], str(exc)
+            sessions, error, pager = [], str(exc), Pager(1, 0)
         query = urlencode({k: v for k, v in filters.model_dump().items() if v})
         return render(
             request, "conversations.html", title="Conversations", sessions=sessions,
-            f=filters, query=query, error=error,
+            f=filters, query=query, error=error, pager=pager,
         )  # fmt: skip
 
     @router.get("/staff/conversations/export", include_in_schema=False)
@@ -398,9 +441,12 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         )
 
     def _close(ticket_id: int, user: User):
-        ticket = desk.close_ticket(ticket_id)
+        ticket = desk.conversations.get_ticket(ticket_id)
         if ticket is None:
             raise HTTPException(404, "No such ticket.")
+        if ticket.status == "done":
+            return ticket  # already done: its closing time and audit entry stand
+        ticket = desk.close_ticket(ticket_id)
         users.audit(user.username, "ticket.done", str(ticket_id))
         return ticket
 
@@ -408,9 +454,17 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         "/api/v1/tickets", response_model=list[TicketOut], tags=["staff"], summary="Hand-offs"
     )
     def list_tickets(
-        user: staff, status: Literal["open", "done", "all"] = "open"
+        response: Response,
+        user: staff,
+        status: Literal["open", "done", "all"] = "open",
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[TicketOut]:
-        tickets = desk.conversations.tickets(None if status == "all" else status)
+        """Newest first, ``limit`` after the first ``offset``; the X-Total-Count header says
+        how many there are in all."""
+        wanted = None if status == "all" else status
+        response.headers["X-Total-Count"] = str(desk.conversations.count_tickets(wanted))
+        tickets = desk.conversations.tickets(wanted, limit, offset)
         return [TicketOut(**t.__dict__) for t in tickets]
 
     @router.post(
@@ -425,7 +479,10 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     # ----- admin: users, API tokens, audit log
     admin = Annotated[User, Depends(require(Role.ADMIN))]
 
-    def admin_page(request: Request, code: int = 200, **context) -> HTMLResponse:
+    def admin_page(
+        request: Request, code: int = 200, audit_page: int = 1, **context
+    ) -> HTMLResponse:
+        pager = Pager(audit_page, users.audit_count())
         return render(
             request,
             "admin.html",
@@ -434,7 +491,8 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             users=users.users(),
             roles=[r.value for r in Role],
             tokens=users.tokens(),
-            audit=users.audit_log(),
+            audit=users.audit_log(PAGE_SIZE, pager.offset),
+            pager=pager,
             min_password=users.settings.min_password_chars,
             **{"error": None, "notice": None, "new_token": None, **context},
         )
@@ -446,8 +504,10 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             return admin_page(request, 400, error=exc.message)
 
     @router.get("/staff/admin", include_in_schema=False)
-    def admin_home(request: Request, user: admin) -> HTMLResponse:
-        return admin_page(request)
+    def admin_home(
+        request: Request, user: admin, audit_page: Annotated[int, Query(ge=1)] = 1
+    ) -> HTMLResponse:
+        return admin_page(request, audit_page=audit_page)
 
     @router.post("/staff/admin/users", include_in_schema=False)
     def admin_add_user(

@@ -172,6 +172,37 @@ def test_customer_text_in_staff_pages_is_escaped(app, anonymous):
     assert "<script>x()</script>" not in page and "&lt;script&gt;" in page
 
 
+def test_marking_a_done_ticket_done_again_changes_nothing(app, ticket):
+    client = signed_in(app, "staff")
+    first = client.post(f"/api/v1/tickets/{ticket['ticket_id']}/done").json()
+
+    again = client.post(f"/api/v1/tickets/{ticket['ticket_id']}/done")
+
+    assert again.status_code == 200
+    assert again.json()["closed_at"] == first["closed_at"]
+    audited = [e for e in app.state.users.audit_log() if e.action == "ticket.done"]
+    assert len(audited) == 1
+
+
+def test_the_hand_off_queue_pages_through_every_ticket(app):
+    conversations = app.state.desk.conversations
+    for n in range(105):
+        session = conversations.create_session("widget")
+        conversations.create_ticket(session.id, None, "requested", {"name": f"C{n:03}"}, "log")
+    client = signed_in(app, "staff")
+
+    first, second = client.get("/staff/tickets").text, client.get("/staff/tickets?page=2").text
+
+    assert first.count("data-ticket=") == 100 and "C104" in first and "C004" not in first
+    assert "1–100 of 105" in first and 'href="?status=open&amp;page=2"' in first
+    assert second.count("data-ticket=") == 5 and "C000" in second and "101–105 of 105" in second
+    assert client.get("/staff/tickets?page=0").status_code == 422
+    api = client.get("/api/v1/tickets?limit=10&offset=100")
+    assert api.headers["x-total-count"] == "105"
+    assert [t["contact"]["name"] for t in api.json()] == ["C004", "C003", "C002", "C001", "C000"]
+    assert client.get("/api/v1/tickets?limit=501").status_code == 422
+
+
 # ----- transcripts
 
 
@@ -220,6 +251,23 @@ def test_staff_filter_and_export_conversations(app, anonymous):
     assert "attachment" in exported.headers["content-disposition"]
     assert len(rows) == 8 and {r["session_id"] for r in rows} == {liked, disliked, unrated}
     assert "'=HYPERLINK(1)" in {r["content"] for r in rows}, "formulas are defused"
+
+
+def test_the_conversations_list_pages_through_every_match(app):
+    conversations = app.state.chat.service.conversations
+    for n in range(103):
+        session = conversations.create_session("widget")
+        conversations.add_turn(session.id, "user", f"question {n:03}", 5)
+    client = signed_in(app, "staff")
+
+    first = client.get("/staff/conversations?q=question").text
+    second = client.get("/staff/conversations?q=question&page=2").text
+
+    assert first.count("data-session=") == 100 and "1–100 of 103" in first
+    assert 'href="?q=question&amp;page=2"' in first
+    assert second.count("data-session=") == 3 and "101–103 of 103" in second
+    listed = {line for line in (first + second).splitlines() if "question " in line}
+    assert len(listed) == 103, "every conversation on exactly one page"
 
 
 # ----- admin
@@ -274,3 +322,17 @@ def test_the_playground_refuses_cross_site_requests_with_the_cookie(app):
 
     assert same_site.status_code == 200
     assert cross_site.status_code == 403
+
+
+def test_the_audit_log_pages_on_the_admin_page(app):
+    users = app.state.users
+    for n in range(120):
+        users.audit("admin", "test.entry", f"target-{n:03}")
+    client = signed_in(app, "admin")
+
+    first = client.get("/staff/admin").text
+    second = client.get("/staff/admin?audit_page=2").text
+
+    assert "target-119" in first and "target-019" not in first
+    assert 'href="?audit_page=2"' in first
+    assert "target-019" in second and "target-119" not in second
