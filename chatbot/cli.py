@@ -82,6 +82,10 @@ def _counts(report) -> str:
     return ", ".join(f"{count} {name}" for name, count in report.counts().items())
 
 
+# The audit log's "who" for documents changed by `chatbot ingest`.
+INGEST_ACTOR = "chatbot ingest"
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from chatbot.service import create_service
@@ -107,6 +111,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"[{number}/{total}] {source}", file=sys.stderr, flush=True)
 
     report = service.ingest([Path(p) for p in args.paths], progress=progress)
+    if report.added or report.updated:
+        _record_ingest(service, settings, report)
     for source, reason in report.failed:
         print(f"failed: {source}: {reason}", file=sys.stderr)
     if args.verbose:
@@ -114,6 +120,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"skipped: {source}: {reason}", file=sys.stderr)
     print(_counts(report))
     return 0 if report.ok else 1
+
+
+def _record_ingest(service, settings, report) -> None:
+    """Audit what the command line added or replaced, as the documents page does; those
+    documents no longer show the uploader of an earlier version."""
+    from chatbot.documents import DocumentLibrary
+    from chatbot.users import UserDirectory
+
+    users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
+    DocumentLibrary(service, users).record_outside_changes(
+        report.added, report.updated, INGEST_ACTOR
+    )
 
 
 def cmd_ask(args: argparse.Namespace) -> int:

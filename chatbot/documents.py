@@ -215,6 +215,28 @@ class DocumentLibrary:
             case _:
                 return UploadResult(name, "failed", outcome.reason)
 
+    def record_outside_changes(self, added: list[str], updated: list[str], actor: str) -> None:
+        """Changes made without the library (``chatbot ingest``): those documents have no
+        uploader any more (it is the command line's version that is live), and the audit log
+        records them under ``actor``."""
+        changed = [*added, *updated]
+        if not changed:
+            return
+        with self._lock:
+            with self._db() as db:
+                db.executemany(
+                    "DELETE FROM document_uploaders WHERE collection = ? AND source = ?",
+                    [(self.collection, source) for source in changed],
+                )
+            records = {r.source: r for r in self.store.documents()}
+            for action, sources in (("document.add", added), ("document.replace", updated)):
+                for source in sources:
+                    record = records.get(source)
+                    detail = (
+                        self._audit_detail(record) if record else {"collection": self.collection}
+                    )
+                    self.users.audit(actor, action, source, detail)
+
     def _set_uploader(self, source: str, actor: str) -> None:
         with self._db() as db:
             db.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,13 @@ def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
     # The default collection did not get it.
     default = run_cli("ingest", docs, data_dir=data, env=env)
     assert default.stdout.strip() == "1 added, 0 updated, 0 unchanged, 0 skipped, 0 failed"
+    # Each change is in the audit log, with its collection.
+    with sqlite3.connect(data / "conversations.sqlite3") as db:
+        audited = db.execute("SELECT actor, action, target, detail FROM audit_log").fetchall()
+    assert [(a, b, c, json.loads(d)["collection"]) for a, b, c, d in audited] == [
+        ("chatbot ingest", "document.add", "descale-the-kettle.md", "kettles"),
+        ("chatbot ingest", "document.add", "descale-the-kettle.md", "knowledge"),
+    ]
 
 
 # ----- ask

@@ -81,6 +81,27 @@ def test_a_replacement_keeps_the_type_and_a_deletion_is_audited(library, tmp_pat
     assert library.replace(doc_id, received(tmp_path / "d", "x.md", LANTERN), "ben") is None
 
 
+def test_a_command_line_change_clears_the_uploader_and_is_audited(library, tmp_path):
+    [added] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    assert added.document.uploader == "ana"
+    folder = tmp_path / "cli"
+    received(folder, "lantern.md", SOLAR)
+    received(folder, "kettle.md", b"# Descale the kettle\n\nUse vinegar once a month.\n")
+
+    report = library.service.ingest([folder])
+    library.record_outside_changes(report.added, report.updated, "chatbot ingest")
+
+    assert (report.added, report.updated) == (["kettle.md"], ["lantern.md"])
+    uploaders = {d.record.source: d.uploader for d in library.documents()}
+    assert uploaders == {"kettle.md": None, "lantern.md": None}
+    entries = [(e.actor, e.action, e.target) for e in library.users.audit_log()[:2]]
+    assert sorted(entries) == [
+        ("chatbot ingest", "document.add", "kettle.md"),
+        ("chatbot ingest", "document.replace", "lantern.md"),
+    ]
+    assert library.users.audit_log()[0].detail["collection"] == library.collection
+
+
 def test_uploaders_recorded_before_collections_stay_with_the_default_collection(
     settings, store, tmp_path
 ):
