@@ -25,26 +25,60 @@ class Question:
 
 
 def load_questions(path: Path) -> list[Question]:
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    """The questions of a JSONL file, each line checked before any is asked: a ValueError names
+    the line and the field that is wrong."""
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    # utf-8-sig: a byte-order mark, as spreadsheet exports write one, is not part of line 1.
+    text = path.read_text(encoding="utf-8-sig")
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-            questions.append(
-                Question(
-                    id=str(item["id"]),
-                    question=item["question"],
-                    gold_docs=list(item.get("gold_docs") or []),
-                    must_include=list(item.get("must_include") or []),
-                    kind=item.get("kind")
-                    or ("answerable" if item.get("gold_docs") else OUT_OF_SCOPE),
-                    history=list(item.get("history") or []),
-                )
+            question = _question(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from exc
+        if question.id in seen:
+            raise ValueError(
+                f"{path}:{number}: the id '{question.id}' is already used on line "
+                f"{seen[question.id]}"
             )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: not a question object ({exc})") from exc
+        seen[question.id] = number
+        questions.append(question)
+    if not questions:
+        raise ValueError(f"{path}: the file holds no questions")
     return questions
+
+
+def _question(item: object) -> Question:
+    if not isinstance(item, dict):
+        raise ValueError("each line must be one JSON object")
+    if not isinstance(item.get("id"), str | int) or isinstance(item.get("id"), bool):
+        raise ValueError('"id" must be a string or a number')
+    if not isinstance(item.get("question"), str) or not item["question"].strip():
+        raise ValueError('"question" must be a non-empty string')
+    lists = {}
+    for name in ("gold_docs", "must_include"):
+        value = item.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f'"{name}" must be a list of strings')
+        lists[name] = value
+    kinds = (*IN_SCOPE_KINDS, OUT_OF_SCOPE)
+    kind = item.get("kind") or ("answerable" if lists["gold_docs"] else OUT_OF_SCOPE)
+    if kind not in kinds:
+        raise ValueError(f'"kind" must be one of {", ".join(kinds)}')
+    history = item.get("history") or []
+    turns_from_dicts(history)  # raises ValueError naming the bad item
+    return Question(
+        id=str(item["id"]),
+        question=item["question"],
+        gold_docs=lists["gold_docs"],
+        must_include=lists["must_include"],
+        kind=kind,
+        history=list(history),
+    )
 
 
 def _name(source: str) -> str:

@@ -1,0 +1,62 @@
+"""Question sets are checked line by line before any question is asked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatbot.evaluation import load_questions
+
+GOOD = {"id": "q1", "question": "how do i reset the hub", "gold_docs": ["reset-the-hub.md"]}
+
+
+def write(tmp_path, *lines: str, prefix: bytes = b""):
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(prefix + "".join(line + "\n" for line in lines).encode("utf-8"))
+    return path
+
+
+def test_a_good_set_with_a_byte_order_mark_and_blank_lines_loads(tmp_path):
+    follow_up = {
+        **GOOD,
+        "id": 2,
+        "kind": "follow_up",
+        "history": [{"role": "user", "content": "hi"}],
+    }
+    path = write(tmp_path, json.dumps(GOOD), "", json.dumps(follow_up), prefix=b"\xef\xbb\xbf")
+
+    first, second = load_questions(path)
+
+    assert (first.id, first.kind, first.gold_docs) == ("q1", "answerable", ["reset-the-hub.md"])
+    assert (second.id, second.kind, second.history[0]["content"]) == ("2", "follow_up", "hi")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "each line must be one JSON object"),
+        (json.dumps({**GOOD, "id": None}), '"id" must be a string or a number'),
+        (json.dumps({**GOOD, "question": None}), '"question" must be a non-empty string'),
+        (json.dumps({**GOOD, "question": "  "}), '"question" must be a non-empty string'),
+        (json.dumps({**GOOD, "gold_docs": "reset-the-hub.md"}), '"gold_docs" must be a list'),
+        (json.dumps({**GOOD, "must_include": [5]}), '"must_include" must be a list of strings'),
+        (json.dumps({**GOOD, "kind": "easy"}), '"kind" must be one of answerable, follow_up'),
+        (json.dumps({**GOOD, "history": [{"role": "bot"}]}), "history item 0 needs role"),
+        (json.dumps(GOOD), "the id 'q1' is already used on line 1"),
+    ],
+)
+def test_a_bad_line_is_named_with_its_fault(tmp_path, line, message):
+    path = write(tmp_path, json.dumps(GOOD), line)
+
+    with pytest.raises(ValueError) as refused:
+        load_questions(path)
+
+    assert str(refused.value).startswith(f"{path}:2: ")
+    assert message in str(refused.value)
+
+
+def test_an_empty_set_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="holds no questions"):
+        load_questions(write(tmp_path, "", "  "))
