@@ -73,6 +73,63 @@ class StoredChunk:
     similarity: float = 0.0
 
 
+class _ChromaClients:
+    """This process's Chroma client for each store folder, and for each collection the count of
+    writes (see ``KnowledgeStore._chroma``) that the client has seen. ``opening`` numbers the
+    clients made for a folder, so a store knows when to fetch its collections again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[int, object]] = {}  # path: (opening, client)
+        self._seen: dict[tuple[str, str], int] = {}  # (path, collection): write count
+
+    def client(self, path: str):
+        with self._lock:
+            return self._open(path)[1]
+
+    def current(self, path: str, collection: str, writes: int) -> int:
+        """The opening to use for ``collection`` at ``writes`` writes: a new one if another
+        process wrote since this one last looked."""
+        with self._lock:
+            opening, _ = self._open(path)
+            seen = self._seen.setdefault((path, collection), writes)
+            if seen != writes:
+                log.info(
+                    "the knowledge store '%s' was changed by another process; reopening it",
+                    collection,
+                )
+                opening, _ = self._open(path, again=True)
+                self._seen[(path, collection)] = writes
+            return opening
+
+    def wrote(self, path: str, collection: str, writes: int) -> None:
+        with self._lock:
+            self._seen[(path, collection)] = writes
+
+    def _open(self, path: str, again: bool = False) -> tuple[int, object]:
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
+        from chromadb.config import Settings as ChromaSettings
+
+        if path in self._clients and not again:
+            return self._clients[path]
+        if again:
+            # Chroma shares one system per folder in a process; taking it out of that cache
+            # makes the next client read the files afresh. The old system is not stopped:
+            # a search that still holds it finishes, and it is freed with its last reference.
+            SharedSystemClient._identifier_to_system.pop(path, None)
+            SharedSystemClient._identifier_to_refcount.pop(path, None)
+        client = chromadb.PersistentClient(
+            path=path, settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        )
+        opening = self._clients.get(path, (0, None))[0] + 1
+        self._clients[path] = (opening, client)
+        return self._clients[path]
+
+
+_CLIENTS = _ChromaClients()
+
+
 def doc_id_for(source: str) -> str:
     return hashlib.sha1(source.encode("utf-8")).hexdigest()[:16]
 
@@ -81,23 +138,10 @@ class KnowledgeStore:
     """Chroma collection plus manifest under one data directory."""
 
     def __init__(self, data_dir: Path, embeddings: Embeddings, collection: str = "knowledge"):
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
-
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.embeddings = embeddings
-        self._client = chromadb.PersistentClient(
-            path=str(self.data_dir / "chroma"),
-            settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
-        )
-        # embedding_function=None: Chroma's default would fetch an ONNX model from the internet.
-        self._collection = self._client.get_or_create_collection(
-            name=collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
-        self._titles = self._client.get_or_create_collection(
-            name=f"{collection}_titles", metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
+        self._chroma_path = str((self.data_dir / "chroma").resolve())
         # One manifest per collection, so that collections in one data directory stay apart.
         self.collection = collection
         manifest = "knowledge" if collection == "knowledge" else f"knowledge-{collection}"
@@ -106,11 +150,56 @@ class KnowledgeStore:
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(SCHEMA)
+        self._handles: tuple[int, object, object] | None = None  # (opening, chunks, titles)
         self.remove_orphans()
 
+    # ----- Chroma, as the files on disk hold it now
+    def _chroma(self) -> tuple:
+        """The chunk and title collections, reopened first if another process has written to
+        this collection since this process last read it.
+
+        Chroma keeps each collection's vector index in memory and does not see another
+        process's writes (``chatbot ingest`` beside a running server): searches would go on
+        returning deleted chunks, and a write from this process would save the stale index over
+        the other one's. Every write here counts itself in the manifest, so a count this process
+        did not make means the files changed under it.
+        """
+        writes = self._write_count()
+        opening = _CLIENTS.current(self._chroma_path, self.collection, writes)
+        if self._handles is None or self._handles[0] != opening:
+            client = _CLIENTS.client(self._chroma_path)
+            # embedding_function=None: Chroma's default would fetch an ONNX model from the web.
+            chunks = client.get_or_create_collection(
+                name=self.collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+            titles = client.get_or_create_collection(
+                name=f"{self.collection}_titles",
+                metadata={"hnsw:space": "cosine"},
+                embedding_function=None,
+            )
+            self._handles = (opening, chunks, titles)
+        return self._handles[1], self._handles[2]
+
+    def _write_count(self) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _count_write(self) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES('chroma_writes', '1') ON CONFLICT(key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            writes = int(
+                db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()[0]
+            )
+        _CLIENTS.wrote(self._chroma_path, self.collection, writes)
+
     @contextmanager
-    def _writing(self, wait: bool = True) -> Iterator[bool]:
-        """Exclusive write access across threads and processes; yields False if busy and not waiting."""
+    def _writing(self, wait: bool = True, count: bool = True) -> Iterator[bool]:
+        """Exclusive write access across threads and processes; yields False if busy and not
+        waiting. The write is counted at the end (see ``_chroma``) unless ``count`` is False."""
         with self._lock, self._lock_path.open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,7 +209,11 @@ class KnowledgeStore:
             try:
                 yield True
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                try:
+                    if count:
+                        self._count_write()
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -206,16 +299,17 @@ class KnowledgeStore:
         ]
         doc_meta = {"doc_id": doc_id, "version": version, "source": source, "title": title}
         with self._writing():
-            self._titles.upsert(
+            chunk_collection, title_collection = self._chroma()
+            title_collection.upsert(
                 ids=[f"{doc_id}:{version}:title"],
                 embeddings=[title_vector],
                 documents=[title],
                 metadatas=[doc_meta],
             )
-            batch = max(1, self._client.get_max_batch_size())
+            batch = max(1, _CLIENTS.client(self._chroma_path).get_max_batch_size())
             for start in range(0, len(ids), batch):
                 end = start + batch
-                self._collection.upsert(
+                chunk_collection.upsert(
                     ids=ids[start:end],
                     embeddings=vectors[start:end],
                     documents=[c.text for c in chunks[start:end]],
@@ -249,20 +343,21 @@ class KnowledgeStore:
                 )
                 self._bump_generation(db)
             older = {"$and": [{"doc_id": doc_id}, {"version": {"$ne": version}}]}
-            self._collection.delete(where=older)
-            self._titles.delete(where=older)
+            chunk_collection.delete(where=older)
+            title_collection.delete(where=older)
         return record
 
     def delete_document(self, source: str) -> bool:
         """Take ``source`` out of retrieval at once, then delete its chunks."""
         doc_id = doc_id_for(source)
         with self._writing():
+            chunk_collection, title_collection = self._chroma()
             with self._db() as db:
                 deleted = db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount
                 if deleted:
                     self._bump_generation(db)
-            self._collection.delete(where={"doc_id": doc_id})
-            self._titles.delete(where={"doc_id": doc_id})
+            chunk_collection.delete(where={"doc_id": doc_id})
+            title_collection.delete(where={"doc_id": doc_id})
         return bool(deleted)
 
     def remove_orphans(self) -> int:
@@ -271,11 +366,11 @@ class KnowledgeStore:
         Skipped while another process is writing: its new version is not live yet.
         """
         removed = 0
-        with self._writing(wait=False) as acquired:
+        with self._writing(wait=False, count=False) as acquired:
             if not acquired:
                 return 0
             live = self.live_versions()
-            for collection in (self._collection, self._titles):
+            for collection in self._chroma():
                 stored = collection.get(include=["metadatas"])
                 orphans = [
                     item_id
@@ -283,7 +378,10 @@ class KnowledgeStore:
                     if not _is_live(live, meta)
                 ]
                 if orphans:
-                    collection.delete(ids=orphans)
+                    try:
+                        collection.delete(ids=orphans)
+                    finally:
+                        self._count_write()
                     removed += len(orphans)
         if removed:
             log.info("removed %d orphan vectors", removed)
@@ -304,7 +402,7 @@ class KnowledgeStore:
         """One read of the chunk collection, and the positions of its live rows."""
         live = self.live_versions()
         include = ["documents", "metadatas", *(["embeddings"] if embeddings else [])]
-        stored = self._collection.get(include=include)
+        stored = self._chroma()[0].get(include=include)
         metas = stored["metadatas"] or []
         return stored, [i for i, meta in enumerate(metas) if _is_live(live, meta)]
 
@@ -313,7 +411,7 @@ class KnowledgeStore:
         record = self.get_document(source)
         if record is None:
             return []
-        stored = self._collection.get(
+        stored = self._chroma()[0].get(
             where={"$and": [{"doc_id": record.doc_id}, {"version": record.version}]},
             include=["documents", "metadatas"],
         )
@@ -324,15 +422,16 @@ class KnowledgeStore:
         return [_stored_chunk(chunk_id, text, meta) for chunk_id, text, meta in rows]
 
     def chunk_count(self) -> int:
-        return self._collection.count()
+        return self._chroma()[0].count()
 
     def search(self, vector: list[float], n: int) -> list[StoredChunk]:
         """Nearest live chunks to ``vector``, best first, with cosine similarity."""
-        total = self._collection.count()
+        chunk_collection = self._chroma()[0]
+        total = chunk_collection.count()
         if total == 0:
             return []
         live = self.live_versions()
-        result = self._collection.query(
+        result = chunk_collection.query(
             query_embeddings=[vector],
             n_results=min(n, total),
             include=["documents", "metadatas", "distances"],
@@ -353,11 +452,12 @@ class KnowledgeStore:
 
     def search_titles(self, vector: list[float], n: int) -> dict[str, float]:
         """Cosine similarity of ``vector`` to the titles of the nearest live documents, by source."""
-        total = self._titles.count()
+        title_collection = self._chroma()[1]
+        total = title_collection.count()
         if total == 0:
             return {}
         live = self.live_versions()
-        result = self._titles.query(
+        result = title_collection.query(
             query_embeddings=[vector], n_results=min(n, total), include=["metadatas", "distances"]
         )
         return {

@@ -193,8 +193,10 @@ def test_a_failed_index_build_does_not_undo_or_hide_the_change(library, tmp_path
 def test_a_change_by_another_process_is_indexed_in_the_background(
     settings, store, tmp_path, caplog
 ):
-    from knowledge.ingest import ingest_file
-    from knowledge.store import KnowledgeStore
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
 
     service = ChatService(settings, store, HybridRetriever(store), None)
     caplog.set_level("INFO", logger="knowledge.retriever")
@@ -202,9 +204,16 @@ def test_a_change_by_another_process_is_indexed_in_the_background(
         service.prepare_search()
         service.keep_search_ready(0.05)
         # Another process (chatbot ingest) writes through its own store on the same directory.
-        other = KnowledgeStore(store.data_dir, store.embeddings, store.collection)
         path = received(tmp_path / "up", "lantern.md", LANTERN).path
-        assert ingest_file(other, path, "lantern.md").status == "added"
+        script = (
+            "from pathlib import Path\nfrom knowledge.embeddings import make_embeddings\n"
+            "from knowledge.ingest import ingest_file\n"
+            "from knowledge.store import KnowledgeStore\n"
+            f"store = KnowledgeStore({str(store.data_dir)!r}, make_embeddings(), "
+            f"{store.collection!r})\n"
+            f"assert ingest_file(store, Path({str(path)!r}), 'lantern.md').status == 'added'\n"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
         deadline = time.monotonic() + 30
         while _index_builds(caplog) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -242,7 +242,7 @@ def test_a_nearest_chunk_that_is_not_live_yet_is_skipped(settings, embeddings, t
     question = "my xbox controller wont pair anymore"
     before = _service(settings, store, examples).retrieve(question)
     # An ingest between writing its chunks and committing them: the same text, not live yet.
-    store._collection.upsert(
+    store._chroma()[0].upsert(
         ids=["00:pending:0"],
         embeddings=[embeddings.embed_query(question)],
         documents=[question],

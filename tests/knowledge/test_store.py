@@ -41,7 +41,7 @@ def _search(store: KnowledgeStore, question: str, n: int = 10):
 
 def _stored_ids(store: KnowledgeStore, source: str) -> set[str]:
     """Chunk ids physically in Chroma for ``source``, live or not."""
-    return set(store._collection.get(where={"doc_id": doc_id_for(source)})["ids"])
+    return set(store._chroma()[0].get(where={"doc_id": doc_id_for(source)})["ids"])
 
 
 def test_put_document_then_search_finds_it(store):
@@ -86,7 +86,7 @@ def test_new_version_replaces_exactly_that_documents_chunks(store):
     new_ids = _stored_ids(store, "warranty.md")
     assert len(new_ids) == record.chunk_count == 3
     assert not old_ids & new_ids
-    assert store._collection.get(ids=sorted(old_ids))["ids"] == []
+    assert store._chroma()[0].get(ids=sorted(old_ids))["ids"] == []
     assert _stored_ids(store, "password.md") == other_ids
     texts = {c.text for c in store.live_chunks() if c.source == "warranty.md"}
     assert texts == set(WARRANTY_V2)
@@ -110,7 +110,7 @@ def test_delete_document_removes_it_from_search_and_live_chunks(store):
 def _upsert_orphan(store: KnowledgeStore, source: str, version: str, text: str) -> str:
     """Write a chunk the way put_document does, but crash before the manifest row is written."""
     chunk_id = f"{doc_id_for(source)}:{version}:0"
-    store._collection.upsert(
+    store._chroma()[0].upsert(
         ids=[chunk_id],
         embeddings=[store.embeddings.embed_query(text)],
         documents=[text],
@@ -180,7 +180,7 @@ def test_reopening_the_store_removes_orphans(store, embeddings):
 
     reopened = KnowledgeStore(store.data_dir, embeddings)
 
-    assert reopened._collection.get(ids=[orphan_id])["ids"] == []
+    assert reopened._chroma()[0].get(ids=[orphan_id])["ids"] == []
     assert reopened.chunk_count() == 2
     assert [d.source for d in reopened.documents()] == ["warranty.md"]
     assert _search(reopened, "warranty")[0].source == "warranty.md"
@@ -209,3 +209,46 @@ def test_generation_is_shared_by_stores_on_the_same_directory(store, embeddings)
 
     assert other.generation() != before
     assert [c.source for c in other.live_chunks()] == ["warranty.md", "warranty.md"]
+
+
+OTHER_PROCESS = """
+import sys
+sys.path.insert(0, {repo!r})
+from knowledge.embeddings import make_embeddings
+from knowledge.store import KnowledgeStore
+from tests.knowledge.test_store import PASSWORD, WARRANTY_V2, _put
+
+store = KnowledgeStore({folder!r}, make_embeddings())
+_put(store, "password.md", PASSWORD, title="Password")
+_put(store, "warranty.md", WARRANTY_V2)
+store.delete_document("returns.md")
+"""
+
+
+def test_another_processs_changes_are_seen_and_not_overwritten(store, tmp_path):
+    """`chatbot ingest` beside a running server: Chroma keeps its index in memory, so without
+    reopening, this process would go on finding deleted chunks (and fail to read them)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _put(store, "warranty.md", WARRANTY)
+    _put(store, "returns.md", ["Returns are accepted within 30 days of delivery."], "Returns")
+    assert _search(store, "return within 30 days")[0].source == "returns.md"
+
+    script = OTHER_PROCESS.format(repo=str(REPO), folder=str(store.data_dir))
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
+
+    found = _search(store, "return within 30 days", n=20)
+    assert "returns.md" not in {c.source for c in found}
+    assert _search(store, "forgot password link")[0].source == "password.md"
+    warranty = {c.text for c in _search(store, "warranty", n=20) if c.source == "warranty.md"}
+    assert warranty == set(WARRANTY_V2)
+    assert len(store.live_chunks()) == len(PASSWORD) + len(WARRANTY_V2)
+    # A write from here now keeps the other process's changes on disk.
+    _put(store, "returns.md", ["Returns are accepted within 60 days of delivery."], "Returns")
+    fresh = KnowledgeStore(store.data_dir, store.embeddings)
+    sources = sorted({c.source for c in fresh.live_chunks()})
+    assert sources == ["password.md", "returns.md", "warranty.md"]
+    assert len(_search(fresh, "anything", n=50)) == len(PASSWORD) + len(WARRANTY_V2) + 1

@@ -550,7 +550,9 @@ def test_an_unknown_collection_is_a_404_naming_the_known_ones(two_collections):
     page = owner.get("/staff/documents", params={"collection": "acmee"})
     assert page.status_code == 404 and "There is no knowledge collection" in page.text
     # Nothing was made under the mistyped name.
-    client = service.retriever_for("acme").store._client
+    from knowledge.store import _CLIENTS
+
+    client = _CLIENTS.client(service.retriever_for("acme").store._chroma_path)
     assert not [c for c in client.list_collections() if c.name.startswith("acmee")]
 
     # Without the role, the collection is not even looked at.
