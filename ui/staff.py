@@ -16,9 +16,11 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.conversations import SessionFilter, SessionSummary
 from chatbot.handoff import REASONS, HandoffDesk
@@ -207,6 +209,50 @@ def install_refusals(app: FastAPI) -> None:
             request.state.user = current_user(request)
             return render(request, "refused.html", 403, title="Not allowed", message=message)
         return JSONResponse({"error": {"code": "forbidden", "message": message}}, status_code=403)
+
+
+# How an HTTP error is named in an API error body, and titled on a page.
+HTTP_ERRORS = {
+    400: ("bad_request", "Bad request"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Not allowed"),
+    413: ("too_large", "Too large"),
+    422: ("invalid_request", "Bad request"),
+}
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """Errors the routes raise themselves (no such ticket, a bad filter): a page for a browser,
+    ``{"error": {"code", "message"}}`` for the API, as every other refusal is answered."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _error(request, 422, _validation_message(exc))
+
+
+def _error(request: Request, status: int, message: str, headers=None) -> Response:
+    code, title = HTTP_ERRORS.get(status, (f"http_{status}", "Something went wrong"))
+    if wants_html(request):
+        request.state.user = current_user(request)
+        return render(request, "refused.html", status, title=title, message=message)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """One line a person can act on: each wrong field with what it must be."""
+    parts = []
+    for error in exc.errors():
+        where = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(where)
+        parts.append(f"{field}: {error.get('msg', 'invalid')}" if field else error.get("msg", ""))
+    return "; ".join(parts) or "The request is not valid."
 
 
 def _safe_next(target: str | None) -> str:

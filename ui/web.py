@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import gradio as gr
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -34,7 +34,13 @@ from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers, own_origin
 from ui.documents import documents_router, install_collection_refusal
 from ui.playground import create_playground
-from ui.staff import StaffGate, current_user_from, install_refusals, staff_router
+from ui.staff import (
+    StaffGate,
+    current_user_from,
+    install_error_pages,
+    install_refusals,
+    staff_router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +265,23 @@ def create_web_app(
     app.state.users = users
     install_error_handlers(app)
     install_refusals(app)
+    install_error_pages(app)
     install_collection_refusal(app)
     app.include_router(api_router(chat))
     app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
     app.include_router(documents_router(service, users))
     app.include_router(health_router(service.readiness))
     pages(app, service, chat)
+
+    # Below the API prefix, a path no route has is the API's 404, not the chat page's.
+    @app.api_route(
+        f"{PREFIX}/{{path:path}}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    def _no_such_api_route(path: str) -> None:
+        raise HTTPException(404, "No such API route.")
+
     app.add_middleware(SiteCORS, chat=chat)
     app.add_middleware(NoPageUploads)
     app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})

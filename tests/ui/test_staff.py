@@ -203,6 +203,31 @@ def test_the_hand_off_queue_pages_through_every_ticket(app):
     assert client.get("/api/v1/tickets?limit=501").status_code == 422
 
 
+def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anonymous):
+    client = signed_in(app, "staff")
+
+    missing = client.get("/staff/conversations/no-such-id", headers={"Accept": "text/html"})
+    bad_page = client.get("/staff/tickets?page=zero", headers={"Accept": "text/html"})
+    api_missing = client.post("/api/v1/tickets/99999/done")
+    api_invalid = client.get("/api/v1/tickets?status=closed&limit=0")
+    unknown = anonymous.get("/api/v1/no-such-route")
+
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert "No such conversation." in missing.text and 'href="/staff/tickets"' in missing.text
+    assert (
+        bad_page.status_code == 422
+        and "page: " in bad_page.text
+        and '"detail"' not in bad_page.text
+    )
+    assert api_missing.status_code == 404
+    assert api_missing.json() == {"error": {"code": "not_found", "message": "No such ticket."}}
+    assert api_invalid.status_code == 422
+    error = api_invalid.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("status: ") and "; limit: " in error["message"]
+    assert unknown.json()["error"]["code"] == "not_found"
+
+
 # ----- transcripts
 
 
