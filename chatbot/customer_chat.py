@@ -211,18 +211,18 @@ class CustomerChat:
         return "no_answer" if cfg.on_no_answer else None
 
     def _offered_person(self, session: CustomerSession) -> bool:
-        """Whether the conversation's last turn is the bot's offer of a person, made recently
-        and not taken up since (by the widget's button, which opens a ticket)."""
+        """Whether the conversation's last turn is the bot's offer of a person, made recently.
+
+        A ticket may already be open (a question without an answer opens one with
+        ``handoff.on_no_answer``, or the widget's button was pressed): then the yes is answered
+        with that ticket's confirmation, not asked as a new question."""
         turns = self.service.conversations.turns(session.record.id)
         last = turns[-1] if turns else None
         if last is None or last.role != "assistant":
             return False
         if not last.content.rstrip().endswith(HANDOFF_OFFER):
             return False
-        if self._clock() - last.created_at > OFFER_STANDS_S:
-            return False
-        ticket = self.service.conversations.open_ticket(session.record.id)
-        return ticket is None or ticket.created_at < last.created_at
+        return self._clock() - last.created_at <= OFFER_STANDS_S
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter

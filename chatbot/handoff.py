@@ -69,6 +69,11 @@ def accepts_offer(message: str) -> bool:
     return bool(ACCEPTS_OFFER.match(message))
 
 
+# What a notification says happened to the ticket (the payload's "event").
+OPENED = "opened"
+CONTACT_ADDED = "contact_added"
+
+
 class HandoffDesk:
     """Opens tickets (one open ticket per conversation) and sends them through a notifier."""
 
@@ -129,23 +134,27 @@ class HandoffDesk:
     ) -> tuple[Ticket, bool]:
         existing = self.conversations.open_ticket(session_id)
         if existing is not None:
-            if contact and contact != existing.contact:
-                existing = (
-                    self.conversations.update_ticket(
-                        existing.id, contact={**existing.contact, **contact}
-                    )
-                    or existing
-                )
+            merged = {**existing.contact, **contact}
+            if merged != existing.contact:
+                existing = self.conversations.update_ticket(existing.id, contact=merged) or existing
+                # The team already has the ticket without these details: send it again.
+                name = HandoffNotifier(existing.notifier)
+                self._executor.submit(self._deliver, existing.id, name, CONTACT_ADDED)
             return existing, False
         name = HandoffNotifier(notifier or self.settings.notifier)
         ticket = self.conversations.create_ticket(session_id, site, reason, contact, name.value)
         log.info("hand-off ticket %s opened (%s)", ticket.id, reason)
-        self._executor.submit(self._deliver, ticket.id, name)
+        self._executor.submit(self._deliver, ticket.id, name, OPENED)
         return ticket, True
 
-    def payload(self, ticket: Ticket) -> dict:
-        """The ticket as the notifier sends it: who, why, and the whole conversation."""
+    def payload(self, ticket: Ticket, event: str = OPENED) -> dict:
+        """The ticket as the notifier sends it: who, why, and the whole conversation.
+
+        ``event`` is "opened" for a new ticket, "contact_added" when the customer later gave
+        contact details for it.
+        """
         data = asdict(ticket)
+        data["event"] = event
         data["reason_text"] = REASONS.get(ticket.reason, ticket.reason)
         data["transcript"] = [
             {"role": turn.role, "content": turn.content, "at": turn.created_at}
@@ -153,12 +162,12 @@ class HandoffDesk:
         ]
         return data
 
-    def _deliver(self, ticket_id: int, name: HandoffNotifier) -> None:
+    def _deliver(self, ticket_id: int, name: HandoffNotifier, event: str = OPENED) -> None:
         ticket = self.conversations.get_ticket(ticket_id)
         if ticket is None:
             return
         try:
-            delivery = self._notifier(name).send(self.payload(ticket))
+            delivery = self._notifier(name).send(self.payload(ticket, event))
             if name == HandoffNotifier.QUEUE:
                 detail = "staff queue only"
             elif delivery.delivered:

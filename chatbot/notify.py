@@ -276,7 +276,9 @@ def _ticket_email(ticket: dict[str, Any], sender: str, recipients: Sequence[str]
     site = ticket.get("site", "?")
     session = ticket.get("session_id", "?")
     message = EmailMessage()
-    message["Subject"] = _one_line(f"Hand-off: {site} session {session}")
+    added = ticket.get("event") == "contact_added"
+    subject = f"Hand-off: {site} session {session}" + (" (contact details added)" if added else "")
+    message["Subject"] = _one_line(subject)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
@@ -285,7 +287,9 @@ def _ticket_email(ticket: dict[str, Any], sender: str, recipients: Sequence[str]
         domain=parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     )
     body = [
-        "A customer asked to talk to a person.",
+        "The customer added contact details to this open hand-off."
+        if added
+        else "A customer asked to talk to a person.",
         "",
         f"Ticket: {ticket.get('id', '?')}",
         f"Site: {site}",

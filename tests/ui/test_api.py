@@ -589,6 +589,19 @@ def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(off_topic_client, clock):
     assert late["handoff_ticket"] is None
 
 
+def test_a_yes_after_the_offer_confirms_the_ticket_the_hand_off_already_opened(off_topic_client):
+    client = off_topic_client(on_off_topic=True)
+    session_id, headers = new_session(client)
+    opened = chat(client, session_id, headers, XBOX_QUESTION).json()
+
+    again = chat(client, session_id, headers, "yes please").json()
+
+    assert again["handoff_ticket"]["ticket_id"] == opened["handoff_ticket"]["ticket_id"]
+    assert again["answer"] == opened["handoff_ticket"]["message"], "not asked as a new question"
+    assert again["error"] is None, "no model call"
+    assert len(client.app.state.desk.conversations.tickets()) == 1
+
+
 @pytest.mark.parametrize(
     "message, accepts",
     [
