@@ -266,7 +266,9 @@ class RateLimitSettings(_Section):
         60, ge=1, description="Messages one client address may send per minute, all sessions."
     )
     trust_forwarded_for: bool = Field(
-        False, description="Take the client address from X-Forwarded-For (behind a proxy)."
+        False,
+        description="Behind a reverse proxy: take the client address from X-Forwarded-For and "
+        "the scheme from X-Forwarded-Proto. Off, those headers are ignored.",
     )
 
 

@@ -311,12 +311,17 @@ def serve(service: ChatService, settings: Settings) -> None:
     print(f"Chat page: {url}", flush=True)
     print(f"Widget demo: {url}/widget/demo · API docs: {url}{PREFIX}/docs", flush=True)
     try:
+        behind_proxy = settings.rate_limits.trust_forwarded_for
         uvicorn.run(
             app,
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",
             timeout_graceful_shutdown=5,
+            # Uvicorn would otherwise take the client address (and scheme) from X-Forwarded-*
+            # headers of any local caller, and a customer could pick their own rate-limit key.
+            proxy_headers=behind_proxy,
+            forwarded_allow_ips="*" if behind_proxy else None,
         )
     finally:
         app.state.desk.close(wait=False)
