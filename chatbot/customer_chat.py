@@ -315,7 +315,7 @@ class CustomerChat:
         path = data["source"]
         slug = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if site.source_url:
-            url = site.source_url.format(source=path, slug=slug)
+            url = site.source_url.format(source=quote(path), slug=quote(slug))
         else:
             # A site answering from its own collection names itself, so the page finds the article.
             url = f"/help/{quote(path)}" + (f"?site={quote(site.key)}" if site.collection else "")

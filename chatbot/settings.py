@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,27 @@ class SiteSettings(_Section):
     greeting: str = Field(
         "Hi! Ask me anything about our product.", description="First message in the panel."
     )
+
+    @field_validator("source_url")
+    @classmethod
+    def _source_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not re.match(r"(https?://[^/\s]+)?/", url):
+            raise ValueError(f"source_url {url!r} must start with https://host/ or /")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+        except ValueError as exc:
+            raise ValueError(
+                f"source_url {url!r} is not a valid template ({exc}); use {{source}} and {{slug}}"
+            ) from None
+        unknown = sorted({f for f in fields if f not in ("source", "slug")})
+        if unknown:
+            raise ValueError(
+                f"source_url {url!r} has the placeholder {{{unknown[0]}}}; "
+                "the placeholders are {source} and {slug}"
+            )
+        return url
 
     @field_validator("allowed_origins")
     @classmethod

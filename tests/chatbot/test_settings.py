@@ -283,3 +283,38 @@ def test_site_keys_are_unique_and_chat_page_is_reserved(monkeypatch, keys, messa
 
     with pytest.raises(SettingsError, match=re.escape(message)):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://help.example.com/{page}", "has the placeholder {page}"),
+        ("https://help.example.com/{slug", "is not a valid template"),
+        ("help.example.com/{slug}", "must start with https://host/ or /"),
+    ],
+)
+def test_a_sites_source_url_is_checked_at_start_up(monkeypatch, url, message):
+    site = {"key": "shop-site-key", "name": "Shop", "allowed_origins": ["self"], "source_url": url}
+    monkeypatch.setenv("CHATBOT_SITES", json.dumps([site]))
+
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings()
+
+
+def test_a_source_url_links_each_source_with_its_name_quoted(monkeypatch):
+    from chatbot.customer_chat import CustomerChat
+
+    site = {
+        "key": "shop-site-key",
+        "name": "Shop",
+        "allowed_origins": ["self"],
+        "source_url": "https://help.example.com/a/{slug}?from={source}",
+    }
+    monkeypatch.setenv("CHATBOT_SITES", json.dumps([site]))
+    [shop] = load_settings().sites
+
+    link = CustomerChat.source_link(shop, {"source": "faq/reset the hub.md", "title": "Reset"})
+
+    assert (
+        link["url"] == "https://help.example.com/a/reset%20the%20hub?from=faq/reset%20the%20hub.md"
+    )
