@@ -43,6 +43,11 @@ MESSAGES = {
     "unavailable": "The assistant is unavailable at the moment. Please try again shortly.",
 }
 
+# When the model could not answer for a passing reason, the articles the search found are still
+# listed, and the apology says what they are. After a refusal they are withdrawn.
+SOURCES_STILL_SHOWN = frozenset({"rate_limited", "timeout", "unavailable"})
+SOURCES_MAY_HELP = "In the meantime, the articles below may answer your question."
+
 
 def classify(exc: BaseException) -> ChatFailure:
     """Map a model-call exception to a failure a customer can be shown."""

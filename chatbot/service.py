@@ -14,7 +14,13 @@ from langchain_core.language_models import BaseChatModel
 import knowledge
 from chatbot.chain import build_answer_chain, build_prompt
 from chatbot.conversations import ConversationStore, SQLiteConversationStore, StoredTurn
-from chatbot.errors import MESSAGES, InputRejected, classify
+from chatbot.errors import (
+    MESSAGES,
+    SOURCES_MAY_HELP,
+    SOURCES_STILL_SHOWN,
+    InputRejected,
+    classify,
+)
 from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter, closing_fence
 from chatbot.memory import ConversationMemory
@@ -472,6 +478,15 @@ class ChatService:
         if not raw and not result.error:
             log.warning("the model returned an empty answer")
             result.error = "unavailable"
+        sources_note = None
+        if result.error and not raw:
+            # Nothing was answered from the sources. While the model is away, they may help the
+            # customer, and the apology says so; after a refusal they are withdrawn.
+            if result.error in SOURCES_STILL_SHOWN and result.sources:
+                sources_note = SOURCES_MAY_HELP
+            elif result.sources:
+                result.sources = []
+                yield SourcesEvent([])
         if policy.enabled:
             rest, answer, result.cut = cutter.finish(truncated and not result.error)
             if rest:
@@ -498,6 +513,8 @@ class ChatService:
             notes.append(self.settings.length_policy.more_detail_note)
         if result.error:
             notes.append(MESSAGES[result.error])
+        if sources_note:
+            notes.append(sources_note)
         for note in notes:
             addition = _paragraph_break(answer) + note
             answer += addition

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chatbot.errors import MESSAGES, InputRejected
+from chatbot.errors import MESSAGES, SOURCES_MAY_HELP, InputRejected
 from chatbot.history import Turn
 from chatbot.prompts import HANDOFF_ANSWER
 from chatbot.providers import make_chat_model
@@ -170,7 +170,7 @@ def test_unreachable_model_gives_a_polite_answer(offline_service):
     result = offline_service.ask(RESET_QUESTION)
 
     assert result.error == "unavailable"
-    assert result.answer == MESSAGES["unavailable"]
+    assert result.answer == f"{MESSAGES['unavailable']}\n\n{SOURCES_MAY_HELP}"
     assert not result.handoff
     assert "reset-the-hub.md" in _names(result.sources), "retrieval still worked"
 
