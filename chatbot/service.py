@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -637,11 +638,24 @@ class ChatService:
             self._on_close = None
 
 
+# Characters that show nothing: format characters (zero-width spaces and joiners), controls,
+# separators.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+
+
 def validate_message(question: str, limit: int) -> str:
-    """The message, stripped; InputRejected if it is empty or longer than ``limit`` characters."""
+    """The message, stripped; InputRejected if it is empty (invisible characters only counts as
+    empty), holds text that is not valid Unicode, or is longer than ``limit`` characters."""
     text = (question or "").strip()
-    if not text:
+    if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text):
         raise InputRejected("empty_message", "Please type a question first.")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        # A lone surrogate (a broken emoji from a client's string handling) cannot be stored,
+        # searched or sent to the model.
+        raise InputRejected(
+            "unreadable_message",
+            "Part of your message could not be read (a broken character). Please type it again.",
+        )
     if len(text) > limit:
         raise InputRejected(
             "message_too_long",

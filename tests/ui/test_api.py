@@ -308,6 +308,30 @@ def test_oversized_and_empty_messages_are_refused_and_nothing_is_stored(client, 
     assert history["messages"] == []
 
 
+@pytest.mark.parametrize("route", ["/api/v1/chat", "/api/v1/chat/stream"])
+def test_invisible_broken_or_malformed_messages_get_a_clear_error(client, route):
+    session_id, headers = new_session(client)
+    headers = {**headers, "Content-Type": "application/json"}
+
+    def post(body: str):
+        return client.post(route, headers=headers, content=body.encode())
+
+    invisible = post(json.dumps({"session_id": session_id, "message": "\u200b\u2060 \u200b"}))
+    # json.dumps keeps a lone surrogate as the escape \ud800, which is valid JSON.
+    broken = post(json.dumps({"session_id": session_id, "message": "reset \ud800 hub"}))
+    not_json = post('{"session_id": ')
+    not_text = post(json.dumps({"session_id": session_id, "message": ["a"]}))
+
+    assert (invisible.status_code, error_code(invisible)) == (400, "empty_message")
+    assert (broken.status_code, error_code(broken)) == (400, "unreadable_message")
+    for response in (not_json, not_text):
+        assert (response.status_code, error_code(response)) == (422, "invalid_request")
+        assert "detail" not in response.json()
+    assert "message: " in not_text.json()["error"]["message"]
+    history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert history["messages"] == []
+
+
 def test_a_body_sent_in_chunks_is_held_to_the_same_size_limit(client):
     session_id, headers = new_session(client)
     headers = {**headers, "Content-Type": "application/json"}
