@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
@@ -177,7 +177,7 @@ class NoPageUploads:
         await self.app(scope, receive, send)
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -185,6 +185,7 @@ def _page(title: str, body: str) -> HTMLResponse:
         "max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1f2933}pre,code{background:"
         "#f1f3f5;border-radius:4px}pre{padding:.75rem;overflow:auto}a{color:#2456c7}</style>"
         f"</head><body>{body}</body></html>",
+        status_code=status,
         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
     )
 
@@ -224,13 +225,15 @@ def pages(app: FastAPI, service: ChatService, chat: CustomerChat) -> None:
 
     @app.get("/help/{source:path}", include_in_schema=False)
     def help_document(source: str, site: str | None = None) -> HTMLResponse:
-        source = unquote(source)
+        # ``source`` is already percent-decoded: a name with "%41" in it stays as it is.
         # ?site=KEY: the article comes from that site's knowledge collection.
         known = chat.sites.get(site) if site is not None else None
         store = service.retriever_for(known.collection if known else None).store
         chunks = store.document_chunks(source) if site is None or known else []
         if not chunks:
-            return _page("Not found", "<h1>Not found</h1><p>No help article has this name.</p>")
+            return _page(
+                "Not found", "<h1>Not found</h1><p>No help article has this name.</p>", 404
+            )
         # Chunks overlap by a few sentences; the preview shows each one once, in order.
         body = "".join(
             f"<section>{markdown.render(_heading(c.heading) + c.text)}</section>" for c in chunks

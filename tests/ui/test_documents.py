@@ -629,3 +629,23 @@ def test_the_api_is_documented(app):
     assert "FileResult" in schema["components"]["schemas"]
     assert "DocumentDetail" in schema["components"]["schemas"]
     assert not any(p.startswith("/staff/documents") for p in paths)
+
+
+def test_a_document_whose_name_has_a_percent_sign_gets_a_working_source_link(app):
+    import asyncio
+
+    import httpx
+
+    owner = signed_in(app, "content_owner")
+    upload(owner, md("sale%41 codes.md", b"# Sale codes\n\nCodes expire after 14 days.\n"))
+
+    async def fetch(path: str) -> httpx.Response:
+        # Over ASGI as a server passes it: the path decoded once. (Starlette's TestClient
+        # decodes it twice, which would turn "%2541" into "A".)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return await c.get(path)
+
+    page = asyncio.run(fetch("/help/sale%2541%20codes.md"))
+
+    assert page.status_code == 200 and "Codes expire after 14 days." in page.text
