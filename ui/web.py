@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -22,6 +24,7 @@ from fastapi.responses import (
     RedirectResponse,
     Response,
 )
+from fastapi.staticfiles import StaticFiles
 from markdown_it import MarkdownIt
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -242,6 +245,23 @@ def pages(app: FastAPI, service: ChatService, chat: CustomerChat) -> None:
         return _page(chunks[0].title or source, f"<h1>{title}</h1>{body}")
 
 
+def api_docs(app: FastAPI) -> None:
+    """The interactive API docs at /api/v1/docs, with Swagger UI's files from the
+    fastapi-offline package: nothing is fetched from the internet."""
+    assets = Path(importlib.util.find_spec("fastapi_offline").origin).parent / "static"
+    app.mount(f"{PREFIX}/docs-assets", StaticFiles(directory=assets), name="api-docs-assets")
+
+    @app.get(f"{PREFIX}/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{PREFIX}/openapi.json",
+            title=f"{app.title} – API",
+            swagger_js_url=f"{PREFIX}/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{PREFIX}/docs-assets/swagger-ui.css",
+            swagger_favicon_url=f"{PREFIX}/docs-assets/favicon.png",
+        )
+
+
 def _heading(heading: str) -> str:
     return f"## {heading}\n\n" if heading else ""
 
@@ -260,7 +280,7 @@ def create_web_app(
         title="Support chatbot",
         summary="Customer chat with answers from your help center.",
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,  # served below from local files: FastAPI's page loads them from a CDN
         redoc_url=None,
     )
     app.state.chat = chat
@@ -270,6 +290,7 @@ def create_web_app(
     install_refusals(app)
     install_error_pages(app)
     install_collection_refusal(app)
+    api_docs(app)
     app.include_router(api_router(chat))
     app.include_router(staff_router(users, desk, settings.auth.secure_cookies))
     app.include_router(documents_router(service, users))

@@ -215,6 +215,23 @@ def test_the_gradio_web_component_page_loads_the_chat(browser, chat_server):
         context.close()
 
 
+def test_the_api_docs_render_from_local_files_only(browser, chat_server):
+    context = browser.new_context()
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    try:
+        page.goto(f"{chat_server.url}/api/v1/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+            "Support chatbot", timeout=60_000
+        )
+        expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    finally:
+        context.close()
+
+    assert requested and all(url.startswith(chat_server.url) for url in requested), requested
+
+
 # ----- hand-off to a person
 
 
