@@ -118,7 +118,13 @@ def make_respond(
             yield [gr.ChatMessage(role="assistant", content=note)], session_id
             return
         try:
-            if not session_id or service.conversations.get_session(session_id) is None:
+            if (
+                not session_id
+                or service.conversations.get_session(session_id) is None
+                or _page_dropped_turns(service, session_id, history)
+            ):
+                # A new stored conversation holding what the page shows: after the trash button
+                # nothing, after Undo or Retry the turns that are left.
                 session_id = service.start_session("widget", seed=history_turns(history))
             answer, sources, confirmation = "", [], ""
             for event in events(message, session_id):
@@ -155,6 +161,15 @@ def make_respond(
             yield [gr.ChatMessage(role="assistant", content=SORRY)], session_id
 
     return respond
+
+
+def _page_dropped_turns(service: ChatService, session_id: str, history: list) -> bool:
+    """Whether the page shows fewer customer messages than the stored conversation holds: the
+    customer cleared it, or took a turn back with Undo or Retry. (A page may show more: a
+    message refused for sending too fast is shown but not stored.)"""
+    stored = sum(1 for t in service.conversations.turns(session_id) if t.role == "user")
+    shown = sum(1 for turn in history_turns(history) if turn.role == "user")
+    return shown < stored
 
 
 def _shown(text: str) -> str:

@@ -86,3 +86,41 @@ def test_two_thumbs_down_in_a_row_hand_the_conversation_off(settings, sample_sto
     finally:
         desk.close()
         service.close()
+
+
+def test_clear_undo_and_retry_start_a_conversation_holding_what_the_page_shows(
+    settings, sample_store
+):
+    """The model and a ticket's transcript see what the customer sees, not the hidden turns."""
+    from chatbot.service import ChatService
+    from knowledge.retriever import HybridRetriever
+    from ui.gradio_app import make_respond
+
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    respond = make_respond(service)
+    unanswerable = ["banana bread recipe with walnuts?", "best pizza dough for a home oven?"]
+
+    def ask(message: str, history: list, session_id: str | None) -> tuple[list, str]:
+        *_, (messages, session_id) = respond(message, history, session_id)
+        return [*history, {"role": "user", "content": message}, *map(vars, messages)], session_id
+
+    try:
+        page, first = ask(unanswerable[0], [], None)
+        page, same = ask(unanswerable[1], page, first)
+        assert same == first
+        assert [t.content for t in service.session_turns(first) if t.role == "user"] == unanswerable
+
+        # Undo (or Retry) took the second exchange off the page.
+        _, after_undo = ask("and gluten free?", page[:2], first)
+        # The trash button emptied it.
+        _, after_clear = ask("hello again", [], after_undo)
+
+        def user_turns(session_id: str) -> list[str]:
+            return [t.content for t in service.session_turns(session_id) if t.role == "user"]
+
+        assert after_undo != first and after_clear not in (first, after_undo)
+        assert user_turns(after_undo) == [unanswerable[0], "and gluten free?"]
+        assert user_turns(after_clear) == ["hello again"]
+        assert user_turns(first) == unanswerable, "the old conversation stays for staff"
+    finally:
+        service.close()
