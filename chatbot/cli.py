@@ -38,6 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     # Per-request lines from the HTTP client and model loaders drown the service's own log.
     for noisy in ("httpx", "httpx2", "sentence_transformers", "chromadb", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # A damaged PDF is reported once, as the file's own failure; pypdf's warnings about its
+    # header and trailer say the same thing less clearly.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     return settings
 
 
@@ -87,7 +90,12 @@ INGEST_ACTOR = "chatbot ingest"
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from knowledge.loaders import SUPPORTED_SUFFIXES
+
     settings = _settings(args)
+    if not args.verbose:
+        # The counts and each failure are the output; the service's progress notes are not.
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     from chatbot.service import create_service
 
     # Nothing else runs in this process: the embeddings may use every core.
@@ -119,6 +127,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for source, reason in report.skipped:
             print(f"skipped: {source}: {reason}", file=sys.stderr)
     print(_counts(report))
+    if report.ok and not (report.added or report.updated or report.unchanged):
+        kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        return _fail(f"no documents to ingest in {', '.join(args.paths)} (supported: {kinds})")
     return 0 if report.ok else 1
 
 

@@ -162,6 +162,28 @@ def test_ingest_reports_each_bad_file_and_keeps_the_good_ones(tmp_path):
 
 
 @pytest.mark.slow
+def test_ingest_says_so_when_there_is_nothing_to_ingest_and_stays_quiet_otherwise(tmp_path):
+    empty, damaged = tmp_path / "empty", tmp_path / "damaged"
+    empty.mkdir()
+    (empty / "notes.odt").write_bytes(b"PK")
+    damaged.mkdir()
+    (damaged / "broken.pdf").write_bytes(b"this is not a PDF at all")
+
+    nothing = run_cli("ingest", empty, data_dir=tmp_path / "data")
+    broken = run_cli("ingest", damaged, data_dir=tmp_path / "data")
+
+    assert nothing.returncode == 1
+    assert error_lines(nothing) == [
+        f"error: no documents to ingest in {empty} (supported: .docx, .htm, .html, .markdown, "
+        ".md, .pdf, .txt)"
+    ]
+    assert broken.returncode == 1
+    assert [line.split(": ")[0] for line in broken.stderr.splitlines()] == ["failed"], (
+        "one line for the damaged file, no library warnings or progress notes"
+    )
+
+
+@pytest.mark.slow
 def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
     docs = kettle_docs(tmp_path)
     site = {"key": "kettle-site-key", "name": "Kettles", "allowed_origins": ["self"]}
