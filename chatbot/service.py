@@ -7,6 +7,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -160,6 +161,31 @@ class _Conversation:
     facts: list[str] = field(default_factory=list)
 
 
+class KeyedLocks:
+    """A lock per key (a conversation), made when first wanted and dropped when nobody holds or
+    waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
 class ChatService:
     """Answers questions from the knowledge store; safe to share across threads."""
 
@@ -194,6 +220,7 @@ class ChatService:
         self._prompt = build_prompt()
         self._on_close = on_close
         self._lock = threading.Lock()
+        self._turns_in_progress = KeyedLocks()
         self._retrievers: dict[str, HybridRetriever] = {}
         self._watcher: tuple[threading.Event, threading.Thread] | None = None
 
@@ -348,6 +375,22 @@ class ChatService:
         """
         question = self.check_message(question)
         channel = _channel(channel)
+        if session_id is None:
+            yield from self._stream(question, history, None, channel, options)
+            return
+        # One turn at a time per conversation: a second message sent while an answer is still
+        # being written (a double submit, a second tab) waits for it, and then sees it.
+        with self._turns_in_progress.hold(session_id):
+            yield from self._stream(question, history, session_id, channel, options)
+
+    def _stream(
+        self,
+        question: str,
+        history: Sequence[Turn],
+        session_id: str | None,
+        channel: str,
+        options: AnswerOptions | None,
+    ) -> Iterator[ChatEvent]:
         started = time.perf_counter()
         conversation = self._conversation(session_id, history)
         if session_id is not None:

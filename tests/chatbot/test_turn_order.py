@@ -1,0 +1,54 @@
+"""Turns of one conversation are taken one at a time: a message sent while an answer is still
+being written waits for it, and so is stored after it and answered with it in view."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from chatbot.service import ChatService, TokenEvent
+from knowledge.retriever import HybridRetriever
+
+FIRST, SECOND = (
+    "how long do I hold the reset button on the hub?",
+    "and the bulbs, how do I reset them?",
+)
+
+
+def test_a_second_message_waits_for_the_answer_being_written(settings, sample_store):
+    replies = ["Hold it for ten seconds.", "Hold the button for five seconds.", "Switch them."]
+    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    try:
+        session_id = service.start_session("widget")
+        first = service.stream(FIRST, session_id=session_id)
+        while not isinstance(next(first), TokenEvent):
+            pass  # the first answer is now being written
+        # Another conversation is not held up by it.
+        other = service.start_session("widget")
+        elsewhere = threading.Thread(target=lambda: list(service.stream(FIRST, session_id=other)))
+        elsewhere.start()
+        elsewhere.join(timeout=60)
+        other_turns = [t.role for t in service.session_turns(other)]
+        second_done = threading.Event()
+        second = threading.Thread(
+            target=lambda: (list(service.stream(SECOND, session_id=session_id)), second_done.set())
+        )
+        second.start()
+        time.sleep(0.5)
+        waiting = [(t.role, t.content) for t in service.session_turns(session_id)]
+        list(first)  # the first answer finishes
+        second.join(timeout=60)
+    finally:
+        service.close()
+
+    assert other_turns == ["user", "assistant"]
+    assert waiting == [("user", FIRST)], "the second message was not taken while answering"
+    assert second_done.is_set()
+    turns = [(t.role, t.content) for t in service.session_turns(session_id)]
+    assert [role for role, _ in turns] == ["user", "assistant", "user", "assistant"]
+    assert [content for role, content in turns if role == "user"] == [FIRST, SECOND]
+    assert not service._turns_in_progress._locks, "no lock is left behind"
