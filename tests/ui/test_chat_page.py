@@ -211,6 +211,11 @@ def test_the_gradio_web_component_page_loads_the_chat(browser, chat_server):
         expect(page.locator("gradio-app textarea")).to_be_visible(timeout=60_000)
         expect(page.locator("#fallback")).to_be_hidden()
         assert failed == []
+        # The page's own styles stay off the component: the chat fills its frame.
+        frame = page.locator(".frame").bounding_box()
+        box = page.locator("gradio-app textarea").bounding_box()
+        assert box["x"] - frame["x"] < 0.1 * frame["width"], (frame, box)
+        assert box["width"] > 0.7 * frame["width"], (frame, box)
     finally:
         context.close()
 
