@@ -12,7 +12,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from chatbot.conversations import SessionRecord, Ticket
@@ -21,6 +21,8 @@ from chatbot.handoff import HandoffDesk, accepts_offer, wants_person
 from chatbot.prompts import HANDOFF_OFFER
 from chatbot.rate_limit import RateLimiter
 from chatbot.service import (
+    DECLINED,
+    NO_MATCH,
     OFF_TOPIC,
     ChatEvent,
     ChatResult,
@@ -191,17 +193,25 @@ class CustomerChat:
         if wants_person(message) or (accepts_offer(message) and self._offered_person(session)):
             yield from self._person_requested(session, message)
             return
+        options = replace(site_options(session.site), ticket_on=self._tickets_open_on())
         for event in self.service.stream(
             message,
             session_id=session.record.id,
             channel=session.site.channel.value,
-            options=site_options(session.site),
+            options=options,
         ):
             if isinstance(event, DoneEvent) and event.result.handoff:
                 reason = self._ticket_reason(event.result)
                 if reason is not None:
                     yield self._ticket_event(session, reason)
             yield event
+
+    def _tickets_open_on(self) -> frozenset[str]:
+        """The hand-offs that open a ticket at once (see ``_ticket_reason``): their answers
+        confirm the ticket instead of offering a person."""
+        cfg = self.settings.handoff
+        reasons = {NO_MATCH, DECLINED} if cfg.on_no_answer else set()
+        return frozenset(reasons | ({OFF_TOPIC} if cfg.on_off_topic else set()))
 
     def _ticket_reason(self, result: ChatResult) -> str | None:
         """Why a turn the service handed off opens a ticket, or None if it opens none."""

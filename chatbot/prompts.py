@@ -26,10 +26,10 @@ Sources:
 NO_ANSWER_REPLY = "I couldn't find that in our help center."
 HANDOFF_OFFER = "Would you like me to connect you with a person from our support team?"
 
-HANDOFF_ANSWER = (
-    "I couldn't find an answer to that in our help center, so I don't want to guess. "
-    + HANDOFF_OFFER
-)
+# The reply when the search finds nothing to answer from; the offer of a person follows unless
+# the caller opens a ticket at once (its confirmation follows instead).
+NO_ANSWER_TEXT = "I couldn't find an answer to that in our help center, so I don't want to guess."
+HANDOFF_ANSWER = f"{NO_ANSWER_TEXT} {HANDOFF_OFFER}"
 
 
 # A decline may be followed by a short offer; past this many words the model went on to answer.

@@ -26,7 +26,13 @@ from chatbot.errors import (
 from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter, closing_fence
 from chatbot.memory import ConversationMemory
-from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, context_blocks, is_decline
+from chatbot.prompts import (
+    HANDOFF_ANSWER,
+    HANDOFF_OFFER,
+    NO_ANSWER_TEXT,
+    context_blocks,
+    is_decline,
+)
 from chatbot.providers import token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
@@ -72,6 +78,9 @@ class AnswerOptions:
     collection: str | None = None
     # Keep the exact messages sent to the model in the result (playground, benchmarks).
     trace: bool = False
+    # Hand-off reasons (NO_MATCH, OFF_TOPIC, DECLINED) for which the caller opens a ticket at
+    # once: the answer then does not ask whether the customer wants a person.
+    ticket_on: frozenset[str] = frozenset()
 
 
 def site_options(site: SiteSettings, base: AnswerOptions | None = None) -> AnswerOptions:
@@ -410,9 +419,10 @@ class ChatService:
         )
         result.timings_ms["retrieve"] = round((time.perf_counter() - started) * 1000 - memory_ms, 1)
         if found.handoff:
-            result.answer = HANDOFF_ANSWER
+            ticket_opens = options is not None and found.reason in options.ticket_on
+            result.answer = NO_ANSWER_TEXT if ticket_opens else HANDOFF_ANSWER
             yield SourcesEvent([])
-            yield TokenEvent(HANDOFF_ANSWER)
+            yield TokenEvent(result.answer)
         else:
             answering = self._answer(
                 question, conversation, found, result, options, memory_ms, started
@@ -547,12 +557,13 @@ class ChatService:
         if not result.error and is_decline(answer):
             # The model found no answer in the sources: the turn is handed off like one whose
             # search found nothing, the sources are withdrawn (they did not answer it), and the
-            # customer is offered a person.
+            # customer is offered a person (unless the caller opens a ticket at once).
             result.handoff = True
             result.handoff_reason = DECLINED
             result.sources = []
             yield SourcesEvent([])
-            notes.append(HANDOFF_OFFER)
+            if options is None or DECLINED not in options.ticket_on:
+                notes.append(HANDOFF_OFFER)
         elif result.cut:
             notes.append(self.settings.length_policy.more_detail_note)
         if result.error:

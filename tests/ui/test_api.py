@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from chatbot.handoff import accepts_offer, wants_person
-from chatbot.prompts import HANDOFF_ANSWER
+from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, NO_ANSWER_TEXT
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
@@ -547,7 +547,9 @@ def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client)
 
     body = chat(offline_client, session_id, headers, OFF_TOPIC_QUESTION).json()
 
-    assert body["handoff"] is True and body["answer"] == HANDOFF_ANSWER
+    # The ticket is opened at once: the answer says so instead of asking whether to.
+    assert body["handoff"] is True and body["answer"] == NO_ANSWER_TEXT
+    assert HANDOFF_OFFER not in body["answer"]
     assert body["handoff_ticket"]["status"] == "open"
     stored = offline_client.app.state.desk.conversations.get_ticket(
         body["handoff_ticket"]["ticket_id"]
@@ -579,7 +581,8 @@ def test_an_off_topic_question_opens_a_ticket_only_when_configured(off_topic_cli
     session_id, headers = new_session(client)
     body = chat(client, session_id, headers, XBOX_QUESTION).json()
 
-    assert body["handoff"] is True and body["answer"] == HANDOFF_ANSWER
+    assert body["handoff"] is True
+    assert body["answer"] == (NO_ANSWER_TEXT if on_off_topic else HANDOFF_ANSWER)
     assert body["error"] is None, "no model call"
     if on_off_topic:
         stored = client.app.state.desk.conversations.get_ticket(body["handoff_ticket"]["ticket_id"])
@@ -613,15 +616,17 @@ def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(off_topic_client, clock):
     assert late["handoff_ticket"] is None
 
 
-def test_a_yes_after_the_offer_confirms_the_ticket_the_hand_off_already_opened(off_topic_client):
-    client = off_topic_client(on_off_topic=True)
+def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off_topic_client):
+    client = off_topic_client(on_no_answer=False)
     session_id, headers = new_session(client)
-    opened = chat(client, session_id, headers, XBOX_QUESTION).json()
+    offered = chat(client, session_id, headers, XBOX_QUESTION).json()
+    assert offered["answer"] == HANDOFF_ANSWER
+    pressed = client.post("/api/v1/handoff", headers=headers, json={"session_id": session_id})
 
     again = chat(client, session_id, headers, "yes please").json()
 
-    assert again["handoff_ticket"]["ticket_id"] == opened["handoff_ticket"]["ticket_id"]
-    assert again["answer"] == opened["handoff_ticket"]["message"], "not asked as a new question"
+    assert again["handoff_ticket"]["ticket_id"] == pressed.json()["ticket_id"]
+    assert again["answer"] == pressed.json()["message"], "not asked as a new question"
     assert again["error"] is None, "no model call"
     assert len(client.app.state.desk.conversations.tickets()) == 1
 
