@@ -76,12 +76,34 @@ class StoredChunk:
 class _ChromaClients:
     """This process's Chroma client for each store folder, and for each collection the count of
     writes (see ``KnowledgeStore._chroma``) that the client has seen. ``opening`` numbers the
-    clients made for a folder, so a store knows when to fetch its collections again."""
+    clients made for a folder, so a store knows when to fetch its collections again.
+
+    A client is replaced only while this process is not writing to the folder: a write holds the
+    folder's file lock, so no other process can write meanwhile, and the writer brings the client
+    up to date before it starts (``begin_write``).
+    """
+
+    # A replaced client is stopped once it is this many seconds old or more than this many
+    # replaced clients are waiting: a search that still holds it (milliseconds) is done by then.
+    RETIRE_AFTER_S = 5.0
+    RETIRED_AT_MOST = 2
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[int, object]] = {}  # path: (opening, client)
         self._seen: dict[tuple[str, str], int] = {}  # (path, collection): write count
+        self._manifests: dict[tuple[str, str], Path] = {}  # (path, collection): manifest
+        self._writing: set[str] = set()
+        self._retired: list[tuple[float, object]] = []
+
+    def register(self, path: str, collection: str, manifest: Path) -> None:
+        """A collection's manifest, whose write count tells when the client is out of date."""
+        with self._lock:
+            key = (path, collection)
+            self._manifests[key] = manifest
+            if key not in self._seen:
+                # A client opened before this collection was known may hold an old copy of it.
+                self._seen[key] = -1 if path in self._clients else _write_count(manifest)
 
     def client(self, path: str):
         with self._lock:
@@ -89,22 +111,45 @@ class _ChromaClients:
 
     def current(self, path: str, collection: str, writes: int) -> int:
         """The opening to use for ``collection`` at ``writes`` writes: a new one if another
-        process wrote since this one last looked."""
+        process wrote since this one last looked (and this process is not writing now)."""
         with self._lock:
-            opening, _ = self._open(path)
-            seen = self._seen.setdefault((path, collection), writes)
-            if seen != writes:
+            self._open(path)
+            if writes > self._seen.get((path, collection), -1) and path not in self._writing:
                 log.info(
                     "the knowledge store '%s' was changed by another process; reopening it",
                     collection,
                 )
-                opening, _ = self._open(path, again=True)
-                self._seen[(path, collection)] = writes
-            return opening
+                self._reopen(path)
+            return self._clients[path][0]
+
+    def begin_write(self, path: str) -> None:
+        """Called holding the folder's file lock: bring the client up to date, then keep it."""
+        with self._lock:
+            self._open(path)
+            stale = any(
+                _write_count(manifest) > self._seen.get(key, -1)
+                for key, manifest in self._manifests.items()
+                if key[0] == path
+            )
+            if stale:
+                self._reopen(path)
+            self._writing.add(path)
+
+    def end_write(self, path: str) -> None:
+        with self._lock:
+            self._writing.discard(path)
 
     def wrote(self, path: str, collection: str, writes: int) -> None:
         with self._lock:
-            self._seen[(path, collection)] = writes
+            key = (path, collection)
+            self._seen[key] = max(self._seen.get(key, -1), writes)
+
+    def _reopen(self, path: str) -> None:
+        # Counts are read before the new client opens: a write after this is seen again.
+        for key, manifest in self._manifests.items():
+            if key[0] == path:
+                self._seen[key] = max(self._seen.get(key, -1), _write_count(manifest))
+        self._open(path, again=True)
 
     def _open(self, path: str, again: bool = False) -> tuple[int, object]:
         import chromadb
@@ -115,16 +160,43 @@ class _ChromaClients:
             return self._clients[path]
         if again:
             # Chroma shares one system per folder in a process; taking it out of that cache
-            # makes the next client read the files afresh. The old system is not stopped:
-            # a search that still holds it finishes, and it is freed with its last reference.
-            SharedSystemClient._identifier_to_system.pop(path, None)
+            # makes the next client read the files afresh. The old system is stopped a while
+            # later, once searches that still hold it are done.
+            old = SharedSystemClient._identifier_to_system.pop(path, None)
             SharedSystemClient._identifier_to_refcount.pop(path, None)
+            if old is not None:
+                self._retired.append((time.monotonic(), old))
+            self._stop_retired()
         client = chromadb.PersistentClient(
             path=path, settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
         )
         opening = self._clients.get(path, (0, None))[0] + 1
         self._clients[path] = (opening, client)
         return self._clients[path]
+
+    def _stop_retired(self) -> None:
+        now, keep = time.monotonic(), []
+        for number, (retired_at, system) in enumerate(reversed(self._retired)):
+            if now - retired_at < self.RETIRE_AFTER_S and number < self.RETIRED_AT_MOST:
+                keep.insert(0, (retired_at, system))
+                continue
+            try:
+                system.stop()
+            except Exception:  # noqa: BLE001 - an old client that will not stop is only dropped
+                log.debug("stopping a replaced Chroma client failed", exc_info=True)
+        self._retired = keep
+
+
+def _write_count(manifest: Path) -> int:
+    """How many writes the manifest has counted (see ``KnowledgeStore._chroma``)."""
+    db = sqlite3.connect(manifest, timeout=30)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet
+        row = None
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
 
 
 _CLIENTS = _ChromaClients()
@@ -151,6 +223,7 @@ class KnowledgeStore:
         with self._db() as db:
             db.executescript(SCHEMA)
         self._handles: tuple[int, object, object] | None = None  # (opening, chunks, titles)
+        _CLIENTS.register(self._chroma_path, collection, self._db_path)
         self.remove_orphans()
 
     # ----- Chroma, as the files on disk hold it now
@@ -181,9 +254,7 @@ class KnowledgeStore:
         return self._handles[1], self._handles[2]
 
     def _write_count(self) -> int:
-        with self._db() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()
-        return int(row[0]) if row else 0
+        return _write_count(self._db_path)
 
     def _count_write(self) -> None:
         with self._db() as db:
@@ -207,13 +278,17 @@ class KnowledgeStore:
                 yield False
                 return
             try:
-                yield True
-            finally:
+                _CLIENTS.begin_write(self._chroma_path)
                 try:
-                    if count:
-                        self._count_write()
+                    yield True
                 finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    try:
+                        if count:
+                            self._count_write()
+                    finally:
+                        _CLIENTS.end_write(self._chroma_path)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:

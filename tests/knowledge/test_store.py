@@ -252,3 +252,38 @@ def test_another_processs_changes_are_seen_and_not_overwritten(store, tmp_path):
     sources = sorted({c.source for c in fresh.live_chunks()})
     assert sources == ["password.md", "returns.md", "warranty.md"]
     assert len(_search(fresh, "anything", n=50)) == len(PASSWORD) + len(WARRANTY_V2) + 1
+
+
+def test_searches_during_this_processs_own_writes_do_not_reopen_the_store(store):
+    """Only another process's writes make the store reopen; a search racing this process's own
+    upload must neither reopen nor miss the upload afterwards."""
+    import threading
+
+    from knowledge.store import _CLIENTS
+
+    _put(store, "warranty.md", WARRANTY)
+    opening = _CLIENTS.current(store._chroma_path, store.collection, store._write_count())
+    stop, errors = threading.Event(), []
+
+    def search() -> None:
+        while not stop.is_set():
+            try:
+                _search(store, "warranty claim")
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(repr(exc))
+
+    readers = [threading.Thread(target=search) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        for number in range(8):
+            _put(store, f"extra-{number}.md", [f"Extra article {number} about lamps."], "Extra")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+
+    assert errors == []
+    assert _CLIENTS.current(store._chroma_path, store.collection, store._write_count()) == opening
+    found = {c.source for c in _search(store, "extra article about lamps", n=50)}
+    assert {f"extra-{n}.md" for n in range(8)} <= found
