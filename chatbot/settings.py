@@ -271,6 +271,11 @@ class RateLimitSettings(_Section):
         description="Behind a reverse proxy: take the client address from X-Forwarded-For and "
         "the scheme from X-Forwarded-Proto. Off, those headers are ignored.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses (or networks) of the reverse proxies whose X-Forwarded-* headers "
+        "count; the client is the last address in X-Forwarded-For that is not one of them.",
+    )
 
 
 class SiteSettings(_Section):

@@ -345,7 +345,11 @@ def serve(service: ChatService, settings: Settings) -> None:
             # Uvicorn would otherwise take the client address (and scheme) from X-Forwarded-*
             # headers of any local caller, and a customer could pick their own rate-limit key.
             proxy_headers=behind_proxy,
-            forwarded_allow_ips="*" if behind_proxy else None,
+            # Only the proxies' own addresses: with "*", the leftmost address (the client's own
+            # say-so) would win.
+            forwarded_allow_ips=",".join(settings.rate_limits.trusted_proxies)
+            if behind_proxy
+            else None,
         )
     finally:
         app.state.desk.close(wait=False)
