@@ -66,8 +66,13 @@ def _text_of(content: object) -> str:
     return ""
 
 
+# Halves of a broken character (a lone surrogate), which a page may still show.
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def history_turns(history: list) -> list[Turn]:
-    """The conversation so far as the service wants it, without the Sources boxes."""
+    """The conversation so far as the service wants it, without the Sources boxes (and without
+    broken characters, which could not be stored)."""
     turns = []
     for message in history or []:
         item = message if isinstance(message, dict) else getattr(message, "__dict__", {})
@@ -76,7 +81,8 @@ def history_turns(history: list) -> list[Turn]:
             continue
         role = item.get("role")
         if role in ("user", "assistant"):
-            turns.append(Turn(role, html.unescape(_text_of(item.get("content")))))
+            text = SURROGATES.sub("", html.unescape(_text_of(item.get("content"))))
+            turns.append(Turn(role, text))
     return turns
 
 
@@ -164,12 +170,23 @@ def make_respond(
 
 
 def _page_dropped_turns(service: ChatService, session_id: str, history: list) -> bool:
-    """Whether the page shows fewer customer messages than the stored conversation holds: the
-    customer cleared it, or took a turn back with Undo or Retry. (A page may show more: a
-    message refused for sending too fast is shown but not stored.)"""
-    stored = sum(1 for t in service.conversations.turns(session_id) if t.role == "user")
-    shown = sum(1 for turn in history_turns(history) if turn.role == "user")
-    return shown < stored
+    """Whether a customer message of the stored conversation is no longer on the page: the
+    customer cleared it, or took a turn back with Undo or Retry. The page may show more than is
+    stored (a message refused for sending too fast, or for having no text), so the stored
+    messages are looked for on the page in order."""
+    shown = iter(_comparable(t.content) for t in history_turns(history) if t.role == "user")
+    stored = [t.content for t in service.conversations.turns(session_id) if t.role == "user"]
+    # ``in`` on an iterator consumes it up to the match: each stored message must come after
+    # the previous one.
+    return not all(_comparable(content) in shown for content in stored)
+
+
+def _comparable(text: str) -> str:
+    """A message's words, however often the page escaped it for display."""
+    previous = None
+    while previous != text:
+        previous, text = text, html.unescape(text)
+    return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def _shown(text: str) -> str:

@@ -122,5 +122,18 @@ def test_clear_undo_and_retry_start_a_conversation_holding_what_the_page_shows(
         assert user_turns(after_undo) == [unanswerable[0], "and gluten free?"]
         assert user_turns(after_clear) == ["hello again"]
         assert user_turns(first) == unanswerable, "the old conversation stays for staff"
+
+        # Messages shown but never stored (no text, a broken character) neither hide an Undo
+        # nor break the conversation that follows it.
+        page, third = ask(unanswerable[0], [], None)
+        page, _ = ask("\u200b", page, third)
+        page, _ = ask("pizza \ud83d", page, third)
+        page, same_again = ask(unanswerable[1], page, third)
+        assert same_again == third
+        _, after_second_undo = ask("and gluten free?", page[:-2], third)
+        assert after_second_undo != third
+        assert user_turns(after_second_undo)[0] == unanswerable[0]
+        assert unanswerable[1] not in user_turns(after_second_undo)
+        assert user_turns(after_second_undo)[-1] == "and gluten free?"
     finally:
         service.close()
