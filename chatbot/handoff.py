@@ -136,10 +136,14 @@ class HandoffDesk:
         if existing is not None:
             merged = {**existing.contact, **contact}
             if merged != existing.contact:
+                added = merged.keys() - existing.contact.keys()
                 existing = self.conversations.update_ticket(existing.id, contact=merged) or existing
-                # The team already has the ticket without these details: send it again.
-                name = HandoffNotifier(existing.notifier)
-                self._executor.submit(self._deliver, existing.id, name, CONTACT_ADDED)
+                if added:
+                    # The team has the ticket without a way to reach the customer that it now
+                    # has: send it again. (A changed name or address is kept, not re-sent, so
+                    # nobody can flood the team with updates.)
+                    name = HandoffNotifier(existing.notifier)
+                    self._executor.submit(self._deliver, existing.id, name, CONTACT_ADDED)
             return existing, False
         name = HandoffNotifier(notifier or self.settings.notifier)
         ticket = self.conversations.create_ticket(session_id, site, reason, contact, name.value)
@@ -179,7 +183,11 @@ class HandoffDesk:
         except Exception:  # noqa: BLE001 - a broken notifier must not lose the queued ticket
             log.exception("hand-off notifier %s failed", name.value)
             detail = f"{name.value} not sent: the notifier failed (see the log)"
-        self.conversations.update_ticket(ticket_id, delivery=detail)
+        if event == OPENED:
+            self.conversations.update_ticket(ticket_id, delivery=detail)
+        else:
+            # The ticket shows how it was first sent; an update's outcome is only logged.
+            log.info("hand-off ticket %s, %s: %s", ticket_id, event, detail)
 
     def close_ticket(self, ticket_id: int) -> Ticket | None:
         return self.conversations.update_ticket(ticket_id, status="done")

@@ -393,6 +393,8 @@ def api_router(chat: CustomerChat) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> TicketInfo:
         session = session_of(request, body.session_id, authorization)
+        # Counted as messages: each call may send the team an update.
+        chat.check_message_rate(session, client_address(request, trust))
         contact = body.contact.model_dump(exclude_none=True) if body.contact else None
         info = ticket_info(chat.handoff(session, contact))
         assert info is not None

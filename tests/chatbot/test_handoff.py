@@ -53,10 +53,13 @@ def test_a_ticket_reaches_the_webhook_signed_with_the_transcript(conversations, 
     outcome = delivered(conversations, ticket.id)
     again, new_again = desk.open(session_id, "no_answer", contact={"name": "Ana"})
     desk.open(session_id, "customer_asked", contact={"name": "Ana"})  # nothing new
+    renamed, _ = desk.open(session_id, "customer_asked", contact={"name": "Ana B."})  # kept only
     desk.close()
 
     assert new and not new_again and again.id == ticket.id
     assert again.contact == {"email": "ana@example.com", "name": "Ana"}
+    assert renamed.contact == {"email": "ana@example.com", "name": "Ana B."}
+    assert conversations.get_ticket(ticket.id).delivery == outcome, "the first sending stands"
     assert outcome.startswith("webhook sent: HTTP 200")
     sent = [json.loads(r.body) for r in receiver.requests]
     assert [(p["event"], p["contact"]) for p in sent] == [

@@ -631,6 +631,22 @@ def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off
     assert len(client.app.state.desk.conversations.tickets()) == 1
 
 
+def test_asking_for_a_person_counts_against_the_message_limit(client):
+    session_id, headers = new_session(client)
+    limit = client.app.state.chat.settings.rate_limits.per_session_per_minute
+
+    statuses = [
+        client.post(
+            "/api/v1/handoff",
+            headers=headers,
+            json={"session_id": session_id, "contact": {"name": f"Ana {n}"}},
+        ).status_code
+        for n in range(limit + 1)
+    ]
+
+    assert statuses == [200] * limit + [429]
+
+
 @pytest.mark.parametrize(
     "message, accepts",
     [
