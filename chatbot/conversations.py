@@ -403,7 +403,7 @@ class SQLiteConversationStore:
         query, args = self._sessions_query(where)
         with self._db() as db:
             rows = db.execute(
-                f"{query} ORDER BY s.updated_at DESC LIMIT ? OFFSET ?",
+                f"{query} ORDER BY s.updated_at DESC, s.id DESC LIMIT ? OFFSET ?",
                 (*args, where.limit, where.offset),
             ).fetchall()
         return [SessionSummary(*row[:9], bool(row[9])) for row in rows]

@@ -52,6 +52,7 @@ class Pager:
 
     page: int
     total: int
+    path: str  # the list's own page (its links must not depend on the URL a form posted to)
     size: int = PAGE_SIZE
 
     @property
@@ -70,8 +71,12 @@ class Pager:
     def pages(self) -> int:
         return max(1, -(-self.total // self.size))
 
+    @property
+    def beyond_the_end(self) -> bool:
+        return self.offset >= self.total > 0
+
     def link(self, page: int, query: str = "", name: str = "page") -> str:
-        return f"?{query}&{name}={page}" if query else f"?{name}={page}"
+        return f"{self.path}?{query}&{name}={page}" if query else f"{self.path}?{name}={page}"
 
 
 class NotSignedIn(Exception):
@@ -415,7 +420,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         page: Annotated[int, Query(ge=1)] = 1,
     ) -> HTMLResponse:
         wanted = None if status == "all" else status
-        pager = Pager(page, desk.conversations.count_tickets(wanted))
+        pager = Pager(page, desk.conversations.count_tickets(wanted), "/staff/tickets")
         tickets = desk.conversations.tickets(wanted, PAGE_SIZE, pager.offset)
         return render(
             request, "tickets.html", title="Hand-offs", tickets=tickets, status=status,
@@ -436,13 +441,13 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     ) -> HTMLResponse:
         try:
             where = filters.to_filter()
-            pager = Pager(page, desk.conversations.count_sessions(where))
+            pager = Pager(page, desk.conversations.count_sessions(where), "/staff/conversations")
             sessions = desk.conversations.list_sessions(
                 replace(where, limit=PAGE_SIZE, offset=pager.offset)
             )
             error = None
         except ValueError as exc:
-            sessions, error, pager = [], str(exc), Pager(1, 0)
+            sessions, error, pager = [], str(exc), Pager(1, 0, "/staff/conversations")
         query = urlencode({k: v for k, v in filters.model_dump().items() if v})
         return render(
             request, "conversations.html", title="Conversations", sessions=sessions,
@@ -528,7 +533,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     def admin_page(
         request: Request, code: int = 200, audit_page: int = 1, **context
     ) -> HTMLResponse:
-        pager = Pager(audit_page, users.audit_count())
+        pager = Pager(audit_page, users.audit_count(), "/staff/admin")
         return render(
             request,
             "admin.html",

@@ -194,9 +194,10 @@ def test_the_hand_off_queue_pages_through_every_ticket(app):
     first, second = client.get("/staff/tickets").text, client.get("/staff/tickets?page=2").text
 
     assert first.count("data-ticket=") == 100 and "C104" in first and "C004" not in first
-    assert "1–100 of 105" in first and 'href="?status=open&amp;page=2"' in first
+    assert "1–100 of 105" in first and 'href="/staff/tickets?status=open&amp;page=2"' in first
     assert second.count("data-ticket=") == 5 and "C000" in second and "101–105 of 105" in second
     assert client.get("/staff/tickets?page=0").status_code == 422
+    assert "past the end" in client.get("/staff/tickets?page=9").text
     api = client.get("/api/v1/tickets?limit=10&offset=100")
     assert api.headers["x-total-count"] == "105"
     assert [t["contact"]["name"] for t in api.json()] == ["C004", "C003", "C002", "C001", "C000"]
@@ -289,7 +290,7 @@ def test_the_conversations_list_pages_through_every_match(app):
     second = client.get("/staff/conversations?q=question&page=2").text
 
     assert first.count("data-session=") == 100 and "1–100 of 103" in first
-    assert 'href="?q=question&amp;page=2"' in first
+    assert 'href="/staff/conversations?q=question&amp;page=2"' in first
     assert second.count("data-session=") == 3 and "101–103 of 103" in second
     listed = {line for line in (first + second).splitlines() if "question " in line}
     assert len(listed) == 103, "every conversation on exactly one page"
@@ -359,5 +360,10 @@ def test_the_audit_log_pages_on_the_admin_page(app):
     second = client.get("/staff/admin?audit_page=2").text
 
     assert "target-119" in first and "target-019" not in first
-    assert 'href="?audit_page=2"' in first
+    assert 'href="/staff/admin?audit_page=2"' in first
     assert "target-019" in second and "target-119" not in second
+    # A page rendered by a form post links to the admin page itself.
+    posted = client.post(
+        "/staff/admin/users", data={"username": "new-staff", "role": "staff", "password": PASSWORD}
+    )
+    assert posted.status_code == 200 and 'href="/staff/admin?audit_page=2"' in posted.text
