@@ -103,8 +103,8 @@ CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 
 
 def _read_text(path: Path, source: str) -> str:
-    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark, else Windows-1252 (Latin-1
-    for the five bytes it leaves undefined). Binary data is refused rather than indexed."""
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark, else Windows-1252. Binary
+    data is refused rather than indexed."""
     raw = path.read_bytes()
     text = None
     for bom, encoding in BOMS:
@@ -125,10 +125,10 @@ def _read_text(path: Path, source: str) -> str:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            try:
-                text = raw.decode("cp1252")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
+            # The five bytes Windows-1252 leaves undefined become U+FFFD, not controls.
+            text = raw.decode("cp1252", errors="replace")
+    # A DOS end-of-file mark (Ctrl-Z) is not part of the text.
+    text = text.rstrip("\x1a")
     controls = len(CONTROL_RE.findall(text))
     if controls > MAX_CONTROL_SHARE * len(text):
         raise DocumentError(

@@ -110,11 +110,13 @@ def test_text_file_in_latin1_is_read(tmp_path):
 
 def test_windows_1252_quotes_are_read_as_such(tmp_path):
     path = tmp_path / "quotes.txt"
-    path.write_bytes("\u201cPair\u201d the hub \u2013 it\u2019s quick\n".encode("cp1252"))
+    # With one byte Windows-1252 leaves undefined, and a DOS end-of-file mark.
+    text = "\u201cPair\u201d the hub \u2013 it\u2019s quick, \u20ac5 \u201cextra\u201d.\n"
+    path.write_bytes(text.encode("cp1252") + b"\x81\n\x1a")
 
-    assert load_document(path, "quotes.txt").text.startswith(
-        "\u201cPair\u201d the hub \u2013 it\u2019s"
-    )
+    loaded = load_document(path, "quotes.txt").text
+
+    assert loaded.startswith(text) and loaded.endswith("\ufffd\n")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
