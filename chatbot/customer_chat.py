@@ -236,23 +236,24 @@ class CustomerChat:
 
     def _person_requested(self, session: CustomerSession, message: str) -> Iterator[CustomerEvent]:
         conversations, counter = self.service.conversations, self.service.counter
-        conversations.add_turn(session.record.id, "user", message, counter.count(message))
-        event = self._ticket_event(session, "customer_asked")
-        result = ChatResult(
-            answer=event.message,
-            sources=[],
-            handoff=True,
-            channel=session.site.channel.value,
-            session_id=session.record.id,
-        )
-        turn = conversations.add_turn(
-            session.record.id,
-            "assistant",
-            result.answer,
-            counter.count(result.answer),
-            {"channel": result.channel, "handoff": True, "ticket": event.ticket.id},
-        )
-        result.turn_id = turn.id
+        with self.service.one_turn_at_a_time(session.record.id):
+            conversations.add_turn(session.record.id, "user", message, counter.count(message))
+            event = self._ticket_event(session, "customer_asked")
+            result = ChatResult(
+                answer=event.message,
+                sources=[],
+                handoff=True,
+                channel=session.site.channel.value,
+                session_id=session.record.id,
+            )
+            turn = conversations.add_turn(
+                session.record.id,
+                "assistant",
+                result.answer,
+                counter.count(result.answer),
+                {"channel": result.channel, "handoff": True, "ticket": event.ticket.id},
+            )
+            result.turn_id = turn.id
         yield SourcesEvent([])
         yield TokenEvent(result.answer)
         yield event

@@ -170,6 +170,10 @@ class _Conversation:
     facts: list[str] = field(default_factory=list)
 
 
+# Longest a message waits for the answer to the previous one in the same conversation.
+TURN_WAIT_S = 300.0
+
+
 class KeyedLocks:
     """A lock per key (a conversation), made when first wanted and dropped when nobody holds or
     waits for it."""
@@ -179,13 +183,22 @@ class KeyedLocks:
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, timeout_s: float | None = None) -> Iterator[None]:
+        """Hold ``key``'s lock; InputRejected (answer_in_progress) after ``timeout_s``."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
             self._locks[key] = (lock, users + 1)
         try:
-            with lock:
+            if not lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+                raise InputRejected(
+                    "answer_in_progress",
+                    "Your previous message is still being answered. Please send this one again "
+                    "once that answer is complete.",
+                )
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 lock, users = self._locks[key]
@@ -387,10 +400,14 @@ class ChatService:
         if session_id is None:
             yield from self._stream(question, history, None, channel, options)
             return
-        # One turn at a time per conversation: a second message sent while an answer is still
-        # being written (a double submit, a second tab) waits for it, and then sees it.
-        with self._turns_in_progress.hold(session_id):
+        with self.one_turn_at_a_time(session_id):
             yield from self._stream(question, history, session_id, channel, options)
+
+    def one_turn_at_a_time(self, session_id: str):
+        """A context holding the conversation for one turn: a message sent while an answer is
+        still being written (a double submit, a second tab) waits for it, and then sees it; after
+        TURN_WAIT_S it is refused instead."""
+        return self._turns_in_progress.hold(session_id, TURN_WAIT_S)
 
     def _stream(
         self,

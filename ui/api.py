@@ -39,6 +39,7 @@ STATUS = {
     "rate_limited": 429,
     "invalid_rating": 400,
     "empty_message": 400,
+    "answer_in_progress": 409,
     "unreadable_message": 400,
     "message_too_long": 413,
     "request_too_large": 413,

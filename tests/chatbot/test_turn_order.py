@@ -52,3 +52,30 @@ def test_a_second_message_waits_for_the_answer_being_written(settings, sample_st
     assert [role for role, _ in turns] == ["user", "assistant", "user", "assistant"]
     assert [content for role, content in turns if role == "user"] == [FIRST, SECOND]
     assert not service._turns_in_progress._locks, "no lock is left behind"
+
+
+def test_a_message_that_waits_too_long_is_refused_and_not_stored(
+    settings, sample_store, monkeypatch
+):
+    import pytest
+
+    import chatbot.service
+    from chatbot.errors import InputRejected
+
+    monkeypatch.setattr(chatbot.service, "TURN_WAIT_S", 0.2)
+    model = GenericFakeChatModel(messages=iter([AIMessage("Hold it for ten seconds.")]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    try:
+        session_id = service.start_session("widget")
+        first = service.stream(FIRST, session_id=session_id)
+        while not isinstance(next(first), TokenEvent):
+            pass
+        with pytest.raises(InputRejected) as refused:
+            list(service.stream(SECOND, session_id=session_id))
+        list(first)
+    finally:
+        service.close()
+
+    assert refused.value.code == "answer_in_progress"
+    assert [t.content for t in service.session_turns(session_id) if t.role == "user"] == [FIRST]
+    assert not service._turns_in_progress._locks
