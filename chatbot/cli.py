@@ -90,6 +90,7 @@ INGEST_ACTOR = "chatbot ingest"
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from knowledge.ingest import UNSUPPORTED
     from knowledge.loaders import SUPPORTED_SUFFIXES
 
     settings = _settings(args)
@@ -128,8 +129,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"skipped: {source}: {reason}", file=sys.stderr)
     print(_counts(report))
     if report.ok and not (report.added or report.updated or report.unchanged):
-        kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
-        return _fail(f"no documents to ingest in {', '.join(args.paths)} (supported: {kinds})")
+        # Skipped as documents (a duplicate, a page of links only), not for their file type.
+        passed_over = [s for s, reason in report.skipped if not reason.startswith(UNSUPPORTED)]
+        if not passed_over:
+            kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+            return _fail(f"no documents to ingest in {', '.join(args.paths)} (supported: {kinds})")
+        if not args.verbose:
+            print(f"nothing ingested: {len(passed_over)} skipped (-v says why)", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 CHUNKING_VERSION = "2"
 
 
+# The reason given for a file in a folder that is not of a supported type.
+UNSUPPORTED = "unsupported file type"
+
+
 @dataclass
 class IngestReport:
     """What one ingest did, file by file."""
@@ -102,7 +106,7 @@ def ingest_paths(
         if in_folder and file.suffix.lower() not in SUPPORTED_SUFFIXES:
             # A folder may hold images or scripts beside its articles; a file named directly
             # with such a type is refused by the loader instead.
-            report.skipped.append((source, f"unsupported file type '{file.suffix}'"))
+            report.skipped.append((source, f"{UNSUPPORTED} '{file.suffix}'"))
             continue
         outcome = ingest_file(
             store, file, source, chunk_size=chunk_size, chunk_overlap=chunk_overlap, limits=limits

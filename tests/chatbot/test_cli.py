@@ -171,6 +171,12 @@ def test_ingest_says_so_when_there_is_nothing_to_ingest_and_stays_quiet_otherwis
 
     nothing = run_cli("ingest", empty, data_dir=tmp_path / "data")
     broken = run_cli("ingest", damaged, data_dir=tmp_path / "data")
+    docs = kettle_docs(tmp_path)
+    run_cli("ingest", docs, data_dir=tmp_path / "data")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "kettle-copy.md").write_bytes((docs / "descale-the-kettle.md").read_bytes())
+    duplicate = run_cli("ingest", copy, data_dir=tmp_path / "data")
 
     assert nothing.returncode == 1
     assert error_lines(nothing) == [
@@ -181,6 +187,9 @@ def test_ingest_says_so_when_there_is_nothing_to_ingest_and_stays_quiet_otherwis
     assert [line.split(": ")[0] for line in broken.stderr.splitlines()] == ["failed"], (
         "one line for the damaged file, no library warnings or progress notes"
     )
+    # A document that is already there under another name is not an error.
+    assert duplicate.returncode == 0, duplicate.stderr
+    assert duplicate.stderr.strip() == "nothing ingested: 1 skipped (-v says why)"
 
 
 @pytest.mark.slow
