@@ -120,7 +120,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"[{number}/{total}] {source}", file=sys.stderr, flush=True)
 
     report = service.ingest([Path(p) for p in args.paths], progress=progress)
-    if report.added or report.updated:
+    if report.added or report.updated or report.removed:
         _record_ingest(service, settings, report)
     for source, reason in report.failed:
         print(f"failed: {source}: {reason}", file=sys.stderr)
@@ -147,7 +147,7 @@ def _record_ingest(service, settings, report) -> None:
 
     users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
     DocumentLibrary(service, users).record_outside_changes(
-        report.added, report.updated, INGEST_ACTOR
+        report.added, report.updated, INGEST_ACTOR, removed=report.removed
     )
 
 

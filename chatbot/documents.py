@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -215,11 +216,13 @@ class DocumentLibrary:
             case _:
                 return UploadResult(name, "failed", outcome.reason)
 
-    def record_outside_changes(self, added: list[str], updated: list[str], actor: str) -> None:
+    def record_outside_changes(
+        self, added: list[str], updated: list[str], actor: str, removed: Sequence[str] = ()
+    ) -> None:
         """Changes made without the library (``chatbot ingest``): those documents have no
-        uploader any more (it is the command line's version that is live), and the audit log
-        records them under ``actor``."""
-        changed = [*added, *updated]
+        uploader any more (it is the command line's version that is live, or none), and the
+        audit log records them under ``actor``."""
+        changed = [*added, *updated, *removed]
         if not changed:
             return
         with self._lock:
@@ -229,7 +232,11 @@ class DocumentLibrary:
                     [(self.collection, source) for source in changed],
                 )
             records = {r.source: r for r in self.store.documents()}
-            for action, sources in (("document.add", added), ("document.replace", updated)):
+            for action, sources in (
+                ("document.add", added),
+                ("document.replace", updated),
+                ("document.delete", removed),
+            ):
                 for source in sources:
                     record = records.get(source)
                     detail = (

@@ -33,6 +33,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # Documents taken out of the store (a file that now repeats another document).
+    removed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -111,10 +113,10 @@ def ingest_paths(
         outcome = ingest_file(
             store, file, source, chunk_size=chunk_size, chunk_overlap=chunk_overlap, limits=limits
         )
-        if outcome.status == "duplicate" and outcome.previous:
-            # The file no longer says what its indexed version says; keeping that version
-            # would let answers quote text the file has dropped.
-            store.delete_document(source)
+        # A file that now repeats another document no longer says what its indexed version
+        # says; keeping that version would let answers quote text the file has dropped.
+        if outcome.status == "duplicate" and outcome.previous and store.delete_document(source):
+            report.removed.append(source)
         _record(report, outcome)
     return report
 

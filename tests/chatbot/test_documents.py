@@ -102,6 +102,29 @@ def test_a_command_line_change_clears_the_uploader_and_is_audited(library, tmp_p
     assert library.users.audit_log()[0].detail["collection"] == library.collection
 
 
+def test_a_command_line_ingest_that_removes_a_document_audits_the_removal(library, tmp_path):
+    folder = tmp_path / "cli"
+    received(folder, "lantern.md", LANTERN)
+    received(folder, "solar.md", SOLAR)
+    library.service.ingest([folder])
+    # solar.md now says what lantern.md says: its old text must not stay searchable.
+    received(folder, "solar.md", LANTERN)
+
+    report = library.service.ingest([folder])
+    library.record_outside_changes(
+        report.added, report.updated, "chatbot ingest", removed=report.removed
+    )
+
+    assert report.removed == ["solar.md"]
+    assert [d.record.source for d in library.documents()] == ["lantern.md"]
+    entry = library.users.audit_log()[0]
+    assert (entry.actor, entry.action, entry.target) == (
+        "chatbot ingest",
+        "document.delete",
+        "solar.md",
+    )
+
+
 def test_uploaders_recorded_before_collections_stay_with_the_default_collection(
     settings, store, tmp_path
 ):
