@@ -193,7 +193,8 @@ class CustomerChat:
         if wants_person(message) or (accepts_offer(message) and self._offered_person(session)):
             yield from self._person_requested(session, message)
             return
-        options = replace(site_options(session.site), ticket_on=self._tickets_open_on())
+        ticket_reasons = self._ticket_reasons()
+        options = replace(site_options(session.site), ticket_on=frozenset(ticket_reasons))
         for event in self.service.stream(
             message,
             session_id=session.record.id,
@@ -201,24 +202,17 @@ class CustomerChat:
             options=options,
         ):
             if isinstance(event, DoneEvent) and event.result.handoff:
-                reason = self._ticket_reason(event.result)
+                reason = ticket_reasons.get(event.result.handoff_reason)
                 if reason is not None:
                     yield self._ticket_event(session, reason)
             yield event
 
-    def _tickets_open_on(self) -> frozenset[str]:
-        """The hand-offs that open a ticket at once (see ``_ticket_reason``): their answers
-        confirm the ticket instead of offering a person."""
+    def _ticket_reasons(self) -> dict[str, str]:
+        """The service's hand-offs that open a ticket at once, each with the ticket's reason.
+        Their answers confirm the ticket instead of offering a person."""
         cfg = self.settings.handoff
-        reasons = {NO_MATCH, DECLINED} if cfg.on_no_answer else set()
-        return frozenset(reasons | ({OFF_TOPIC} if cfg.on_off_topic else set()))
-
-    def _ticket_reason(self, result: ChatResult) -> str | None:
-        """Why a turn the service handed off opens a ticket, or None if it opens none."""
-        cfg = self.settings.handoff
-        if result.handoff_reason == OFF_TOPIC:
-            return "off_topic" if cfg.on_off_topic else None
-        return "no_answer" if cfg.on_no_answer else None
+        reasons = {NO_MATCH: "no_answer", DECLINED: "no_answer"} if cfg.on_no_answer else {}
+        return reasons | ({OFF_TOPIC: "off_topic"} if cfg.on_off_topic else {})
 
     def _offered_person(self, session: CustomerSession) -> bool:
         """Whether the conversation's last turn is the bot's offer of a person, made recently.

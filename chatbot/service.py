@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import unicodedata
@@ -709,6 +710,8 @@ class ChatService:
             self._on_close = None
 
 
+# Halves of a broken character (a lone surrogate): such text cannot be encoded to be stored.
+SURROGATES = re.compile("[\ud800-\udfff]")
 # Characters that show nothing: format characters (zero-width spaces and joiners), controls,
 # separators.
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
@@ -720,7 +723,7 @@ def validate_message(question: str, limit: int) -> str:
     text = (question or "").strip()
     if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text):
         raise InputRejected("empty_message", "Please type a question first.")
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    if SURROGATES.search(text):
         # A lone surrogate (a broken emoji from a client's string handling) cannot be stored,
         # searched or sent to the model.
         raise InputRejected(

@@ -109,9 +109,9 @@ class _ChromaClients:
         with self._lock:
             return self._open(path)[1]
 
-    def current(self, path: str, collection: str, writes: int) -> int:
-        """The opening to use for ``collection`` at ``writes`` writes: a new one if another
-        process wrote since this one last looked (and this process is not writing now)."""
+    def current(self, path: str, collection: str, writes: int) -> tuple[int, object]:
+        """The opening and client to use for ``collection`` at ``writes`` writes: a new one if
+        another process wrote since this one last looked (and this process is not writing now)."""
         with self._lock:
             self._open(path)
             if writes > self._seen.get((path, collection), -1) and path not in self._writing:
@@ -120,7 +120,7 @@ class _ChromaClients:
                     collection,
                 )
                 self._reopen(path)
-            return self._clients[path][0]
+            return self._clients[path]
 
     def begin_write(self, path: str) -> None:
         """Called holding the folder's file lock: bring the client up to date, then keep it."""
@@ -191,12 +191,26 @@ def _write_count(manifest: Path) -> int:
     """How many writes the manifest has counted (see ``KnowledgeStore._chroma``)."""
     db = sqlite3.connect(manifest, timeout=30)
     try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()
+        return _counter(db, "chroma_writes")
     except sqlite3.OperationalError:  # no meta table yet
-        row = None
+        return 0
     finally:
         db.close()
+
+
+def _counter(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def _bump(db: sqlite3.Connection, key: str) -> int:
+    """Add one to the manifest's counter ``key``; its new value."""
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES(?, '1') ON CONFLICT(key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        (key,),
+    )
+    return _counter(db, key)
 
 
 _CLIENTS = _ChromaClients()
@@ -238,9 +252,8 @@ class KnowledgeStore:
         did not make means the files changed under it.
         """
         writes = self._write_count()
-        opening = _CLIENTS.current(self._chroma_path, self.collection, writes)
+        opening, client = _CLIENTS.current(self._chroma_path, self.collection, writes)
         if self._handles is None or self._handles[0] != opening:
-            client = _CLIENTS.client(self._chroma_path)
             # embedding_function=None: Chroma's default would fetch an ONNX model from the web.
             chunks = client.get_or_create_collection(
                 name=self.collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
@@ -258,13 +271,7 @@ class KnowledgeStore:
 
     def _count_write(self) -> None:
         with self._db() as db:
-            db.execute(
-                "INSERT INTO meta(key, value) VALUES('chroma_writes', '1') ON CONFLICT(key)"
-                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
-            writes = int(
-                db.execute("SELECT value FROM meta WHERE key = 'chroma_writes'").fetchone()[0]
-            )
+            writes = _bump(db, "chroma_writes")
         _CLIENTS.wrote(self._chroma_path, self.collection, writes)
 
     @contextmanager
@@ -333,14 +340,10 @@ class KnowledgeStore:
     def generation(self) -> int:
         """A counter that changes whenever the set of live chunks changes (in any process)."""
         with self._db() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0]) if row else 0
+            return _counter(db, "generation")
 
     def _bump_generation(self, db: sqlite3.Connection) -> None:
-        db.execute(
-            "INSERT INTO meta(key, value) VALUES('generation', '1') ON CONFLICT(key)"
-            " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
+        _bump(db, "generation")
 
     # ----- writes
     def put_document(

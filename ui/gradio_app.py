@@ -14,7 +14,14 @@ from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession,
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
 from chatbot.rate_limit import RateLimiter
-from chatbot.service import ChatService, DoneEvent, Source, SourcesEvent, TokenEvent
+from chatbot.service import (
+    SURROGATES,
+    ChatService,
+    DoneEvent,
+    Source,
+    SourcesEvent,
+    TokenEvent,
+)
 from chatbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,10 +71,6 @@ def _text_of(content: object) -> str:
     if isinstance(content, dict):
         return str(content.get("text") or content.get("value") or "")
     return ""
-
-
-# Halves of a broken character (a lone surrogate), which a page may still show.
-SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def history_turns(history: list) -> list[Turn]:
