@@ -244,7 +244,9 @@ def _error(request: Request, status: int, message: str, headers=None) -> Respons
     code, title = HTTP_ERRORS.get(status, (f"http_{status}", "Something went wrong"))
     if wants_html(request):
         request.state.user = current_user(request)
-        return render(request, "refused.html", status, title=title, message=message)
+        page = render(request, "refused.html", status, title=title, message=message)
+        page.headers.update(headers or {})  # Allow on a 405
+        return page
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )

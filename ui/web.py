@@ -26,6 +26,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from markdown_it import MarkdownIt
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot.customer_chat import CustomerChat
@@ -297,10 +298,12 @@ def create_web_app(
     app.include_router(health_router(service.readiness))
     pages(app, service, chat)
 
+    app.router.routes.append(_OwnRoutesFirst(list(app.router.routes)))
+
     # Below the API prefix, a path no route has is the API's 404, not the chat page's.
     @app.api_route(
         f"{PREFIX}/{{path:path}}",
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         include_in_schema=False,
     )
     def _no_such_api_route(path: str) -> None:
@@ -325,6 +328,26 @@ def create_web_app(
     blocks = gradio_app.create_app(service, settings, chat)
     blocks.queue(default_concurrency_limit=settings.server.concurrency)
     return gr.mount_gradio_app(app, blocks, path="", show_error=False)
+
+
+class _OwnRoutesFirst(BaseRoute):
+    """A path one of ``routes`` serves, asked with a method it does not take, goes back to that
+    route, which refuses it with a 405 naming the methods it takes. Without this, the chat
+    page's mount at "/" (which takes every path and method) would answer with its own 404."""
+
+    def __init__(self, routes: list[BaseRoute]):
+        self.routes = routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.PARTIAL:
+                    return Match.FULL, {**child, "wrong_method_route": route}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["wrong_method_route"].handle(scope, receive, send)
 
 
 def serve(service: ChatService, settings: Settings) -> None:

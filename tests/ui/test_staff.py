@@ -229,6 +229,23 @@ def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anony
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+def test_a_known_route_asked_with_another_method_says_which_methods_it_takes(app, anonymous):
+    client = signed_in(app, "staff")
+
+    api_wrong = anonymous.get("/api/v1/sessions")
+    page_wrong = client.post("/staff/conversations", headers={"Accept": "text/html"})
+    head_unknown = anonymous.head("/api/v1/no-such-route")
+    options_unknown = anonymous.options("/api/v1/no-such-route")
+
+    assert api_wrong.status_code == 405 and api_wrong.headers["allow"] == "POST"
+    assert api_wrong.json()["error"]["code"] == "method_not_allowed"
+    assert page_wrong.status_code == 405 and "GET" in page_wrong.headers["allow"]
+    assert "text/html" in page_wrong.headers["content-type"]
+    assert head_unknown.status_code == 404 and not head_unknown.content
+    assert options_unknown.status_code == 404
+    assert options_unknown.json()["error"]["code"] == "not_found"
+
+
 # ----- transcripts
 
 
