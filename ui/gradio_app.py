@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 import gradio as gr
+from pydantic import ValidationError
 
 from chatbot.conversations import StoredTurn
 from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
@@ -23,6 +24,7 @@ from chatbot.service import (
     TokenEvent,
 )
 from chatbot.settings import Settings
+from ui.api import Contact
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +129,7 @@ def make_respond(
             yield [gr.ChatMessage(role="assistant", content=note)], session_id
             return
         try:
-            if (
-                not session_id
-                or service.conversations.get_session(session_id) is None
-                or _page_dropped_turns(service, session_id, history)
-            ):
-                # A new stored conversation holding what the page shows: after the trash button
-                # nothing, after Undo or Retry the turns that are left.
-                session_id = service.start_session("widget", seed=history_turns(history))
+            session_id = _stored_session(service, session_id, history)
             answer, sources, confirmation = "", [], ""
             for event in events(message, session_id):
                 if isinstance(event, TicketEvent):
@@ -170,6 +165,19 @@ def make_respond(
             yield [gr.ChatMessage(role="assistant", content=SORRY)], session_id
 
     return respond
+
+
+def _stored_session(service: ChatService, session_id: str | None, history: list) -> str:
+    """The tab's stored conversation, or a new one holding what the page shows: on a new tab,
+    after a restart (the tab's state is gone), after the trash button (nothing), after Undo or
+    Retry (the turns that are left)."""
+    if (
+        not session_id
+        or service.conversations.get_session(session_id) is None
+        or _page_dropped_turns(service, session_id, history)
+    ):
+        return service.start_session("widget", seed=history_turns(history))
+    return session_id
 
 
 def _page_dropped_turns(service: ChatService, session_id: str, history: list) -> bool:
@@ -264,6 +272,44 @@ def make_rate(service: ChatService, chat: CustomerChat | None = None):
     return rate, comment
 
 
+def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateLimiter):
+    """The "Talk to a person" form: opens (or updates) the conversation's ticket with the
+    customer's optional name and email, as the widget's button does."""
+
+    def request_person(
+        name: str,
+        email: str,
+        history: list,
+        session_id: str | None,
+        request: gr.Request | None = None,
+    ):
+        client = request.client.host if request is not None and request.client else "unknown"
+        # Counted as a message, as in the widget: each request may send the team an update.
+        wait = limiter.hit(f"client:{client}")
+        if wait:
+            gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
+            return session_id, gr.update()
+        try:
+            contact = Contact(name=name.strip(), email=email.strip() or None)
+        except ValidationError:
+            gr.Warning("Please check the email address (like name@example.com), or leave it empty.")
+            return session_id, gr.update()
+        try:
+            session_id = _stored_session(service, session_id, history)
+            record = service.conversations.get_session(session_id)
+            assert record is not None
+            ticket = chat.handoff(
+                CustomerSession(record, CHAT_PAGE_SITE), contact.model_dump(exclude_none=True)
+            )
+        except Exception:  # noqa: BLE001 - a customer never sees a stack trace
+            log.exception("hand-off from the chat page failed")
+            gr.Warning(SORRY)
+            return session_id, gr.update()
+        return session_id, gr.update(value=safe_markdown(ticket.message), visible=True)
+
+    return request_person
+
+
 def create_app(
     service: ChatService, settings: Settings, chat: CustomerChat | None = None
 ) -> gr.Blocks:
@@ -284,8 +330,9 @@ def create_app(
                 placeholder="Ask a question about our product.",
             )
         )
+        limiter = RateLimiter(settings.rate_limits.per_client_per_minute)
         gr.ChatInterface(
-            fn=make_respond(service, RateLimiter(settings.rate_limits.per_client_per_minute), chat),
+            fn=make_respond(service, limiter, chat),
             additional_inputs=[session],
             additional_outputs=[session],
             chatbot=chatbot,
@@ -307,4 +354,21 @@ def create_app(
         rate, comment = make_rate(service, chat)
         chatbot.like(rate, inputs=[chatbot, session], outputs=[rated_turn, feedback])
         feedback.submit(comment, inputs=[session, rated_turn, feedback], outputs=[feedback])
+        if chat is not None:
+            with gr.Accordion("Talk to a person", open=False, elem_id="handoff"):
+                gr.Markdown(
+                    "Our support team will see this conversation. Leave an email address if "
+                    "you'd like a reply by email."
+                )
+                with gr.Row():
+                    name = gr.Textbox(label="Name (optional)", max_length=200)
+                    email = gr.Textbox(label="Email (optional)", max_length=254, type="email")
+                ask = gr.Button("Ask for a person", elem_id="ask-person")
+                confirmation = gr.Markdown(visible=False, elem_id="handoff-confirmation")
+            ask.click(
+                make_request_person(service, chat, limiter),
+                inputs=[name, email, chatbot, session],
+                outputs=[session, confirmation],
+                api_name="request_person",
+            )
     return app

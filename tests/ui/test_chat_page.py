@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -264,3 +265,33 @@ def test_a_question_nobody_can_answer_opens_a_ticket_shown_in_the_same_message(c
     with sqlite3.connect(database) as db:
         tickets = db.execute("SELECT site, reason FROM tickets").fetchall()
     assert ("chat-page", "no_answer") in tickets
+
+
+def test_the_talk_to_a_person_form_opens_a_ticket_with_the_contact(browser, chat_server):
+    context = browser.new_context()
+    try:
+        page = open_chat(context, chat_server.url)
+        page.get_by_text("Talk to a person").click()
+        email = page.get_by_label("Email (optional)")
+        page.get_by_label("Name (optional)").fill("Ada Lovelace")
+        email.fill("ada@")
+        page.get_by_role("button", name="Ask for a person").click()
+        expect(page.get_by_text("Please check the email address")).to_be_visible(timeout=15_000)
+        expect(page.locator("#handoff-confirmation")).to_be_hidden()
+
+        email.fill("ada@example.com")
+        page.get_by_role("button", name="Ask for a person").click()
+        expect(page.locator("#handoff-confirmation")).to_contain_text(
+            "passed this conversation to our support team", timeout=15_000
+        )
+    finally:
+        context.close()
+
+    database = chat_server.data_dir / "conversations.sqlite3"
+    with sqlite3.connect(database) as db:
+        contacts = db.execute(
+            "SELECT contact FROM tickets WHERE site = 'chat-page' AND reason = 'customer_asked'"
+        ).fetchall()
+    assert [json.loads(c) for (c,) in contacts].count(
+        {"name": "Ada Lovelace", "email": "ada@example.com"}
+    ) == 1, contacts
