@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SOURCES_TITLE = "Sources"
 IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 SORRY = "Sorry, something went wrong on our side. Please try again in a moment."
+# Customer messages a page may carry into a new stored conversation after a restart.
+MAX_SEEDED_MESSAGES = 20
 
 
 def safe_markdown(text: str) -> str:
@@ -171,13 +173,34 @@ def _stored_session(service: ChatService, session_id: str | None, history: list)
     """The tab's stored conversation, or a new one holding what the page shows: on a new tab,
     after a restart (the tab's state is gone), after the trash button (nothing), after Undo or
     Retry (the turns that are left)."""
-    if (
-        not session_id
-        or service.conversations.get_session(session_id) is None
-        or _page_dropped_turns(service, session_id, history)
-    ):
-        return service.start_session("widget", seed=history_turns(history))
-    return session_id
+    record = service.conversations.get_session(session_id) if session_id else None
+    if record is not None and not _page_dropped_turns(service, record.id, history):
+        return record.id
+    stored = service.conversations.turns(record.id) if record is not None else []
+    limit = service.settings.chat.max_message_chars
+    return service.start_session("widget", seed=_seed_turns(stored, history, limit))
+
+
+def _seed_turns(stored: list[StoredTurn], history: list, max_chars: int) -> list[Turn]:
+    """The turns a new stored conversation starts with. The page's messages come from the
+    browser, so its answers are never taken for the bot's: after Undo or Retry the stored
+    exchanges whose question is still on the page are kept, in order; after a restart (nothing
+    stored for the tab) only the customer's own messages, the last ``MAX_SEEDED_MESSAGES`` of
+    them, each cut to the message limit."""
+    shown = [_comparable(t.content) for t in history_turns(history) if t.role == "user"]
+    if stored:
+        kept, keep, position = [], False, 0
+        for turn in stored:
+            if turn.role == "user":
+                comparable = _comparable(turn.content)
+                keep = comparable in shown[position:]
+                if keep:
+                    position = shown.index(comparable, position) + 1
+            if keep:
+                kept.append(Turn(turn.role, turn.content))
+        return kept
+    asked = [t for t in history_turns(history) if t.role == "user" and t.content.strip()]
+    return [Turn("user", t.content[:max_chars]) for t in asked[-MAX_SEEDED_MESSAGES:]]
 
 
 def _page_dropped_turns(service: ChatService, session_id: str, history: list) -> bool:

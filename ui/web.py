@@ -52,6 +52,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 GRADIO_JS = Path(gr.__file__).resolve().parent / "templates" / "frontend" / "gradio.js"
 # JSON bodies of the API are small; anything bigger is refused before it is read.
 MAX_API_BODY_BYTES = 64 * 1024
+# The chat page sends the conversation it shows with each message: a long one fits.
+MAX_PAGE_BODY_BYTES = 1024 * 1024
 PLAYGROUND = "/staff/playground"
 CORS_HEADERS = "Authorization, Content-Type, X-Site-Key"
 # Routes a widget on another website calls; staff routes get no CORS and no cross-site use.
@@ -76,21 +78,11 @@ class SiteCORS:
         if scope["type"] != "http" or not scope["path"].startswith(CUSTOMER_PATHS):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        too_large = {"error": {"code": "request_too_large", "message": "The request is too large."}}
-        if int(headers.get("content-length") or 0) > MAX_API_BODY_BYTES:
-            await _reply(send, 413, too_large)
+        limited = await _limited(scope, receive, send, MAX_API_BODY_BYTES)
+        if limited is None:
             return
-        if "content-length" not in headers and scope["method"] in {"POST", "PUT", "PATCH"}:
-            # A body sent in chunks announces no size: read it here, up to the limit.
-            try:
-                body = await _read_body(receive, MAX_API_BODY_BYTES)
-            except _ClientGone:
-                return
-            if body is None:
-                await _reply(send, 413, too_large)
-                return
-            receive = _replay(body, receive)
+        receive = limited
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
         own = own_origin(Request(scope))
         allowed = origin is not None and origin in self.chat.cors_origins(own)
@@ -123,6 +115,27 @@ class SiteCORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+async def _limited(scope: Scope, receive: Receive, send: Send, limit: int) -> Receive | None:
+    """``receive`` for a request body of at most ``limit`` bytes; None when the request was
+    refused for its size (413, sent here) or the client left."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    too_large = {"error": {"code": "request_too_large", "message": "The request is too large."}}
+    if int(headers.get("content-length") or 0) > limit:
+        await _reply(send, 413, too_large)
+        return None
+    if "content-length" not in headers and scope["method"] in {"POST", "PUT", "PATCH"}:
+        # A body sent in chunks announces no size: read it here, up to the limit.
+        try:
+            body = await _read_body(receive, limit)
+        except _ClientGone:
+            return None
+        if body is None:
+            await _reply(send, 413, too_large)
+            return None
+        return _replay(body, receive)
+    return receive
 
 
 class _ClientGone(Exception):
@@ -168,16 +181,23 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-class NoPageUploads:
-    """The customer chat page takes no files; Gradio's upload route stays closed there."""
+class ChatPageLimits:
+    """The customer chat page takes no files (Gradio's upload route stays closed there), and
+    its requests, which carry the conversation shown, are refused past ``MAX_PAGE_BODY_BYTES``."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/gradio_api/upload":
-            await _reply(send, 403, {"error": {"code": "forbidden", "message": "No uploads here."}})
-            return
+        if scope["type"] == "http" and scope["path"].startswith("/gradio_api/"):
+            if scope["path"] == "/gradio_api/upload":
+                forbidden = {"error": {"code": "forbidden", "message": "No uploads here."}}
+                await _reply(send, 403, forbidden)
+                return
+            limited = await _limited(scope, receive, send, MAX_PAGE_BODY_BYTES)
+            if limited is None:
+                return
+            receive = limited
         await self.app(scope, receive, send)
 
 
@@ -310,7 +330,7 @@ def create_web_app(
         raise HTTPException(404, "No such API route.")
 
     app.add_middleware(SiteCORS, chat=chat)
-    app.add_middleware(NoPageUploads)
+    app.add_middleware(ChatPageLimits)
     app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})
 
     playground = create_playground(service, settings)

@@ -752,6 +752,22 @@ def test_the_chat_page_takes_no_uploads(offline_client):
     assert response.status_code == 403
 
 
+def test_the_chat_page_refuses_an_oversized_request(offline_client):
+    history = [{"role": "user", "content": "x" * 3000}] * 400  # 1.2 MB
+    body = {"data": ["hello", history, None], "fn_index": 0, "session_hash": "s"}
+    declared = offline_client.post("/gradio_api/queue/join", json=body)
+    chunked = offline_client.post(
+        "/gradio_api/queue/join",
+        content=iter([json.dumps(body).encode()]),
+        headers={"Content-Type": "application/json"},
+    )
+    small = offline_client.post("/gradio_api/queue/join", json={**body, "data": ["hi", [], None]})
+
+    assert declared.status_code == chunked.status_code == 413
+    assert error_code(declared) == "request_too_large"
+    assert small.status_code != 413
+
+
 def test_an_unexpected_failure_is_a_json_error_without_a_trace(offline_client, monkeypatch):
     session_id, headers = new_session(offline_client)
 
