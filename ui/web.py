@@ -182,16 +182,17 @@ async def _no_receive() -> Message:
 
 
 class ChatPageLimits:
-    """The customer chat page takes no files (Gradio's upload route stays closed there), and
-    its requests, which carry the conversation shown, are refused past ``MAX_PAGE_BODY_BYTES``."""
+    """The customer chat page takes and serves no files: Gradio's routes for them stay closed
+    there (the playground's uploads share their folder). Its requests, which carry the
+    conversation shown, are refused past ``MAX_PAGE_BODY_BYTES``."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/gradio_api/"):
-            if scope["path"] == "/gradio_api/upload":
-                forbidden = {"error": {"code": "forbidden", "message": "No uploads here."}}
+            if scope["path"].startswith(("/gradio_api/upload", "/gradio_api/file")):
+                forbidden = {"error": {"code": "forbidden", "message": "No files here."}}
                 await _reply(send, 403, forbidden)
                 return
             limited = await _limited(scope, receive, send, MAX_PAGE_BODY_BYTES)
@@ -347,6 +348,10 @@ def create_web_app(
     )
     blocks = gradio_app.create_app(service, settings, chat)
     blocks.queue(default_concurrency_limit=settings.server.concurrency)
+    # Gradio takes a file an input names for one a user uploaded only once the app has
+    # launched; a mounted app never launches, so without this the playground would read any
+    # file on the server that a browser names.
+    playground.has_launched = blocks.has_launched = True
     return gr.mount_gradio_app(app, blocks, path="", show_error=False)
 
 

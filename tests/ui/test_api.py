@@ -744,12 +744,14 @@ def test_the_widget_and_its_pages_are_served(client):
     assert "<gradio-app" in client.get("/widget/gradio").text
 
 
-def test_the_chat_page_takes_no_uploads(offline_client):
+def test_the_chat_page_takes_and_serves_no_files(offline_client):
     response = offline_client.post(
         "/gradio_api/upload", files={"files": ("x.html", b"<h1>hi</h1>", "text/html")}
     )
+    # The staff playground's uploads share Gradio's folder: the page never serves from it.
+    served = offline_client.get("/gradio_api/file=/tmp/gradio/some/set.jsonl")
 
-    assert response.status_code == 403
+    assert response.status_code == served.status_code == 403
 
 
 def test_the_chat_page_refuses_an_oversized_request(offline_client):

@@ -400,3 +400,55 @@ def test_asking_as_a_site_uses_its_channel_instructions_and_collection(
         assert "No configured site has the key" in missing["status"]
     finally:
         service.close()
+
+
+def test_a_question_set_is_read_only_from_an_upload(web, tmp_path):
+    """A file path the browser names is not read: only a file uploaded to the page is."""
+    import uuid
+
+    import gradio.utils
+
+    marker = f"SECRET-{uuid.uuid4().hex}"
+    secret = tmp_path / "elsewhere.jsonl"
+    secret.write_text(f'{{"id": "q1", "question": "{marker}", "kind": "answerable"}}\n')
+    with TestClient(web) as client:
+        client.post("/login", data={"username": "staff", "password": PASSWORD})
+        config = client.get("/staff/playground/config").json()
+        file_box = next(
+            c["id"]
+            for c in config["components"]
+            if c.get("props", {}).get("elem_id") == "playground-set-file"
+        )
+        values = {c["id"]: c.get("props", {}).get("value") for c in config["components"]}
+        fn_index, inputs = next(
+            (n, d["inputs"])
+            for n, d in enumerate(config["dependencies"])
+            if d["inputs"] and d["inputs"][0] == file_box
+        )
+        named = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+        response = client.post(
+            "/staff/playground/gradio_api/run/predict",
+            json={
+                "fn_index": fn_index,
+                "data": [named, *(values[i] for i in inputs[1:])],
+                "session_hash": "s",
+            },
+        )
+
+        uploaded = client.post(
+            "/staff/playground/gradio_api/upload",
+            files={"files": ("set.jsonl", secret.read_bytes(), "application/octet-stream")},
+        ).json()[0]
+        run_upload = client.post(
+            "/staff/playground/gradio_api/run/predict",
+            json={
+                "fn_index": fn_index,
+                "data": [{**named, "path": uploaded}, *(values[i] for i in inputs[1:])],
+                "session_hash": "s",
+            },
+        )
+
+    assert marker not in response.text
+    copies = Path(gradio.utils.get_upload_folder()).rglob("elsewhere.jsonl")
+    assert not [c for c in copies if marker in c.read_text()]
+    assert run_upload.status_code == 200 and marker in run_upload.text
