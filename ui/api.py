@@ -27,6 +27,8 @@ from chatbot.service import ChatResult, DoneEvent, SourcesEvent, TokenEvent
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
+# SQLite's integers are 64-bit: a larger id is refused as invalid, not failed on (a 500).
+ROW_ID_MAX = 2**63 - 1
 SORRY = "Sorry, something went wrong on our side. Please try again in a moment."
 STATUS = {
     "site_not_allowed": 403,
@@ -110,7 +112,7 @@ class SessionHistory(BaseModel):
 
 class FeedbackRequest(BaseModel):
     session_id: str
-    turn_id: int
+    turn_id: int = Field(ge=1, le=ROW_ID_MAX)
     rating: Literal["up", "down"]
     comment: str = Field("", max_length=2000)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chatbot.conversations import SessionFilter, SessionSummary
 from chatbot.handoff import REASONS, HandoffDesk
 from chatbot.users import AccountError, Role, User, UserDirectory
-from ui.api import own_origin
+from ui.api import ROW_ID_MAX, own_origin
 
 COOKIE = "chatbot_staff"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -44,6 +45,9 @@ NAV = [
 
 # Rows per page of the hand-offs, conversations and audit log pages.
 PAGE_SIZE = 100
+# Ids and page numbers a request may name: larger ones are a 422, not a 500 from SQLite.
+RowId = Annotated[int, PathParam(ge=1, le=ROW_ID_MAX)]
+PageNumber = Annotated[int, Query(ge=1, le=ROW_ID_MAX // PAGE_SIZE)]
 
 
 @dataclass(frozen=True)
@@ -419,7 +423,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         request: Request,
         user: staff,
         status: Literal["open", "done", "all"] = "open",
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: PageNumber = 1,
     ) -> HTMLResponse:
         wanted = None if status == "all" else status
         pager = Pager(page, desk.conversations.count_tickets(wanted), "/staff/tickets")
@@ -430,7 +434,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         )  # fmt: skip
 
     @router.post("/staff/tickets/{ticket_id}/done", include_in_schema=False)
-    def ticket_done_form(ticket_id: int, user: staff) -> Response:
+    def ticket_done_form(ticket_id: RowId, user: staff) -> Response:
         _close(ticket_id, user)
         return RedirectResponse("/staff/tickets", status_code=303)
 
@@ -439,7 +443,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         request: Request,
         user: staff,
         filters: Annotated[TranscriptQuery, Depends()],
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: PageNumber = 1,
     ) -> HTMLResponse:
         try:
             where = filters.to_filter()
@@ -511,7 +515,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         user: staff,
         status: Literal["open", "done", "all"] = "open",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
     ) -> list[TicketOut]:
         """Newest first, ``limit`` after the first ``offset``; the X-Total-Count header says
         how many there are in all."""
@@ -526,7 +530,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         tags=["staff"],
         summary="Mark a hand-off done",
     )
-    def close_ticket(ticket_id: int, user: staff) -> TicketOut:
+    def close_ticket(ticket_id: RowId, user: staff) -> TicketOut:
         return TicketOut(**_close(ticket_id, user).__dict__)
 
     # ----- admin: users, API tokens, audit log
@@ -557,9 +561,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             return admin_page(request, 400, error=exc.message)
 
     @router.get("/staff/admin", include_in_schema=False)
-    def admin_home(
-        request: Request, user: admin, audit_page: Annotated[int, Query(ge=1)] = 1
-    ) -> HTMLResponse:
+    def admin_home(request: Request, user: admin, audit_page: PageNumber = 1) -> HTMLResponse:
         return admin_page(request, audit_page=audit_page)
 
     @router.post("/staff/admin/users", include_in_schema=False)
@@ -618,7 +620,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         return admin_page(request, new_token=(username, secret))
 
     @router.post("/staff/admin/tokens/{token_id}/revoke", include_in_schema=False)
-    def admin_revoke_token(request: Request, token_id: int, user: admin) -> HTMLResponse:
+    def admin_revoke_token(request: Request, token_id: RowId, user: admin) -> HTMLResponse:
         def revoke() -> str:
             if not users.revoke_token(token_id, actor=user.username):
                 raise AccountError("unknown_token", "That token does not exist or is revoked.")

@@ -229,6 +229,32 @@ def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anony
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+def test_an_id_or_page_too_large_for_the_database_is_refused_as_invalid(app, anonymous):
+    staff, admin = signed_in(app, "staff"), signed_in(app, "admin")
+    huge = "9" * 25
+    session = anonymous.post(
+        "/api/v1/sessions", headers={"X-Site-Key": "demo-site-key"}, json={}
+    ).json()
+    bearer = {"Authorization": f"Bearer {session['session_token']}"}
+
+    responses = [
+        anonymous.post(
+            "/api/v1/feedback",
+            headers=bearer,
+            json={"session_id": session["session_id"], "turn_id": int(huge), "rating": "up"},
+        ),
+        staff.post(f"/api/v1/tickets/{huge}/done"),
+        staff.post(f"/staff/tickets/{huge}/done"),
+        staff.get(f"/staff/tickets?page={huge}"),
+        staff.get(f"/staff/conversations?page={huge}"),
+        staff.get(f"/api/v1/tickets?offset={huge}"),
+        admin.get(f"/staff/admin?audit_page={huge}"),
+        admin.post(f"/staff/admin/tokens/{huge}/revoke"),
+    ]
+
+    assert [r.status_code for r in responses] == [422] * len(responses)
+
+
 def test_a_known_route_asked_with_another_method_says_which_methods_it_takes(app, anonymous):
     client = signed_in(app, "staff")
 
