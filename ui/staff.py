@@ -387,6 +387,8 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         password: Annotated[str, Form()],
         next: Annotated[str, Form()] = "/staff",
     ) -> Response:
+        # Another site's form must not sign a browser in to an account of its choosing.
+        _check_same_origin(request)
         try:
             _, token = users.sign_in(username.strip(), password, client_of(request))
         except AccountError as exc:
@@ -409,6 +411,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
 
     @router.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
+        _check_same_origin(request)
         users.sign_out(request.cookies.get(COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)

@@ -229,6 +229,23 @@ def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anony
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+def test_another_site_can_neither_sign_a_browser_in_nor_out(app, anonymous):
+    evil = {"Origin": "http://evil.example"}
+    client = signed_in(app, "staff")
+
+    forced_in = anonymous.post(
+        "/login",
+        data={"username": "staff", "password": PASSWORD},
+        headers=evil,
+        follow_redirects=False,
+    )
+    forced_out = client.post("/logout", headers=evil, follow_redirects=False)
+
+    assert forced_in.status_code == 403 and "set-cookie" not in forced_in.headers
+    assert forced_out.status_code == 403
+    assert client.get("/staff/tickets", follow_redirects=False).status_code == 200
+
+
 def test_an_id_or_page_too_large_for_the_database_is_refused_as_invalid(app, anonymous):
     staff, admin = signed_in(app, "staff"), signed_in(app, "admin")
     huge = "9" * 25
