@@ -99,6 +99,9 @@ BOMS = (
 # Most control characters (other than tabs, line and page breaks) a text may have, as a share
 # of its characters: more means the file is binary or in an encoding we did not recognise.
 MAX_CONTROL_SHARE = 0.01
+# A Word file's XML, unpacked, and its parts: a 500-page manual holds a few megabytes.
+DOCX_MAX_XML_BYTES = 16 * 10**6
+DOCX_MAX_PARTS = 5000
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 
 
@@ -249,6 +252,17 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
+        with zipfile.ZipFile(path) as package:
+            parts = package.infolist()
+        unpacked = sum(p.file_size for p in parts if p.filename.endswith((".xml", ".rels")))
+        if len(parts) > DOCX_MAX_PARTS or unpacked > DOCX_MAX_XML_BYTES:
+            # A few kilobytes can unpack to gigabytes of XML and take the server's memory.
+            raise DocumentError(
+                source,
+                f"the DOCX file unpacks to {unpacked / 1e6:.0f} MB of text in {len(parts)} "
+                f"parts, more than the {DOCX_MAX_XML_BYTES // 10**6} MB in {DOCX_MAX_PARTS} "
+                "parts a document may hold",
+            )
         document = Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc

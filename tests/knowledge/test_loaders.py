@@ -189,6 +189,27 @@ def test_html_without_title_tag_uses_its_first_heading(tmp_path):
     assert load_document(path, "page.htm").title == "Energy reports"
 
 
+def test_a_docx_that_unpacks_to_too_much_text_is_refused_before_it_is_parsed(tmp_path, make_docx):
+    import zipfile
+
+    from knowledge.loaders import DOCX_MAX_XML_BYTES
+
+    normal = make_docx(tmp_path / "normal.docx", [("Normal", "Two years of cover.")])
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(bomb, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "word/document.xml":
+                body = b"<w:p/>" * (DOCX_MAX_XML_BYTES // 6 + 1)
+                data = data.replace(b"<w:body>", b"<w:body>" + body, 1)
+            target.writestr(item, data, compress_type=zipfile.ZIP_DEFLATED)
+
+    with pytest.raises(DocumentError, match="unpacks to 17 MB of text"):
+        load_document(bomb, "bomb.docx")
+    assert bomb.stat().st_size < 100_000
+    assert "Two years" in load_document(normal, "normal.docx").text
+
+
 def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
     path = make_docx(
         tmp_path / "warranty.docx",
