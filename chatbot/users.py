@@ -236,10 +236,19 @@ class UserDirectory:
 
     def ensure_first_admin(self, environ: Mapping[str, str]) -> User | None:
         """At first start (no users yet), create the admin named by the environment."""
-        if self.users():
-            return None
         username = environ.get(self.settings.admin_username_env, "").strip()
         password = environ.get(self.settings.admin_password_env, "")
+        existing = self.users()
+        if existing:
+            if username and username not in {u.username for u in existing}:
+                log.warning(
+                    "%s names %s, but staff accounts exist already: the first admin is only "
+                    "made at first start. Add one with `chatbot users add %s --role admin`",
+                    self.settings.admin_username_env,
+                    username,
+                    username,
+                )
+            return None
         if not username or not password:
             log.warning(
                 "no staff accounts yet: set %s and %s to create the first admin, or run "
@@ -249,13 +258,15 @@ class UserDirectory:
             )
             return None
         try:
-            return self.add_user(username, password, Role.ADMIN, actor="environment")
+            admin = self.add_user(username, password, Role.ADMIN, actor="environment")
         except AccountError as exc:
             raise AccountError(
                 exc.code,
                 f"First admin from {self.settings.admin_username_env}/"
                 f"{self.settings.admin_password_env}: {exc.message}",
             ) from None
+        log.info("created the first admin, %s, from %s", username, self.settings.admin_username_env)
+        return admin
 
     # ----- sign-in
     def sign_in(self, username: str, password: str, client: str) -> tuple[User, str]:

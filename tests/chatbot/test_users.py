@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import pytest
@@ -143,14 +144,22 @@ def test_the_last_admin_stays(users):
         users.remove("root", actor="test")
 
 
-def test_first_admin_comes_from_the_environment_once(users):
+def test_first_admin_comes_from_the_environment_once(users, caplog):
     env = {"CHATBOT_ADMIN_USERNAME": "root", "CHATBOT_ADMIN_PASSWORD": PASSWORD}
 
-    first = users.ensure_first_admin(env)
-    again = users.ensure_first_admin({**env, "CHATBOT_ADMIN_USERNAME": "other"})
+    with caplog.at_level(logging.INFO, logger="chatbot.users"):
+        first = users.ensure_first_admin(env)
+        same = users.ensure_first_admin(env)
+        created = caplog.text
+        caplog.clear()
+        again = users.ensure_first_admin({**env, "CHATBOT_ADMIN_USERNAME": "other"})
 
     assert first.username == "root" and first.role == Role.ADMIN
-    assert again is None and [u.username for u in users.users()] == ["root"]
+    assert "created the first admin, root" in created and "staff accounts exist" not in created
+    assert same is None and again is None and [u.username for u in users.users()] == ["root"]
+    # A name that is not an account any more is said to be ignored, with what to do instead.
+    assert "CHATBOT_ADMIN_USERNAME names other" in caplog.text
+    assert "chatbot users add other --role admin" in caplog.text
 
 
 def test_a_weak_first_admin_password_names_the_variable(users):
