@@ -39,6 +39,7 @@ format: setup
 
 # Retrieval scores on the Zulip help center beside the repository (../shared), in a scratch store.
 eval: setup
+	@test -d ../shared/kb/zulip-help/help || { echo "make eval needs the Zulip help center at ../shared/kb/zulip-help/ (see README, Retrieval quality)" >&2; exit 2; }
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot ingest ../shared/kb/zulip-help/help
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
 	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval tests/data/zulip_tuning_questions.jsonl --retrieval-only

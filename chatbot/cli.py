@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -62,11 +64,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     from chatbot.service import create_service, ensure_sample_knowledge
 
+    # The port is taken before anything slow is loaded: a port in use is said at once, and the
+    # address printed later is this server's, not another program's.
+    host, port = settings.server.host, settings.server.port
+    try:
+        listening = listen(host, port)
+    except OSError as exc:
+        return _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop the program using "
+            "it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
+        )
     # SIGTERM (docker stop, systemd) must clean up like Ctrl-C: the local model server runs in
     # its own process group and would otherwise outlive the app.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print("Loading the knowledge store and the model…", flush=True)
-    service = create_service(settings)
+    try:
+        service = create_service(settings)
+    except BaseException:
+        listening.close()
+        raise
     try:
         report = ensure_sample_knowledge(service)
         if report is not None:
@@ -75,10 +91,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.keep_search_ready(settings.retrieval.index_check_s)
         from ui.web import serve
 
-        serve(service, settings)
+        serve(service, settings, listening)
     finally:
+        listening.close()
         service.close()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` for the server to accept connections on."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _counts(report) -> str:
@@ -318,8 +348,9 @@ def cmd_bench_memory(args: argparse.Namespace) -> int:
         for q in load_questions(SAMPLE_KNOWLEDGE_DIR.parent / "sample_questions.jsonl")
         if q.kind != OUT_OF_SCOPE and not q.history
     ]
-    service = create_service(settings)
+    service = None
     try:
+        service = create_service(settings)
         service.ingest([SAMPLE_KNOWLEDGE_DIR])
         summary = memory_benchmark(
             service,
@@ -329,7 +360,9 @@ def cmd_bench_memory(args: argparse.Namespace) -> int:
             progress=_bench_progress,
         )
     finally:
-        service.close()
+        if service is not None:
+            service.close()
+        shutil.rmtree(settings.data_dir, ignore_errors=True)  # the scratch store
     _print_bench(summary, args.json)
     return 0
 
@@ -447,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, the trace in the log
         log.debug("command failed", exc_info=True)
-        return _fail(f"{type(exc).__name__}: {exc}", 1)
+        # This project's own errors are written for the user; others say what kind they are.
+        ours = type(exc).__module__.partition(".")[0] in ("chatbot", "knowledge", "ui")
+        return _fail(str(exc) if ours else f"{type(exc).__name__}: {exc}", 1)
 
 
 if __name__ == "__main__":

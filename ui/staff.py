@@ -260,6 +260,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     """One line a person can act on: each wrong field with what it must be."""
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return "The request body is not valid JSON."
         where = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(where)
         parts.append(f"{field}: {error.get('msg', 'invalid')}" if field else error.get("msg", ""))

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import importlib.util
 import logging
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -375,7 +377,8 @@ class _OwnRoutesFirst(BaseRoute):
         await scope["wrong_method_route"].handle(scope, receive, send)
 
 
-def serve(service: ChatService, settings: Settings) -> None:
+def serve(service: ChatService, settings: Settings, listening: socket.socket) -> None:
+    """Serve the web app on ``listening``, a socket bound to the configured host and port."""
     import uvicorn
 
     app = create_web_app(service, settings)
@@ -384,7 +387,7 @@ def serve(service: ChatService, settings: Settings) -> None:
     print(f"Widget demo: {url}/widget/demo · API docs: {url}{PREFIX}/docs", flush=True)
     try:
         behind_proxy = settings.rate_limits.trust_forwarded_for
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=settings.server.host,
             port=settings.server.port,
@@ -399,5 +402,7 @@ def serve(service: ChatService, settings: Settings) -> None:
             if behind_proxy
             else None,
         )
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a clean stop
+            uvicorn.Server(config).run(sockets=[listening])
     finally:
         app.state.desk.close(wait=False)

@@ -467,3 +467,36 @@ def test_console_script_is_installed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for command in ("serve", "ingest", "ask", "eval"):
         assert command in proc.stdout
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--port", port, data_dir=tmp_path / "data")
+
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use. Stop the program "
+        "using it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
+    ]
+    assert "Chat page" not in proc.stdout and "Loading" not in proc.stdout
+    assert not (tmp_path / "data").exists(), "nothing was loaded or created"
+
+
+def test_a_missing_model_file_is_one_plain_line(tmp_path):
+    proc = run_cli(
+        "ask",
+        "how do i reset the hub?",
+        data_dir=tmp_path / "data",
+        env={"CHATBOT_LLM__LOCAL__MODEL_PATH": str(tmp_path / "nope.gguf")},
+    )
+
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        f"error: llm.local.model_path '{tmp_path / 'nope.gguf'}' does not exist; "
+        "give the path of a GGUF file."
+    ]

@@ -227,6 +227,11 @@ def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anony
     assert error["code"] == "invalid_request"
     assert error["message"].startswith("status: ") and "; limit: " in error["message"]
     assert unknown.json()["error"]["code"] == "not_found"
+    not_json = anonymous.post(
+        "/api/v1/feedback", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 422
+    assert not_json.json()["error"]["message"] == "The request body is not valid JSON."
 
 
 def test_another_site_can_neither_sign_a_browser_in_nor_out(app, anonymous):
