@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import string
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # The repository's configs/ folder; an installed copy (e.g. in the Docker image) finds them in the
 # working directory or in CHATBOT_CONFIG_DIR instead.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+log = logging.getLogger(__name__)
 PLACEHOLDER_SECRETS = {"", "changethis", "changeme", "your-key-here", "xxx"}
 
 
@@ -536,7 +539,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def config_dir_in_use() -> Path:
     """CHATBOT_CONFIG_DIR, else the repository's configs/, else ./configs."""
     if os.environ.get("CHATBOT_CONFIG_DIR"):
-        return Path(os.environ["CHATBOT_CONFIG_DIR"])
+        chosen = Path(os.environ["CHATBOT_CONFIG_DIR"])
+        if not chosen.is_dir():
+            raise SettingsError(f"CHATBOT_CONFIG_DIR={chosen} is not a folder")
+        return chosen
     return CONFIG_DIR if CONFIG_DIR.is_dir() else Path.cwd() / "configs"
 
 
@@ -562,9 +568,46 @@ def load_settings(
         data = _deep_merge(data, _read_yaml(path))
     data = _deep_merge(data, {"profile": name, **overrides})
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from exc
+    for variable in unused_variables(settings, os.environ):
+        log.warning(
+            "%s is not a setting and is ignored: a setting inside a section takes two "
+            "underscores (CHATBOT_SERVER__PORT), and every setting is in configs/default.yaml",
+            variable,
+        )
+    return settings
+
+
+def unused_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """The CHATBOT_* variables in ``environ`` that neither set a setting nor are named by one
+    (a secret's variable, such as CHATBOT_WEBHOOK_SECRET): most likely misspelt."""
+    sections = {name.upper() for name in Settings.model_fields}
+    named = {"CHATBOT_CONFIG_DIR", *_variables_named(settings)}
+    unused = []
+    for variable in environ:
+        if not variable.startswith("CHATBOT_") or variable in named:
+            continue
+        key = variable.removeprefix("CHATBOT_").upper()
+        if key.partition("__")[0] not in sections:
+            unused.append(variable)
+    return sorted(unused)
+
+
+def _variables_named(model: BaseModel) -> set[str]:
+    """The values of every ``*_env`` setting: the environment variables settings point to."""
+    found: set[str] = set()
+    for name, value in model:
+        if name.endswith("_env") and isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, BaseModel):
+            found |= _variables_named(value)
+        elif isinstance(value, dict | list | tuple):
+            for item in value.values() if isinstance(value, dict) else value:
+                if isinstance(item, BaseModel):
+                    found |= _variables_named(item)
+    return found
 
 
 def _explain(exc: ValidationError) -> str:

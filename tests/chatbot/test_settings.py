@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import typing
 from pathlib import Path
@@ -135,6 +136,28 @@ def test_a_misspelt_environment_variable_is_refused(monkeypatch):
     monkeypatch.setenv("CHATBOT_LLM__TEMPRATURE", "0.5")
 
     with pytest.raises(SettingsError, match=re.escape("'llm.temprature'")):
+        load_settings()
+
+
+def test_a_variable_that_sets_no_setting_is_named_in_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("CHATBOT_SERVER_PORT", "8080")  # one underscore: not the port
+    monkeypatch.setenv("CHATBOT_DATADIR", "/tmp/elsewhere")
+    monkeypatch.setenv("CHATBOT_SERVER__PORT", "8081")
+    monkeypatch.setenv("CHATBOT_WEBHOOK_SECRET", "named by handoff.webhook.secret_env")
+
+    with caplog.at_level(logging.WARNING, logger="chatbot.settings"):
+        settings = load_settings()
+
+    assert settings.server.port == 8081 and settings.data_dir == Path("data")
+    warned = [r.getMessage().split()[0] for r in caplog.records]
+    assert {"CHATBOT_DATADIR", "CHATBOT_SERVER_PORT"} <= set(warned)
+    assert not {"CHATBOT_SERVER__PORT", "CHATBOT_WEBHOOK_SECRET"} & set(warned)
+
+
+def test_a_config_dir_that_is_not_a_folder_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATBOT_CONFIG_DIR", str(tmp_path / "missing"))
+
+    with pytest.raises(SettingsError, match="CHATBOT_CONFIG_DIR=.*missing is not a folder"):
         load_settings()
 
 
