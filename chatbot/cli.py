@@ -98,6 +98,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Connections waiting to be accepted (uvicorn's default).
+LISTEN_BACKLOG = 2048
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host``:``port`` for the server to accept connections on."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -105,6 +109,9 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listening holds the port: a bound socket alone would let another server that also
+        # reuses addresses take it while the model loads.
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -500,3 +500,15 @@ def test_a_missing_model_file_is_one_plain_line(tmp_path):
         f"error: llm.local.model_path '{tmp_path / 'nope.gguf'}' does not exist; "
         "give the path of a GGUF file."
     ]
+
+
+def test_the_port_is_held_from_the_start():
+    """Another server that also reuses addresses cannot take the port while the model loads."""
+    from chatbot.cli import listen
+
+    first = listen("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            listen("127.0.0.1", first.getsockname()[1]).close()
+    finally:
+        first.close()
