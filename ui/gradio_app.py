@@ -108,8 +108,8 @@ def make_respond(
 ):
     """The chat callback: one stored session per browser tab, kept in that tab's state.
 
-    After a server restart a tab's state is gone but its messages are still on the screen; they
-    seed a new stored session, so the conversation continues with its history. With ``chat``,
+    After a server restart a tab's state is gone, and Gradio hands the chat function an empty
+    history too: the tab's next message starts a new stored conversation. With ``chat``,
     turns go through its hand-offs (asking for a person, the help center having no answer), and
     the ticket's confirmation is shown at the end of the answer.
     """
@@ -306,16 +306,21 @@ def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateL
         session_id: str | None,
         request: gr.Request | None = None,
     ):
-        client = request.client.host if request is not None and request.client else "unknown"
-        # Counted as a message, as in the widget: each request may send the team an update.
-        wait = limiter.hit(f"client:{client}")
-        if wait:
-            gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
+        if not any(t.role == "user" for t in history_turns(history)):
+            gr.Warning(
+                "Please type your question in the chat first, so our team knows what it's about."
+            )
             return session_id, gr.update()
         try:
             contact = Contact(name=name.strip(), email=email.strip() or None)
         except ValidationError:
             gr.Warning("Please check the email address (like name@example.com), or leave it empty.")
+            return session_id, gr.update()
+        client = request.client.host if request is not None and request.client else "unknown"
+        # Counted as a message, as in the widget: each request may send the team an update.
+        wait = limiter.hit(f"client:{client}")
+        if wait:
+            gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
             return session_id, gr.update()
         try:
             session_id = _stored_session(service, session_id, history)

@@ -299,9 +299,9 @@ def _day(value: str, name: str, end: bool = False) -> float | None:
         return None
     try:
         day = dt.datetime.strptime(value, "%Y-%m-%d")
-    except ValueError:
+        return (day + dt.timedelta(days=1 if end else 0)).timestamp()
+    except (ValueError, OverflowError):  # not a date, or the day after 9999-12-31
         raise ValueError(f"{name} must be a date like 2026-01-31.") from None
-    return (day + dt.timedelta(days=1 if end else 0)).timestamp()
 
 
 def _transcript(conversations, session_id: str) -> list[dict]:

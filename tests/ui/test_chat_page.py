@@ -42,8 +42,9 @@ def open_chat(context, url: str):
 
 
 def question_box(page):
-    # Gradio blanks the placeholder once a question is sent, so not found by it.
-    return page.get_by_test_id("textbox")
+    # Gradio blanks the placeholder once a question is sent, so not found by it; the contact
+    # form's boxes come after it.
+    return page.get_by_test_id("textbox").first
 
 
 def conversation(page):
@@ -272,6 +273,13 @@ def test_the_talk_to_a_person_form_opens_a_ticket_with_the_contact(browser, chat
     try:
         page = open_chat(context, chat_server.url)
         page.get_by_text("Talk to a person").click()
+        # Nothing asked yet: the team would get an empty conversation.
+        page.get_by_role("button", name="Ask for a person").click()
+        expect(page.get_by_text("type your question in the chat first")).to_be_visible(
+            timeout=15_000
+        )
+        ask(page, "Can I talk to a person please?", chat_server)
+
         email = page.get_by_label("Email (optional)")
         page.get_by_label("Name (optional)").fill("Ada Lovelace")
         email.fill("ada@")

@@ -273,8 +273,10 @@ def test_an_id_or_page_too_large_for_the_database_is_refused_as_invalid(app, ano
         admin.get(f"/staff/admin?audit_page={huge}"),
         admin.post(f"/staff/admin/tokens/{huge}/revoke"),
     ]
+    last_day = staff.get("/staff/conversations?until=9999-12-31")
 
     assert [r.status_code for r in responses] == [422] * len(responses)
+    assert last_day.status_code < 500 and "To must be a date like" in last_day.text
 
 
 def test_a_known_route_asked_with_another_method_says_which_methods_it_takes(app, anonymous):
