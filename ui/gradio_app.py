@@ -172,47 +172,43 @@ def make_respond(
 def _stored_session(service: ChatService, session_id: str | None, history: list) -> str:
     """The tab's stored conversation, or a new one holding what the page shows: on a new tab,
     after a restart (the tab's state is gone), after the trash button (nothing), after Undo or
-    Retry (the turns that are left)."""
+    Retry (the turns that are left).
+
+    The page's messages come from the browser, so its answers are never taken for the bot's:
+    a new conversation keeps the stored exchanges whose question is still on the page, in order,
+    or, with nothing stored for the tab, only the customer's own messages, the last
+    ``MAX_SEEDED_MESSAGES`` of them, each cut to the message limit. The page may show more than
+    is stored (a message refused for sending too fast, or for having no text)."""
+    asked = [t.content for t in history_turns(history) if t.role == "user"]
     record = service.conversations.get_session(session_id) if session_id else None
-    if record is not None and not _page_dropped_turns(service, record.id, history):
+    if record is None:
+        limit = service.settings.chat.max_message_chars
+        seed = [Turn("user", text[:limit]) for text in asked if text.strip()]
+        return service.start_session("widget", seed=seed[-MAX_SEEDED_MESSAGES:])
+    stored = service.conversations.turns(record.id)
+    kept = _still_shown(stored, [_comparable(text) for text in asked])
+    if _questions(kept) == _questions(stored):  # nothing was taken off the page
         return record.id
-    stored = service.conversations.turns(record.id) if record is not None else []
-    limit = service.settings.chat.max_message_chars
-    return service.start_session("widget", seed=_seed_turns(stored, history, limit))
+    return service.start_session("widget", seed=kept)
 
 
-def _seed_turns(stored: list[StoredTurn], history: list, max_chars: int) -> list[Turn]:
-    """The turns a new stored conversation starts with. The page's messages come from the
-    browser, so its answers are never taken for the bot's: after Undo or Retry the stored
-    exchanges whose question is still on the page are kept, in order; after a restart (nothing
-    stored for the tab) only the customer's own messages, the last ``MAX_SEEDED_MESSAGES`` of
-    them, each cut to the message limit."""
-    shown = [_comparable(t.content) for t in history_turns(history) if t.role == "user"]
-    if stored:
-        kept, keep, position = [], False, 0
-        for turn in stored:
-            if turn.role == "user":
-                comparable = _comparable(turn.content)
-                keep = comparable in shown[position:]
-                if keep:
-                    position = shown.index(comparable, position) + 1
+def _questions(turns: list) -> int:
+    return sum(1 for turn in turns if turn.role == "user")
+
+
+def _still_shown(stored: list[StoredTurn], shown: list[str]) -> list[Turn]:
+    """The stored exchanges (a customer message and the answers after it) whose message is on
+    the page, looked for in order: each after the one before it."""
+    kept, keep, position = [], False, 0
+    for turn in stored:
+        if turn.role == "user":
+            comparable = _comparable(turn.content)
+            keep = comparable in shown[position:]
             if keep:
-                kept.append(Turn(turn.role, turn.content))
-        return kept
-    asked = [t for t in history_turns(history) if t.role == "user" and t.content.strip()]
-    return [Turn("user", t.content[:max_chars]) for t in asked[-MAX_SEEDED_MESSAGES:]]
-
-
-def _page_dropped_turns(service: ChatService, session_id: str, history: list) -> bool:
-    """Whether a customer message of the stored conversation is no longer on the page: the
-    customer cleared it, or took a turn back with Undo or Retry. The page may show more than is
-    stored (a message refused for sending too fast, or for having no text), so the stored
-    messages are looked for on the page in order."""
-    shown = iter(_comparable(t.content) for t in history_turns(history) if t.role == "user")
-    stored = [t.content for t in service.conversations.turns(session_id) if t.role == "user"]
-    # ``in`` on an iterator consumes it up to the match: each stored message must come after
-    # the previous one.
-    return not all(_comparable(content) in shown for content in stored)
+                position = shown.index(comparable, position) + 1
+        if keep:
+            kept.append(Turn(turn.role, turn.content))
+    return kept
 
 
 def _comparable(text: str) -> str:
