@@ -78,12 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # its own process group and would otherwise outlive the app.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print("Loading the knowledge store and the model…", flush=True)
+    service = None
     try:
         service = create_service(settings)
-    except BaseException:
-        listening.close()
-        raise
-    try:
         report = ensure_sample_knowledge(service)
         if report is not None:
             print(f"Ingested the sample help center: {_counts(report)}", flush=True)
@@ -94,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(service, settings, listening)
     finally:
         listening.close()
-        service.close()
+        if service is not None:
+            service.close()
     return 0
 
 
