@@ -224,7 +224,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     else:
         print()
         for number, source in enumerate(result.sources, start=1):
-            print(f"[{number}] {source.title} ({source.source}, score {source.score:.2f})")
+            # Listed by rank; the figure is the best passage's similarity, which the threshold sees.
+            print(f"[{number}] {source.title} ({source.source}, similarity {source.score:.2f})")
     if result.error:
         return _fail(
             f"the model call failed ({result.error}); check the llm settings and that the model "

@@ -147,9 +147,19 @@ class StoredTurn:
     meta: dict
 
 
+def new_session_id() -> str:
+    """A fresh, unguessable session id."""
+    return secrets.token_urlsafe(16)
+
+
 class ConversationStore(Protocol):
     def create_session(
-        self, channel: str, *, site: str | None = None, token_hash: str | None = None
+        self,
+        channel: str,
+        *,
+        site: str | None = None,
+        token_hash: str | None = None,
+        session_id: str | None = None,
     ) -> SessionRecord: ...
 
     def get_session(self, session_id: str) -> SessionRecord | None: ...
@@ -219,11 +229,17 @@ class SQLiteConversationStore:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def create_session(
-        self, channel: str, *, site: str | None = None, token_hash: str | None = None
+        self,
+        channel: str,
+        *,
+        site: str | None = None,
+        token_hash: str | None = None,
+        session_id: str | None = None,
     ) -> SessionRecord:
+        """A new session; ``session_id``: an id the caller drew with ``new_session_id``."""
         now = time.time()
         record = SessionRecord(
-            secrets.token_urlsafe(16), channel, now, now, site=site, token_hash=token_hash
+            session_id or new_session_id(), channel, now, now, site=site, token_hash=token_hash
         )
         with self._db() as db:
             db.execute(

@@ -252,9 +252,16 @@ class ChatService:
         return validate_message(question, self.settings.chat.max_message_chars)
 
     # ----- sessions
-    def start_session(self, channel: str = Channel.WIDGET.value, seed: Sequence[Turn] = ()) -> str:
-        """A new stored conversation, optionally continuing turns the caller already has."""
-        session = self.conversations.create_session(_channel(channel))
+    def start_session(
+        self,
+        channel: str = Channel.WIDGET.value,
+        seed: Sequence[Turn] = (),
+        session_id: str | None = None,
+    ) -> str:
+        """A new stored conversation, optionally continuing turns the caller already has.
+
+        ``session_id``: an id drawn beforehand with ``new_session_id`` and not stored yet."""
+        session = self.conversations.create_session(_channel(channel), session_id=session_id)
         for turn in seed:
             self.conversations.add_turn(
                 session.id, turn.role, turn.content, self.counter.count(turn.content)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 import logging
 import re
+import threading
 from collections.abc import Iterator
 
 import gradio as gr
 from pydantic import ValidationError
 
-from chatbot.conversations import StoredTurn
+from chatbot.conversations import StoredTurn, new_session_id
 from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
@@ -33,6 +34,9 @@ IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 SORRY = "Sorry, something went wrong on our side. Please try again in a moment."
 # Customer messages a page may carry into a new stored conversation after a restart.
 MAX_SEEDED_MESSAGES = 20
+# Held while a tab's stored conversation is looked up or started: a tab's chat turn and its
+# hand-off form may both be the first to need it.
+_STARTING = threading.Lock()
 
 
 def safe_markdown(text: str) -> str:
@@ -169,10 +173,17 @@ def make_respond(
     return respond
 
 
-def _stored_session(service: ChatService, session_id: str | None, history: list) -> str:
+def _stored_session(
+    service: ChatService, session_id: str | None, history: list, *, answering: bool = False
+) -> str:
     """The tab's stored conversation, or a new one holding what the page shows: on a new tab,
     after a restart (the tab's state is gone), after the trash button (nothing), after Undo or
     Retry (the turns that are left).
+
+    A tab's id is drawn when the tab first calls, before anything is stored, so a chat turn and
+    the hand-off form pressed before its answer starts both land on that one conversation.
+    ``answering``: the page's last message is a question whose answer is still on its way; that
+    turn stores the question itself.
 
     The page's messages come from the browser, so its answers are never taken for the bot's:
     a new conversation keeps the stored exchanges whose question is still on the page, in order,
@@ -180,16 +191,20 @@ def _stored_session(service: ChatService, session_id: str | None, history: list)
     ``MAX_SEEDED_MESSAGES`` of them, each cut to the message limit. The page may show more than
     is stored (a message refused for sending too fast, or for having no text)."""
     asked = [t.content for t in history_turns(history) if t.role == "user"]
-    record = service.conversations.get_session(session_id) if session_id else None
-    if record is None:
-        limit = service.settings.chat.max_message_chars
-        seed = [Turn("user", text[:limit]) for text in asked if text.strip()]
-        return service.start_session("widget", seed=seed[-MAX_SEEDED_MESSAGES:])
-    stored = service.conversations.turns(record.id)
-    kept = _still_shown(stored, [_comparable(text) for text in asked])
-    if _questions(kept) == _questions(stored):  # nothing was taken off the page
-        return record.id
-    return service.start_session("widget", seed=kept)
+    with _STARTING:
+        record = service.conversations.get_session(session_id) if session_id else None
+        if record is None:
+            limit = service.settings.chat.max_message_chars
+            seedable = asked[:-1] if answering else asked
+            seed = [Turn("user", text[:limit]) for text in seedable if text.strip()]
+            return service.start_session(
+                "widget", seed=seed[-MAX_SEEDED_MESSAGES:], session_id=session_id
+            )
+        stored = service.conversations.turns(record.id)
+        kept = _still_shown(stored, [_comparable(text) for text in asked])
+        if _questions(kept) == _questions(stored):  # nothing was taken off the page
+            return record.id
+        return service.start_session("widget", seed=kept)
 
 
 def _questions(turns: list) -> int:
@@ -319,7 +334,9 @@ def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateL
             gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
             return session_id, gr.update()
         try:
-            session_id = _stored_session(service, session_id, history)
+            turns = history_turns(history)
+            answering = bool(turns) and turns[-1].role == "user"
+            session_id = _stored_session(service, session_id, history, answering=answering)
             record = service.conversations.get_session(session_id)
             assert record is not None
             ticket = chat.handoff(
@@ -344,7 +361,8 @@ def create_app(
         gr.Markdown(
             "## Support chat\nAsk a question about our product. Answers cite the help center."
         )
-        session = gr.State(None)
+        # Drawn on the tab's first call, stored only once it has something to hold.
+        session = gr.State(new_session_id)
         rated_turn = gr.State(None)
         chatbot = escape_customer_messages(
             gr.Chatbot(

@@ -360,7 +360,8 @@ def create_web_app(
 class _OwnRoutesFirst(BaseRoute):
     """A path one of ``routes`` serves, asked with a method it does not take, goes back to that
     route, which refuses it with a 405 naming the methods it takes. Without this, the chat
-    page's mount at "/" (which takes every path and method) would answer with its own 404."""
+    page's mount at "/" (which takes every path and method) would answer with its own 404.
+    HEAD on a route that takes GET gets the GET's status and headers, without the body."""
 
     def __init__(self, routes: list[BaseRoute]):
         self.routes = routes
@@ -369,12 +370,28 @@ class _OwnRoutesFirst(BaseRoute):
         if scope["type"] == "http":
             for route in self.routes:
                 match, child = route.matches(scope)
-                if match is Match.PARTIAL:
-                    return Match.FULL, {**child, "wrong_method_route": route}
+                if match is not Match.PARTIAL:
+                    continue
+                if scope["method"] == "HEAD":
+                    as_get, get_child = route.matches({**scope, "method": "GET"})
+                    if as_get is Match.FULL:
+                        return Match.FULL, {**get_child, "head_as_get": route}
+                return Match.FULL, {**child, "wrong_method_route": route}
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["wrong_method_route"].handle(scope, receive, send)
+        route = scope.get("head_as_get")
+        if route is None:
+            await scope["wrong_method_route"].handle(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        # A copy: the server's own scope keeps HEAD, so it sends no body either.
+        await route.handle({**scope, "method": "GET"}, receive, headers_only)
 
 
 def serve(service: ChatService, settings: Settings, listening: socket.socket) -> None:

@@ -194,3 +194,40 @@ def test_a_page_never_supplies_the_bots_answers(settings, sample_store):
         assert all(forged not in content for _, content in turns(undone))
     finally:
         service.close()
+
+
+def test_asking_for_a_person_before_the_first_answer_starts_keeps_one_conversation(
+    settings, sample_store
+):
+    """The form can be pressed while the tab's first question waits for its answer: the ticket
+    and the question land on the tab's one conversation, the question stored once."""
+    from chatbot.conversations import new_session_id
+    from chatbot.customer_chat import CustomerChat
+    from chatbot.handoff import HandoffDesk
+    from chatbot.rate_limit import RateLimiter
+    from chatbot.service import ChatService
+    from knowledge.retriever import HybridRetriever
+    from ui.gradio_app import make_request_person, make_respond
+
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    desk = HandoffDesk(service.conversations, settings.handoff)
+    chat = CustomerChat(service, settings, desk)
+    limiter = RateLimiter(1000)
+    try:
+        request_person = make_request_person(service, chat, limiter)
+        respond = make_respond(service, limiter, chat)
+        question = "banana bread recipe with walnuts?"
+        tab = new_session_id()  # the chat page's state before anything is stored
+        page = [{"role": "user", "content": question}]  # shown, its answer not started
+
+        assert request_person("Ada", "", page, tab)[0] == tab
+        *_, (_, after_answer) = respond(question, [], tab)
+
+        assert after_answer == tab
+        assert [t.content for t in service.session_turns(tab) if t.role == "user"] == [question]
+        tickets = service.conversations.tickets()
+        assert {t.session_id for t in tickets} == {tab}, tickets
+        assert any(t.contact.get("name") == "Ada" for t in tickets), tickets
+    finally:
+        desk.close()
+        service.close()

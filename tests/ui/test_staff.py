@@ -296,6 +296,23 @@ def test_a_known_route_asked_with_another_method_says_which_methods_it_takes(app
     assert options_unknown.json()["error"]["code"] == "not_found"
 
 
+def test_head_on_a_page_or_get_route_answers_like_get_without_the_body(app, anonymous):
+    client = signed_in(app, "staff")
+
+    for path, by in [
+        ("/login", anonymous),
+        ("/widget.js", anonymous),
+        ("/healthz", anonymous),
+        ("/staff/tickets", client),
+    ]:
+        get, head = by.get(path), by.head(path)
+        assert get.status_code == head.status_code == 200, (path, head.status_code)
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        assert head.content == b"" and get.content, path
+    # A staff page still checks the role for HEAD.
+    assert anonymous.head("/staff/tickets").status_code in (303, 401, 403)
+
+
 # ----- transcripts
 
 
