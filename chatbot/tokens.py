@@ -61,6 +61,7 @@ class LocalModelCounter:
     def __init__(self, model_path: Path, cache_size: int = 4096):
         from llama_cpp import Llama
 
+        _route_llama_logs()
         self._llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
@@ -108,3 +109,33 @@ def count_messages(counter: TokenCounter, messages: Sequence[BaseMessage]) -> in
         + MESSAGE_OVERHEAD_TOKENS
         for m in messages
     )
+
+
+# llama.cpp's log levels: 1 debug, 2 info, 3 warning, 4 error, 5 continues the line before.
+_LLAMA_ERROR = 4
+_llama_log_callback = None  # kept: llama.cpp calls it for as long as the process runs
+
+
+def _route_llama_logs() -> None:
+    """llama.cpp's messages go to this module's logger, errors as errors and the rest as debug.
+
+    The bindings print them to stderr themselves, and their level table takes llama.cpp's
+    warnings for errors: loading only a vocabulary prints "n_ctx_seq (512) > n_ctx_train (0)
+    -- possible training context overflow", a warning about a context nothing here uses."""
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").rstrip()
+        if line:
+            log.log(
+                logging.ERROR if level == _LLAMA_ERROR else logging.DEBUG, "llama.cpp: %s", line
+            )
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    _llama_log_callback = forward
