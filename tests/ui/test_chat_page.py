@@ -303,3 +303,39 @@ def test_the_talk_to_a_person_form_opens_a_ticket_with_the_contact(browser, chat
     assert [json.loads(c) for (c,) in contacts].count(
         {"name": "Ada Lovelace", "email": "ada@example.com"}
     ) == 1, contacts
+
+
+def test_asking_for_a_person_while_the_first_answer_is_on_its_way_keeps_one_conversation(
+    browser, chat_server
+):
+    question = "Which app do I use to set up a new Lumora hub?"
+    context = browser.new_context()
+    try:
+        page = open_chat(context, chat_server.url)
+        page.get_by_text("Talk to a person").click()
+        page.get_by_label("Name (optional)").fill("Grace Hopper")
+        box = question_box(page)
+        box.fill(question)
+        box.press("Enter")
+        # At once: the answer has not started, so the page knows no conversation yet.
+        page.get_by_role("button", name="Ask for a person").click()
+        expect(page.locator("#handoff-confirmation")).to_contain_text(
+            "passed this conversation to our support team", timeout=ANSWER_STARTS_S * 1000
+        )
+        expect(page.get_by_role("button", name="Retry")).to_be_enabled(timeout=ANSWER_ENDS_S * 1000)
+    finally:
+        context.close()
+
+    with sqlite3.connect(chat_server.data_dir / "conversations.sqlite3") as db:
+        [(ticketed,)] = db.execute(
+            "SELECT session_id FROM tickets WHERE json_extract(contact, '$.name') = ?",
+            ("Grace Hopper",),
+        ).fetchall()
+        asked_in = db.execute(
+            "SELECT session_id FROM turns WHERE role = 'user' AND content = ?", (question,)
+        ).fetchall()
+        answers = db.execute(
+            "SELECT COUNT(*) FROM turns WHERE session_id = ? AND role = 'assistant'", (ticketed,)
+        ).fetchone()[0]
+    assert asked_in == [(ticketed,)], "the question is stored once, in the ticket's conversation"
+    assert answers == 1
