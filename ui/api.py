@@ -152,10 +152,10 @@ def own_origin(request: Request) -> str:
     return f"{request.url.scheme}://{host}"
 
 
-def client_address(request: Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        # The proxy appends the address it saw last; what comes before is the client's say-so.
-        return forwarded.split(",")[-1].strip()
+def client_address(request: Request) -> str:
+    """The client's address. Behind a proxy (``rate_limits.trust_forwarded_for``) the server
+    has already taken it from X-Forwarded-For: the last address there that is not one of
+    ``rate_limits.trusted_proxies``, and only on a request that came from one of them."""
     return request.client.host if request.client else "unknown"
 
 
@@ -241,7 +241,6 @@ def answer_json(result: ChatResult, links: list[SourceLink], ticket: TicketEvent
 # ----- routes
 def api_router(chat: CustomerChat) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["customer chat"], responses=ERRORS)
-    trust = chat.settings.rate_limits.trust_forwarded_for
     max_chars = chat.settings.chat.max_message_chars
 
     def session_of(
@@ -276,7 +275,7 @@ def api_router(chat: CustomerChat) -> APIRouter:
         request: Request, x_site_key: Annotated[str | None, Header()] = None
     ) -> SessionCreated:
         site = chat.site(x_site_key, request.headers.get("origin"), own_origin(request))
-        record, token = chat.open_session(site, client_address(request, trust))
+        record, token = chat.open_session(site, client_address(request))
         return SessionCreated(
             session_id=record.id,
             session_token=token,
@@ -299,7 +298,7 @@ def api_router(chat: CustomerChat) -> APIRouter:
     def start_turn(body: ChatRequest, request: Request, authorization: str | None):
         session = session_of(request, body.session_id, authorization)
         chat.service.check_message(body.message)
-        chat.check_message_rate(session, client_address(request, trust))
+        chat.check_message_rate(session, client_address(request))
         return session
 
     @router.post("/chat", response_model=ChatAnswer, summary="Ask; the whole answer at once")
@@ -397,7 +396,7 @@ def api_router(chat: CustomerChat) -> APIRouter:
     ) -> TicketInfo:
         session = session_of(request, body.session_id, authorization)
         # Counted as messages: each call may send the team an update.
-        chat.check_message_rate(session, client_address(request, trust))
+        chat.check_message_rate(session, client_address(request))
         contact = body.contact.model_dump(exclude_none=True) if body.contact else None
         info = ticket_info(chat.handoff(session, contact))
         assert info is not None

@@ -47,3 +47,41 @@ def test_a_forwarded_for_header_moves_the_rate_limit_only_behind_a_proxy(tmp_pat
     assert spoofed == [201, 201, 429]
     # Without a proxy, every request comes from the test's own address, already used up.
     assert clients == ([201, 201, 201] if behind_proxy else [429, 429, 429])
+
+
+def test_behind_two_proxies_the_client_is_the_last_address_no_proxy_added(tmp_path):
+    app = start_app(
+        tmp_path / "data",
+        sample_knowledge=False,
+        env={
+            "CHATBOT_WIDGET__MAX_SESSIONS_PER_MINUTE": "1",
+            "CHATBOT_RATE_LIMITS__TRUST_FORWARDED_FOR": "true",
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES": '["127.0.0.1", "10.0.0.0/8"]',
+        },
+    )
+    try:
+        # The outer proxy (10.0.0.5) forwards to the inner one (the test, on 127.0.0.1).
+        codes = new_sessions(app.url, [f"6.6.6.{n}, 198.51.100.{n}, 10.0.0.5" for n in range(3)])
+    finally:
+        app.stop()
+
+    assert codes == [201, 201, 201], "each customer has its own limit, not the proxy's"
+
+
+def test_a_request_from_an_address_that_is_not_a_proxy_cannot_name_its_client(tmp_path):
+    app = start_app(
+        tmp_path / "data",
+        sample_knowledge=False,
+        env={
+            "CHATBOT_WIDGET__MAX_SESSIONS_PER_MINUTE": "2",
+            "CHATBOT_RATE_LIMITS__TRUST_FORWARDED_FOR": "true",
+            # The test's own address, 127.0.0.1, is not the proxy.
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES": '["10.9.9.9"]',
+        },
+    )
+    try:
+        codes = new_sessions(app.url, [f"198.51.100.{n}" for n in range(3)])
+    finally:
+        app.stop()
+
+    assert codes == [201, 201, 429]
