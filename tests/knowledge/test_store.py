@@ -287,3 +287,21 @@ def test_searches_during_this_processs_own_writes_do_not_reopen_the_store(store)
     assert _CLIENTS.current(store._chroma_path, store.collection, store._write_count()) == opening
     found = {c.source for c in _search(store, "extra article about lamps", n=50)}
     assert {f"extra-{n}.md" for n in range(8)} <= found
+
+
+def test_a_store_refuses_another_embedding_model_and_says_what_to_do(store):
+    from knowledge.embeddings import SentenceTransformerEmbeddings
+    from knowledge.store import EmbeddingModelChanged
+
+    _put(store, "warranty.md", WARRANTY)
+    other = SentenceTransformerEmbeddings(store.embeddings.model_dir, name="packaged:another")
+
+    with pytest.raises(EmbeddingModelChanged) as refused:
+        KnowledgeStore(store.data_dir, other, store.collection)
+
+    message = str(refused.value)
+    assert store.embeddings.name in message and "packaged:another" in message
+    assert "CHATBOT_DATA_DIR" in message
+    # The same model opens it, and another collection in the same directory is a new store.
+    assert _search(KnowledgeStore(store.data_dir, store.embeddings, store.collection), "warranty")
+    KnowledgeStore(store.data_dir, other, "another_collection")
