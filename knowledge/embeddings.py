@@ -82,11 +82,18 @@ class _JoinedParts(io.RawIOBase):
     """The parts of a split archive read as one seekable file, without writing it out whole."""
 
     def __init__(self, paths: list[Path]):
-        self._files = [path.open("rb") for path in paths]
+        super().__init__()
+        self._files: list = []
         self._starts, total = [], 0
-        for handle in self._files:
-            self._starts.append(total)
-            total += os.fstat(handle.fileno()).st_size
+        try:
+            for path in paths:
+                handle = path.open("rb")
+                self._files.append(handle)
+                self._starts.append(total)
+                total += os.fstat(handle.fileno()).st_size
+        except BaseException:
+            self.close()
+            raise
         self._size, self._position = total, 0
 
     def readable(self) -> bool:
@@ -205,8 +212,8 @@ class SentenceTransformerEmbeddings(Embeddings):
         name: str | None = None,
     ):
         self.model_dir = model_dir
-        # What the knowledge store records it was built with.
-        self.name = name or str(model_dir)
+        # What the knowledge store records it was built with (None: not checked).
+        self.name = name
         self.batch_size = batch_size
         self.device = device
         self.threads = threads
@@ -284,7 +291,8 @@ def make_embeddings(
     if len(names) > 1:
         if not all(names):
             raise EmbeddingModelMissing(f"'{model}' has an empty model name around a '+'.")
-        return JoinedEmbeddings([_one_model(name, threads) for name in names], model.strip())
+        models = [_one_model(name, threads) for name in names]
+        return JoinedEmbeddings(models, " + ".join(str(m.name) for m in models))
     return _one_model(names[0], threads)
 
 
@@ -302,4 +310,4 @@ def _one_model(model: str, threads: int) -> SentenceTransformerEmbeddings:
             f"'{model}' is not a sentence-transformers model folder; use 'packaged:<package>' "
             "or the path of a folder that holds modules.json."
         )
-    return SentenceTransformerEmbeddings(path, threads=threads, name=model)
+    return SentenceTransformerEmbeddings(path, threads=threads, name=str(path.resolve()))

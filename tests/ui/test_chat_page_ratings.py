@@ -199,9 +199,11 @@ def test_a_page_never_supplies_the_bots_answers(settings, sample_store):
 def test_asking_for_a_person_before_the_first_answer_starts_keeps_one_conversation(
     settings, sample_store
 ):
-    """The form can be pressed while the tab's first question waits for its answer: the ticket
-    and the question land on the tab's one conversation, the question stored once."""
-    from chatbot.conversations import new_session_id
+    """The form can be pressed while the tab's first question waits for its answer, before the
+    tab's state holds a conversation id: the ticket and the question land on one conversation,
+    the question stored once, and stored even if the answer never comes."""
+    from types import SimpleNamespace
+
     from chatbot.customer_chat import CustomerChat
     from chatbot.handoff import HandoffDesk
     from chatbot.rate_limit import RateLimiter
@@ -213,21 +215,33 @@ def test_asking_for_a_person_before_the_first_answer_starts_keeps_one_conversati
     desk = HandoffDesk(service.conversations, settings.handoff)
     chat = CustomerChat(service, settings, desk)
     limiter = RateLimiter(1000)
+
+    def tab(name: str) -> SimpleNamespace:
+        return SimpleNamespace(session_hash=name, client=SimpleNamespace(host="127.0.0.1"))
+
+    def questions(session_id: str) -> list[str]:
+        return [t.content for t in service.session_turns(session_id) if t.role == "user"]
+
     try:
         request_person = make_request_person(service, chat, limiter)
         respond = make_respond(service, limiter, chat)
         question = "banana bread recipe with walnuts?"
-        tab = new_session_id()  # the chat page's state before anything is stored
         page = [{"role": "user", "content": question}]  # shown, its answer not started
 
-        assert request_person("Ada", "", page, tab)[0] == tab
-        *_, (_, after_answer) = respond(question, [], tab)
+        ticketed, _ = request_person("Ada", "", page, None, tab("tab-1"))
+        assert questions(ticketed) == [question], "the ticket shows the question at once"
+        *_, (_, answered) = respond(question, [], None, tab("tab-1"))
 
-        assert after_answer == tab
-        assert [t.content for t in service.session_turns(tab) if t.role == "user"] == [question]
+        assert answered == ticketed
+        assert questions(answered) == [question]
+        assert [t.role for t in service.session_turns(answered)] == ["user", "assistant"]
         tickets = service.conversations.tickets()
-        assert {t.session_id for t in tickets} == {tab}, tickets
+        assert {t.session_id for t in tickets} == {answered}, tickets
         assert any(t.contact.get("name") == "Ada" for t in tickets), tickets
+
+        # Another tab, whose answer never comes (the tab was closed while it waited).
+        alone, _ = request_person("Bo", "", page, None, tab("tab-2"))
+        assert alone != answered and questions(alone) == [question]
     finally:
         desk.close()
         service.close()

@@ -313,6 +313,33 @@ def test_head_on_a_page_or_get_route_answers_like_get_without_the_body(app, anon
     assert anonymous.head("/staff/tickets").status_code in (303, 401, 403)
 
 
+def test_head_and_wrong_methods_see_every_route_on_the_path(app):
+    client = signed_in(app, "admin")
+
+    # /api/v1/documents has a POST route first and a GET route after it.
+    listed = client.head("/api/v1/documents")
+    wrong = client.delete("/api/v1/documents")
+    assert listed.status_code == 200 and listed.content == b""
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, POST"
+
+
+def _audit_actions(app) -> list[str]:
+    return [entry.action for entry in app.state.users.audit_log()]
+
+
+def test_head_on_the_export_neither_exports_nor_audits(app):
+    client = signed_in(app, "staff")
+
+    head = client.head("/staff/conversations/export")
+    after_head = _audit_actions(app)
+    get = client.get("/staff/conversations/export")
+
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/csv")
+    assert "conversations.export" not in after_head
+    assert get.status_code == 200 and "conversations.export" in _audit_actions(app)
+
+
 # ----- transcripts
 
 
