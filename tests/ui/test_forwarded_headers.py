@@ -49,39 +49,36 @@ def test_a_forwarded_for_header_moves_the_rate_limit_only_behind_a_proxy(tmp_pat
     assert clients == ([201, 201, 201] if behind_proxy else [429, 429, 429])
 
 
-def test_behind_two_proxies_the_client_is_the_last_address_no_proxy_added(tmp_path):
-    app = start_app(
-        tmp_path / "data",
-        sample_knowledge=False,
-        env={
-            "CHATBOT_WIDGET__MAX_SESSIONS_PER_MINUTE": "1",
-            "CHATBOT_RATE_LIMITS__TRUST_FORWARDED_FOR": "true",
-            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES": '["127.0.0.1", "10.0.0.0/8"]',
-        },
-    )
-    try:
-        # The outer proxy (10.0.0.5) forwards to the inner one (the test, on 127.0.0.1).
-        codes = new_sessions(app.url, [f"6.6.6.{n}, 198.51.100.{n}, 10.0.0.5" for n in range(3)])
-    finally:
-        app.stop()
-
-    assert codes == [201, 201, 201], "each customer has its own limit, not the proxy's"
-
-
-def test_a_request_from_an_address_that_is_not_a_proxy_cannot_name_its_client(tmp_path):
+@pytest.mark.parametrize(
+    ("trusted_proxies", "forwarded_for", "expected"),
+    [
+        # The outer proxy (10.0.0.5) forwards to the inner one (the test, on 127.0.0.1): each
+        # customer has a limit of their own, not one shared as the outer proxy's.
+        (
+            '["127.0.0.1", "10.0.0.0/8"]',
+            [f"6.6.6.{n}, 198.51.100.{n}, 10.0.0.5" for n in range(3)],
+            [201, 201, 201],
+        ),
+        # The test's own address is no proxy's: what it writes in the header does not count.
+        ('["10.9.9.9"]', [f"198.51.100.{n}" for n in range(3)], [201, 201, 429]),
+    ],
+    ids=["behind two proxies", "not from a proxy"],
+)
+def test_only_a_listed_proxy_names_the_client_and_every_proxy_is_passed_over(
+    tmp_path, trusted_proxies, forwarded_for, expected
+):
     app = start_app(
         tmp_path / "data",
         sample_knowledge=False,
         env={
             "CHATBOT_WIDGET__MAX_SESSIONS_PER_MINUTE": "2",
             "CHATBOT_RATE_LIMITS__TRUST_FORWARDED_FOR": "true",
-            # The test's own address, 127.0.0.1, is not the proxy.
-            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES": '["10.9.9.9"]',
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES": trusted_proxies,
         },
     )
     try:
-        codes = new_sessions(app.url, [f"198.51.100.{n}" for n in range(3)])
+        codes = new_sessions(app.url, forwarded_for)
     finally:
         app.stop()
 
-    assert codes == [201, 201, 429]
+    assert codes == expected
