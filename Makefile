@@ -43,20 +43,18 @@ format: setup
 	$(VENV)/bin/ruff check --fix chatbot knowledge ui tests
 
 # Retrieval scores on the Zulip help center beside the repository (../shared), in a scratch store.
+EVAL_STORE ?= data/eval-zulip
+EVAL_PROFILE ?= default
 eval: setup
 	@test -d ../shared/kb/zulip-help/help || { echo "make eval needs the Zulip help center at ../shared/kb/zulip-help/ (see README, Retrieval quality)" >&2; exit 2; }
-	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot ingest ../shared/kb/zulip-help/help
-	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
-	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval tests/data/zulip_tuning_questions.jsonl --retrieval-only
-	CHATBOT_DATA_DIR=data/eval-zulip $(VENV)/bin/chatbot eval tests/data/zulip_unseen_questions.jsonl --retrieval-only
+	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot ingest --profile $(EVAL_PROFILE) ../shared/kb/zulip-help/help
+	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
+	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_tuning_questions.jsonl --retrieval-only
+	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_unseen_questions.jsonl --retrieval-only
 
 # The same with the accurate profile, in its own scratch store.
 eval-accurate: setup-accurate
-	@test -d ../shared/kb/zulip-help/help || { echo "make eval-accurate needs the Zulip help center at ../shared/kb/zulip-help/ (see README, Retrieval quality)" >&2; exit 2; }
-	CHATBOT_DATA_DIR=data/eval-zulip-accurate $(VENV)/bin/chatbot ingest --profile accurate ../shared/kb/zulip-help/help
-	CHATBOT_DATA_DIR=data/eval-zulip-accurate $(VENV)/bin/chatbot eval --profile accurate ../shared/kb/zulip-help/dev_questions.jsonl --retrieval-only
-	CHATBOT_DATA_DIR=data/eval-zulip-accurate $(VENV)/bin/chatbot eval --profile accurate tests/data/zulip_tuning_questions.jsonl --retrieval-only
-	CHATBOT_DATA_DIR=data/eval-zulip-accurate $(VENV)/bin/chatbot eval --profile accurate tests/data/zulip_unseen_questions.jsonl --retrieval-only
+	$(MAKE) eval EVAL_PROFILE=accurate EVAL_STORE=data/eval-zulip-accurate
 
 # Pictures of the widget and the staff pages for the README (Debian's Chromium, real app).
 screenshots: setup

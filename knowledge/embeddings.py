@@ -8,6 +8,7 @@ hubness correction and the off-topic examples all work on the joined vectors unc
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -113,7 +114,7 @@ class _JoinedParts(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view, done = memoryview(buffer).cast("B"), 0
         while done < len(view) and self._position < self._size:
-            index = max(i for i, start in enumerate(self._starts) if start <= self._position)
+            index = bisect.bisect_right(self._starts, self._position) - 1
             handle = self._files[index]
             handle.seek(self._position - self._starts[index])
             count = handle.readinto(view[done:])

@@ -255,9 +255,9 @@ class KnowledgeStore:
         if not name:
             return False
         db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('embedding_model', ?)", (name,))
-        built_with = db.execute("SELECT value FROM meta WHERE key = 'embedding_model'").fetchone()[
-            0
-        ]
+        (built_with,) = db.execute(
+            "SELECT value FROM meta WHERE key = 'embedding_model'"
+        ).fetchone()
         if built_with == name:
             return False
         if db.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is None:
