@@ -152,6 +152,15 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+# Session ids are ASCII (``new_session_id``); a longer one, or one with a broken character
+# (which SQLite cannot even encode), names no session.
+MAX_SESSION_ID_CHARS = 128
+
+
+def _could_be_session_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_SESSION_ID_CHARS and value.isascii()
+
+
 class ConversationStore(Protocol):
     def create_session(
         self,
@@ -252,6 +261,8 @@ class SQLiteConversationStore:
         return record
 
     def get_session(self, session_id: str) -> SessionRecord | None:
+        if not _could_be_session_id(session_id):
+            return None
         with self._db() as db:
             row = db.execute(
                 "SELECT id, channel, created_at, updated_at, summary, summary_tokens, facts,"

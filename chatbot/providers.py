@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 from langchain_core.language_models import BaseChatModel
 
@@ -98,3 +99,34 @@ def _make_azure(llm: LLMSettings, common: dict) -> BaseChatModel:
     # Azure's v1 route takes the key as a Bearer token, which ChatOpenAI keeps in a SecretStr.
     # An api-key entry in default_headers would be a plain field and show in repr(model).
     return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=key, **common)
+
+
+@dataclass(frozen=True)
+class ModelProbe:
+    """A cheap request that shows whether the model's server answers and accepts the key: its
+    list of models (``GET …/models``), which every provider serves and which costs no tokens."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def model_probe(llm: LLMSettings, *, local_base_url: str | None = None) -> ModelProbe | None:
+    """The readiness probe for ``llm.provider``, sent with the same key as the chat requests."""
+    match llm.provider:
+        case Provider.LOCAL:
+            return ModelProbe(f"{local_base_url}/models") if local_base_url else None
+        case Provider.OPENAI_COMPATIBLE:
+            cfg = llm.openai_compatible
+            key = _secret_from_env(cfg.api_key_env, required=False, purpose="openai_compatible")
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return ModelProbe(cfg.base_url.rstrip("/") + "/models", headers)
+        case Provider.AZURE:
+            cfg = llm.azure
+            key = _secret_from_env(cfg.api_key_env, required=True, purpose="The azure provider")
+            endpoint = cfg.endpoint.rstrip("/")
+            if cfg.route == AzureRoute.DEPLOYMENT:
+                return ModelProbe(
+                    f"{endpoint}/openai/models?api-version={cfg.api_version}", {"api-key": key}
+                )
+            return ModelProbe(f"{endpoint}/openai/v1/models", {"Authorization": f"Bearer {key}"})
+    return None

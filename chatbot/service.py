@@ -34,7 +34,7 @@ from chatbot.prompts import (
     context_blocks,
     is_decline,
 )
-from chatbot.providers import token_limit
+from chatbot.providers import ModelProbe, model_probe, token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
 from chatbot.tokens import EstimatingCounter, TokenCounter
@@ -222,10 +222,10 @@ class ChatService:
         conversations: ConversationStore | None = None,
         counter: TokenCounter | None = None,
         on_close: Callable[[], None] | None = None,
-        model_probe_url: str | None = None,
+        model_probe: ModelProbe | None = None,
     ):
         self.settings = settings
-        self.model_probe_url = model_probe_url
+        self.model_probe = model_probe
         self.store = store
         self.retriever = retriever
         self.model = model
@@ -672,10 +672,11 @@ class ChatService:
     def _probe_model(self) -> None:
         if self.model is None:
             raise RuntimeError("no chat model is configured")
-        if self.model_probe_url:
+        if self.model_probe is not None:
             import httpx
 
-            httpx.get(self.model_probe_url, timeout=2).raise_for_status()
+            probe = self.model_probe
+            httpx.get(probe.url, headers=probe.headers, timeout=2).raise_for_status()
 
     def keep_search_ready(self, every_s: float) -> None:
         """Check every ``every_s`` seconds, in the background, whether a collection changed
@@ -842,7 +843,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         model,
         counter=counter,
         on_close=on_close,
-        model_probe_url=f"{local_url}/models" if local_url else None,
+        model_probe=model_probe(settings.llm, local_base_url=local_url) if with_model else None,
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from chatbot.errors import MESSAGES, SOURCES_MAY_HELP
 from chatbot.prompts import HANDOFF_OFFER, NO_ANSWER_REPLY
-from chatbot.providers import make_chat_model
+from chatbot.providers import make_chat_model, model_probe
 from chatbot.service import ChatService, SourcesEvent
 from chatbot.settings import load_settings
 from knowledge.ingest import ingest_paths
@@ -18,9 +18,11 @@ from tests.fixtures.azure_stub import (
     completion,
     content_filter,
     context_length_exceeded,
+    model_list,
     rate_limited,
     slow,
     sse_completion,
+    unauthorized,
 )
 
 pytestmark = pytest.mark.slow  # loads the embedding model
@@ -62,7 +64,13 @@ def make_service(tmp_path, store, azure_stub, azure_key):
                 **llm,
             },
         )
-        return ChatService(settings, store, HybridRetriever(store), make_chat_model(settings.llm))
+        return ChatService(
+            settings,
+            store,
+            HybridRetriever(store),
+            make_chat_model(settings.llm),
+            model_probe=model_probe(settings.llm),
+        )
 
     return build
 
@@ -193,3 +201,41 @@ def test_the_key_stays_out_of_the_logs(make_service, azure_stub, azure_key, capl
     assert any("content_filter" in r.getMessage() for r in caplog.records), "the failure is logged"
     assert azure_key not in caplog.text
     assert azure_key not in repr(service.settings)
+
+
+# ----- readiness
+
+
+@pytest.mark.parametrize(
+    "route, path, query, header, value",
+    [
+        ("deployment", "/openai/models", {"api-version": ["2024-10-21"]}, "api-key", "{key}"),
+        ("v1", "/openai/v1/models", {}, "authorization", "Bearer {key}"),
+    ],
+)
+def test_readiness_asks_azure_for_its_model_list_with_the_key(
+    make_service, azure_stub, azure_key, route, path, query, header, value
+):
+    azure = {"endpoint": azure_stub.url, "route": route, "api_version": "2024-10-21"}
+    service = make_service(azure={**azure, "deployment": "support-phi"})
+    azure_stub.script(model_list())
+
+    assert service.readiness()["model"] == "ok"
+
+    (request,) = azure_stub.requests
+    assert (request.method, request.path, request.query) == ("GET", path, query)
+    assert request.headers[header] == value.format(key=azure_key)
+
+
+def test_readiness_fails_when_azure_refuses_the_key_or_is_gone(
+    make_service, azure_stub, azure_key, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    service = make_service()
+    azure_stub.script(unauthorized())
+
+    assert service.readiness()["model"] == "failed"
+    assert "401" in caplog.text and azure_key not in caplog.text
+
+    azure_stub.stop()
+    assert service.readiness()["model"] == "failed"

@@ -16,9 +16,11 @@ from chatbot.errors import MESSAGES, SOURCES_MAY_HELP, InputRejected
 from chatbot.history import Turn
 from chatbot.prompts import HANDOFF_ANSWER
 from chatbot.providers import make_chat_model
-from chatbot.service import ChatService, DoneEvent, SourcesEvent, TokenEvent
+from chatbot.service import ChatService, DoneEvent, SourcesEvent, TokenEvent, create_service
+from chatbot.settings import load_settings
 from knowledge.retriever import HybridRetriever
 from tests.chatbot.conftest_e2e import unreachable_base_url
+from tests.conftest import TEST_PROFILE
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +179,27 @@ def test_unreachable_model_gives_a_polite_answer(offline_service):
     events = list(offline_service.stream(RESET_QUESTION))
     assert isinstance(events[0], SourcesEvent)
     assert events[-1].result.error == "unavailable"
+
+
+def test_readiness_asks_an_openai_compatible_server_for_its_models(tmp_path, llama_server):
+    def readiness_of(base_url: str) -> str:
+        settings = load_settings(
+            TEST_PROFILE,
+            data_dir=tmp_path / "data",
+            llm={
+                "provider": "openai_compatible",
+                "openai_compatible": {"base_url": base_url, "model": "served-elsewhere"},
+            },
+        )
+        service = create_service(settings)
+        try:
+            return service.readiness()["model"]
+        finally:
+            service.close()
+
+    assert readiness_of(llama_server.base_url) == "ok"
+    with unreachable_base_url() as url:
+        assert readiness_of(url) == "failed"
 
 
 def test_one_service_answers_several_customers_at_once(service_at, llama_server):

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from chatbot.handoff import accepts_offer, wants_person
 from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, NO_ANSWER_TEXT
-from chatbot.providers import make_chat_model
+from chatbot.providers import ModelProbe, make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
 from knowledge.ingest import ingest_paths
@@ -70,7 +70,7 @@ def make_client(settings, sample_store, clock) -> Iterator[Callable[..., TestCli
         cfg = site_settings(settings, **changes)
         model = make_chat_model(cfg.llm, local_base_url=base_url)
         retriever = HybridRetriever(sample_store, off_topic=off_topic)
-        service = ChatService(cfg, sample_store, retriever, model, model_probe_url=None)
+        service = ChatService(cfg, sample_store, retriever, model, model_probe=None)
         client = TestClient(create_web_app(service, cfg, clock=clock))
         client.__enter__()
         built.append((service, client))
@@ -273,6 +273,22 @@ def test_wrong_missing_and_foreign_tokens_are_refused(client, route):
     assert (unknown.status_code, error_code(unknown)) == (404, "unknown_session")
     with sqlite3.connect(db_path(client)) as db:
         assert db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "route", ["/api/v1/chat", "/api/v1/chat/stream", "/api/v1/feedback", "/api/v1/handoff"]
+)
+@pytest.mark.parametrize("session_id", ["\\ud800", "x" * 1000], ids=["surrogate", "long"])
+def test_a_malformed_session_id_is_an_unknown_session_not_a_crash(client, route, session_id):
+    _, headers = new_session(client)
+    # Written out by hand: a lone surrogate is valid JSON but no encoder would send it.
+    body = f'{{"session_id": "{session_id}", "message": "hi", "turn_id": 1, "rating": "up"}}'
+
+    response = client.post(
+        route, headers={**headers, "Content-Type": "application/json"}, content=body
+    )
+
+    assert (response.status_code, error_code(response)) == (404, "unknown_session")
 
 
 def test_another_customers_history_cannot_be_read(client):
@@ -701,7 +717,7 @@ def test_readiness_names_the_part_that_failed(make_client, llama_server, tmp_pat
     client = make_client(llama_server.base_url)
     service = client.app.state.chat.service
     with unreachable_base_url() as url:
-        service.model_probe_url = url + "/models"
+        service.model_probe = ModelProbe(url + "/models")
         response = client.get("/readyz")
 
     assert response.status_code == 503
