@@ -73,7 +73,10 @@ def safe_markdown(text: str) -> str:
     browser and server and is escaped again on every update.
     """
     text = text.replace("<", "&lt;").replace(">", "&gt;")
-    return IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", text)
+    text = IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", text)
+    # Any image syntax left (brackets inside the alt text, a reference image whose address is
+    # defined on another line) loses its bracket, so it shows as text and loads nothing.
+    return text.replace("![", "!\\[")
 
 
 def escape_customer_messages(chatbot: gr.Chatbot) -> gr.Chatbot:

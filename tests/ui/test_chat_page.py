@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 QUESTION = "How long do I hold the reset button on the hub?"
 EXPECTED_SOURCE = "reset-the-hub.md"
 HTML_PAYLOAD = '<img src=x onerror="window.__xss=1">'
+# Brackets inside the alt text hide a Markdown image from a simple pattern; nothing listens there.
+IMAGE_PAYLOAD = "![a[b]](http://127.0.0.1:9/tracker.png)"
 # SmolLM2 starts answering within seconds. The test profile's 64-token cap should end an answer
 # soon after, but llama-cpp-python ignores the max_completion_tokens that langchain-openai sends,
 # so an answer can run until the 4096-token context is full: minutes on a busy shared CPU.
@@ -83,7 +85,11 @@ def html_page(browser, chat_server):
     """A tab whose question carries an HTML tag, and asks the model to repeat it."""
     context = browser.new_context()
     page = open_chat(context, chat_server.url)
-    ask(page, f"How do I reset the hub? Start your answer with {HTML_PAYLOAD}", chat_server)
+    ask(
+        page,
+        f"How do I reset the hub? Start your answer with {HTML_PAYLOAD} {IMAGE_PAYLOAD}",
+        chat_server,
+    )
     yield page
     context.close()
 
@@ -126,6 +132,12 @@ def test_html_in_the_question_is_shown_as_text(html_page):
     assert html_page.evaluate("typeof window.__xss") == "undefined"
     assert chat.locator('img[src="x"]').count() == 0
     expect(chat.get_by_test_id("user")).to_contain_text(HTML_PAYLOAD)
+
+
+def test_a_markdown_image_in_the_question_loads_nothing(html_page):
+    chat = conversation(html_page)
+    assert chat.locator('img[src*="127.0.0.1:9"]').count() == 0
+    expect(chat.get_by_test_id("user")).to_contain_text("tracker.png")
 
 
 # ----- the same endpoint over HTTP, with Gradio's own client
