@@ -47,6 +47,8 @@ APP_ERROR = "something went wrong on our side"
 NOT_AVAILABLE_WARNING = "Support chat: not available on this page"
 
 ANSWER = '[data-role="assistant"]:not([data-testid="greeting"])'
+# A customer's message as shown (beside it, a "You said:" for screen readers).
+QUESTION_SHOWN = '[data-role="user"] .bubble'
 # A 4xx (say, a page's missing favicon) is logged by Chromium itself; it is no widget failure.
 HTTP_4XX = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d\b")
 # What Chromium logs when the app refuses a page's origin: the refusal the test expects.
@@ -243,7 +245,7 @@ def ask(page: Page, question: str, app: ServedApp) -> Response:
         ) as stream:
             page.get_by_test_id("input").fill(question)
             page.get_by_test_id("input").press("Enter")
-        expect(log.locator('[data-role="user"]')).to_have_text([question])
+        expect(log.locator(QUESTION_SHOWN)).to_have_text([question])
         expect(answer_text(page)).not_to_be_empty(timeout=ANSWER_STARTS_S * 1000)
         # The rating buttons come with the `done` event; Send stays disabled until then.
         expect(answers(page).get_by_test_id("thumbs-up")).to_be_visible(
@@ -282,7 +284,7 @@ def answered(browser, widget_app, shop_site) -> Iterator[Answered]:
 def test_the_answer_streams_in_with_a_link_to_its_source(answered, widget_app):
     page = answered.tab.page
     expect(page.get_by_test_id("panel")).to_have_attribute("aria-label", f"{SITE_NAME} chat")
-    expect(page.get_by_test_id("greeting")).to_have_text(GREETING)
+    expect(page.get_by_test_id("greeting").locator(".bubble")).to_have_text(GREETING)
     assert answered.answer.strip(), "the assistant's answer is empty"
     assert APP_ERROR not in answered.answer, widget_app.output()
     expect(page.get_by_test_id("log").locator('[data-role="system"]')).to_have_count(0)
@@ -328,7 +330,7 @@ def test_the_conversation_survives_a_reload_and_another_page(answered, widget_ap
         visit()
         open_panel(page)
         log = page.get_by_test_id("log")
-        expect(log.locator('[data-role="user"]')).to_have_text([QUESTION])
+        expect(log.locator(QUESTION_SHOWN)).to_have_text([QUESTION])
         expect(answer_text(page)).to_have_text(answered.answer)
         expect(answers(page).get_by_test_id("source-link").first).to_have_attribute(
             "href", re.compile("^" + re.escape(widget_app.url + "/help/"))
@@ -420,6 +422,142 @@ def test_on_a_phone_the_open_panel_covers_the_screen(browser, widget_app, shop_s
         expect(page.get_by_test_id("panel")).to_be_hidden()
         expect(page.get_by_test_id("bubble")).to_be_focused()
         tab.assert_no_unexpected_errors()
+
+
+def test_a_message_over_the_limit_stays_in_the_box_with_a_note(browser, widget_app, shop_site):
+    limit = load_settings(TEST_PROFILE).chat.max_message_chars
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        box = page.get_by_test_id("input")
+        pasted = "word " * (limit // 5 + 200)
+
+        box.fill(pasted)
+
+        expect(box).to_have_value(pasted)
+        expect(page.get_by_test_id("notice")).to_contain_text(f"{limit:,} or fewer")
+        expect(page.get_by_test_id("send")).to_be_disabled()
+        box.press("Enter")
+        page.wait_for_timeout(300)
+        assert tab.chat_requests == [], "a message over the limit was sent"
+        expect(box).to_have_value(pasted)
+
+        box.fill(pasted[: limit - 10])
+        expect(page.get_by_test_id("notice")).to_have_text("")
+        expect(page.get_by_test_id("send")).to_be_enabled()
+        tab.assert_no_unexpected_errors()
+
+
+def test_escape_in_the_person_form_closes_the_form_and_screen_readers_hear_who_speaks(
+    browser, widget_app, shop_site
+):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        bubble = page.get_by_test_id("bubble")
+        expect(bubble).to_have_attribute("aria-label", "Close support chat")
+        greeting = page.get_by_test_id("greeting")
+        expect(greeting.locator(".sr-only")).to_have_text(f"{SITE_NAME} said:")
+        expect(greeting.locator(".bubble")).to_have_attribute("dir", "auto")
+        expect(page.get_by_test_id("input")).to_have_attribute("dir", "auto")
+
+        page.get_by_test_id("handoff").click()
+        expect(page.get_by_test_id("handoff-name")).to_be_focused()
+        page.keyboard.press("Escape")
+
+        expect(page.get_by_test_id("handoff-form")).to_be_hidden()
+        expect(page.get_by_test_id("panel")).to_be_visible()
+        expect(page.get_by_test_id("input")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(page.get_by_test_id("panel")).to_be_hidden()
+        expect(bubble).to_have_attribute("aria-label", "Open support chat")
+        tab.assert_no_unexpected_errors()
+
+
+def test_on_a_phone_tab_stays_inside_the_open_panel(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/", viewport={"width": 360, "height": 700}) as tab:
+        page = tab.page
+        open_panel(page)
+        panel = page.get_by_test_id("panel")
+        expect(panel).to_have_attribute("aria-modal", "true")
+        inside = "() => { const w = document.querySelector('support-chat-widget');"
+        inside += " return !!w && w.shadowRoot.activeElement !== null; }"
+
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            assert page.evaluate(inside), "the focus left the panel for the page behind it"
+        for _ in range(12):
+            page.keyboard.press("Shift+Tab")
+            assert page.evaluate(inside), "the focus left the panel for the page behind it"
+        tab.assert_no_unexpected_errors()
+
+
+OFF_TOPIC = "What's a good recipe for banana bread?"  # declined at once: no model call
+
+
+def _ask_off_topic(page: Page, question: str = OFF_TOPIC) -> None:
+    page.get_by_test_id("input").fill(question)
+    page.get_by_test_id("input").press("Enter")
+    expect(page.get_by_test_id("send")).to_be_enabled(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+
+def test_tabs_of_one_browser_follow_the_same_conversation(browser, widget_app, shop_site):
+    context = browser.new_context()
+    try:
+        first, second = Tab(context.new_page()), Tab(context.new_page())
+        first.page.goto(shop_site.url + "/")
+        open_panel(first.page)
+        _ask_off_topic(first.page)
+        old = stored_session(first.page)["session_id"]
+        second.page.goto(shop_site.url + "/pricing")
+        open_panel(second.page)
+        expect(second.page.get_by_test_id("log").locator(QUESTION_SHOWN)).to_have_text([OFF_TOPIC])
+
+        # A new conversation in one tab empties the other, which used to write the old one back.
+        second.page.get_by_test_id("new-conversation").click()
+        expect(first.page.get_by_test_id("log").locator(QUESTION_SHOWN)).to_have_count(0)
+        _ask_off_topic(second.page, "Tell me a joke about programmers")
+        new = stored_session(second.page)["session_id"]
+        assert new != old
+        shown = first.page.get_by_test_id("log").locator(QUESTION_SHOWN)
+        expect(shown).to_have_text(["Tell me a joke about programmers"])
+
+        _ask_off_topic(first.page, "What's the capital of Australia?")
+        assert stored_session(first.page)["session_id"] == new
+        assert stored_session(second.page)["session_id"] == new
+        asked = query(
+            widget_app,
+            "SELECT content FROM turns WHERE session_id = ? AND role = 'user' ORDER BY id",
+            new,
+        )
+        assert [t["content"] for t in asked] == [
+            "Tell me a joke about programmers",
+            "What's the capital of Australia?",
+        ]
+        first.assert_no_unexpected_errors()
+        second.assert_no_unexpected_errors()
+    finally:
+        context.close()
+
+
+def test_the_chat_appears_once_the_server_is_back(browser, widget_app, shop_site):
+    context = browser.new_context()
+    try:
+        tab = Tab(context.new_page())
+        tab.allowed = (HTTP_4XX, re.compile(r"^Failed to load resource: net::ERR_FAILED"))
+        down = f"{widget_app.url}/{{api/v1/sites/**,healthz}}"
+        context.route(down, lambda route: route.abort())  # as if the server were restarting
+        tab.page.goto(shop_site.url + "/")
+        tab.page.wait_for_timeout(4000)
+        expect(tab.page.get_by_test_id("bubble")).to_have_count(0)
+
+        context.unroute(down)
+
+        expect(tab.page.get_by_test_id("bubble")).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+        assert not any(NOT_AVAILABLE_WARNING in w for w in tab.warnings), tab.warnings
+        tab.assert_no_unexpected_errors()
+    finally:
+        context.close()
 
 
 # ----- on a website the site key does not allow

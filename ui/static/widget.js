@@ -90,7 +90,9 @@
   function touchSession() {
     if (!session) return;
     session.last_active = nowS();
-    saveSession();
+    // Another tab may have started a new conversation meanwhile: that one stays the stored one.
+    const stored = readStored();
+    if (!stored || stored.session_id === session.session_id) saveSession();
   }
   const idle = (s) => Number(s.idle_timeout_s) > 0 && nowS() - Number(s.last_active || 0) > Number(s.idle_timeout_s);
 
@@ -598,7 +600,7 @@ textarea{font-size:16px}
     );
 
     const notice = h("div", { class: "notice", role: "status", "data-testid": "notice" });
-    const input = h("textarea", { id: inputId, rows: "1", maxlength: String(site.maxChars), placeholder: "Write a message…", "data-testid": "input" });
+    const input = h("textarea", { id: inputId, rows: "1", dir: "auto", placeholder: "Write a message…", "data-testid": "input" });
     const send = h("button", { type: "submit", class: "send", "aria-label": "Send", title: "Send", "data-testid": "send" }, icon(ICON.send));
     const composer = h("form", { class: "composer", "data-testid": "composer" }, h("label", { class: "sr-only", for: inputId }, "Message"), input, send);
     const handoffBtn = h(
@@ -625,8 +627,9 @@ textarea{font-size:16px}
     root.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && !ui.panel.hidden) {
         e.preventDefault();
-        setOpen(false, true);
-      }
+        if (!ui.handoffForm.hidden && ui.handoffForm.contains(ui.shadow.activeElement)) closeHandoff(true);
+        else setOpen(false, true);
+      } else if (e.key === "Tab" && !ui.panel.hidden && coversScreen()) keepFocusInPanel(e);
     });
     log.addEventListener("scroll", () => {
       pinned = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
@@ -641,7 +644,10 @@ textarea{font-size:16px}
         sendMessage();
       }
     });
-    input.addEventListener("input", autosize);
+    input.addEventListener("input", () => {
+      autosize();
+      checkLength();
+    });
     handoffBtn.addEventListener("click", () => (ui.handoffForm.hidden ? openHandoff() : closeHandoff(true)));
     handoffCancel.addEventListener("click", () => closeHandoff(true));
     emailInput.addEventListener("input", () => emailInput.setCustomValidity(""));
@@ -666,7 +672,21 @@ textarea{font-size:16px}
   function paintSite() {
     ui.name.textContent = site.name;
     ui.panel.setAttribute("aria-label", site.name + " chat");
-    ui.input.maxLength = site.maxChars;
+    checkLength();
+  }
+
+  /* A message over the limit is kept in the box (pasted text is never cut) with a note, and
+     Send waits until it is short enough. */
+  let tooLong = false;
+  function checkLength() {
+    const length = ui.input.value.trim().length;
+    const over = length > site.maxChars;
+    if (over) {
+      const n = (v) => v.toLocaleString("en-US");
+      setNotice(`Your message is ${n(length)} characters long; please keep it to ${n(site.maxChars)} or fewer.`, !tooLong);
+    } else if (tooLong) setNotice("", false);
+    tooLong = over;
+    updateSend();
   }
 
   function autosize() {
@@ -681,13 +701,36 @@ textarea{font-size:16px}
       return;
     }
     ui.panel.hidden = !open;
+    ui.panel.setAttribute("aria-modal", String(open && coversScreen()));
     ui.root.classList.toggle("open", open);
     ui.bubble.setAttribute("aria-expanded", String(open));
+    ui.bubble.setAttribute("aria-label", open ? "Close support chat" : "Open support chat");
     if (open) {
       scrollDown(true);
       (unavailable ? ui.closeBtn : ui.input).focus();
     } else if (focusBubble || ui.shadow.activeElement) {
       ui.bubble.focus();
+    }
+  }
+
+  // The width at which the open panel covers the whole screen (the CSS's phone layout).
+  const PHONE = window.matchMedia("(max-width:480px)");
+  const coversScreen = () => PHONE.matches;
+
+  function keepFocusInPanel(e) {
+    const focusable = Array.from(ui.panel.querySelectorAll("button, input, textarea, a[href], [tabindex='0']")).filter(
+      (el) => !el.disabled && el.getClientRects().length > 0
+    );
+    if (!focusable.length) return;
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    const active = ui.shadow.activeElement;
+    if (e.shiftKey && (active === first || !ui.panel.contains(active))) {
+      e.preventDefault();
+      last.focus();
+    } else if (!e.shiftKey && (active === last || !ui.panel.contains(active))) {
+      e.preventDefault();
+      first.focus();
     }
   }
 
@@ -697,7 +740,7 @@ textarea{font-size:16px}
   }
 
   function updateSend() {
-    ui.send.disabled = busy || cooldownUntil > 0 || unavailable;
+    ui.send.disabled = busy || cooldownUntil > 0 || unavailable || tooLong;
   }
 
   function setNotice(text, announce) {
@@ -723,7 +766,7 @@ textarea{font-size:16px}
         clearInterval(cooldownTimer);
         cooldownUntil = 0;
         setNotice("", false);
-        updateSend();
+        checkLength();
         return;
       }
       setNotice(`You're sending messages quickly. You can write again in ${left} second${left === 1 ? "" : "s"}.`, first);
@@ -741,13 +784,15 @@ textarea{font-size:16px}
     return el;
   }
 
-  const addUser = (text) => append(h("div", { class: "msg user", "data-role": "user" }, h("div", { class: "bubble", text })));
+  const addUser = (text) =>
+    append(h("div", { class: "msg user", "data-role": "user" }, h("span", { class: "sr-only" }, "You said:"), h("div", { class: "bubble", dir: "auto", text })));
 
   const addSystem = (text) => append(h("div", { class: "msg system", "data-role": "system", text }));
 
   function addAssistant(text, testid) {
-    const body = h("div", { class: "bubble md" });
-    const view = { el: h("div", { class: "msg assistant", "data-role": "assistant", "data-testid": testid }, body), body, text: text || "", frame: 0, sources: null };
+    const body = h("div", { class: "bubble md", dir: "auto" });
+    const speaker = h("span", { class: "sr-only" }, site.name + " said:");
+    const view = { el: h("div", { class: "msg assistant", "data-role": "assistant", "data-testid": testid }, speaker, body), body, text: text || "", frame: 0, sources: null };
     if (view.text) renderAnswer(view);
     append(view.el);
     return view;
@@ -899,7 +944,7 @@ textarea{font-size:16px}
   // ---------------------------------------------------------------- chatting
   async function sendMessage() {
     const text = ui.input.value.trim();
-    if (!text || busy || cooldownUntil || unavailable) return;
+    if (!text || busy || cooldownUntil || unavailable || tooLong) return;
     if (ui.shadow.activeElement === ui.send) ui.input.focus(); // Send is about to be disabled
     busy = true;
     updateSend();
@@ -936,6 +981,8 @@ textarea{font-size:16px}
         busy = false;
         ui.log.removeAttribute("aria-busy");
         updateSend();
+        const stored = readStored();
+        if (session && (!stored || stored.session_id !== session.session_id)) followStored();
       }
     }
   }
@@ -981,6 +1028,7 @@ textarea{font-size:16px}
     if (done) {
       if (typeof done.turn_id === "number" && view.text) addFeedback(view, done.turn_id, null);
       showTicket(done.handoff_ticket, view.text);
+      touchSession(); // other tabs of the site show the answer too
     }
     scrollDown();
   }
@@ -997,6 +1045,33 @@ textarea{font-size:16px}
     showGreeting();
     updateSend();
     (unavailable ? ui.closeBtn : ui.input).focus();
+  }
+
+  /* Another tab of the site wrote to the stored conversation, or started a new one, or forgot
+     it: this tab shows the stored conversation as the server has it (unless it is writing an
+     answer, and then once it has), so that tabs never take turns overwriting each other's. */
+  async function followStored() {
+    if (!ui || !store || streaming) return; // without storage, each page keeps its own
+    const stored = readStored();
+    if (!stored && !session) return;
+    const same = !!stored && !!session && stored.session_id === session.session_id;
+    session = stored;
+    let data = null;
+    if (stored) {
+      try {
+        data = await fetchHistory(stored);
+      } catch (err) {
+        if (session === stored && sessionGone(err)) forgetSession();
+        else if (same) return; // a passing failure: keep showing what is shown
+      }
+    }
+    if (session !== stored || streaming) return; // it changed again meanwhile
+    shownTickets.clear();
+    ui.log.replaceChildren();
+    if (!same) closeHandoff(false);
+    showGreeting();
+    if (data) renderHistory(data);
+    updateSend();
   }
 
   // ---------------------------------------------------------------- hand-off
@@ -1047,15 +1122,32 @@ textarea{font-size:16px}
     document.body ? Promise.resolve() : new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }));
   const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  async function loadSiteOnce() {
+  /* Whether the API's server answers at all. A page whose origin the site does not allow fails
+     like a network error (CORS), but an opaque no-cors request still reaches the server. */
+  async function serverAnswers() {
     try {
-      await loadSite();
-    } catch (err) {
-      if (err.status !== 0) throw err;
-      await pause(3000); // one more try over a flaky connection
-      await loadSite();
+      await fetch(API + "/healthz", { mode: "no-cors", cache: "no-store", credentials: "omit" });
+      return true;
+    } catch (_) {
+      return false;
     }
   }
+
+  /* The site's settings; while the server cannot be reached (a restart, a dropped connection),
+     asked again after 3 s, then less and less often, so that the chat appears once it is back. */
+  async function loadSiteWhenUp() {
+    for (let wait = 3000; ; wait = Math.min(wait * 2, 60000)) {
+      try {
+        return await loadSite();
+      } catch (err) {
+        if (err.status !== 0 || (await serverAnswers())) throw err;
+      }
+      await pause(wait);
+    }
+  }
+
+  const fetchHistory = (stored) =>
+    callJson("GET", "/api/v1/sessions/" + encodeURIComponent(stored.session_id), undefined, auth(stored));
 
   async function start() {
     let stored = readStored();
@@ -1063,15 +1155,15 @@ textarea{font-size:16px}
       forgetSession();
       stored = null;
     }
-    const [siteResult, historyResult] = await Promise.allSettled([
-      loadSiteOnce(),
-      stored ? callJson("GET", "/api/v1/sessions/" + encodeURIComponent(stored.session_id), undefined, auth(stored)) : null,
-    ]);
+    let [siteResult, historyResult] = await Promise.allSettled([loadSiteWhenUp(), stored ? fetchHistory(stored) : null]);
     if (siteResult.status === "rejected") {
       // An unknown key or a page the site does not allow (which the browser reports as a
       // network error when CORS refuses it): no chat at all rather than one that cannot work.
       console.warn("Support chat: not available on this page (site key " + SITE_KEY + ", API " + API + ").");
       return;
+    }
+    if (stored && historyResult.status === "rejected" && historyResult.reason.status === 0) {
+      [historyResult] = await Promise.allSettled([fetchHistory(stored)]); // the server is back now
     }
     if (stored) {
       if (historyResult.status === "fulfilled") session = stored;
@@ -1084,6 +1176,9 @@ textarea{font-size:16px}
     if (historyResult.status === "fulfilled" && historyResult.value) renderHistory(historyResult.value);
     updateSend();
     if (wantOpen) setOpen(true);
+    window.addEventListener("storage", (e) => {
+      if (e.key === STORE_KEY || e.key === null) followStored();
+    });
   }
 
   window.SupportChatWidget = Object.freeze({
