@@ -310,6 +310,8 @@ class CustomerChat:
                     "sources": [self.source_link(session.site, s) for s in sources],
                     "rating": rating.rating if rating else None,
                     "created_at": turn.created_at,
+                    # The customer left while it was being written: it stops mid-sentence.
+                    "interrupted": turn.meta.get("error") == "interrupted",
                 }
             )
         return messages

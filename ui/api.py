@@ -102,6 +102,9 @@ class Message(BaseModel):
     sources: list[SourceLink]
     rating: Literal["up", "down"] | None
     created_at: float
+    interrupted: bool = Field(
+        False, description="An answer cut short because the customer left while it was written."
+    )
 
 
 class SessionHistory(BaseModel):

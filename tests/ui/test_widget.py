@@ -540,6 +540,29 @@ def test_tabs_of_one_browser_follow_the_same_conversation(browser, widget_app, s
         context.close()
 
 
+def test_an_answer_cut_short_says_so_after_a_reload(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        _ask_off_topic(page)
+
+        def as_if_interrupted(route) -> None:
+            # The server marks an answer whose customer left mid-stream (test_api_server); here
+            # the stored answer is shown as one, to see what the widget makes of the flag.
+            response = route.fetch()
+            data = response.json()
+            data["messages"][-1]["interrupted"] = True
+            route.fulfill(response=response, json=data)
+
+        page.route(f"{widget_app.url}/api/v1/sessions/*", as_if_interrupted)
+        page.reload()
+        open_panel(page)
+
+        notes = page.get_by_test_id("log").locator('[data-role="system"]')
+        expect(notes).to_contain_text(["stopped when the page was closed"])
+        tab.assert_no_unexpected_errors()
+
+
 def test_the_chat_appears_once_the_server_is_back(browser, widget_app, shop_site):
     context = browser.new_context()
     try:

@@ -26,6 +26,7 @@
     renewed: "Your earlier conversation had expired, so this message starts a new one.",
     ended: "This conversation has ended. Send a message to start a new one.",
     handoff: "Thanks, a person from our support team will follow up.",
+    interrupted: "This answer stopped when the page was closed. Ask again for the whole answer.",
   };
   const SESSION_GONE = ["session_expired", "invalid_token", "unknown_session", "missing_token"];
   const NOT_ALLOWED = ["site_not_allowed", "origin_not_allowed"];
@@ -925,6 +926,7 @@ textarea{font-size:16px}
       const view = addAssistant((last = str(m.content)));
       renderSources(view, m.sources);
       if (typeof m.id === "number") addFeedback(view, m.id, m.rating);
+      if (m.interrupted === true) addSystem(TEXT.interrupted);
     }
     if (data && data.handoff_ticket) showTicket(data.handoff_ticket, last);
   }
