@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 from knowledge.chunking import chunk_document, is_navigation_page
-from knowledge.loaders import SUPPORTED_SUFFIXES, DocumentError, LoadLimits, load_document
+from knowledge.loaders import (
+    SUPPORTED_SUFFIXES,
+    DocumentError,
+    LoadedDocument,
+    LoadLimits,
+    load_document,
+)
 from knowledge.macros import INCLUDE_DIR_NAMES
 from knowledge.store import DocumentRecord, KnowledgeStore
 
@@ -99,9 +105,24 @@ def ingest_paths(
     """Ingest every file under ``paths``; a bad file is reported and the others go on."""
     report = IngestReport()
     files = discover(paths)
+    unread = {source: file for file, source, _ in files}
+
+    def changing(twin: DocumentRecord) -> bool:
+        """Whether ``twin``'s file, not read yet in this run, now says something else: then
+        a file repeating its indexed version is no duplicate (two files' texts swapped)."""
+        file = unread.get(twin.source)
+        if file is None:
+            return False
+        try:
+            doc = load_document(file, twin.source, limits)
+        except DocumentError:
+            return False  # it will fail, and its indexed version stays
+        return content_hash(doc, chunk_size, chunk_overlap) != twin.content_hash
+
     for number, (file, source, in_folder) in enumerate(files, start=1):
         if progress:
             progress(number, len(files), source)
+        unread.pop(source, None)
         if not file.exists():
             report.failed.append((source, "no such file or folder"))
             continue
@@ -111,7 +132,13 @@ def ingest_paths(
             report.skipped.append((source, f"{UNSUPPORTED} '{file.suffix}'"))
             continue
         outcome = ingest_file(
-            store, file, source, chunk_size=chunk_size, chunk_overlap=chunk_overlap, limits=limits
+            store,
+            file,
+            source,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            limits=limits,
+            changing=changing,
         )
         # A file that now repeats another document no longer says what its indexed version
         # says; keeping that version would let answers quote text the file has dropped.
@@ -140,15 +167,19 @@ def ingest_file(
     chunk_overlap: int = 150,
     limits: LoadLimits | None = None,
     snippets: bool = True,
+    changing: Callable[[DocumentRecord], bool] | None = None,
 ) -> FileOutcome:
     """Index ``file`` as the new version of ``source``, unless it is unchanged or a duplicate.
 
     A duplicate (the same content as another document) is reported and nothing is changed;
     ``snippets=False`` leaves ``{!name.md!}`` includes out instead of looking them up beside
-    the file (uploads, whose neighbours are not theirs).
+    the file (uploads, whose neighbours are not theirs). ``changing(twin)`` tells whether the
+    document it repeats is about to get a new version in the same run.
     """
     try:
-        return _ingest_one(store, file, source, chunk_size, chunk_overlap, limits, snippets)
+        return _ingest_one(
+            store, file, source, chunk_size, chunk_overlap, limits, snippets, changing
+        )
     except DocumentError as exc:
         return FileOutcome(source, "failed", exc.reason)
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
@@ -164,18 +195,17 @@ def _ingest_one(
     chunk_overlap: int,
     limits: LoadLimits | None,
     snippets: bool,
+    changing: Callable[[DocumentRecord], bool] | None = None,
 ) -> FileOutcome:
     doc = load_document(file, source, limits, snippets=snippets)
     if is_navigation_page(doc):
         return FileOutcome(source, "skipped", "navigation page (only links to other pages)")
-    content_hash = hashlib.sha256(
-        f"{CHUNKING_VERSION}|{chunk_size}|{chunk_overlap}|{doc.title}\n{doc.text}".encode()
-    ).hexdigest()
+    new_hash = content_hash(doc, chunk_size, chunk_overlap)
     existing = store.get_document(source)
-    if existing and existing.content_hash == content_hash:
+    if existing and existing.content_hash == new_hash:
         return FileOutcome(source, "unchanged", record=existing, previous=existing)
-    twin = store.find_by_hash(content_hash)
-    if twin and twin.source != source:
+    twin = store.find_by_hash(new_hash)
+    if twin and twin.source != source and not (changing and changing(twin)):
         reason = f"same content as '{twin.source}', already indexed"
         return FileOutcome(source, "duplicate", reason, previous=existing, twin=twin)
     chunks = chunk_document(doc, chunk_size, chunk_overlap)
@@ -183,8 +213,15 @@ def _ingest_one(
         source=source,
         title=doc.title,
         chunks=chunks,
-        content_hash=content_hash,
+        content_hash=new_hash,
         size_bytes=file.stat().st_size,
         fmt=doc.format,
     )
     return FileOutcome(source, "updated" if existing else "added", record=record, previous=existing)
+
+
+def content_hash(doc: LoadedDocument, chunk_size: int, chunk_overlap: int) -> str:
+    """What decides whether a document must be indexed again: its text and how it is cut."""
+    return hashlib.sha256(
+        f"{CHUNKING_VERSION}|{chunk_size}|{chunk_overlap}|{doc.title}\n{doc.text}".encode()
+    ).hexdigest()

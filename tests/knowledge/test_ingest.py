@@ -131,6 +131,34 @@ def test_same_content_under_another_name_is_skipped(store, tmp_path):
     assert _consistent(store)
 
 
+@pytest.mark.parametrize("files", [2, 3], ids=["swapped", "rotated"])
+def test_files_whose_texts_moved_round_keep_every_text(store, tmp_path, files):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    texts = [
+        "# Alpha\n\nPress the blue switch to start the kettle.\n",
+        "# Beta\n\nThe lamp dims when you turn the purple dial.\n",
+        "# Gamma\n\nThe fan runs quietly below twenty decibels.\n",
+    ][:files]
+    names = [f"{n}.md" for n in "abc"[:files]]
+    for name, text in zip(names, texts, strict=True):
+        (folder / name).write_text(text)
+    ingest_paths(store, [folder])
+
+    moved = texts[1:] + texts[:1]
+    for name, text in zip(names, moved, strict=True):
+        (folder / name).write_text(text)
+    report = ingest_paths(store, [folder])
+
+    assert report.ok and not report.skipped and not report.removed, report
+    assert sorted(report.updated) == names
+    titles = {d.source: d.title for d in store.documents()}
+    assert titles == {
+        name: text.split("\n")[0][2:] for name, text in zip(names, moved, strict=True)
+    }
+    assert _consistent(store)
+
+
 def test_file_edited_into_a_copy_of_another_loses_its_old_version(store, tmp_path):
     original = tmp_path / "reset-the-hub.md"
     shutil.copy(SAMPLE_HELP / "reset-the-hub.md", original)
