@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
-from knowledge.macros import expand_macros, render_ui_macros, resolve_includes
+from knowledge.macros import IncludeError, expand_macros, render_ui_macros, resolve_includes
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
@@ -149,7 +149,10 @@ def _first_heading(text: str) -> str:
 
 def _load_markdown(path: Path, source: str, snippets: bool) -> tuple[str, str, str]:
     raw = _read_text(path, source)
-    text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
+    try:
+        text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
+    except IncludeError as exc:
+        raise DocumentError(source, f"the document's includes are too large: {exc}") from exc
     text = LINK_RE.sub(lambda m: m.group(1), _hidden_removed(text))
     return _first_heading(text), text, "markdown"
 

@@ -17,7 +17,15 @@ RELATIVE_RE = re.compile(r"\{relative\|([\w-]+)\|([\w-]+)\}")
 TAB_FENCE_RE = re.compile(r"^\{(start_tabs|end_tabs)\}\s*$", re.MULTILINE)
 
 MAX_INCLUDE_DEPTH = 8
+# A document's snippets, all told: enough for any help article, far from what a snippet that
+# includes itself many times over would make of it.
+MAX_INCLUDES = 2000
+MAX_INCLUDED_CHARS = 5_000_000
 INCLUDE_DIR_NAMES = ("include", "_include", "_includes", "includes")
+
+
+class IncludeError(ValueError):
+    """A document's snippets add up to too much text."""
 
 
 def _words(slug: str) -> str:
@@ -37,21 +45,52 @@ def include_search_dirs(path: Path) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
-def resolve_includes(text: str, search_dirs: list[Path], _depth: int = 0) -> str:
-    """Replace every ``{!name.md!}`` by the snippet's text; unknown snippets are dropped."""
-    if _depth >= MAX_INCLUDE_DEPTH:
-        return INCLUDE_RE.sub("", text)
+def resolve_includes(text: str, search_dirs: list[Path]) -> str:
+    """Replace every ``{!name.md!}`` by the snippet's text; unknown snippets are dropped, and
+    so is a snippet's include of itself (directly or through others).
 
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        for folder in search_dirs:
+    Raises IncludeError when the snippets add up to more than ``MAX_INCLUDES`` includes or
+    ``MAX_INCLUDED_CHARS`` characters."""
+    return _Includes(search_dirs).resolve(text, ())
+
+
+class _Includes:
+    def __init__(self, search_dirs: list[Path]):
+        self.search_dirs = search_dirs
+        self.texts: dict[Path, str] = {}  # each snippet is read once
+        self.count = 0
+        self.chars = 0
+
+    def resolve(self, text: str, within: tuple[Path, ...]) -> str:
+        if len(within) >= MAX_INCLUDE_DEPTH:
+            return INCLUDE_RE.sub("", text)
+        return INCLUDE_RE.sub(lambda match: self._snippet(match.group(1), within), text)
+
+    def _snippet(self, name: str, within: tuple[Path, ...]) -> str:
+        path = self._find(name)
+        if path is None or path in within:
+            return ""
+        self.count += 1
+        if self.count > MAX_INCLUDES:
+            raise IncludeError(f"it includes more than {MAX_INCLUDES:,} snippets")
+        if path not in self.texts:
+            if path.stat().st_size > MAX_INCLUDED_CHARS * 4:
+                raise IncludeError(f"the snippet '{name}' is larger than a document may be")
+            self.texts[path] = path.read_text(encoding="utf-8", errors="replace").strip()
+        text = self.resolve(self.texts[path], (*within, path))
+        self.chars += len(text)
+        if self.chars > MAX_INCLUDED_CHARS:
+            raise IncludeError(
+                f"its snippets add up to more than {MAX_INCLUDED_CHARS:,} characters"
+            )
+        return text
+
+    def _find(self, name: str) -> Path | None:
+        for folder in self.search_dirs:
             candidate = (folder / name).resolve()
             if candidate.is_file() and folder.resolve() in candidate.parents:
-                snippet = candidate.read_text(encoding="utf-8", errors="replace").strip()
-                return resolve_includes(snippet, search_dirs, _depth + 1)
-        return ""
-
-    return INCLUDE_RE.sub(replace, text)
+                return candidate
+        return None
 
 
 def render_ui_macros(text: str) -> str:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from knowledge.loaders import DocumentError, load_document
 from knowledge.macros import (
     MAX_INCLUDE_DEPTH,
+    MAX_INCLUDED_CHARS,
+    IncludeError,
     expand_macros,
     include_search_dirs,
     render_ui_macros,
@@ -42,13 +49,45 @@ def test_include_cannot_escape_its_folder(tmp_path):
     assert "top secret" not in text
 
 
-def test_self_including_snippet_stops(tmp_path):
+def test_a_snippet_that_includes_itself_appears_once(tmp_path):
     (tmp_path / "loop.md").write_text("again {!loop.md!}", encoding="utf-8")
+    (tmp_path / "ping.md").write_text("ping {!pong.md!}", encoding="utf-8")
+    (tmp_path / "pong.md").write_text("pong {!ping.md!}", encoding="utf-8")
 
-    text = resolve_includes("{!loop.md!}", [tmp_path])
+    assert resolve_includes("{!loop.md!}", [tmp_path]) == "again "
+    assert resolve_includes("{!ping.md!}", [tmp_path]) == "ping pong "
 
-    assert text.count("again") == MAX_INCLUDE_DEPTH
+
+def test_includes_stop_at_a_chain_of_eight(tmp_path):
+    for n in range(12):
+        (tmp_path / f"s{n}.md").write_text(f"level{n} {{!s{n + 1}.md!}}", encoding="utf-8")
+
+    text = resolve_includes("{!s0.md!}", [tmp_path])
+
+    assert text.count("level") == MAX_INCLUDE_DEPTH
     assert "{!" not in text
+
+
+def test_snippets_that_multiply_are_refused_quickly(tmp_path):
+    # Each level includes the next twelve times: 12**8 copies if nothing stopped it.
+    for n in range(9):
+        (tmp_path / f"s{n}.md").write_text(f"line {n}\n" + f"{{!s{n + 1}.md!}}" * 12)
+
+    started = time.perf_counter()
+    with pytest.raises(IncludeError, match="more than"):
+        resolve_includes("{!s0.md!}", [tmp_path])
+    assert time.perf_counter() - started < 5
+
+
+def test_a_huge_snippet_makes_a_clear_document_error(tmp_path):
+    include = tmp_path / "include"
+    include.mkdir()
+    (include / "huge.md").write_text("x" * (MAX_INCLUDED_CHARS + 10))
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\n{!huge.md!}\n")
+
+    with pytest.raises(DocumentError, match="includes are too large"):
+        load_document(doc, "doc.md")
 
 
 def test_tabs_become_labelled_prose():
