@@ -12,7 +12,9 @@ from knowledge.macros import IncludeError, expand_macros, render_ui_macros, reso
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
-LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+# Neither part holds a bracket or a parenthesis: every attempt then stops at the next one, so a
+# file of unclosed links costs linear time, not quadratic.
+LINK_RE = re.compile(r"\[([^\[\]]*)\]\(([^()\[\]]*)\)")
 # A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
 # footnote, which they do.
 LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
@@ -206,11 +208,9 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     lines: list[str] = []
-    body = soup.body or soup
-    for element in body.find_all(HTML_BLOCKS):
+    for element in _outer_blocks(soup.body or soup):
         text = element.get_text(" ", strip=True)
-        # A <p> inside an <li> or <td> is already part of the outer element's text.
-        if not text or element.find_parent(HTML_BLOCKS):
+        if not text:
             continue
         if element.name in {"h1", "h2", "h3", "h4"}:
             lines.append("#" * int(element.name[1]) + " " + text)
@@ -220,6 +220,24 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
             lines.append(text)
     text = "\n\n".join(lines)
     return title or _first_heading(text), text, "html"
+
+
+def _outer_blocks(root) -> list:
+    """The block elements (paragraphs, headings, list items, cells) not inside another, in
+    document order: a <p> inside an <li> is already part of the item's text. One walk over the
+    tree, without descending into a block, so that unclosed tags nested thousands deep (which
+    html.parser keeps as written) cost linear time."""
+    from bs4 import Tag
+
+    blocks = []
+    stack = [child for child in reversed(root.contents) if isinstance(child, Tag)]
+    while stack:
+        element = stack.pop()
+        if element.name in HTML_BLOCKS:
+            blocks.append(element)
+        else:
+            stack.extend(child for child in reversed(element.contents) if isinstance(child, Tag))
+    return blocks
 
 
 def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:

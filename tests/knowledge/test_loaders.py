@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from knowledge.loaders import DocumentError, LoadLimits, load_document
@@ -352,3 +354,36 @@ def test_pdf_with_too_many_pages_is_refused(tmp_path):
         load_document(path, "manual.pdf", LoadLimits(max_pdf_pages=1))
 
     assert caught.value.reason == "the PDF has 2 pages, over the limit of 1"
+
+
+# ----- inputs that once took quadratic time. Linear work here takes well under a second; the
+# bounds only catch a return to quadratic time, which took minutes to hours at these sizes.
+
+
+def test_a_file_of_unclosed_links_loads_in_linear_time(tmp_path):
+    path = tmp_path / "links.md"
+    path.write_text(
+        "# Links\n\n" + "[a](" * 250_000 + "\n\nSee [the guide](https://x.example/g).\n"
+    )
+
+    started = time.perf_counter()
+    doc = load_document(path, "links.md")
+
+    assert time.perf_counter() - started < 20
+    assert doc.text.rstrip().endswith("See the guide.")
+
+
+@pytest.mark.parametrize(
+    "body, blocks",
+    [("<p>x" * 20_000, 1), ("<ul>" + "<li>x" * 20_000 + "</ul>", 1), ("<p>a</p><p>b</p>", 2)],
+    ids=["unclosed paragraphs", "unclosed list items", "closed paragraphs"],
+)
+def test_unclosed_html_blocks_load_in_linear_time(tmp_path, body, blocks):
+    path = tmp_path / "page.html"
+    path.write_text(f"<html><body><h1>Page</h1>{body}</body></html>")
+
+    started = time.perf_counter()
+    doc = load_document(path, "page.html")
+
+    assert time.perf_counter() - started < 20
+    assert doc.text.count("\n\n") == blocks  # the heading, then each outermost block once
