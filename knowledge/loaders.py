@@ -275,6 +275,12 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
     try:
         with zipfile.ZipFile(path) as package:
             parts = package.infolist()
+        # The sizes below are the archive's own claims: parts claiming more packed bytes than
+        # the file holds would pass the check of how far they unpack.
+        if sum(p.compress_size for p in parts) > path.stat().st_size:
+            raise DocumentError(
+                source, "the DOCX file is corrupt (its parts claim more bytes than it holds)"
+            )
         # Every part that unpacks to more than twice its packed size, whatever its name (a
         # document part may be called anything): text does, pictures do not.
         unpacked = sum(p.file_size for p in parts if p.file_size > 2 * p.compress_size)

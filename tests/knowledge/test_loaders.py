@@ -218,6 +218,37 @@ def test_a_docx_that_unpacks_to_too_much_text_is_refused_before_it_is_parsed(
     assert "Two years" in load_document(normal, "normal.docx").text
 
 
+def test_a_docx_that_lies_about_its_packed_sizes_is_refused(tmp_path, make_docx):
+    import struct
+    import zipfile
+
+    from knowledge.loaders import DOCX_MAX_XML_BYTES
+
+    normal = make_docx(tmp_path / "normal.docx", [("Normal", "Two years of cover.")])
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(bomb, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "word/document.xml":
+                body = b"<w:p/>" * (DOCX_MAX_XML_BYTES // 6 + 1)
+                data = data.replace(b"<w:body>", b"<w:body>" + body, 1)
+            target.writestr(item.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    # The central directory then says the big part is stored, packed as large as unpacked.
+    raw = bytearray(bomb.read_bytes())
+    entry = raw.index(b"PK\x01\x02", raw.index(b"word/document.xml") + 1)
+    while raw[entry + 46 : entry + 46 + 17] != b"word/document.xml":
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    unpacked = struct.unpack_from("<I", raw, entry + 24)[0]
+    struct.pack_into("<I", raw, entry + 20, unpacked)
+    bomb.write_bytes(bytes(raw))
+    with zipfile.ZipFile(bomb) as package:
+        claimed = package.getinfo("word/document.xml")
+        assert claimed.compress_size == claimed.file_size > DOCX_MAX_XML_BYTES
+
+    with pytest.raises(DocumentError, match="corrupt"):
+        load_document(bomb, "bomb.docx")
+
+
 def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
     path = make_docx(
         tmp_path / "warranty.docx",
