@@ -69,15 +69,16 @@ class FileOutcome:
     twin: DocumentRecord | None = None
 
 
-def discover(paths: Iterable[Path]) -> list[tuple[Path, str, bool]]:
-    """Files to ingest: path, the source name it is stored under, and whether a folder held it.
+def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
+    """Files to ingest: path, the source name it is stored under, and the folder that held it
+    (None for a file named directly).
 
     The source name is the path relative to the folder that was named, or the bare file name.
 
     Snippet folders (``include/``) are not documents of their own: their text reaches the index
     through the articles that include it.
     """
-    found: list[tuple[Path, str, bool]] = []
+    found: list[tuple[Path, str, Path | None]] = []
     for path in paths:
         path = Path(path)
         if path.is_dir():
@@ -87,9 +88,9 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str, bool]]:
                     continue
                 if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
                     continue
-                found.append((file, rel.as_posix(), True))
+                found.append((file, rel.as_posix(), path))
         else:
-            found.append((path, path.name, False))
+            found.append((path, path.name, None))
     return found
 
 
@@ -119,14 +120,18 @@ def ingest_paths(
             return False  # it will fail, and its indexed version stays
         return content_hash(doc, chunk_size, chunk_overlap) != twin.content_hash
 
-    for number, (file, source, in_folder) in enumerate(files, start=1):
+    for number, (file, source, folder) in enumerate(files, start=1):
         if progress:
             progress(number, len(files), source)
         unread.pop(source, None)
         if not file.exists():
             report.failed.append((source, "no such file or folder"))
             continue
-        if in_folder and file.suffix.lower() not in SUPPORTED_SUFFIXES:
+        if folder is not None and not file.resolve().is_relative_to(folder.resolve()):
+            # A link in the folder to a file elsewhere (say /etc/passwd) is not the folder's.
+            report.skipped.append((source, "a link to a file outside the folder"))
+            continue
+        if folder is not None and file.suffix.lower() not in SUPPORTED_SUFFIXES:
             # A folder may hold images or scripts beside its articles; a file named directly
             # with such a type is refused by the loader instead.
             report.skipped.append((source, f"{UNSUPPORTED} '{file.suffix}'"))
@@ -182,6 +187,8 @@ def ingest_file(
         )
     except DocumentError as exc:
         return FileOutcome(source, "failed", exc.reason)
+    except OSError as exc:
+        return FileOutcome(source, "failed", f"the file could not be read ({exc.strerror or exc})")
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop a batch
         log.exception("ingest of %s failed", source)
         return FileOutcome(source, "failed", f"unexpected error: {type(exc).__name__}: {exc}")

@@ -271,6 +271,7 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
 
     from docx import Document
     from docx.opc.exceptions import PackageNotFoundError
+    from lxml.etree import XMLSyntaxError
 
     try:
         with zipfile.ZipFile(path) as package:
@@ -293,7 +294,7 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
                 "parts a document may hold",
             )
         document = Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError) as exc:
         raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc
     lines: list[str] = []
     for paragraph in document.paragraphs:

@@ -195,3 +195,35 @@ def test_progress_is_reported_per_file(store, help_center):
     ingest_paths(store, [help_center], progress=lambda n, total, source: seen.append((n, total)))
 
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_link_in_the_folder_to_a_file_elsewhere_is_skipped(store, tmp_path):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    shutil.copy(SAMPLE_HELP / "warranty.md", folder / "warranty.md")
+    outside = tmp_path / "private.md"
+    outside.write_text("# Private\n\nThe admin password is hunter2.\n")
+    (folder / "notes.md").symlink_to(outside)
+
+    report = ingest_paths(store, [folder])
+
+    assert ("notes.md", "a link to a file outside the folder") in report.skipped
+    assert "notes.md" not in [d.source for d in store.documents()]
+    assert all("hunter2" not in c.text for c in store.live_chunks())
+    assert report.added == ["warranty.md"]
+
+
+def test_a_file_the_system_refuses_to_read_fails_with_the_reason(store, tmp_path, monkeypatch):
+    # Tests may run as root, which reads any file; the loader is made to meet the refusal.
+    import knowledge.ingest
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(knowledge.ingest, "load_document", refused)
+    path = tmp_path / "locked.md"
+    path.write_text("# Locked\n")
+
+    report = ingest_paths(store, [path])
+
+    assert report.failed == [("locked.md", "the file could not be read (Permission denied)")]

@@ -249,6 +249,22 @@ def test_a_docx_that_lies_about_its_packed_sizes_is_refused(tmp_path, make_docx)
         load_document(bomb, "bomb.docx")
 
 
+def test_a_docx_with_broken_xml_is_reported_as_corrupt(tmp_path, make_docx):
+    import zipfile
+
+    normal = make_docx(tmp_path / "normal.docx", [("Normal", "Two years of cover.")])
+    broken = tmp_path / "broken.docx"
+    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "word/document.xml":
+                data = data[: len(data) // 2]  # cut off mid-element
+            target.writestr(item.filename, data)
+
+    with pytest.raises(DocumentError, match="corrupt or not a Word document"):
+        load_document(broken, "broken.docx")
+
+
 def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
     path = make_docx(
         tmp_path / "warranty.docx",
