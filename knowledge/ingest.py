@@ -116,7 +116,7 @@ def ingest_paths(
             return False
         try:
             doc = load_document(file, twin.source, limits)
-        except DocumentError:
+        except Exception:  # noqa: BLE001 - its own turn reports the failure
             return False  # it will fail, and its indexed version stays
         return content_hash(doc, chunk_size, chunk_overlap) != twin.content_hash
 

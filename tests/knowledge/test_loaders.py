@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -218,6 +219,19 @@ def test_a_docx_that_unpacks_to_too_much_text_is_refused_before_it_is_parsed(
     assert "Two years" in load_document(normal, "normal.docx").text
 
 
+def _docx_with_document_xml(normal: Path, target: Path, change) -> Path:
+    """A copy of the DOCX ``normal`` whose ``word/document.xml`` is ``change(xml)``."""
+    import zipfile
+
+    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(target, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "word/document.xml":
+                data = change(data)
+            copy.writestr(item.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    return target
+
+
 def test_a_docx_that_lies_about_its_packed_sizes_is_refused(tmp_path, make_docx):
     import struct
     import zipfile
@@ -225,14 +239,10 @@ def test_a_docx_that_lies_about_its_packed_sizes_is_refused(tmp_path, make_docx)
     from knowledge.loaders import DOCX_MAX_XML_BYTES
 
     normal = make_docx(tmp_path / "normal.docx", [("Normal", "Two years of cover.")])
-    bomb = tmp_path / "bomb.docx"
-    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(bomb, "w") as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "word/document.xml":
-                body = b"<w:p/>" * (DOCX_MAX_XML_BYTES // 6 + 1)
-                data = data.replace(b"<w:body>", b"<w:body>" + body, 1)
-            target.writestr(item.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    body = b"<w:p/>" * (DOCX_MAX_XML_BYTES // 6 + 1)
+    bomb = _docx_with_document_xml(
+        normal, tmp_path / "bomb.docx", lambda xml: xml.replace(b"<w:body>", b"<w:body>" + body, 1)
+    )
     # The central directory then says the big part is stored, packed as large as unpacked.
     raw = bytearray(bomb.read_bytes())
     entry = raw.index(b"PK\x01\x02", raw.index(b"word/document.xml") + 1)
@@ -250,16 +260,11 @@ def test_a_docx_that_lies_about_its_packed_sizes_is_refused(tmp_path, make_docx)
 
 
 def test_a_docx_with_broken_xml_is_reported_as_corrupt(tmp_path, make_docx):
-    import zipfile
-
     normal = make_docx(tmp_path / "normal.docx", [("Normal", "Two years of cover.")])
-    broken = tmp_path / "broken.docx"
-    with zipfile.ZipFile(normal) as source, zipfile.ZipFile(broken, "w") as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "word/document.xml":
-                data = data[: len(data) // 2]  # cut off mid-element
-            target.writestr(item.filename, data)
+    # cut off mid-element
+    broken = _docx_with_document_xml(
+        normal, tmp_path / "broken.docx", lambda xml: xml[: len(xml) // 2]
+    )
 
     with pytest.raises(DocumentError, match="corrupt or not a Word document"):
         load_document(broken, "broken.docx")
