@@ -68,7 +68,7 @@ def make_chat_model(llm: LLMSettings, *, local_base_url: str | None = None) -> B
                     "llm.openai_compatible.base_url and llm.openai_compatible.model must be set "
                     "for the openai_compatible provider."
                 )
-            key = _secret_from_env(cfg.api_key_env, required=False, purpose="openai_compatible")
+            key = _compatible_key(llm)
             return ChatOpenAI(
                 model=cfg.model, base_url=cfg.base_url, api_key=key or "not-needed", **common
             )
@@ -82,7 +82,7 @@ def _make_azure(llm: LLMSettings, common: dict) -> BaseChatModel:
             "llm.azure.endpoint must be your Azure endpoint, e.g. "
             "https://<resource>.openai.azure.com (set CHATBOT_LLM__AZURE__ENDPOINT)."
         )
-    key = _secret_from_env(cfg.api_key_env, required=True, purpose="The azure provider")
+    key = _azure_key(llm)
     if cfg.route == AzureRoute.DEPLOYMENT:
         from langchain_openai import AzureChatOpenAI
 
@@ -95,7 +95,7 @@ def _make_azure(llm: LLMSettings, common: dict) -> BaseChatModel:
         )
     from langchain_openai import ChatOpenAI
 
-    base_url = cfg.endpoint.rstrip("/") + "/openai/v1"
+    base_url = _azure_v1_base_url(llm)
     # Azure's v1 route takes the key as a Bearer token, which ChatOpenAI keeps in a SecretStr.
     # An api-key entry in default_headers would be a plain field and show in repr(model).
     return ChatOpenAI(model=cfg.model, base_url=base_url, api_key=key, **common)
@@ -116,17 +116,30 @@ def model_probe(llm: LLMSettings, *, local_base_url: str | None = None) -> Model
         case Provider.LOCAL:
             return ModelProbe(f"{local_base_url}/models") if local_base_url else None
         case Provider.OPENAI_COMPATIBLE:
-            cfg = llm.openai_compatible
-            key = _secret_from_env(cfg.api_key_env, required=False, purpose="openai_compatible")
+            key = _compatible_key(llm)
             headers = {"Authorization": f"Bearer {key}"} if key else {}
-            return ModelProbe(cfg.base_url.rstrip("/") + "/models", headers)
+            return ModelProbe(llm.openai_compatible.base_url.rstrip("/") + "/models", headers)
         case Provider.AZURE:
-            cfg = llm.azure
-            key = _secret_from_env(cfg.api_key_env, required=True, purpose="The azure provider")
-            endpoint = cfg.endpoint.rstrip("/")
+            cfg, key = llm.azure, _azure_key(llm)
             if cfg.route == AzureRoute.DEPLOYMENT:
+                endpoint = cfg.endpoint.rstrip("/")
                 return ModelProbe(
                     f"{endpoint}/openai/models?api-version={cfg.api_version}", {"api-key": key}
                 )
-            return ModelProbe(f"{endpoint}/openai/v1/models", {"Authorization": f"Bearer {key}"})
+            return ModelProbe(
+                f"{_azure_v1_base_url(llm)}/models", {"Authorization": f"Bearer {key}"}
+            )
     return None
+
+
+def _compatible_key(llm: LLMSettings) -> str | None:
+    variable = llm.openai_compatible.api_key_env
+    return _secret_from_env(variable, required=False, purpose="openai_compatible")
+
+
+def _azure_key(llm: LLMSettings) -> str | None:
+    return _secret_from_env(llm.azure.api_key_env, required=True, purpose="The azure provider")
+
+
+def _azure_v1_base_url(llm: LLMSettings) -> str:
+    return llm.azure.endpoint.rstrip("/") + "/openai/v1"
