@@ -117,7 +117,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _counts(report) -> str:
-    return ", ".join(f"{count} {name}" for name, count in report.counts().items())
+    counts = report.counts()
+    if report.removed:
+        counts["removed"] = len(report.removed)
+    return ", ".join(f"{count} {name}" for name, count in counts.items())
 
 
 # The audit log's "who" for documents changed by `chatbot ingest`.
@@ -129,6 +132,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from knowledge.loaders import SUPPORTED_SUFFIXES
 
     settings = _settings(args)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if args.prune and missing:
+        # Pruning against a mistyped folder would empty the store.
+        return _fail(f"--prune needs every path to exist: no such file or folder: {missing[0]}", 2)
     if not args.verbose:
         # The counts and each failure are the output; the service's progress notes are not.
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -154,7 +161,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if sys.stderr.isatty() or args.verbose:
             print(f"[{number}/{total}] {source}", file=sys.stderr, flush=True)
 
-    report = service.ingest([Path(p) for p in args.paths], progress=progress)
+    report = service.ingest([Path(p) for p in args.paths], progress=progress, prune=args.prune)
     if report.added or report.updated or report.removed:
         _record_ingest(service, settings, report)
     for source, reason in report.failed:
@@ -162,6 +169,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.verbose:
         for source, reason in report.skipped:
             print(f"skipped: {source}: {reason}", file=sys.stderr)
+        for source in report.removed:
+            print(f"removed: {source}", file=sys.stderr)
     print(_counts(report))
     if report.ok and not (report.added or report.updated or report.unchanged):
         # Skipped as documents (a duplicate, a page of links only), not for their file type.
@@ -412,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--collection",
         metavar="NAME",
         help="a site's knowledge collection (default: retrieval.collection)",
+    )
+    ingest.add_argument(
+        "--prune",
+        action="store_true",
+        help="then remove the collection's documents that no file under PATH provided "
+        "(deleted or renamed files, and uploads from the Documents page)",
     )
     ingest.set_defaults(func=cmd_ingest)
 

@@ -643,7 +643,7 @@ class ChatService:
         raise RuntimeError("the answer stream ended without a result")
 
     # ----- knowledge
-    def ingest(self, paths: Sequence[Path], progress=None) -> IngestReport:
+    def ingest(self, paths: Sequence[Path], progress=None, prune: bool = False) -> IngestReport:
         cfg = self.settings.retrieval
         return ingest_paths(
             self.store,
@@ -652,6 +652,7 @@ class ChatService:
             chunk_overlap=cfg.chunk_overlap,
             limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
             progress=progress,
+            prune=prune,
         )
 
     # ----- health

@@ -39,7 +39,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    # Documents taken out of the store (a file that now repeats another document).
+    # Documents taken out of the store: a file that now repeats another document, and with
+    # ``prune`` every document no file of the run provided.
     removed: list[str] = field(default_factory=list)
 
     @property
@@ -102,9 +103,17 @@ def ingest_paths(
     chunk_overlap: int = 150,
     limits: LoadLimits | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    prune: bool = False,
 ) -> IngestReport:
-    """Ingest every file under ``paths``; a bad file is reported and the others go on."""
+    """Ingest every file under ``paths``; a bad file is reported and the others go on.
+
+    With ``prune``, the store then keeps only what these paths hold: a document whose file was
+    not found in them (deleted, renamed, or never part of them) is removed. A file that failed
+    keeps its indexed version. Nothing is pruned if a named path does not exist or the paths
+    hold no document, so that a mistyped or unmounted folder cannot empty the store.
+    """
     report = IngestReport()
+    paths = [Path(path) for path in paths]
     files = discover(paths)
     unread = {source: file for file, source, _ in files}
 
@@ -150,6 +159,12 @@ def ingest_paths(
         if outcome.status == "duplicate" and outcome.previous and store.delete_document(source):
             report.removed.append(source)
         _record(report, outcome)
+    holds_documents = report.added or report.updated or report.unchanged
+    if prune and holds_documents and all(path.exists() for path in paths):
+        found = {source for _, source, _ in files}
+        for record in store.documents():
+            if record.source not in found and store.delete_document(record.source):
+                report.removed.append(record.source)
     return report
 
 

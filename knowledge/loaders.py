@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,7 +254,7 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
             raise DocumentError(
                 source, f"the PDF has {len(pages)} pages, over the limit of {max_pages}"
             )
-        texts = [page.extract_text() or "" for page in pages]
+        texts = _pdf_page_texts(pages, source)
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentError:
         raise
@@ -264,6 +265,39 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     text = "\n\n".join(t.strip() for t in texts if t.strip())
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return str(meta_title).strip() or first_line[:120], text, "pdf"
+
+
+# A PDF's extracted text may not run over this: a few kilobytes of compressed drawing
+# instructions can hold tens of megabytes of text, which would take minutes to extract and hours
+# to embed. A 500-page manual holds about 1.5 M characters.
+MAX_PDF_TEXT_CHARS = 5_000_000
+
+
+def _pdf_page_texts(pages, source: str) -> list[str]:
+    """Each page's text, in order. A page that repeats an earlier page's drawing instructions
+    with the same resources (a PDF may point many pages at one content stream) adds nothing and
+    is not extracted again."""
+    texts: list[str] = []
+    seen: set[tuple[bytes, str]] = set()
+    total = 0
+    for page in pages:
+        contents = page.get_contents()
+        if contents is None:
+            continue
+        key = (hashlib.sha256(contents.get_data()).digest(), repr(page.get("/Resources")))
+        if key in seen:
+            continue
+        seen.add(key)
+        text = page.extract_text() or ""
+        total += len(text)
+        if total > MAX_PDF_TEXT_CHARS:
+            raise DocumentError(
+                source,
+                f"the PDF holds more than {MAX_PDF_TEXT_CHARS:,} characters of text; "
+                "split it into smaller files",
+            )
+        texts.append(text)
+    return texts
 
 
 def _load_docx(path: Path, source: str) -> tuple[str, str, str]:

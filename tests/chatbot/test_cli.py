@@ -223,6 +223,31 @@ def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_ingest_prune_removes_deleted_files_and_refuses_a_missing_path(tmp_path):
+    docs = kettle_docs(tmp_path)
+    (docs / "fill-the-kettle.md").write_text("# Fill the kettle\n\nUp to the 1.7 litre line.\n")
+    data = tmp_path / "data"
+    run_cli("ingest", docs, data_dir=data)
+    (docs / "fill-the-kettle.md").unlink()
+
+    typo = run_cli("ingest", "--prune", docs, tmp_path / "dcos", data_dir=data)
+    assert typo.returncode == 2
+    assert error_lines(typo) == [
+        f"error: --prune needs every path to exist: no such file or folder: {tmp_path / 'dcos'}"
+    ]
+
+    pruned = run_cli("ingest", "-v", "--prune", docs, data_dir=data)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.strip() == (
+        "0 added, 0 updated, 1 unchanged, 0 skipped, 0 failed, 1 removed"
+    )
+    assert "removed: fill-the-kettle.md" in pruned.stderr.splitlines()
+    with sqlite3.connect(data / "conversations.sqlite3") as db:
+        audited = db.execute("SELECT actor, action, target FROM audit_log").fetchall()
+    assert ("chatbot ingest", "document.delete", "fill-the-kettle.md") in audited, audited
+
+
 # ----- ask
 
 

@@ -227,3 +227,59 @@ def test_a_file_the_system_refuses_to_read_fails_with_the_reason(store, tmp_path
     report = ingest_paths(store, [path])
 
     assert report.failed == [("locked.md", "the file could not be read (Permission denied)")]
+
+
+def _two_articles(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLE_HELP / "reset-the-hub.md", docs / "reset-the-hub.md")
+    (docs / "hub-notes.md").write_text(
+        "# Hub notes\n\nThe hub ships with a purple quokka sticker.\n"
+    )
+    return docs
+
+
+def test_prune_removes_the_documents_of_deleted_files_and_keeps_the_rest(store, tmp_path):
+    docs = _two_articles(tmp_path)
+    ingest_paths(store, [docs])
+    (docs / "hub-notes.md").unlink()
+
+    plain = ingest_paths(store, [docs])
+    assert not plain.removed
+    assert len(store.documents()) == 2
+
+    report = ingest_paths(store, [docs], prune=True)
+
+    assert report.removed == ["hub-notes.md"]
+    assert report.unchanged == ["reset-the-hub.md"]
+    assert [d.source for d in store.documents()] == ["reset-the-hub.md"]
+    assert all("quokka" not in c.text for c in store.live_chunks())
+    assert _consistent(store)
+
+
+def test_prune_keeps_the_indexed_version_of_a_file_that_now_fails(store, tmp_path):
+    docs = _two_articles(tmp_path)
+    ingest_paths(store, [docs])
+    (docs / "hub-notes.md").write_text("")
+
+    report = ingest_paths(store, [docs], prune=True)
+
+    assert report.failed == [("hub-notes.md", "the file is empty")]
+    assert not report.removed
+    assert sorted(d.source for d in store.documents()) == ["hub-notes.md", "reset-the-hub.md"]
+
+
+@pytest.mark.parametrize("named", ["missing", "empty"])
+def test_prune_leaves_the_store_alone_when_a_path_is_missing_or_holds_nothing(
+    store, tmp_path, named
+):
+    docs = _two_articles(tmp_path)
+    ingest_paths(store, [docs])
+    other = tmp_path / "other"
+    if named == "empty":
+        other.mkdir()
+
+    report = ingest_paths(store, [other] if named == "empty" else [docs, other], prune=True)
+
+    assert not report.removed
+    assert sorted(d.source for d in store.documents()) == ["hub-notes.md", "reset-the-hub.md"]

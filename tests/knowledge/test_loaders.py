@@ -408,6 +408,64 @@ def test_pdf_with_too_many_pages_is_refused(tmp_path):
     assert caught.value.reason == "the PDF has 2 pages, over the limit of 1"
 
 
+def _pdf_of_pages(path: Path, streams: list[str], pages: list[int]) -> Path:
+    """A PDF whose page ``n`` draws the text of ``streams[pages[n]]``, a compressed content stream
+    that several pages may share."""
+    import zlib
+
+    from tests.knowledge.conftest import pdf_bytes
+
+    first_stream = 4
+    first_page = first_stream + len(streams)
+    kids = " ".join(f"{first_page + n} 0 R" for n in range(len(pages)))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    for text in streams:
+        lines = " ".join(f"({line}) '" for line in text.splitlines())
+        packed = zlib.compress(f"BT /F1 14 Tf 72 720 Td 18 TL {lines} ET".encode())
+        objects.append(
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(packed), packed)
+        )
+    for stream in pages:
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
+            b" /Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (first_stream + stream)
+        )
+    path.write_bytes(pdf_bytes(objects))
+    return path
+
+
+def test_pdf_pages_sharing_one_content_stream_are_read_once(tmp_path):
+    shared = "\n".join(f"Step {n}: press the pairing button." for n in range(400))
+    path = _pdf_of_pages(tmp_path / "shared.pdf", [shared, "Warranty: two years."], [0] * 300 + [1])
+
+    doc = load_document(path, "shared.pdf")
+
+    assert doc.text.count("Step 399: press the pairing button.") == 1
+    assert doc.text.endswith("Warranty: two years.")
+
+
+def test_pdf_with_more_text_than_the_limit_is_refused(tmp_path, monkeypatch):
+    import knowledge.loaders
+
+    monkeypatch.setattr(knowledge.loaders, "MAX_PDF_TEXT_CHARS", 10_000)
+    page = "\n".join(f"Line {n} of a long catalogue page." for n in range(120))
+    within = _pdf_of_pages(tmp_path / "short.pdf", [page, page + "\nMore."], [0, 1])
+    over = _pdf_of_pages(
+        tmp_path / "long.pdf", [page, page + "\nMore.", page + "\nEnd."], [0, 1, 2]
+    )
+
+    assert "More." in load_document(within, "short.pdf").text
+    with pytest.raises(DocumentError) as caught:
+        load_document(over, "long.pdf")
+    assert caught.value.reason == (
+        "the PDF holds more than 10,000 characters of text; split it into smaller files"
+    )
+
+
 # ----- inputs that once took quadratic time. Linear work here takes well under a second; the
 # bounds only catch a return to quadratic time, which took minutes to hours at these sizes.
 
