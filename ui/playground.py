@@ -92,6 +92,9 @@ STAFF_LINKS = (
     'text-decoration:underline">Sign out</button></form></nav>'
 )
 
+# Largest question set the playground takes, in bytes.
+PLAYGROUND_MAX_UPLOAD = 5_000_000
+
 
 @dataclass(frozen=True)
 class AskedQuestion:
@@ -526,7 +529,10 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
     """The playground page; mounted by ui.web behind the staff role gate."""
     playground = Playground(service, settings)
     cfg = settings.retrieval
-    with gr.Blocks(title="Playground", analytics_enabled=False) as blocks:
+    # Uploaded question sets are deleted from Gradio's cache a day after their upload.
+    with gr.Blocks(
+        title="Playground", analytics_enabled=False, delete_cache=(3600, 86400)
+    ) as blocks:
         with gr.Row():
             gr.Markdown("## Playground\nAsk as a customer would and see why the bot answered.")
             with gr.Column(scale=0, min_width=320):
@@ -641,8 +647,8 @@ def create_playground(service: ChatService, settings: Settings) -> gr.Blocks:
             )
         with gr.Tab("Question set"):
             gr.Markdown(
-                "Upload a JSONL file in the format of `chatbot eval`. The set runs with the "
-                "configured settings, like `chatbot eval`; the knobs above are not used."
+                "Upload a JSONL file in the format of `chatbot eval` (up to 5 MB). The set "
+                "runs like `chatbot eval`, with the knobs above and the chosen site."
             )
             questions = gr.File(
                 label="Question set (JSONL)", file_types=[".jsonl"], elem_id="playground-set-file"

@@ -39,7 +39,7 @@ from chatbot.users import Role, UserDirectory
 from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers, own_origin
 from ui.documents import documents_router, install_collection_refusal
-from ui.playground import create_playground
+from ui.playground import PLAYGROUND_MAX_UPLOAD, create_playground
 from ui.staff import (
     HEAD_ONLY,
     StaffGate,
@@ -344,6 +344,9 @@ def create_web_app(
         playground,
         path=PLAYGROUND,
         show_error=False,
+        # Its only upload is a question set; without a cap any file of any size would land on
+        # the server's disk.
+        max_file_size=PLAYGROUND_MAX_UPLOAD,
         # Inside the mounted app, request.app is Gradio's own: use the directory in scope.
         auth_dependency=lambda request: getattr(
             current_user_from(users, request), "username", None

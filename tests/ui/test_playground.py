@@ -452,3 +452,21 @@ def test_a_question_set_is_read_only_from_an_upload(web, tmp_path):
     copies = Path(gradio.utils.get_upload_folder()).rglob("elsewhere.jsonl")
     assert not [c for c in copies if marker in c.read_text()]
     assert run_upload.status_code == 200 and marker in run_upload.text
+
+
+def test_the_playground_takes_no_upload_over_its_limit(web):
+    from ui.playground import PLAYGROUND_MAX_UPLOAD
+
+    with TestClient(web) as client:
+        client.post("/login", data={"username": "staff", "password": PASSWORD})
+        too_big = client.post(
+            "/staff/playground/gradio_api/upload",
+            files={"files": ("huge.exe", b"0" * (PLAYGROUND_MAX_UPLOAD + 1), "application/x")},
+        )
+        small = client.post(
+            "/staff/playground/gradio_api/upload",
+            files={"files": ("set.jsonl", b'{"id": "q1", "question": "hi"}\n', "text/plain")},
+        )
+
+    assert too_big.status_code == 413, too_big.text
+    assert small.status_code == 200 and small.json()[0].endswith("set.jsonl")
