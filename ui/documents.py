@@ -500,7 +500,9 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     def documents_page(
         request: Request, user: owner, library: chosen, deleted: str = ""
     ) -> HTMLResponse:
-        return list_page(request, library, notice=f"Deleted {deleted}." if deleted else None)
+        # The address carries the name only: a document still listed was not deleted.
+        gone = deleted and all(d.record.source != deleted for d in library.documents())
+        return list_page(request, library, notice=f"Deleted {deleted}." if gone else None)
 
     @router.post("/staff/documents", include_in_schema=False)
     async def upload_form(request: Request, user: owner, library: chosen) -> HTMLResponse:
@@ -546,6 +548,10 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     @router.get("/static/documents.js", include_in_schema=False)
     def documents_js() -> FileResponse:
         return FileResponse(STATIC / "documents.js", media_type="text/javascript")
+
+    @router.get("/static/staff.js", include_in_schema=False)
+    def staff_js() -> FileResponse:
+        return FileResponse(STATIC / "staff.js", media_type="text/javascript")
 
     return router
 
@@ -601,6 +607,7 @@ def _limits(service: ChatService) -> dict:
     return {
         "files": cfg.max_files_per_upload,
         "file_bytes": human_size(cfg.max_file_bytes),
+        "max_bytes": cfg.max_file_bytes,
         "pdf_pages": cfg.max_pdf_pages,
         "accept": ",".join(sorted(SUPPORTED_SUFFIXES)),
     }

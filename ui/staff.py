@@ -9,6 +9,9 @@ import csv
 import datetime as dt
 import io
 import json
+import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -182,6 +185,33 @@ def wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
         "accept", "text/html"
     )
+
+
+class PageNotices:
+    """What a staff form did, for the page it redirects to, so that reloading that page repeats
+    nothing. A notice is shown once, to the user who acted, within ``ttl_s`` seconds; it may
+    carry a one-time secret (a new API token), so it lives in memory only."""
+
+    def __init__(self, ttl_s: float = 300):
+        self.ttl_s = ttl_s
+        self._items: dict[str, tuple[str, float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, username: str, **context) -> str:
+        key = secrets.token_urlsafe(16)
+        now = time.monotonic()
+        with self._lock:
+            self._items = {k: v for k, v in self._items.items() if v[1] > now}
+            self._items[key] = (username, now + self.ttl_s, context)
+        return key
+
+    def pop(self, key: str, username: str) -> dict:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] != username:
+                return {}
+            del self._items[key]
+        return item[2] if item[1] > time.monotonic() else {}
 
 
 def render(request: Request, template: str, code: int = 200, **context) -> HTMLResponse:
@@ -565,15 +595,31 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             **{"error": None, "notice": None, "new_token": None, **context},
         )
 
-    def admin_action(request: Request, action: Callable[[], str]) -> HTMLResponse:
+    notices = PageNotices()
+
+    def admin_done(user: User, **context) -> Response:
+        """Back to the admin page (a reload repeats nothing), or, when the admin just ended
+        their own sessions or rights, to where they can go on."""
+        now = users.get(user.username)
+        if now is None or now.role != Role.ADMIN:
+            return RedirectResponse("/staff", status_code=303)
+        if context.pop("signed_out", False):
+            return RedirectResponse("/login?next=/staff/admin", status_code=303)
+        key = notices.put(user.username, **context)
+        return RedirectResponse(f"/staff/admin?done={key}", status_code=303)
+
+    def admin_action(request: Request, user: User, action: Callable[[], str]) -> Response:
         try:
-            return admin_page(request, notice=action())
+            notice = action()
         except AccountError as exc:
             return admin_page(request, 400, error=exc.message)
+        return admin_done(user, notice=notice)
 
     @router.get("/staff/admin", include_in_schema=False)
-    def admin_home(request: Request, user: admin, audit_page: PageNumber = 1) -> HTMLResponse:
-        return admin_page(request, audit_page=audit_page)
+    def admin_home(
+        request: Request, user: admin, audit_page: PageNumber = 1, done: str = ""
+    ) -> HTMLResponse:
+        return admin_page(request, audit_page=audit_page, **notices.pop(done, user.username))
 
     @router.post("/staff/admin/users", include_in_schema=False)
     def admin_add_user(
@@ -582,12 +628,12 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         username: Annotated[str, Form()],
         role: Annotated[str, Form()],
         password: Annotated[str, Form()],
-    ) -> HTMLResponse:
+    ) -> Response:
         def add() -> str:
             added = users.add_user(username.strip(), password, role, actor=user.username)
             return f"Added {added.username} ({added.role.value})."
 
-        return admin_action(request, add)
+        return admin_action(request, user, add)
 
     @router.post("/staff/admin/users/{username}/role", include_in_schema=False)
     def admin_set_role(
@@ -597,17 +643,20 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             changed = users.set_role(username, role, actor=user.username)
             return f"{changed.username} is now {changed.role.value}."
 
-        return admin_action(request, change)
+        return admin_action(request, user, change)
 
     @router.post("/staff/admin/users/{username}/password", include_in_schema=False)
     def admin_reset_password(
         request: Request, username: str, user: admin, password: Annotated[str, Form()]
     ) -> HTMLResponse:
-        def reset() -> str:
+        try:
             users.set_password(username, password, actor=user.username)
-            return f"Password of {username} reset; their sign-ins were ended."
-
-        return admin_action(request, reset)
+        except AccountError as exc:
+            return admin_page(request, 400, error=exc.message)
+        # Your own password too ends your sign-ins: sign in again with the new one.
+        own = username.casefold() == user.username.casefold()
+        notice = f"Password of {username} reset; their sign-ins were ended."
+        return admin_done(user, notice=notice, signed_out=own)
 
     @router.post("/staff/admin/users/{username}/remove", include_in_schema=False)
     def admin_remove_user(request: Request, username: str, user: admin) -> HTMLResponse:
@@ -615,7 +664,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             users.remove(username, actor=user.username)
             return f"Removed {username}."
 
-        return admin_action(request, remove)
+        return admin_action(request, user, remove)
 
     @router.post("/staff/admin/tokens", include_in_schema=False)
     def admin_create_token(
@@ -628,7 +677,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             _, secret = users.create_token(username, name, actor=user.username)
         except AccountError as exc:
             return admin_page(request, 400, error=exc.message)
-        return admin_page(request, new_token=(username, secret))
+        return admin_done(user, new_token=(username, secret))
 
     @router.post("/staff/admin/tokens/{token_id}/revoke", include_in_schema=False)
     def admin_revoke_token(request: Request, token_id: RowId, user: admin) -> HTMLResponse:
@@ -637,6 +686,6 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
                 raise AccountError("unknown_token", "That token does not exist or is revoked.")
             return f"Token {token_id} revoked."
 
-        return admin_action(request, revoke)
+        return admin_action(request, user, revoke)
 
     return router

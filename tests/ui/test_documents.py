@@ -588,6 +588,9 @@ def test_the_page_uploads_lists_previews_replaces_and_deletes(app, store):
     assert replaced.status_code == 200
     assert "solar panel" in replaced.text and "magnetic" not in replaced.text
 
+    claimed = client.get("/staff/documents?deleted=lantern.md")
+    assert claimed.status_code == 200 and "Deleted lantern.md." not in claimed.text
+
     deleted = client.post(f"/staff/documents/{doc_id}/delete")
     assert deleted.status_code == 200 and "Deleted lantern.md." in deleted.text
     assert store.documents() == []

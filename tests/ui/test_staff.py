@@ -447,6 +447,55 @@ def test_admin_manages_users_and_tokens_from_the_page(app, anonymous):
         assert action in page
 
 
+def test_a_reload_after_an_admin_form_repeats_nothing(app):
+    app.state.users.add_user("other-admin", PASSWORD, "admin", actor="test")
+    admin = signed_in(app, "admin")
+    other_admin = signed_in(app, "other-admin")
+
+    created = admin.post(
+        "/staff/admin/tokens", data={"username": "staff", "name": "cms"}, follow_redirects=False
+    )
+    assert created.status_code == 303
+    shown_at = created.headers["location"]
+    assert shown_at.startswith("/staff/admin?done=")
+    shown = admin.get(shown_at)
+    reloaded = admin.get(shown_at)
+
+    secret = shown.text.split('data-testid="new-token">')[1].split("<")[0]
+    assert app.state.users.token_user(secret).username == "staff"
+    assert "data-testid" not in reloaded.text, "the token is shown once"
+    assert [name for _, t in app.state.users.tokens("staff") for name in [t.name]] == ["cms"]
+    added = admin.post(
+        "/staff/admin/users", data={"username": "newbie", "role": "staff", "password": PASSWORD}
+    )
+    assert added.status_code == 200 and "Added newbie (staff)." in added.text
+    assert "Added newbie" not in admin.get(str(added.url)).text
+    # Another signed-in user cannot read a notice by its address.
+    removed = admin.post("/staff/admin/users/newbie/remove", follow_redirects=False)
+    assert "Removed newbie" not in other_admin.get(removed.headers["location"]).text
+
+
+def test_an_admin_who_resets_their_own_password_or_leaves_the_role_is_sent_on(app):
+    users = app.state.users
+    users.add_user("second-admin", PASSWORD, "admin", actor="test")
+    admin = signed_in(app, "admin")
+
+    own = admin.post(
+        "/staff/admin/users/admin/password",
+        data={"password": "a brand new password"},
+        follow_redirects=False,
+    )
+    assert (own.status_code, own.headers["location"]) == (303, "/login?next=/staff/admin")
+    assert admin.get("/staff/admin").status_code == 401
+
+    second = signed_in(app, "second-admin")
+    demoted = second.post(
+        "/staff/admin/users/second-admin/role", data={"role": "staff"}, follow_redirects=False
+    )
+    assert (demoted.status_code, demoted.headers["location"]) == (303, "/staff")
+    assert users.get("second-admin").role.value == "staff"
+
+
 def test_the_playground_refuses_cross_site_requests_with_the_cookie(app):
     client = signed_in(app, "staff")
 

@@ -284,6 +284,47 @@ def test_a_copy_and_an_unsupported_file_are_reported_by_name(uploaded, staff_app
     uploaded.tab.assert_no_unexpected_errors()
 
 
+SENT_FILES_SPY = """() => {
+  const send = XMLHttpRequest.prototype.send;
+  window.sentFiles = [];
+  XMLHttpRequest.prototype.send = function (body) {
+    if (body instanceof FormData) for (const [, v] of body.entries()) window.sentFiles.push(v.name);
+    return send.call(this, body);
+  };
+}"""
+
+
+def test_a_file_over_the_limit_is_named_and_not_sent_and_the_others_are_added(
+    uploaded, staff_app, tmp_path
+):
+    page = uploaded.tab.page
+    limit = 20_000_000  # retrieval.max_file_bytes
+    big = tmp_path / "catalogue.md"
+    with big.open("wb") as out:
+        out.truncate(limit + 1)
+    good = tmp_path / "orbit-battery.md"
+    good.write_text("# Orbit battery\n\nThe Orbit speaker plays for 14 hours on a charge.\n")
+    page.goto(f"{staff_app.url}/staff/documents")
+
+    # Record the names of the files the page puts in its request.
+    page.evaluate(SENT_FILES_SPY)
+    page.locator("input#files").set_input_files([big, good])
+    page.get_by_role("button", name="Upload", exact=True).click()
+    results = page.locator("#upload-results li")
+    expect(results).to_have_count(2, timeout=INDEX_TIMEOUT_MS)
+
+    assert page.evaluate("window.sentFiles") == [good.name]
+    refused, added = results.all()
+    expect(refused).to_have_attribute("data-status", "failed")
+    expect(refused).to_contain_text(
+        f"{big.name} failed the file is 20,000,001 bytes, over the limit of 20,000,000"
+    )
+    expect(added).to_have_attribute("data-status", "added")
+    expect(added).to_contain_text(good.name)
+    expect(page.get_by_role("cell", name=good.name, exact=True)).to_have_count(1)
+    uploaded.tab.assert_no_unexpected_errors()
+
+
 def test_a_document_uploaded_to_a_sites_collection_stays_there(uploaded, staff_app, tmp_path):
     page = uploaded.tab.page
     path = tmp_path / ACME_NAME
@@ -359,6 +400,42 @@ def test_anonymous_visitors_are_asked_to_sign_in(browser, staff_app, path):
         expect(page.get_by_role("link", name="Sign in")).to_have_attribute(
             "href", f"/login?next={path}"
         )
+        tab.assert_no_unexpected_errors()
+
+
+def test_the_admin_page_asks_before_removing_a_user_and_a_reload_repeats_nothing(
+    browser, staff_app, accounts
+):
+    leaving = "leaving-agent"
+    with signed_in(browser, staff_app, ADMIN) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/admin")
+        form = page.locator("form", has=page.get_by_role("button", name="Add user"))
+        form.get_by_label("User name").fill(leaving)
+        form.get_by_label("Password").fill("leaving password 1")
+        form.get_by_role("button", name="Add user").click()
+        expect(page.get_by_role("status")).to_have_text(f"Added {leaving} (staff).")
+        # The page after the form is a plain GET: reloading it adds no one and says nothing.
+        page.reload()
+        expect(page.get_by_role("status")).to_have_count(0)
+        expect(page.get_by_role("alert")).to_have_count(0)
+        remove = page.locator(f'tr[data-user="{leaving}"]').get_by_role("button", name="Remove")
+
+        asked: list[str] = []
+
+        def dismiss(dialog) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        remove.click()
+        expect(page.locator(f'tr[data-user="{leaving}"]')).to_have_count(1)
+        assert asked == [f"Remove {leaving}? Their sign-ins and API tokens stop working."]
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        remove.click()
+        expect(page.get_by_role("status")).to_have_text(f"Removed {leaving}.")
+        expect(page.locator(f'tr[data-user="{leaving}"]')).to_have_count(0)
         tab.assert_no_unexpected_errors()
 
 

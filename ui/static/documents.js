@@ -1,4 +1,5 @@
-// The documents page: uploads with a progress bar, per-file results, a confirm before deleting.
+// The documents page: uploads with a progress bar and per-file results (staff.js asks before
+// deleting).
 // XMLHttpRequest rather than fetch: only it reports upload progress. Data from the server is
 // shown with textContent only; refreshed parts of the page are the server's own escaped HTML.
 "use strict";
@@ -56,8 +57,26 @@
   function upload(form) {
     const input = form.querySelector("input[type=file]");
     if (!input.files.length) return;
+    // A file over the limit is reported here by name and not sent: the server would drop it,
+    // and a request too large as a whole would be refused with the good files in it.
+    const limit = Number(form.dataset.maxBytes) || Infinity;
+    const refused = [];
     const data = new FormData();
-    for (const file of input.files) data.append(form.dataset.field, file);
+    for (const file of input.files) {
+      if (file.size > limit) {
+        const reason =
+          "the file is " + file.size.toLocaleString("en") + " bytes, over the limit of " +
+          limit.toLocaleString("en");
+        refused.push({ file: file.name, status: "failed", reason: reason });
+      } else {
+        data.append(form.dataset.field, file);
+      }
+    }
+    if (refused.length === input.files.length) {
+      showResults(refused);
+      form.reset();
+      return;
+    }
     const progress = document.getElementById("upload-progress");
     const bar = progress.querySelector("progress");
     const label = progress.querySelector("span");
@@ -85,8 +104,8 @@
       button.disabled = false;
       progress.hidden = true;
       const body = xhr.response || {};
-      if (body.results) showResults(body.results);
-      else if (body.file) showResults([body]);
+      if (body.results) showResults(refused.concat(body.results));
+      else if (body.file) showResults(refused.concat([body]));
       else showError((body.error && body.error.message) || "The upload failed (" + xhr.status + ").");
       form.reset();
       await refresh(form.dataset.refresh);
@@ -104,8 +123,6 @@
     if (form.matches("form[data-upload]")) {
       event.preventDefault();
       upload(form);
-    } else if (form.matches("form[data-confirm]") && !window.confirm(form.dataset.confirm)) {
-      event.preventDefault();
     }
   });
 })();
