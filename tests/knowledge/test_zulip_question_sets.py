@@ -2,6 +2,8 @@
 
 The tuning set chose the off-topic settings beside the development set; the unseen set chose
 nothing. Each asks about articles neither the development set nor the other set asks about.
+The follow-up set (follow-ups with one earlier exchange, and questions that need two articles)
+asks about none of the development set's articles.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from chatbot.evaluation import IN_SCOPE_KINDS, OUT_OF_SCOPE, load_questions
 DATA = Path(__file__).resolve().parents[1] / "data"
 UNSEEN = DATA / "zulip_unseen_questions.jsonl"
 TUNING = DATA / "zulip_tuning_questions.jsonl"
+FOLLOW_UPS = DATA / "zulip_followup_questions.jsonl"
 SETS = {UNSEEN: (60, 30), TUNING: (60, 40)}
 
 
@@ -64,3 +67,25 @@ def _with_snippets(article: Path, include_dir: Path) -> str:
     return " ".join(
         [text, *(s.read_text(encoding="utf-8") for s in snippets if s.is_file())]
     ).lower()
+
+
+def test_follow_up_set_has_one_exchange_before_each_follow_up_and_two_articles_per_multi_doc():
+    questions = load_questions(FOLLOW_UPS)
+    assert Counter(q.kind for q in questions) == {"follow_up": 40, "multi_doc": 15}
+    assert len({q.id for q in questions}) == len({q.question.lower() for q in questions}) == 55
+    for q in questions:
+        if q.kind == "follow_up":
+            assert [turn["role"] for turn in q.history] == ["user", "assistant"], q.id
+            assert len(q.gold_docs) == 1, q.id
+        else:
+            assert not q.history and len(set(q.gold_docs)) == 2, q.id
+    follow_up_articles = [q.gold_docs[0] for q in questions if q.kind == "follow_up"]
+    assert len(set(follow_up_articles)) == len(follow_up_articles)
+
+
+def test_follow_up_set_asks_about_real_articles_the_development_set_does_not(shared_kb):
+    dev_gold = {g for q in load_questions(shared_kb / "dev_questions.jsonl") for g in q.gold_docs}
+    for q in load_questions(FOLLOW_UPS):
+        for gold in q.gold_docs:
+            assert (shared_kb / "help" / gold).is_file(), (q.id, gold)
+            assert gold not in dev_gold, (q.id, gold)
