@@ -69,12 +69,21 @@ def classify(exc: BaseException) -> ChatFailure:
             or "content management" in text
         ):
             code = "content_filter"
-        elif (
-            "context_length" in error_code or "context length" in text or "maximum context" in text
-        ):
+        elif "context_length" in error_code or _overflow(text):
             code = "context_overflow"
         else:
             code = "unavailable"
+    elif isinstance(exc, openai.APIStatusError) and _overflow(str(exc).lower()):
+        # llama.cpp's server answers a prompt over its window with a 500.
+        code = "context_overflow"
     else:
         code = "unavailable"
     return ChatFailure(code=code, message=MESSAGES[code], detail=detail)
+
+
+def _overflow(text: str) -> bool:
+    """Whether an error message says the prompt did not fit the model's window (OpenAI, Azure,
+    vLLM: "maximum context length"; llama.cpp: "exceed context window")."""
+    return any(
+        phrase in text for phrase in ("context length", "maximum context", "exceed context window")
+    )

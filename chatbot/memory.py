@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_m
 
 from chatbot.conversations import ConversationStore, SessionRecord, StoredTurn
 from chatbot.history import Turn
-from chatbot.prompts import join_context
+from chatbot.prompts import join_context, one_line, quote
 from chatbot.settings import MemorySettings
 from chatbot.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 
@@ -75,12 +75,14 @@ def merge_facts(old: Sequence[str], new: Sequence[str]) -> list[str]:
 
 
 def memory_block(summary: str, facts: Sequence[str]) -> str:
-    """The summary and pinned facts as they appear in the system prompt."""
+    """The summary and pinned facts as they appear in the system prompt: quoted, like the
+    sources, since they repeat what the customer and the model wrote."""
     parts = []
     if summary.strip():
-        parts.append(f"Summary of the earlier conversation: {summary.strip()}")
+        parts.append(f"Summary of the earlier conversation:\n{quote(summary)}")
     if facts:
-        parts.append("Facts the customer gave earlier:\n" + "\n".join(f"- {f}" for f in facts))
+        listed = "\n".join(f"- {one_line(f)}" for f in facts)
+        parts.append(f"Facts the customer gave earlier:\n{quote(listed)}")
     return "\n".join(parts)
 
 
@@ -241,13 +243,28 @@ class ConversationMemory:
         included = list(fold)
         while included and sum(t.tokens + MESSAGE_OVERHEAD_TOKENS for t in included) > room:
             included.pop(0)
-        summary, made = (
-            self._summarise(session.summary, included, model)
-            if included
-            else (session.summary, False)
-        )
+        if not included:
+            # Too long to summarise at all: only dropped, the facts kept.
+            tokens = self.counter.count(session.summary)
+            self.store.save_summary(
+                session_id, session.summary, tokens, facts, fold[-1].id, made=False
+            )
+            return True
+        summary, made = self._summarise(session.summary, included, model)
+        if not made:
+            # The model failed (an outage, a refusal): the turns stay, trimmed per request when
+            # they do not fit, with their facts pinned meanwhile; the next turn tries again.
+            self.store.save_summary(
+                session_id,
+                session.summary,
+                session.summary_tokens,
+                facts,
+                session.summarised_upto,
+                made=False,
+            )
+            return False
         tokens = self.counter.count(summary)
-        self.store.save_summary(session_id, summary, tokens, facts, fold[-1].id, made=made)
+        self.store.save_summary(session_id, summary, tokens, facts, fold[-1].id)
         return True
 
     def _summarise(
@@ -266,7 +283,7 @@ class ConversationMemory:
             text = reply.content if isinstance(reply, AIMessage) else str(reply)
             text = str(text).strip()
         except Exception as exc:  # noqa: BLE001 - fall back to dropping the oldest turns
-            log.warning("summary failed (%s); dropping the oldest turns instead", exc)
+            log.warning("summary failed (%s); the turns stay until the next try", exc)
             return summary, False
         return (self._truncate(text, limit), True) if text else (summary, False)
 

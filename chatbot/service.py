@@ -237,7 +237,7 @@ class ChatService:
             self.conversations,
             self.counter,
             settings.memory,
-            settings.llm.context_window,
+            settings.llm.window,
             call_options=lambda limit: token_limit(settings.llm.provider, limit),
         )
         self._prompt = build_prompt()
@@ -249,7 +249,16 @@ class ChatService:
 
     # ----- input
     def check_message(self, question: str) -> str:
-        return validate_message(question, self.settings.chat.max_message_chars)
+        text = validate_message(question, self.settings.chat.max_message_chars)
+        # Characters are not tokens: 4,000 characters of Chinese or emoji can fill a small
+        # model's whole window. Half of it leaves room for the instructions, sources and answer.
+        if self.counter.count(text) > self.settings.llm.window // 2:
+            raise InputRejected(
+                "message_too_long",
+                "Your message is too long for me to read at once; please shorten it or send it "
+                "in parts.",
+            )
+        return text
 
     # ----- sessions
     def start_session(
@@ -566,6 +575,11 @@ class ChatService:
             elif result.sources:
                 result.sources = []
                 yield SourcesEvent([])
+        elif result.error == "content_filter" and result.sources:
+            # The filter stopped the answer midway: what was shown stays, but the sources are
+            # withdrawn as after any refusal.
+            result.sources = []
+            yield SourcesEvent([])
         if policy.enabled:
             rest, answer, result.cut = cutter.finish(truncated and not result.error)
             if rest:
@@ -632,7 +646,8 @@ class ChatService:
             result.session_id, "assistant", result.answer, self.counter.count(result.answer), meta
         )
         result.turn_id = turn.id
-        if self.model is not None and result.memory_budget:
+        # After a failed turn the model is likely down: its summary would fail too.
+        if self.model is not None and result.memory_budget and not result.error:
             self.memory.schedule_summary(result.session_id, result.memory_budget, self.model)
 
     def ask(self, question: str, history: Sequence[Turn] = (), **kwargs) -> ChatResult:

@@ -99,6 +99,14 @@ class LLMSettings(_Section):
     azure: AzureSettings = Field(default_factory=AzureSettings)
     openai_compatible: OpenAICompatibleSettings = Field(default_factory=OpenAICompatibleSettings)
 
+    @property
+    def window(self) -> int:
+        """The window requests are planned against: for the local model, the smaller of
+        ``context_window`` and what its server allocates (``local.n_ctx``)."""
+        if self.provider == Provider.LOCAL:
+            return min(self.context_window, self.local.n_ctx)
+        return self.context_window
+
 
 class RetrievalSettings(_Section):
     embedding_model: str = Field(

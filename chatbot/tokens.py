@@ -30,8 +30,15 @@ class TokenCounter(Protocol):
     def observe(self, estimated: int, actual: int) -> None: ...
 
 
+# Each UTF-8 byte past a character's first counts as this many tokens more: byte-level tokenizers
+# split a Chinese character (three bytes) into up to 2.4 tokens and an emoji (four) into up to
+# 2.6, where one character's share of a token would under-count them five times over.
+EXTRA_BYTE_TOKENS = 1.1
+
+
 class EstimatingCounter:
-    """``len(text) / chars_per_token``, rounded up; English averages about 4 characters a token.
+    """``len(text) / chars_per_token``, rounded up, with characters outside ASCII weighted by
+    their UTF-8 length; English averages about 4 characters a token.
 
     3.0 over-counts on purpose. ``observe`` lowers the ratio (raising counts) if a server ever
     reports more prompt tokens than estimated.
@@ -42,7 +49,10 @@ class EstimatingCounter:
         self._lock = threading.Lock()
 
     def count(self, text: str) -> int:
-        return math.ceil(len(text) / self.chars_per_token) if text else 0
+        if not text:
+            return 0
+        extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
+        return math.ceil(len(text) / self.chars_per_token + EXTRA_BYTE_TOKENS * extra)
 
     def observe(self, estimated: int, actual: int) -> None:
         if estimated > 0 and actual > estimated:
@@ -86,11 +96,19 @@ class LocalModelCounter:
     def count_chat(self, messages: Sequence[dict]) -> int:
         """Tokens of a whole chat prompt as the llama.cpp server builds it: the GGUF's own chat
         template applied to ``[{"role", "content"}]``, template tokens included."""
+        tokens = self.chat_tokens(messages)
+        if tokens is None:
+            return sum(self.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        return len(tokens)
+
+    def chat_tokens(self, messages: Sequence[dict]) -> list[int] | None:
+        """The token ids the llama.cpp server makes of a chat (None without a chat template):
+        the template applied, then read with control tokens recognised in the text."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self._llama.metadata.get("tokenizer.chat_template")
         if not template:
-            return sum(self.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+            return None
         model = self._llama._model
         formatter = Jinja2ChatFormatter(
             template=template,
@@ -99,7 +117,13 @@ class LocalModelCounter:
         )
         prompt = formatter(messages=list(messages)).prompt
         with self._lock:
-            return len(self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+            return self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+
+    def control_token(self, text: str) -> int | None:
+        """The id of a control token such as "<|im_start|>" (None if the text is no one token)."""
+        with self._lock:
+            ids = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
 
 
 def count_messages(counter: TokenCounter, messages: Sequence[BaseMessage]) -> int:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from chatbot.errors import MESSAGES, SOURCES_MAY_HELP
+from chatbot.errors import MESSAGES, SOURCES_MAY_HELP, InputRejected
 from chatbot.prompts import HANDOFF_OFFER, NO_ANSWER_REPLY
 from chatbot.providers import make_chat_model, model_probe
 from chatbot.service import ChatService, SourcesEvent
@@ -52,10 +52,11 @@ def make_service(tmp_path, store, azure_stub, azure_key):
     report = ingest_paths(store, [docs])
     assert report.ok and report.added == [DOC_NAME], report
 
-    def build(**llm) -> ChatService:
+    def build(memory: dict | None = None, **llm) -> ChatService:
         settings = load_settings(
             TEST_PROFILE,
             data_dir=tmp_path / "data",
+            **({"memory": memory} if memory else {}),
             llm={
                 "provider": "azure",
                 "max_retries": 0,
@@ -181,12 +182,54 @@ def test_a_timeout_becomes_a_polite_answer(make_service, azure_stub):
     assert [s.source for s in result.sources] == [DOC_NAME]
 
 
+def test_a_turn_the_model_failed_keeps_the_history_and_asks_for_no_summary(
+    make_service, azure_stub
+):
+    # Summarise whenever more than two messages are unsummarised.
+    service = make_service(memory={"summary_trigger": 0.001, "keep_recent_messages": 2})
+    session = service.conversations.create_session("widget").id
+    azure_stub.script(sse_completion(ANSWER), rate_limited())
+
+    first = service.ask(QUESTION, session_id=session)
+    second = service.ask("And how often should I do that?", session_id=session)
+    service.memory.wait_idle(timeout=30)  # any summary in the background
+
+    assert (first.error, second.error) == (None, "rate_limited")
+    assert len(azure_stub.requests) == 2, "no summary request after the failed turn"
+    record, turns = service.memory.load(session)
+    assert (record.summarised_upto, record.summaries) == (0, 0)
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_message_within_the_character_limit_but_over_half_the_window_is_refused(
+    make_service, azure_stub
+):
+    service = make_service()
+    session = service.conversations.create_session("widget").id
+    chinese = "如何重置集线器" * 570  # 3,990 characters: under chat.max_message_chars
+
+    with pytest.raises(InputRejected) as refused:
+        service.ask(chinese, session_id=session)
+
+    assert refused.value.code == "message_too_long"
+    assert azure_stub.requests == [] and service.session_turns(session) == []
+    azure_stub.script(sse_completion(ANSWER))
+    english = service.ask(("How do I descale my Lumora kettle? " * 114)[:3990], session_id=session)
+    assert english.error is None and english.answer == ANSWER
+
+
 def test_an_answer_cut_by_the_output_filter_is_flagged(make_service, azure_stub):
     azure_stub.script(sse_completion("Fill the kettle with", finish_reason="content_filter"))
 
-    result = make_service().ask(QUESTION)
+    events = list(make_service().stream(QUESTION))
+    result = events[-1].result
 
     assert result.error == "content_filter"
+    assert result.sources == [], "withdrawn as after any refusal"
+    sources = [e.sources for e in events if isinstance(e, SourcesEvent)]
+    assert sources[0] and sources[-1] == [], "the sources shown first are taken back"
+    assert result.answer.startswith("Fill the kettle with")
+    assert result.answer.endswith(MESSAGES["content_filter"])
 
 
 def test_the_key_stays_out_of_the_logs(make_service, azure_stub, azure_key, caplog):

@@ -57,11 +57,28 @@ def test_bad_requests(error, code):
         (openai.APITimeoutError(request=REQUEST), "timeout"),
         (TimeoutError("read timed out"), "timeout"),
         (openai.APIConnectionError(request=REQUEST), "unavailable"),
+        (
+            _status_error(
+                openai.InternalServerError,
+                500,
+                {"message": "Requested tokens (4416) exceed context window of 4096"},
+            ),
+            "context_overflow",
+        ),
         (_status_error(openai.InternalServerError, 500, {"message": "oops"}), "unavailable"),
         (_status_error(openai.AuthenticationError, 401, {"message": "bad key"}), "unavailable"),
         (RuntimeError("anything else"), "unavailable"),
     ],
-    ids=["429", "api-timeout", "timeout", "connection", "500", "401", "other"],
+    ids=[
+        "429",
+        "api-timeout",
+        "timeout",
+        "connection",
+        "llama.cpp-overflow",
+        "500",
+        "401",
+        "other",
+    ],
 )
 def test_other_failures(exc, code):
     failure = classify(exc)

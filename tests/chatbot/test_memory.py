@@ -24,6 +24,7 @@ from chatbot.memory import (
     memory_block,
     merge_facts,
 )
+from chatbot.prompts import one_line, quote
 from chatbot.settings import MemorySettings
 from chatbot.tokens import MESSAGE_OVERHEAD_TOKENS, EstimatingCounter, count_messages
 
@@ -145,10 +146,13 @@ def test_a_plan_never_exceeds_the_window(
         event("memory block sent")
         assert plan.inputs["memory"] == block
         assert block in system
+        # Quoted, line by line, like the sources: what the customer wrote is never a rule.
         if summary.strip():
-            assert summary.strip() in system
+            assert quote(summary) in system
         for fact in facts:
-            assert fact in system
+            assert one_line(fact) in system
+        headers = {"Summary of the earlier conversation:", "Facts the customer gave earlier:"}
+        assert all(line.startswith(">") or line in headers for line in block.splitlines())
 
     # Context is whole hits, at most the configured share of the free window.
     if plan.hits_used:
@@ -321,7 +325,7 @@ def test_a_short_history_is_left_alone(memory, conversations):
     assert len(remaining) == 2
 
 
-def test_when_the_model_fails_the_oldest_turns_are_dropped_and_facts_kept(
+def test_when_the_model_fails_no_turn_is_dropped_and_the_facts_are_pinned(
     memory, conversations, caplog
 ):
     session_id = conversations.create_session("widget").id
@@ -331,19 +335,29 @@ def test_when_the_model_fails_the_oldest_turns_are_dropped_and_facts_kept(
     )
     add_turns(memory, session_id, [*chat(10, 3), "My device is a Pixel 8 on Android 14."])
     failing = SummaryModel(replies=[ConnectionError("the model is down")])
-    before = memory.load(session_id)[0]
+    before, before_turns = memory.load(session_id)
+    before_turns = before_turns[:-4]
 
     with caplog.at_level(logging.WARNING, logger="chatbot.memory"):
-        assert memory.summarise_if_needed(session_id, history_budget=100, model=failing) is True
+        assert memory.summarise_if_needed(session_id, history_budget=100, model=failing) is False
 
     assert len(failing.prompts) == 1, "the model was asked"
     assert "summary failed" in caplog.text
     session, remaining = memory.load(session_id)
     assert session.summary == "EARLIER SUMMARY.", "the old summary stays"
-    assert session.summarised_upto > before.summarised_upto, "the oldest turns are dropped"
-    assert len(remaining) == 4
+    assert session.summarised_upto == before.summarised_upto, "no turn is dropped"
+    assert session.summaries == before.summaries
+    assert [t.content for t in remaining] == [t.content for t in before_turns] + [
+        *chat(10, 3),
+        "My device is a Pixel 8 on Android 14.",
+    ]
     assert "My order number is 58213-LX." in session.facts
-    assert remaining[-1].content == "My device is a Pixel 8 on Android 14."
+
+    # Once the model is back, the next turn folds them into the summary.
+    back = SummaryModel(replies=["NEW SUMMARY."])
+    assert memory.summarise_if_needed(session_id, history_budget=100, model=back) is True
+    session, remaining = memory.load(session_id)
+    assert session.summary == "NEW SUMMARY." and len(remaining) == 4
 
 
 def test_a_failing_model_on_the_first_summary_still_pins_the_facts(memory, conversations):
@@ -351,11 +365,11 @@ def test_a_failing_model_on_the_first_summary_still_pins_the_facts(memory, conve
     add_turns(memory, session_id, [OPENING, *chat(1, 9)])
     failing = SummaryModel(replies=[RuntimeError("boom")])
 
-    assert memory.summarise_if_needed(session_id, history_budget=100, model=failing) is True
+    assert memory.summarise_if_needed(session_id, history_budget=100, model=failing) is False
 
     session, remaining = memory.load(session_id)
     assert session.summary == ""
-    assert len(remaining) == 4
+    assert len(remaining) == 10
     assert "My order number is 58213-LX." in session.facts
     assert "I use the Lumora Hub 2 with an iPhone 15." in session.facts
 
