@@ -34,6 +34,16 @@ def test_defaults_load():
     assert settings.log_level == "INFO"
 
 
+def test_the_local_models_window_is_what_its_server_allocates_at_most():
+    local = load_settings(llm={"context_window": 8192, "local": {"n_ctx": 4096}})
+    azure = load_settings(
+        llm={"provider": "azure", "context_window": 131072, "local": {"n_ctx": 4096}}
+    )
+
+    assert local.llm.window == 4096
+    assert azure.llm.window == 131072
+
+
 def test_default_yaml_agrees_with_the_model_defaults():
     assert load_settings() == Settings(profile="default")
 
