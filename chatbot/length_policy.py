@@ -19,9 +19,11 @@ DEFAULT_STYLE = (
 )
 
 # Where an answer may end cleanly: after a sentence's closing punctuation (optionally followed by
-# a closing quote, bracket, emphasis mark or citation like [2]) or at the end of a line outside a
-# code block.
-SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]*_~]|\[\d+\])*(?=\s|\Z)")
+# a closing quote, bracket, emphasis mark or citation like [2], " [2]" or [1, 2]) or at the end of
+# a line outside a code block.
+SENTENCE_END_RE = re.compile(
+    r"[.!?…](?:[\"'”’»)\]*_~]|[ \t]?\[\d+(?:,[ \t]?\d+)*\])*(?=\s|\Z)"
+)
 # Full stops that end no sentence: a list number ("2.", also quoted as "> 2.") and common
 # abbreviations ("e.g.").
 NOT_SENTENCE_END_RE = re.compile(
@@ -147,7 +149,8 @@ class SentenceCutter:
             out = self._release(boundary - len(self.emitted))
             self.pending = ""
             return out, self.emitted.rstrip(), True
-        # Text shown before the hold-back began cannot be taken back; the final answer is
-        # still cut cleanly, and callers that re-render whole messages show that.
+        # Text shown before the hold-back began has no clean end after it (a long sentence, a
+        # long code block). It cannot be taken back, so the answer is what was shown: the
+        # stored answer never differs from the customer's screen.
         self.pending = ""
-        return "", text[:boundary].rstrip(), True
+        return "", self.emitted.rstrip(), True

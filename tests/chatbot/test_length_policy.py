@@ -139,19 +139,22 @@ def test_a_closed_code_block_is_a_place_to_end(seed, after):
     assert open_fences(answer) == 0
 
 
-def test_an_open_fence_streamed_before_the_hold_back_is_still_cut_from_the_final_answer():
+def test_text_streamed_before_the_hold_back_stays_in_the_answer_even_without_a_clean_end():
     # Far from the limit text streams at once, so the fence is shown before the hold-back
-    # begins; the final answer (which the pages re-render) still ends before it.
+    # begins and no sentence ends after it. The answer is what the customer saw (the service
+    # closes the fence); it is never cut back to an earlier sentence, or to nothing.
     intro = "Here is what to do. " * 3
     text = intro + "Run this:\n```bash\n" + "lumora-cli status --verbose\n" * 10 + "lumora-cl"
-    parts = pieces(text)
-
-    shown, answer, cut = run_cutter(parts, truncated=True, holdback=8)
+    shown, answer, cut = run_cutter(pieces(text), truncated=True, holdback=8)
 
     assert FENCE in shown
     assert cut is True
-    assert open_fences(answer) == 0
-    assert answer == "Here is what to do. Here is what to do. Here is what to do."
+    assert answer == shown.rstrip()
+    assert answer.startswith(intro + "Run this:\n```bash\n")
+
+    one_long_sentence = "To reset the hub keep it plugged in and " + "hold the button " * 40
+    shown, answer, cut = run_cutter(pieces(one_long_sentence), truncated=True, holdback=8)
+    assert cut is True and answer == shown.rstrip() and answer
 
 
 @pytest.mark.parametrize(
@@ -159,6 +162,9 @@ def test_an_open_fence_streamed_before_the_hold_back_is_still_cut_from_the_final
     [
         ("Hold the button for ten seconds [2].", " Then the light tu"),
         ("Reset the hub [1][3].", " Then pair the bul"),
+        ("Hold the button for ten seconds. [1]", " Then the light tu"),
+        ("Hold the button for ten seconds.[1, 2]", " Then the light tu"),
+        ("Reset the hub.[1,3]", " Then pair the bul"),
         ('The app says "Hub offline."', " Check the cab"),
         ("The app says “Hub offline.”", " Check the cab"),
         ("The app says 'Hub offline.'", " Check the cab"),
@@ -238,6 +244,12 @@ def test_any_truncated_answer_is_a_clean_prefix(blocks, share, seed, max_tokens,
 
     assert cut is True
     assert prefix.startswith(answer)
+    # The answer is what the customer saw, never less.
+    assert answer == shown.rstrip()
+    assert open_fences(answer + closing_fence(answer)) == 0
+    if answer and len(answer) > safe_boundary(prefix, ended=True):
+        # Shown before the hold-back began, with no clean end after it: kept as shown.
+        return
     assert open_fences(answer) == 0
     if answer:
         following = prefix[len(answer) :]
@@ -559,6 +571,31 @@ def test_an_answer_stopped_for_length_ends_at_a_sentence_with_the_note(kettle_se
         "max_tokens": widget.max_tokens,
     }
     assert meta["completion_tokens"] == result.usage["completion_tokens"] > 0
+
+
+@pytest.mark.slow  # loads the embedding model
+@pytest.mark.parametrize(
+    "text",
+    [
+        "To descale the kettle fill it with water and vinegar " + "and wait and rinse " * 80,
+        "Run this on the kettle's app:\n```\n" + "lumora descale --kettle --verbose\n" * 60,
+    ],
+    ids=["one-long-sentence", "long-code-block"],
+)
+def test_an_answer_cut_with_no_clean_end_is_stored_as_it_was_streamed(kettle_service, text):
+    service = kettle_service(ScriptedChatModel(text=text))
+    session_id = service.start_session("widget")
+
+    events = list(service.stream(QUESTION, session_id=session_id, channel="widget"))
+
+    result = events[-1].result
+    streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert result.cut is True
+    assert streamed == result.answer, "the customer saw the stored answer"
+    assert result.answer.startswith(text[:40])
+    assert result.answer.endswith(NOTE)
+    assert open_fences(result.answer) == 0, "the note is outside any code block"
+    assert service.session_turns(session_id)[-1].content == result.answer
 
 
 @pytest.mark.slow  # loads the embedding model
