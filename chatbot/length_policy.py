@@ -21,9 +21,7 @@ DEFAULT_STYLE = (
 # Where an answer may end cleanly: after a sentence's closing punctuation (optionally followed by
 # a closing quote, bracket, emphasis mark or citation like [2], " [2]" or [1, 2]) or at the end of
 # a line outside a code block.
-SENTENCE_END_RE = re.compile(
-    r"[.!?…](?:[\"'”’»)\]*_~]|[ \t]?\[\d+(?:,[ \t]?\d+)*\])*(?=\s|\Z)"
-)
+SENTENCE_END_RE = re.compile(r"[.!?…](?:[\"'”’»)\]*_~]|[ \t]?\[\d+(?:,[ \t]?\d+)*\])*(?=\s|\Z)")
 # Full stops that end no sentence: a list number ("2.", also quoted as "> 2.") and common
 # abbreviations ("e.g.").
 NOT_SENTENCE_END_RE = re.compile(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
+import httpx2
 from langchain_core.language_models import BaseChatModel
 
 from chatbot.settings import PLACEHOLDER_SECRETS, AzureRoute, LLMSettings, Provider, SettingsError
@@ -36,6 +39,73 @@ def token_limit(provider: Provider, max_tokens: int) -> dict:
     return options
 
 
+# The longest Retry-After a rate-limited request waits for before its retry. The customer waits
+# with nothing on screen, and the openai client would honour up to two minutes per retry; past
+# this the request is not retried and the customer hears at once to try again later.
+MAX_RETRY_WAIT_S = 10.0
+
+
+def _retry_after_s(headers) -> float | None:
+    """The wait a response asks for (``retry-after-ms``, or ``retry-after`` in seconds or as a
+    date), or None."""
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return float(ms) / 1000
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            return (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _no_long_waits(response) -> None:
+    wait = _retry_after_s(response.headers)
+    if wait is not None and wait > MAX_RETRY_WAIT_S:
+        # Honoured by the openai client: this response is not retried.
+        response.headers["x-should-retry"] = "false"
+
+
+class _ShortRetries(httpx2.BaseTransport):
+    """Marks a response that asks for a wait over ``MAX_RETRY_WAIT_S`` as not to be retried."""
+
+    def __init__(self, inner: httpx2.BaseTransport):
+        self._inner = inner
+
+    def handle_request(self, request):
+        response = self._inner.handle_request(request)
+        _no_long_waits(response)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _ShortAsyncRetries(httpx2.AsyncBaseTransport):
+    def __init__(self, inner: httpx2.AsyncBaseTransport):
+        self._inner = inner
+
+    async def handle_async_request(self, request):
+        response = await self._inner.handle_async_request(request)
+        _no_long_waits(response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _http_clients() -> dict:
+    return {
+        "http_client": httpx2.Client(transport=_ShortRetries(httpx2.HTTPTransport())),
+        "http_async_client": httpx2.AsyncClient(
+            transport=_ShortAsyncRetries(httpx2.AsyncHTTPTransport())
+        ),
+    }
+
+
 def make_chat_model(llm: LLMSettings, *, local_base_url: str | None = None) -> BaseChatModel:
     """Build the chat model for ``llm.provider``; the local provider needs the running server's URL."""
     common = {
@@ -45,6 +115,7 @@ def make_chat_model(llm: LLMSettings, *, local_base_url: str | None = None) -> B
         "max_retries": llm.max_retries,
         "streaming": True,
         "stream_usage": True,
+        **_http_clients(),
     }
     match llm.provider:
         case Provider.LOCAL:

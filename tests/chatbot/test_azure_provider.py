@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from chatbot.errors import MESSAGES, classify
-from chatbot.providers import make_chat_model
+from chatbot.providers import MAX_RETRY_WAIT_S, make_chat_model
 from chatbot.settings import AzureSettings, LLMSettings, SettingsError, load_settings
 from tests.fixtures.azure_stub import (
     completion,
@@ -157,6 +157,18 @@ def test_a_429_surfaces_without_retries(azure_stub, azure_llm):
     assert failure.code == "rate_limited"
     assert failure.message == MESSAGES["rate_limited"]
     assert len(azure_stub.requests) == 1
+
+
+def test_a_429_asking_for_a_long_wait_is_not_retried(azure_stub, azure_llm):
+    # A customer would wait 3 x 30 s with nothing on screen; they hear at once instead.
+    azure_stub.script(rate_limited(retry_after=30), completion(ANSWER))
+
+    started = time.monotonic()
+    failure = _failure_of(make_chat_model(azure_llm(max_retries=3)))
+
+    assert failure.code == "rate_limited"
+    assert len(azure_stub.requests) == 1
+    assert time.monotonic() - started < MAX_RETRY_WAIT_S
 
 
 def test_retries_are_bounded(azure_stub, azure_llm):
