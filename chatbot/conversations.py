@@ -211,7 +211,11 @@ class ConversationStore(Protocol):
     def get_ticket(self, ticket_id: int) -> Ticket | None: ...
 
     def tickets(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        session_id: str | None = None,
     ) -> list[Ticket]: ...
 
     def count_tickets(self, status: str | None = None) -> int: ...
@@ -388,10 +392,23 @@ class SQLiteConversationStore:
             ).fetchone()
         return self._ticket(row) if row else None
 
-    def tickets(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Ticket]:
+    def tickets(
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        session_id: str | None = None,
+    ) -> list[Ticket]:
         """Newest first, ``limit`` of them after the first ``offset``; ``status`` 'open' or
-        'done' filters."""
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        'done' and ``session_id`` filter."""
+        conditions, args = [], []
+        if status:
+            conditions.append("status = ?")
+            args.append(status)
+        if session_id is not None:
+            conditions.append("session_id = ?")
+            args.append(session_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db() as db:
             rows = db.execute(
                 f"SELECT {self._TICKET_COLUMNS} FROM tickets {where}"
@@ -466,12 +483,20 @@ class SQLiteConversationStore:
             conditions.append("s.created_at < ?")
             args.append(where.until)
         if where.text:
+            # A message, a rating's comment, the name or email left with a hand-off, or the
+            # conversation's id: whatever a customer who complains can tell staff.
             escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conditions.append(
-                "EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id"
+                "(EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id"
                 " AND t.content LIKE ? ESCAPE '\\')"
+                " OR EXISTS (SELECT 1 FROM feedback f WHERE f.session_id = s.id"
+                " AND f.comment LIKE ? ESCAPE '\\')"
+                " OR EXISTS (SELECT 1 FROM tickets k WHERE k.session_id = s.id"
+                " AND (json_extract(k.contact, '$.name') LIKE ? ESCAPE '\\'"
+                " OR json_extract(k.contact, '$.email') LIKE ? ESCAPE '\\'))"
+                " OR s.id = ?)"
             )
-            args.append(f"%{escaped}%")
+            args.extend([f"%{escaped}%"] * 4 + [where.text.strip()])
         query = f"""
             WITH n AS (
                 SELECT s.id AS id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -153,6 +154,33 @@ def test_a_form_posted_from_another_site_is_refused(app, ticket):
 
     assert response.status_code == 403
     assert app.state.desk.conversations.get_ticket(ticket["ticket_id"]).status == "open"
+
+
+def test_staff_find_a_conversation_by_what_the_customer_can_tell_them(app, ticket):
+    conversations = app.state.desk.conversations
+    session_id = ticket["session_id"]
+    conversations.add_turn(session_id, "user", "my lantern will not charge", 6)
+    answer = conversations.add_turn(session_id, "assistant", "Use the USB-C cable [1].", 8)
+    conversations.set_feedback(session_id, answer.id, "down", "wrong, it has no USB-C port")
+    other = conversations.create_session("widget").id
+    conversations.add_turn(other, "user", "how do i pair a bulb", 6)
+    staff = signed_in(app, "staff")
+
+    def found(q: str) -> list[str]:
+        page = staff.get("/staff/conversations", params={"q": q}).text
+        return re.findall(r'data-session="([^"]+)"', page)
+
+    assert found("lantern") == [session_id], "a message"
+    assert found("no USB-C port") == [session_id], "a rating's comment"
+    assert found("Ana") == [session_id], "the name left with the hand-off"
+    assert found(session_id) == [session_id], "the conversation's id"
+    assert found("pair a bulb") == [other]
+    assert found("nothing like this") == []
+
+    page = staff.get(f"/staff/conversations/{session_id}").text
+    row = page.split(f'data-ticket="{ticket["ticket_id"]}"')[1].split("</tr>")[0]
+    assert "Ana" in row and "open" in row
+    assert f'action="/staff/tickets/{ticket["ticket_id"]}/done"' in row
 
 
 def test_customer_text_in_staff_pages_is_escaped(app, anonymous):
