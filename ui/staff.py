@@ -537,6 +537,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             turns=conversations.turns(session_id),
             ratings=conversations.feedback(session_id),
             tickets=conversations.tickets(session_id=session_id),
+            reasons=REASONS,
         )
 
     def _close(ticket_id: int, user: User):
