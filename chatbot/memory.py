@@ -46,6 +46,8 @@ FACT_RE = re.compile(
     re.IGNORECASE,
 )
 MAX_FACTS = 16
+# Fewest messages worth a summary call while the whole history still fits its budget.
+MIN_FOLD_MESSAGES = 4
 MAX_FACT_CHARS = 240
 # Tokens kept free beyond the computed prompt, against small differences between the counter
 # and the server's chat template.
@@ -234,6 +236,11 @@ class ConversationMemory:
         keep = self.settings.keep_recent_messages
         fold = turns[:-keep] if keep else turns
         if not fold:
+            return False
+        if len(fold) < MIN_FOLD_MESSAGES and unsummarised <= history_budget:
+            # Long recent messages alone pass the trigger: folding the one exchange before them
+            # after every turn would cost a model call per turn (and hold the local model's only
+            # slot) while everything still fits. Wait for more, or for the budget to run out.
             return False
         facts = merge_facts(
             session.facts, extract_facts([t.content for t in fold if t.role == "user"])

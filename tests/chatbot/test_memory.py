@@ -312,6 +312,23 @@ def test_the_summary_is_updated_incrementally(memory, conversations):
     assert "My order number is 58213-LX." in session.facts, "facts stay pinned"
 
 
+def test_one_exchange_before_long_recent_messages_waits_while_everything_fits(
+    memory, conversations
+):
+    session_id = conversations.create_session("widget").id
+    long_message = "the bulbs blink and then go dark in the hallway " * 12
+    add_turns(memory, session_id, ["hello", "hi, how can I help?", *[long_message] * 4])
+    unsummarised = sum(t.tokens + MESSAGE_OVERHEAD_TOKENS for t in memory.load(session_id)[1])
+    model = SummaryModel(replies=["SUMMARY."])
+
+    # Past the trigger (half the budget) but within the budget: no call for two messages.
+    assert memory.summarise_if_needed(session_id, unsummarised + 10, model) is False
+    assert model.prompts == []
+    # Once the history no longer fits, the exchange is folded.
+    assert memory.summarise_if_needed(session_id, unsummarised - 10, model) is True
+    assert len(model.prompts) == 1 and "Customer: hello" in model.prompts[0]
+
+
 def test_a_short_history_is_left_alone(memory, conversations):
     session_id = conversations.create_session("widget").id
     add_turns(memory, session_id, [OPENING, "Unplug the hub for a minute."])
