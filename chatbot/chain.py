@@ -7,7 +7,8 @@ from langchain_core.prompt_values import ChatPromptValue
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from chatbot.prompts import SYSTEM_PROMPT, defuse_control_tokens
+from chatbot.prompts import SYSTEM_PROMPT
+from chatbot.tokens import defuse_control_tokens
 
 
 def _defused(value: ChatPromptValue) -> ChatPromptValue:

@@ -148,7 +148,7 @@ class SentenceCutter:
             self.pending = ""
             return out, self.emitted.rstrip(), True
         # Text shown before the hold-back began has no clean end after it (a long sentence, a
-        # long code block). It cannot be taken back, so the answer is what was shown: the
-        # stored answer never differs from the customer's screen.
-        self.pending = ""
-        return "", self.emitted.rstrip(), True
+        # long code block). It cannot be taken back, so the rest is shown too and the answer
+        # stops where the model did: the stored answer never differs from the customer's screen.
+        out = self._release(len(self.pending))
+        return out, self.emitted.rstrip(), True

@@ -24,7 +24,7 @@ from chatbot.conversations import ConversationStore, SessionRecord, StoredTurn
 from chatbot.history import Turn
 from chatbot.prompts import join_context, one_line, quote
 from chatbot.settings import MemorySettings
-from chatbot.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
+from chatbot.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter, defuse_control_tokens
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,8 @@ class ConversationMemory:
         prompt = SUMMARY_PROMPT.format(
             max_words=max(20, int(limit * 0.6)), summary=summary or "(none yet)", turns=transcript
         )
+        # What the customer and the model wrote reaches the model as plain text here too.
+        prompt = defuse_control_tokens(prompt)
         try:
             reply = model.invoke([HumanMessage(prompt)], **self.call_options(limit), temperature=0)
             text = reply.content if isinstance(reply, AIMessage) else str(reply)

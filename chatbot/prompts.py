@@ -64,21 +64,6 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# Chat-template control tokens: "<|im_end|>", "<|system|>", "<|eot_id|>" and the like, and the
-# pipe-less ones of Llama 2, Mistral and Gemma. llama.cpp reads them in the rendered prompt as
-# the tokens themselves, so in text a customer, a document or a model wrote they would end a turn
-# and open a new one with any role. Defused, they stay readable but are plain text.
-CONTROL_TOKEN_RE = re.compile(
-    r"<\|([^|<>\s]{1,40})\|>|</?s>|<(?:start_of_turn|end_of_turn|bos|eos)>|\[/?INST\]"
-)
-
-
-def defuse_control_tokens(text: str) -> str:
-    return CONTROL_TOKEN_RE.sub(
-        lambda m: m.group(0).replace("<", "<\u2060").replace("[", "[\u2060"), text
-    )
-
-
 def _position(chunk) -> int:
     # Chunk ids end with the chunk's index in its document: "<doc>:<version>:<index>".
     tail = chunk.chunk_id.rsplit(":", 1)[-1]

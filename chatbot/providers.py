@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import httpx2
 from langchain_core.language_models import BaseChatModel
 
 from chatbot.settings import PLACEHOLDER_SECRETS, AzureRoute, LLMSettings, Provider, SettingsError
@@ -69,39 +68,19 @@ def _no_long_waits(response) -> None:
         response.headers["x-should-retry"] = "false"
 
 
-class _ShortRetries(httpx2.BaseTransport):
-    """Marks a response that asks for a wait over ``MAX_RETRY_WAIT_S`` as not to be retried."""
-
-    def __init__(self, inner: httpx2.BaseTransport):
-        self._inner = inner
-
-    def handle_request(self, request):
-        response = self._inner.handle_request(request)
-        _no_long_waits(response)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _ShortAsyncRetries(httpx2.AsyncBaseTransport):
-    def __init__(self, inner: httpx2.AsyncBaseTransport):
-        self._inner = inner
-
-    async def handle_async_request(self, request):
-        response = await self._inner.handle_async_request(request)
-        _no_long_waits(response)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+async def _no_long_waits_async(response) -> None:
+    _no_long_waits(response)
 
 
 def _http_clients() -> dict:
+    """The openai client's own HTTP clients (its timeouts, connection limits and redirects, and
+    proxies from the environment), with a hook that stops retries after a long Retry-After."""
+    import openai
+
     return {
-        "http_client": httpx2.Client(transport=_ShortRetries(httpx2.HTTPTransport())),
-        "http_async_client": httpx2.AsyncClient(
-            transport=_ShortAsyncRetries(httpx2.AsyncHTTPTransport())
+        "http_client": openai.DefaultHttpxClient(event_hooks={"response": [_no_long_waits]}),
+        "http_async_client": openai.DefaultAsyncHttpxClient(
+            event_hooks={"response": [_no_long_waits_async]}
         ),
     }
 

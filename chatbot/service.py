@@ -251,8 +251,10 @@ class ChatService:
     def check_message(self, question: str) -> str:
         text = validate_message(question, self.settings.chat.max_message_chars)
         # Characters are not tokens: 4,000 characters of Chinese or emoji can fill a small
-        # model's whole window. Half of it leaves room for the instructions, sources and answer.
-        if self.counter.count(text) > self.settings.llm.window // 2:
+        # model's whole window. A message must leave room for the instructions and the answer.
+        llm = self.settings.llm
+        room = max(llm.window // 2, llm.window - llm.max_output_tokens - MESSAGE_ROOM_TOKENS)
+        if self.counter.count(text) > room:
             raise InputRejected(
                 "message_too_long",
                 "Your message is too long for me to read at once; please shorten it or send it "
@@ -739,6 +741,11 @@ SURROGATES = re.compile("[\ud800-\udfff]")
 # Characters that show nothing: format characters (zero-width spaces and joiners), controls,
 # separators.
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+
+
+# What a customer's message leaves, beside the longest answer, for the instructions and at least
+# some of the sources.
+MESSAGE_ROOM_TOKENS = 1024
 
 
 def validate_message(question: str, limit: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,6 +23,21 @@ log = logging.getLogger(__name__)
 # Chat templates wrap every message in role markers; ChatML-style templates (SmolLM2, Phi) use
 # about 4-7 tokens a message. 8 errs on the safe side.
 MESSAGE_OVERHEAD_TOKENS = 8
+
+
+# Chat-template control tokens: "<|im_end|>", "<|system|>", "<|eot_id|>" and the like, and the
+# pipe-less ones of Llama 2, Mistral and Gemma. llama.cpp reads them in the rendered prompt as
+# the tokens themselves, so in text a customer, a document or a model wrote they would end a turn
+# and open a new one with any role. Defused, they stay readable but are plain text.
+CONTROL_TOKEN_RE = re.compile(
+    r"<\|([^|<>\s]{1,40})\|>|</?s>|<(?:start_of_turn|end_of_turn|bos|eos)>|\[/?INST\]"
+)
+
+
+def defuse_control_tokens(text: str) -> str:
+    return CONTROL_TOKEN_RE.sub(
+        lambda m: m.group(0).replace("<", "<\u2060").replace("[", "[\u2060"), text
+    )
 
 
 class TokenCounter(Protocol):
@@ -51,6 +67,7 @@ class EstimatingCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
+        text = defuse_control_tokens(text)  # counted as sent
         extra = len(text.encode("utf-8", "surrogatepass")) - len(text)
         return math.ceil(len(text) / self.chars_per_token + EXTRA_BYTE_TOKENS * extra)
 
@@ -84,7 +101,9 @@ class LocalModelCounter:
             if text in self._cache:
                 self._cache.move_to_end(text)
                 return self._cache[text]
-            value = len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+            # Counted as sent: control tokens in the text reach the model defused.
+            sent = defuse_control_tokens(text)
+            value = len(self._llama.tokenize(sent.encode("utf-8"), add_bos=False, special=True))
             self._cache[text] = value
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

@@ -271,6 +271,11 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
 # instructions can hold tens of megabytes of text, which would take minutes to extract and hours
 # to embed. A 500-page manual holds about 1.5 M characters.
 MAX_PDF_TEXT_CHARS = 5_000_000
+# Text is extracted page by page from the page's drawing instructions, about 1 MB a second here:
+# a page may hold at most this many bytes of them, and the whole PDF ten times as many, so that a
+# small file cannot keep an ingest busy for minutes before the text limit is reached.
+MAX_PDF_PAGE_CONTENT_BYTES = 5_000_000
+MAX_PDF_CONTENT_BYTES = 50_000_000
 
 
 def _pdf_page_texts(pages, source: str) -> list[str]:
@@ -279,15 +284,24 @@ def _pdf_page_texts(pages, source: str) -> list[str]:
     is not extracted again."""
     texts: list[str] = []
     seen: set[tuple[bytes, str]] = set()
-    total = 0
-    for page in pages:
+    total = content_bytes = 0
+    for number, page in enumerate(pages, start=1):
         contents = page.get_contents()
         if contents is None:
             continue
-        key = (hashlib.sha256(contents.get_data()).digest(), repr(page.get("/Resources")))
+        data = contents.get_data()
+        key = (hashlib.sha256(data).digest(), repr(page.get("/Resources")))
         if key in seen:
             continue
         seen.add(key)
+        content_bytes += len(data)
+        if len(data) > MAX_PDF_PAGE_CONTENT_BYTES or content_bytes > MAX_PDF_CONTENT_BYTES:
+            raise DocumentError(
+                source,
+                f"page {number} of the PDF unpacks to more drawing instructions than allowed "
+                f"({MAX_PDF_PAGE_CONTENT_BYTES:,} bytes a page, {MAX_PDF_CONTENT_BYTES:,} in "
+                "all); split it or print it to a new PDF",
+            )
         text = page.extract_text() or ""
         total += len(text)
         if total > MAX_PDF_TEXT_CHARS:

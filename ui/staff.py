@@ -199,19 +199,23 @@ class PageNotices:
 
     def put(self, username: str, **context) -> str:
         key = secrets.token_urlsafe(16)
-        now = time.monotonic()
         with self._lock:
-            self._items = {k: v for k, v in self._items.items() if v[1] > now}
-            self._items[key] = (username, now + self.ttl_s, context)
+            self._forget_expired()
+            self._items[key] = (username, time.monotonic() + self.ttl_s, context)
         return key
 
     def pop(self, key: str, username: str) -> dict:
         with self._lock:
+            self._forget_expired()
             item = self._items.get(key)
             if item is None or item[0] != username:
                 return {}
             del self._items[key]
-        return item[2] if item[1] > time.monotonic() else {}
+        return item[2]
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        self._items = {k: v for k, v in self._items.items() if v[1] > now}
 
 
 def render(request: Request, template: str, code: int = 200, **context) -> HTMLResponse:

@@ -185,8 +185,8 @@ def test_a_timeout_becomes_a_polite_answer(make_service, azure_stub):
 def test_a_turn_the_model_failed_keeps_the_history_and_asks_for_no_summary(
     make_service, azure_stub
 ):
-    # Summarise whenever more than two messages are unsummarised.
-    service = make_service(memory={"summary_trigger": 0.001, "keep_recent_messages": 2})
+    # Summarise whenever four messages are unsummarised, none kept out of the summary.
+    service = make_service(memory={"summary_trigger": 0.001, "keep_recent_messages": 0})
     session = service.conversations.create_session("widget").id
     azure_stub.script(sse_completion(ANSWER), rate_limited())
 

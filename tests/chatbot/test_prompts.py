@@ -9,10 +9,10 @@ from chatbot.memory import memory_block
 from chatbot.prompts import (
     NO_ANSWER_REPLY,
     context_blocks,
-    defuse_control_tokens,
     is_decline,
     join_context,
 )
+from chatbot.tokens import defuse_control_tokens
 from knowledge.retriever import DocumentHit
 from knowledge.store import StoredChunk
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from chatbot.local_server import default_gguf_path
-from chatbot.tokens import EstimatingCounter, LocalModelCounter
+from chatbot.tokens import EstimatingCounter, LocalModelCounter, defuse_control_tokens
 
 
 def test_the_local_tokenizer_loads_quietly_and_counts_exactly(capfd, caplog):
@@ -63,3 +63,15 @@ def test_the_estimate_never_counts_fewer_tokens_than_a_real_tokenizer(text):
 
     assert estimate >= real, (estimate, real)
     assert estimate <= 3 * real, "conservative, not absurd"
+
+
+@pytest.mark.parametrize("counter", ["local", "estimate"])
+def test_control_tokens_are_counted_as_the_plain_text_the_model_is_sent(counter):
+    count = (
+        LocalModelCounter(default_gguf_path()) if counter == "local" else EstimatingCounter()
+    ).count
+    typed = "<|im_end|>" * 100
+
+    sent = defuse_control_tokens(typed)
+
+    assert count(typed) == count(sent) >= 5 * 100, "one token each would under-count the prompt"

@@ -466,6 +466,32 @@ def test_pdf_with_more_text_than_the_limit_is_refused(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("limit", ["page", "all"])
+def test_pdf_whose_pages_unpack_to_too_many_drawing_instructions_is_refused_before_reading(
+    tmp_path, monkeypatch, limit
+):
+    import knowledge.loaders
+
+    page = "\n".join(f"Line {n} of a long catalogue page." for n in range(120))
+    if limit == "page":
+        monkeypatch.setattr(knowledge.loaders, "MAX_PDF_PAGE_CONTENT_BYTES", 4_000)
+    else:
+        monkeypatch.setattr(knowledge.loaders, "MAX_PDF_CONTENT_BYTES", 10_000)
+    path = _pdf_of_pages(tmp_path / "big.pdf", [page, page + "\nMore.", page + "\nEnd."], [0, 1, 2])
+    extracted = []
+    monkeypatch.setattr(
+        "pypdf.PageObject.extract_text", lambda self, *a, **k: extracted.append(1) or "text"
+    )
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(path, "big.pdf")
+
+    assert caught.value.reason.startswith(
+        f"page {1 if limit == 'page' else 3} of the PDF unpacks to more drawing instructions"
+    )
+    assert len(extracted) == (0 if limit == "page" else 2), "refused before reading the page"
+
+
 # ----- inputs that once took quadratic time. Linear work here takes well under a second; the
 # bounds only catch a return to quadratic time, which took minutes to hours at these sizes.
 

@@ -503,6 +503,24 @@ def test_a_reload_after_an_admin_form_repeats_nothing(app):
     assert "Removed newbie" not in other_admin.get(removed.headers["location"]).text
 
 
+def test_a_notice_is_shown_once_to_its_user_and_forgotten_when_it_expires(monkeypatch):
+    from ui.staff import PageNotices
+
+    clock = [1000.0]
+    monkeypatch.setattr("ui.staff.time.monotonic", lambda: clock[0])
+    notices = PageNotices(ttl_s=60)
+    kept = notices.put("alice", new_token=("bob", "cbt_secret"))
+    expiring = notices.put("alice", notice="Added bob.")
+
+    assert notices.pop(kept, "mallory") == {}
+    assert notices.pop(kept, "alice") == {"new_token": ("bob", "cbt_secret")}
+    assert notices.pop(kept, "alice") == {}, "once"
+    clock[0] += 61
+    assert notices.pop("any", "alice") == {}
+    assert notices._items == {}, "an expired notice (and any secret in it) is dropped"
+    assert notices.pop(expiring, "alice") == {}
+
+
 def test_an_admin_who_resets_their_own_password_or_leaves_the_role_is_sent_on(app):
     users = app.state.users
     users.add_user("second-admin", PASSWORD, "admin", actor="test")
