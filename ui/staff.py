@@ -475,9 +475,15 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         )  # fmt: skip
 
     @router.post("/staff/tickets/{ticket_id}/done", include_in_schema=False)
-    def ticket_done_form(ticket_id: RowId, user: staff) -> Response:
+    def ticket_done_form(
+        ticket_id: RowId, user: staff, back: Annotated[str, Form()] = "/staff/tickets"
+    ) -> Response:
         _close(ticket_id, user)
-        return RedirectResponse("/staff/tickets", status_code=303)
+        # Back to the page the button was on (a filtered list, a conversation), on this site.
+        target = _safe_next(back)
+        if not target.startswith("/staff/"):
+            target = "/staff/tickets"
+        return RedirectResponse(target, status_code=303)
 
     @router.get("/staff/conversations", include_in_schema=False)
     def conversations_page(

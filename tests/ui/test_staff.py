@@ -181,6 +181,21 @@ def test_staff_find_a_conversation_by_what_the_customer_can_tell_them(app, ticke
     row = page.split(f'data-ticket="{ticket["ticket_id"]}"')[1].split("</tr>")[0]
     assert "Ana" in row and "open" in row
     assert f'action="/staff/tickets/{ticket["ticket_id"]}/done"' in row
+    back = re.search(r'name="back" value="([^"]+)"', row).group(1)
+    assert back == f"/staff/conversations/{session_id}"
+    # Marked done there, staff stay on the conversation; a foreign address is not followed.
+    done = staff.post(
+        f"/staff/tickets/{ticket['ticket_id']}/done", data={"back": back}, follow_redirects=False
+    )
+    assert done.headers["location"] == back
+    assert "done" in staff.get(back).text.split(f'data-ticket="{ticket["ticket_id"]}"')[1]
+    for foreign in ("https://evil.example/", "//evil.example/x", "/login"):
+        other = staff.post(
+            f"/staff/tickets/{ticket['ticket_id']}/done",
+            data={"back": foreign},
+            follow_redirects=False,
+        )
+        assert other.headers["location"] == "/staff/tickets", foreign
 
 
 def test_customer_text_in_staff_pages_is_escaped(app, anonymous):
