@@ -29,6 +29,9 @@ from chatbot.settings import PLACEHOLDER_SECRETS, AuthSettings
 
 log = logging.getLogger(__name__)
 
+# The row is an admin and the only one: what neither a role change nor a removal may undo.
+_LAST_ADMIN = "(role = 'admin' AND (SELECT COUNT(*) FROM users WHERE role = 'admin') <= 1)"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -213,7 +216,14 @@ class UserDirectory:
         if user.role == Role.ADMIN and role != Role.ADMIN and self._admins() == 1:
             raise AccountError("last_admin", "The last admin cannot lose the admin role.")
         with self._db() as db:
-            db.execute("UPDATE users SET role = ? WHERE id = ?", (role.value, user.id))
+            # Checked again in the same statement: two admins demoting each other at once
+            # would both have seen two admins above.
+            changed = db.execute(
+                f"UPDATE users SET role = ? WHERE id = ? AND NOT ({_LAST_ADMIN} AND ? != 'admin')",
+                (role.value, user.id, role.value),
+            ).rowcount
+        if not changed:
+            raise AccountError("last_admin", "The last admin cannot lose the admin role.")
         self.audit(actor, "user.set_role", username, {"from": user.role.value, "to": role.value})
         return User(user.id, user.username, role, user.created_at)
 
@@ -231,7 +241,11 @@ class UserDirectory:
         if user.role == Role.ADMIN and self._admins() == 1:
             raise AccountError("last_admin", "The last admin cannot be removed.")
         with self._db() as db:
-            db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+            removed = db.execute(
+                f"DELETE FROM users WHERE id = ? AND NOT {_LAST_ADMIN}", (user.id,)
+            ).rowcount
+        if not removed:
+            raise AccountError("last_admin", "The last admin cannot be removed.")
         self.audit(actor, "user.remove", username)
 
     def ensure_first_admin(self, environ: Mapping[str, str]) -> User | None:

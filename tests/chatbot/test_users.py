@@ -144,6 +144,26 @@ def test_the_last_admin_stays(users):
         users.remove("root", actor="test")
 
 
+@pytest.mark.parametrize("action", ["demote", "remove"])
+def test_two_admins_acting_on_each_other_at_once_leave_one_admin(users, monkeypatch, action):
+    users.add_user("alice", PASSWORD, Role.ADMIN, actor="test")
+    users.add_user("bob", PASSWORD, Role.ADMIN, actor="test")
+    # Both requests counted the admins before either wrote: each saw two.
+    monkeypatch.setattr(UserDirectory, "_admins", lambda self: 2)
+
+    def act(name: str) -> None:
+        if action == "demote":
+            users.set_role(name, Role.STAFF, actor="test")
+        else:
+            users.remove(name, actor="test")
+
+    act("alice")
+    with pytest.raises(AccountError, match="last admin"):
+        act("bob")
+
+    assert [u.username for u in users.users() if u.role == Role.ADMIN] == ["bob"]
+
+
 def test_first_admin_comes_from_the_environment_once(users, caplog):
     env = {"CHATBOT_ADMIN_USERNAME": "root", "CHATBOT_ADMIN_PASSWORD": PASSWORD}
 
