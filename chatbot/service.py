@@ -569,19 +569,16 @@ class ChatService:
             log.warning("the model returned an empty answer")
             result.error = "unavailable"
         sources_note = None
-        if result.error and not raw:
-            # Nothing was answered from the sources. While the model is away, they may help the
-            # customer, and the apology says so; after a refusal they are withdrawn.
-            if result.error in SOURCES_STILL_SHOWN and result.sources:
-                sources_note = SOURCES_MAY_HELP
-            elif result.sources:
+        if result.error and result.sources:
+            if result.error not in SOURCES_STILL_SHOWN:
+                # After a refusal (a content filter, also one that stopped the answer midway,
+                # whose shown part stays) the sources are withdrawn.
                 result.sources = []
                 yield SourcesEvent([])
-        elif result.error == "content_filter" and result.sources:
-            # The filter stopped the answer midway: what was shown stays, but the sources are
-            # withdrawn as after any refusal.
-            result.sources = []
-            yield SourcesEvent([])
+            elif not raw:
+                # Nothing was answered from them. While the model is away they may help the
+                # customer, and the apology says so.
+                sources_note = SOURCES_MAY_HELP
         if policy.enabled:
             rest, answer, result.cut = cutter.finish(truncated and not result.error)
             if rest:
