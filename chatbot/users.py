@@ -207,17 +207,11 @@ class UserDirectory:
             ).fetchall()
         return [User(r[0], r[1], Role(r[2]), r[3]) for r in rows]
 
-    def _admins(self) -> int:
-        with self._db() as db:
-            return db.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
-
     def set_role(self, username: str, role: Role | str, *, actor: str) -> User:
         user, role = self._require(username), _role(role)
-        if user.role == Role.ADMIN and role != Role.ADMIN and self._admins() == 1:
-            raise AccountError("last_admin", "The last admin cannot lose the admin role.")
         with self._db() as db:
-            # Checked again in the same statement: two admins demoting each other at once
-            # would both have seen two admins above.
+            # Checked in the same statement as the change: two admins demoting each other at
+            # once cannot both see two admins.
             changed = db.execute(
                 f"UPDATE users SET role = ? WHERE id = ? AND NOT ({_LAST_ADMIN} AND ? != 'admin')",
                 (role.value, user.id, role.value),
@@ -238,8 +232,6 @@ class UserDirectory:
 
     def remove(self, username: str, *, actor: str) -> None:
         user = self._require(username)
-        if user.role == Role.ADMIN and self._admins() == 1:
-            raise AccountError("last_admin", "The last admin cannot be removed.")
         with self._db() as db:
             removed = db.execute(
                 f"DELETE FROM users WHERE id = ? AND NOT {_LAST_ADMIN}", (user.id,)
