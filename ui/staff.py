@@ -620,12 +620,14 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         key = notices.put(user.username, **context)
         return RedirectResponse(f"/staff/admin?done={key}", status_code=303)
 
-    def admin_action(request: Request, user: User, action: Callable[[], str]) -> Response:
+    def admin_action(
+        request: Request, user: User, action: Callable[[], str], *, signed_out: bool = False
+    ) -> Response:
         try:
             notice = action()
         except AccountError as exc:
             return admin_page(request, 400, error=exc.message)
-        return admin_done(user, notice=notice)
+        return admin_done(user, notice=notice, signed_out=signed_out)
 
     @router.get("/staff/admin", include_in_schema=False)
     def admin_home(
@@ -650,7 +652,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     @router.post("/staff/admin/users/{username}/role", include_in_schema=False)
     def admin_set_role(
         request: Request, username: str, user: admin, role: Annotated[str, Form()]
-    ) -> HTMLResponse:
+    ) -> Response:
         def change() -> str:
             changed = users.set_role(username, role, actor=user.username)
             return f"{changed.username} is now {changed.role.value}."
@@ -660,18 +662,17 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     @router.post("/staff/admin/users/{username}/password", include_in_schema=False)
     def admin_reset_password(
         request: Request, username: str, user: admin, password: Annotated[str, Form()]
-    ) -> HTMLResponse:
-        try:
+    ) -> Response:
+        def reset() -> str:
             users.set_password(username, password, actor=user.username)
-        except AccountError as exc:
-            return admin_page(request, 400, error=exc.message)
+            return f"Password of {username} reset; their sign-ins were ended."
+
         # Your own password too ends your sign-ins: sign in again with the new one.
         own = username.casefold() == user.username.casefold()
-        notice = f"Password of {username} reset; their sign-ins were ended."
-        return admin_done(user, notice=notice, signed_out=own)
+        return admin_action(request, user, reset, signed_out=own)
 
     @router.post("/staff/admin/users/{username}/remove", include_in_schema=False)
-    def admin_remove_user(request: Request, username: str, user: admin) -> HTMLResponse:
+    def admin_remove_user(request: Request, username: str, user: admin) -> Response:
         def remove() -> str:
             users.remove(username, actor=user.username)
             return f"Removed {username}."
@@ -684,7 +685,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         user: admin,
         username: Annotated[str, Form()],
         name: Annotated[str, Form()],
-    ) -> HTMLResponse:
+    ) -> Response:
         try:
             _, secret = users.create_token(username, name, actor=user.username)
         except AccountError as exc:
@@ -692,7 +693,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         return admin_done(user, new_token=(username, secret))
 
     @router.post("/staff/admin/tokens/{token_id}/revoke", include_in_schema=False)
-    def admin_revoke_token(request: Request, token_id: RowId, user: admin) -> HTMLResponse:
+    def admin_revoke_token(request: Request, token_id: RowId, user: admin) -> Response:
         def revoke() -> str:
             if not users.revoke_token(token_id, actor=user.username):
                 raise AccountError("unknown_token", "That token does not exist or is revoked.")
