@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,15 @@ CHUNKING_VERSION = "2"
 
 # The reason given for a file in a folder that is not of a supported type.
 UNSUPPORTED = "unsupported file type"
+
+
+def source_name(name: str) -> str:
+    """The name a document is stored under, in one Unicode form (NFC).
+
+    "café.md" can be written two ways (macOS lists file names decomposed, most other systems
+    and browsers send them composed); both name the same document.
+    """
+    return unicodedata.normalize("NFC", name)
 
 
 @dataclass
@@ -74,7 +84,8 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
     """Files to ingest: path, the source name it is stored under, and the folder that held it
     (None for a file named directly).
 
-    The source name is the path relative to the folder that was named, or the bare file name.
+    The source name is the path relative to the folder that was named, or the bare file name
+    (see ``source_name``).
 
     Snippet folders (``include/``) are not documents of their own: their text reaches the index
     through the articles that include it.
@@ -89,9 +100,9 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
                     continue
                 if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
                     continue
-                found.append((file, rel.as_posix(), path))
+                found.append((file, source_name(rel.as_posix()), path))
         else:
-            found.append((path, path.name, None))
+            found.append((path, source_name(path.name), None))
     return found
 
 
@@ -115,7 +126,10 @@ def ingest_paths(
     report = IngestReport()
     paths = [Path(path) for path in paths]
     files = discover(paths)
-    unread = {source: file for file, source, _ in files}
+    unread: dict[str, Path] = {}
+    for file, source, _ in files:
+        unread.setdefault(source, file)
+    first_file: dict[str, Path] = {}
 
     def changing(twin: DocumentRecord) -> bool:
         """Whether ``twin``'s file, not read yet in this run, now says something else: then
@@ -133,6 +147,14 @@ def ingest_paths(
         if progress:
             progress(number, len(files), source)
         unread.pop(source, None)
+        earlier = first_file.setdefault(source, file)
+        if earlier is not file:
+            if earlier == file:
+                continue  # the same file named twice
+            # Two folders' "index.md", or one name written two ways: storing both under one
+            # name would let the second replace the first, and the next run swap them back.
+            report.failed.append((source, f"'{file}' has the same document name as '{earlier}'"))
+            continue
         if not file.exists():
             report.failed.append((source, "no such file or folder"))
             continue

@@ -32,6 +32,7 @@ from chatbot.documents import (
 from chatbot.service import ChatService
 from chatbot.settings import UnknownCollection
 from chatbot.users import Role, User, UserDirectory
+from knowledge.ingest import source_name
 from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, error_response
@@ -96,7 +97,7 @@ class UploadRefused(Exception):
 def upload_name(filename: str) -> str | None:
     """The name an upload is stored under: its last path part, printable, not hidden."""
     name = PurePosixPath(filename.replace("\\", "/")).name
-    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    name = source_name("".join(ch for ch in name if ch.isprintable()).strip())
     if not name or name.startswith(".") or len(name.encode()) > MAX_NAME_BYTES:
         return None
     return name

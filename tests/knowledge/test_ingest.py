@@ -283,3 +283,48 @@ def test_prune_leaves_the_store_alone_when_a_path_is_missing_or_holds_nothing(
 
     assert not report.removed
     assert sorted(d.source for d in store.documents()) == ["hub-notes.md", "reset-the-hub.md"]
+
+
+def test_two_files_with_one_document_name_keep_the_first_and_fail_the_second(store, tmp_path):
+    help_docs, faq_docs = tmp_path / "help", tmp_path / "faq"
+    help_docs.mkdir()
+    faq_docs.mkdir()
+    (help_docs / "index.md").write_text("# Help\n\nReset the hub with the pinhole button.\n")
+    (faq_docs / "index.md").write_text("# FAQ\n\nThe quokka mascot has a name: Pip.\n")
+
+    for _ in range(2):  # a second run changes nothing: no swapping back and forth
+        report = ingest_paths(store, [help_docs, faq_docs])
+
+        assert report.failed == [
+            (
+                "index.md",
+                f"'{faq_docs / 'index.md'}' has the same document name as "
+                f"'{help_docs / 'index.md'}'",
+            )
+        ]
+        assert not report.updated
+        assert [c.text for c in store.live_chunks() if "quokka" in c.text] == []
+        assert any("pinhole" in c.text for c in store.live_chunks())
+    assert report.unchanged == ["index.md"]
+
+
+def test_a_name_written_composed_or_decomposed_is_one_document(store, tmp_path):
+    composed, decomposed = "caf\u00e9-hours.md", "cafe\u0301-hours.md"
+    (tmp_path / decomposed).write_text("# Café hours\n\nThe café opens at 7.\n")
+
+    first = ingest_paths(store, [tmp_path / decomposed])
+    (tmp_path / decomposed).rename(tmp_path / composed)
+    second = ingest_paths(store, [tmp_path / composed])
+
+    assert first.added == [composed]
+    assert second.unchanged == [composed]
+    assert [d.source for d in store.documents()] == [composed]
+
+
+def test_the_same_file_named_twice_is_ingested_once(store, tmp_path):
+    docs = _two_articles(tmp_path)
+
+    report = ingest_paths(store, [docs / "hub-notes.md", docs / "hub-notes.md"])
+
+    assert report.added == ["hub-notes.md"] and report.ok
+    assert not report.unchanged and not report.failed

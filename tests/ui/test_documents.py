@@ -445,6 +445,7 @@ def test_an_over_size_file_is_dropped_while_it_streams(tmp_path):
         ("folder/", "folder"),
         ("", None),
         ("a" * 300 + ".md", None),
+        ("cafe\u0301.md", "caf\u00e9.md"),  # as macOS sends it, and as typed elsewhere
     ],
 )
 def test_upload_names(sent, stored):
