@@ -35,9 +35,23 @@ COOKIE = "chatbot_staff"
 # Set in the scope of a HEAD request that a GET route answers (see ui.web).
 HEAD_ONLY = "chatbot.head_only"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+
+
+def local_time(ts: float) -> dt.datetime:
+    """``ts`` in the server's time zone, with the zone attached, so that pages and exports can
+    say which zone their times are in."""
+    return dt.datetime.fromtimestamp(ts).astimezone()
+
+
+def server_zone() -> str:
+    """The server's time zone as staff pages name it ("UTC", "CET")."""
+    return dt.datetime.now().astimezone().strftime("%Z")
+
+
 TEMPLATES.env.filters["when"] = lambda ts: (
-    dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+    local_time(ts).strftime("%Y-%m-%d %H:%M %Z") if ts else ""
 )
+TEMPLATES.env.globals["server_zone"] = server_zone
 # (path, label, role needed to see it in the menu)
 NAV = [
     ("/staff/playground/", "Playground", Role.STAFF),
@@ -350,9 +364,7 @@ def _transcript(conversations, session_id: str) -> list[dict]:
                 "turn_id": turn.id,
                 "role": turn.role,
                 "content": turn.content,
-                "created_at": dt.datetime.fromtimestamp(turn.created_at).isoformat(
-                    timespec="seconds"
-                ),
+                "created_at": local_time(turn.created_at).isoformat(timespec="seconds"),
                 "sources": turn.meta.get("sources", []),
                 "handoff": bool(turn.meta.get("handoff")),
                 "rating": rating.rating if rating else None,

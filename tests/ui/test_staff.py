@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -431,6 +432,33 @@ def test_staff_filter_and_export_conversations(app, anonymous):
     assert "attachment" in exported.headers["content-disposition"]
     assert len(rows) == 8 and {r["session_id"] for r in rows} == {liked, disliked, unrated}
     assert "'=HYPERLINK(1)" in {r["content"] for r in rows}, "formulas are defused"
+
+
+@pytest.fixture
+def berlin_time(monkeypatch):
+    """The server's clock in Central European Time (UTC+1 in November)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_staff_pages_and_exports_name_the_time_zone_of_their_times(app, anonymous, berlin_time):
+    session = customer_chat(app, anonymous, ["pairing bulbs"])
+    conversations = app.state.chat.service.conversations
+    with conversations._db() as db:  # 2026-11-27 09:30 UTC
+        db.execute("UPDATE turns SET created_at = 1795771800 WHERE session_id = ?", (session,))
+    client = signed_in(app, "staff")
+
+    page = client.get(f"/staff/conversations/{session}").text
+    listing = client.get("/staff/conversations").text
+    records = client.get("/staff/conversations/export?format=jsonl").text.splitlines()
+
+    assert "2026-11-27 10:30 CET" in page
+    assert "(CET)" in listing, "the date filters say which zone their days are in"
+    turns = json.loads(records[0])["turns"]
+    assert turns[0]["created_at"] == "2026-11-27T10:30:00+01:00"
 
 
 def test_the_conversations_list_pages_through_every_match(app):
