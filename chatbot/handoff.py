@@ -37,6 +37,15 @@ WANTS_PERSON = re.compile(
     re.IGNORECASE,
 )
 
+
+class StillOpen(Exception):
+    """The conversation already has an open ticket."""
+
+    def __init__(self, ticket: Ticket):
+        super().__init__(f"This conversation already has an open hand-off, #{ticket.id}.")
+        self.ticket = ticket
+
+
 REASONS = {
     "customer_asked": "The customer asked for a person.",
     "no_answer": "The help center had no answer to the customer's question.",
@@ -191,6 +200,21 @@ class HandoffDesk:
 
     def close_ticket(self, ticket_id: int) -> Ticket | None:
         return self.conversations.update_ticket(ticket_id, status="done")
+
+    def reopen_ticket(self, ticket_id: int) -> Ticket | None:
+        """Open a done ticket again (None if there is no such ticket).
+
+        Raises ``StillOpen`` when its conversation has another open ticket: a conversation has
+        at most one, which the customer's later messages and contact details go to.
+        """
+        with self._lock:  # the same lock as opening one, so no second open ticket slips in
+            ticket = self.conversations.get_ticket(ticket_id)
+            if ticket is None or ticket.status == "open":
+                return ticket
+            other = self.conversations.open_ticket(ticket.session_id)
+            if other is not None:
+                raise StillOpen(other)
+            return self.conversations.update_ticket(ticket_id, status="open")
 
     def close(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait)

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.conversations import SessionFilter, SessionSummary
-from chatbot.handoff import REASONS, HandoffDesk
+from chatbot.handoff import REASONS, HandoffDesk, StillOpen
 from chatbot.users import AccountError, Role, User, UserDirectory
 from ui.api import ROW_ID_MAX, own_origin
 
@@ -276,6 +276,7 @@ HTTP_ERRORS = {
     403: ("forbidden", "Not allowed"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Not allowed"),
+    409: ("conflict", "Conflict"),
     413: ("too_large", "Too large"),
     422: ("invalid_request", "Bad request"),
 }
@@ -497,6 +498,16 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             target = "/staff/tickets"
         return RedirectResponse(target, status_code=303)
 
+    @router.post("/staff/tickets/{ticket_id}/reopen", include_in_schema=False)
+    def ticket_reopen_form(
+        ticket_id: RowId, user: staff, back: Annotated[str, Form()] = "/staff/tickets"
+    ) -> Response:
+        _reopen(ticket_id, user)
+        target = _safe_next(back)
+        if not target.startswith("/staff/"):
+            target = "/staff/tickets"
+        return RedirectResponse(target, status_code=303)
+
     @router.get("/staff/conversations", include_in_schema=False)
     def conversations_page(
         request: Request,
@@ -572,6 +583,19 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         users.audit(user.username, "ticket.done", str(ticket_id))
         return ticket
 
+    def _reopen(ticket_id: int, user: User):
+        ticket = desk.conversations.get_ticket(ticket_id)
+        if ticket is None:
+            raise HTTPException(404, "No such ticket.")
+        if ticket.status == "open":
+            return ticket  # already open: nothing changes
+        try:
+            ticket = desk.reopen_ticket(ticket_id)
+        except StillOpen as exc:
+            raise HTTPException(409, str(exc)) from None
+        users.audit(user.username, "ticket.reopen", str(ticket_id))
+        return ticket
+
     @router.get(
         "/api/v1/tickets", response_model=list[TicketOut], tags=["staff"], summary="Hand-offs"
     )
@@ -597,6 +621,16 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
     )
     def close_ticket(ticket_id: RowId, user: staff) -> TicketOut:
         return TicketOut(**_close(ticket_id, user).__dict__)
+
+    @router.post(
+        "/api/v1/tickets/{ticket_id}/reopen",
+        response_model=TicketOut,
+        tags=["staff"],
+        summary="Open a done hand-off again",
+        responses={409: {"description": "Its conversation has another open hand-off"}},
+    )
+    def reopen_ticket(ticket_id: RowId, user: staff) -> TicketOut:
+        return TicketOut(**_reopen(ticket_id, user).__dict__)
 
     # ----- admin: users, API tokens, audit log
     admin = Annotated[User, Depends(require(Role.ADMIN))]

@@ -72,6 +72,8 @@ def staff_routes(ticket: dict) -> list[tuple[str, str]]:
         ("GET", "/api/v1/tickets"),
         ("POST", f"/api/v1/tickets/{ticket['ticket_id']}/done"),
         ("POST", f"/staff/tickets/{ticket['ticket_id']}/done"),
+        ("POST", f"/api/v1/tickets/{ticket['ticket_id']}/reopen"),
+        ("POST", f"/staff/tickets/{ticket['ticket_id']}/reopen"),
     ]
 
 
@@ -226,6 +228,58 @@ def test_marking_a_done_ticket_done_again_changes_nothing(app, ticket):
     assert again.json()["closed_at"] == first["closed_at"]
     audited = [e for e in app.state.users.audit_log() if e.action == "ticket.done"]
     assert len(audited) == 1
+
+
+def test_staff_reopen_a_done_ticket_and_it_is_audited(app, ticket):
+    client = signed_in(app, "staff")
+    client.post(f"/api/v1/tickets/{ticket['ticket_id']}/done")
+    done_page = client.get("/staff/tickets?status=done").text
+    assert f'action="/staff/tickets/{ticket["ticket_id"]}/reopen"' in done_page
+
+    response = client.post(
+        f"/staff/tickets/{ticket['ticket_id']}/reopen",
+        data={"back": "/staff/tickets?status=done"},
+        follow_redirects=False,
+    )
+    again = client.post(f"/api/v1/tickets/{ticket['ticket_id']}/reopen")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/staff/tickets?status=done"
+    reopened = client.get("/api/v1/tickets").json()
+    assert [(t["id"], t["status"], t["closed_at"]) for t in reopened] == [
+        (ticket["ticket_id"], "open", None)
+    ]
+    assert again.status_code == 200 and again.json()["status"] == "open"
+    audited = [
+        e.action for e in app.state.users.audit_log() if e.target == str(ticket["ticket_id"])
+    ]
+    assert audited == ["ticket.reopen", "ticket.done"], "newest first; the no-op is not audited"
+    # The customer's next request for a person goes to the reopened ticket.
+    follow_up = app.state.desk.open(ticket["session_id"], "customer_asked")
+    assert follow_up[0].id == ticket["ticket_id"] and follow_up[1] is False
+
+
+def test_a_ticket_is_not_reopened_beside_a_newer_open_one(app, ticket, anonymous):
+    client = signed_in(app, "staff")
+    client.post(f"/api/v1/tickets/{ticket['ticket_id']}/done")
+    newer = anonymous.post(
+        "/api/v1/handoff", headers=ticket["headers"], json={"session_id": ticket["session_id"]}
+    ).json()
+    assert newer["ticket_id"] != ticket["ticket_id"]
+
+    api = client.post(f"/api/v1/tickets/{ticket['ticket_id']}/reopen")
+    page = client.post(f"/staff/tickets/{ticket['ticket_id']}/reopen")
+    missing = client.post("/api/v1/tickets/999999/reopen")
+
+    assert api.status_code == 409
+    assert api.json()["error"] == {
+        "code": "conflict",
+        "message": f"This conversation already has an open hand-off, #{newer['ticket_id']}.",
+    }
+    assert page.status_code == 409 and f"#{newer['ticket_id']}" in page.text
+    assert missing.status_code == 404
+    open_ids = [t["id"] for t in client.get("/api/v1/tickets").json()]
+    assert open_ids == [newer["ticket_id"]]
 
 
 def test_the_hand_off_queue_pages_through_every_ticket(app):
