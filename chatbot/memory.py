@@ -54,6 +54,10 @@ MAX_FACT_CHARS = 240
 SAFETY_MARGIN_TOKENS = 16
 # The blank line between two context blocks: at most one token more than the blocks alone.
 CONTEXT_JOIN_TOKENS = 1
+# When even the best source does not fit whole, its start is sent if at least this much fits.
+MIN_EXCERPT_TOKENS = 64
+# Ends an excerpt that was cut to fit.
+CUT_MARK = " …"
 
 
 def extract_facts(texts: Sequence[str]) -> list[str]:
@@ -158,12 +162,19 @@ class ConversationMemory:
         if free < 0:
             raise ValueError("the question and system prompt alone do not fit the context window")
         context_tokens, used, running = 0, 0, -CONTEXT_JOIN_TOKENS
+        room = int(free * self.settings.context_share)
         for number, block in enumerate(context_blocks, start=1):
             running += self.counter.count(block) + CONTEXT_JOIN_TOKENS
-            if running > free * self.settings.context_share:
+            if running > room:
                 break
             context_tokens, used = running, number
         context = join_context(context_blocks[:used])
+        if not used and context_blocks:
+            # The best source alone is longer than its room (a small window): its start beats
+            # sending none, which would leave the model nothing to answer from.
+            excerpt = self._cut_to_fit(context_blocks[0], room)
+            if excerpt:
+                context, context_tokens, used = excerpt, self.counter.count(excerpt), 1
         history_budget = max(0, free - context_tokens)
         block, block_tokens = "", 0
         # The summary and pinned facts if they fit, else the facts alone.
@@ -184,6 +195,23 @@ class ConversationMemory:
             "answer_reserve": answer_reserve,
         }
         return PromptPlan(messages, final_inputs, used, tokens, history_budget)
+
+    def _cut_to_fit(self, block: str, room: int) -> str:
+        """The longest start of ``block``, cut at a space and marked, within ``room`` tokens;
+        "" if fewer than MIN_EXCERPT_TOKENS fit."""
+        if room < MIN_EXCERPT_TOKENS:
+            return ""
+        chars = len(block) * room // max(1, self.counter.count(block))
+        while chars > 0:
+            head = block[:chars]
+            space = max(head.rfind(" "), head.rfind("\n"))
+            cut = head[:space] if space > 0.8 * len(head) else head  # a word, if one ends near
+            excerpt = cut.rstrip() + CUT_MARK
+            tokens = self.counter.count(excerpt)
+            if tokens <= room:
+                return excerpt if tokens >= MIN_EXCERPT_TOKENS else ""
+            chars = min(len(cut) - 1, chars * room // tokens)
+        return ""
 
     def _count(self, messages: Sequence[BaseMessage]) -> int:
         return sum(self.count_text(str(m.content)) for m in messages)

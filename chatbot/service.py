@@ -528,7 +528,7 @@ class ChatService:
                 {"role": roles.get(m.type, m.type), "content": str(m.content)}
                 for m in plan.messages
             ]
-        result.sources = self.sources_of(found.hits[: max(1, plan.hits_used)])
+        result.sources = self.sources_of(found.hits[: plan.hits_used])
         yield SourcesEvent(result.sources)
 
         call_options = token_limit(self.settings.llm.provider, policy.max_tokens)

@@ -17,7 +17,9 @@ from chatbot.chain import build_prompt
 from chatbot.conversations import SQLiteConversationStore
 from chatbot.history import Turn
 from chatbot.memory import (
+    CUT_MARK,
     MAX_FACTS,
+    MIN_EXCERPT_TOKENS,
     SAFETY_MARGIN_TOKENS,
     ConversationMemory,
     extract_facts,
@@ -154,15 +156,24 @@ def test_a_plan_never_exceeds_the_window(
         headers = {"Summary of the earlier conversation:", "Facts the customer gave earlier:"}
         assert all(line.startswith(">") or line in headers for line in block.splitlines())
 
-    # Context is whole hits, at most the configured share of the free window.
+    # Context is whole hits, at most the configured share of the free window; when the best
+    # hit alone is too long, its start, cut and marked.
+    room = context_share * (plan.history_budget + plan.tokens["context"])
     if plan.hits_used:
-        assert plan.inputs["context"] == "\n\n".join(contexts[: plan.hits_used])
-        assert plan.tokens["context"] >= counter.count(plan.inputs["context"]), "never under"
-        assert plan.tokens["context"] <= context_share * (
-            plan.history_budget + plan.tokens["context"]
-        )
+        context = plan.inputs["context"]
+        whole = "\n\n".join(contexts[: plan.hits_used])
+        if context != whole:
+            event("best source cut to fit")
+            assert plan.hits_used == 1 and counter.count(contexts[0]) > room
+            assert context.endswith(CUT_MARK) and contexts[0].startswith(context[: -len(CUT_MARK)])
+            assert counter.count(context) >= MIN_EXCERPT_TOKENS
+        assert plan.tokens["context"] >= counter.count(context), "never under"
+        assert plan.tokens["context"] <= room
     else:
         assert plan.inputs["context"] == ""
+        assert not contexts or room < 1.3 * MIN_EXCERPT_TOKENS, (
+            "a source that fits cut was not sent"
+        )
 
 
 def test_a_short_conversation_is_sent_whole():
