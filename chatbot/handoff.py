@@ -57,20 +57,43 @@ REASONS = {
 # A short yes, as a reply to the bot's offer of a person ("yes please", "sure", "ok, go ahead").
 # A bare "ok" or "ok thanks" is a sign-off, and anything more ("yes but how do I ...") is a new
 # question.
-_MORE = r"(?:[\s,]+(?:please|thanks|thank you|do|yes|go ahead|that would be great))*"
+_CONNECT = (
+    r"connect me|put me through|transfer me|a person|a human|someone|do it|go ahead|"
+    r"i'?d like that|i would like that|that would (?:be )?(?:great|good|helpful|nice|help)|"
+    r"sounds good|please do"
+)
+_MORE = rf"(?:[\s,]+(?:please|thanks|thank you|do|yes|{_CONNECT}))*"
 ACCEPTS_OFFER = re.compile(
-    r"^\s*(?:(?:yes|yeah|yep|yup|sure|please|y|go ahead|please do|sure thing)"
+    r"^\s*(?:(?:yes|yeah|yep|yup|sure|please|y|sure thing|absolutely|definitely|of course|"
+    + _CONNECT
+    + ")"
     + _MORE
-    + r"|(?:ok|okay)[\s,]+(?:please|go ahead|yes|do it)"
+    + rf"|(?:ok|okay)[\s,]+(?:please|yes|{_CONNECT})"
     + _MORE
-    + r")\s*[.!]*\s*$",
+    # Then punctuation or an emoji ("yes please 🙂"), but not a question mark.
+    + r")[^\w?]*$",
     re.IGNORECASE,
 )
+# Words that, earlier in the same clause, turn a request for a person around ("no, I don't
+# want to talk to a person", "I don't need a human, just tell me").
+NEGATED = re.compile(
+    r"\b(?:no|not|never|don'?t|do not|doesn'?t|didn'?t|won'?t|no need|without|rather not)\b",
+    re.IGNORECASE,
+)
+# Where a clause starts, looking back from the request.
+CLAUSE_START = re.compile(r"[,.;:!?]|\bbut\b|\bjust\b", re.IGNORECASE)
 
 
 def wants_person(message: str) -> bool:
-    """Whether a chat message asks for a human instead of an answer."""
-    return bool(WANTS_PERSON.search(message))
+    """Whether a chat message asks for a human instead of an answer (and does not say it
+    doesn't want one)."""
+    for match in WANTS_PERSON.finditer(message):
+        before = message[: match.start()]
+        starts = [m.end() for m in CLAUSE_START.finditer(before)]
+        clause = before[starts[-1] :] if starts else before
+        if not NEGATED.search(clause):
+            return True
+    return False
 
 
 def accepts_offer(message: str) -> bool:

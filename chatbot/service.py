@@ -37,6 +37,7 @@ from chatbot.prompts import (
 from chatbot.providers import ModelProbe, model_probe, token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
+from chatbot.small_talk import small_talk_reply
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
@@ -121,6 +122,8 @@ class ChatResult:
     turn_id: int | None = None
     # With handoff: NO_MATCH, OFF_TOPIC or DECLINED.
     handoff_reason: str = ""
+    # A greeting, thanks or goodbye, answered without a search or a model call.
+    small_talk: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -443,6 +446,10 @@ class ChatService:
                 session_id, "user", question, self.counter.count(question), {"channel": channel}
             )
         memory_ms = (time.perf_counter() - started) * 1000
+        reply = small_talk_reply(question)
+        if reply is not None:
+            yield from self._small_talk(reply, session_id, channel, started)
+            return
         found = self.retrieve(question, conversation.turns, options)
         result = ChatResult(
             answer="",
@@ -479,6 +486,21 @@ class ChatService:
                 if result.answer:  # an empty bubble would only confuse the next page load
                     self._save_answer(result)
                 raise
+        result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
+        self._save_answer(result)
+        yield DoneEvent(result)
+
+    def _small_talk(
+        self, reply: str, session_id: str | None, channel: str, started: float
+    ) -> Iterator[ChatEvent]:
+        """A greeting, thanks or goodbye, answered in kind: no search, no model call."""
+        result = ChatResult(
+            answer=reply, sources=[], handoff=False, channel=channel, session_id=session_id
+        )
+        result.small_talk = True
+        result.usage["completion_tokens"] = self.counter.count(reply)
+        yield SourcesEvent([])
+        yield TokenEvent(reply)
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 1)
         self._save_answer(result)
         yield DoneEvent(result)
@@ -634,6 +656,7 @@ class ChatService:
             "channel": result.channel,
             "handoff": result.handoff,
             "handoff_reason": result.handoff_reason,
+            "small_talk": result.small_talk,
             "cut": result.cut,
             "policy": result.policy,
             "error": result.error,

@@ -22,6 +22,7 @@ from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, NO_ANSWER_TEXT
 from chatbot.providers import ModelProbe, make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
+from chatbot.small_talk import GREETING_REPLY, THANKS_REPLY
 from knowledge.ingest import ingest_paths
 from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
 from knowledge.retriever import HybridRetriever
@@ -632,6 +633,31 @@ def test_a_yes_to_the_offer_of_a_person_opens_a_ticket(off_topic_client, clock):
     assert late["handoff_ticket"] is None
 
 
+def test_greetings_and_thanks_get_a_reply_without_a_search_a_model_call_or_a_ticket(
+    off_topic_client,
+):
+    client = off_topic_client(on_no_answer=True)  # a message without an answer opens a ticket
+    session_id, headers = new_session(client)
+
+    hello = chat(client, session_id, headers, "hello, can you help me?").json()
+    thanks = chat(client, session_id, headers, "ok thanks \U0001f44d").json()
+    question = chat(client, session_id, headers, "hi, " + XBOX_QUESTION).json()
+
+    for body, reply in ((hello, GREETING_REPLY), (thanks, THANKS_REPLY)):
+        assert body["answer"] == reply and body["sources"] == []
+        assert body["handoff"] is False and body["handoff_ticket"] is None
+        assert body["error"] is None, "the model is unreachable: no call was made"
+    # A greeting before a question is no small talk: the question is searched (and off-topic).
+    assert question["handoff"] is True and question["answer"] == HANDOFF_ANSWER
+    stored = client.app.state.desk.conversations.turns(session_id)
+    assert [t.content for t in stored[:4]] == [
+        "hello, can you help me?",
+        GREETING_REPLY,
+        "ok thanks \U0001f44d",
+        THANKS_REPLY,
+    ]
+
+
 def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off_topic_client):
     client = off_topic_client(on_no_answer=False)
     session_id, headers = new_session(client)
@@ -676,6 +702,12 @@ def test_asking_for_a_person_counts_against_the_message_limit(client):
         ("yes but how do I reset the hub?", False),
         ("yesterday my hub stopped", False),
         ("no thanks", False),
+        ("Yes please connect me", True),
+        ("please connect me", True),
+        ("yes please \U0001f642", True),
+        ("yes, a person please", True),
+        ("that would be great", True),
+        ("yes?", False),
     ],
 )
 def test_what_counts_as_a_yes(message, accepts):
@@ -697,6 +729,11 @@ def test_what_counts_as_a_yes(message, accepts):
         ("How do I connect the hub to another person's account?", False),
         ("How do I put a staff member on my plan?", False),
         ("Can I chat with someone in my household?", False),
+        ("No, I don't want to talk to a person, just tell me how to reset the hub", False),
+        ("I don't need a person, just tell me", False),
+        ("i dont want an agent", False),
+        ("I do not want a bot, I want a human", True),
+        ("Why can't I talk to a person?", True),
     ],
 )
 def test_requests_for_a_person_are_recognised(message, asks):
