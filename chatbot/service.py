@@ -176,29 +176,34 @@ class _Conversation:
 
 # Longest a message waits for the answer to the previous one in the same conversation.
 TURN_WAIT_S = 300.0
+ANSWER_IN_PROGRESS = (
+    "Your previous message is still being answered. Please send this one again once that "
+    "answer is complete."
+)
 
 
 class KeyedLocks:
     """A lock per key (a conversation), made when first wanted and dropped when nobody holds or
     waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = 1) -> None:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
+        self.max_waiting = max_waiting
 
     @contextmanager
     def hold(self, key: str, timeout_s: float | None = None) -> Iterator[None]:
-        """Hold ``key``'s lock; InputRejected (answer_in_progress) after ``timeout_s``."""
+        """Hold ``key``'s lock; InputRejected (answer_in_progress) after ``timeout_s``, or at
+        once when ``max_waiting`` others already wait for it: each waiter holds a worker
+        thread, so one visitor sending message after message cannot take them all."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
+            if users > self.max_waiting:
+                raise InputRejected("answer_in_progress", ANSWER_IN_PROGRESS)
             self._locks[key] = (lock, users + 1)
         try:
             if not lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
-                raise InputRejected(
-                    "answer_in_progress",
-                    "Your previous message is still being answered. Please send this one again "
-                    "once that answer is complete.",
-                )
+                raise InputRejected("answer_in_progress", ANSWER_IN_PROGRESS)
             try:
                 yield
             finally:

@@ -79,3 +79,46 @@ def test_a_message_that_waits_too_long_is_refused_and_not_stored(
     assert refused.value.code == "answer_in_progress"
     assert [t.content for t in service.session_turns(session_id) if t.role == "user"] == [FIRST]
     assert not service._turns_in_progress._locks
+
+
+def test_only_one_message_waits_per_conversation_and_a_third_is_refused_at_once(
+    settings, sample_store, monkeypatch
+):
+    """Each waiting message holds a worker thread: a visitor sending one message after another
+    while an answer is written must not take them all."""
+    import pytest
+
+    import chatbot.service
+    from chatbot.errors import InputRejected
+
+    monkeypatch.setattr(chatbot.service, "TURN_WAIT_S", 600.0)
+    replies = ["Hold it for ten seconds.", "Switch them off and on.", "unused"]
+    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    try:
+        session_id = service.start_session("widget")
+        first = service.stream(FIRST, session_id=session_id)
+        while not isinstance(next(first), TokenEvent):
+            pass
+        second = threading.Thread(
+            target=lambda: list(service.stream(SECOND, session_id=session_id))
+        )
+        second.start()
+        deadline = time.monotonic() + 10
+        while service._turns_in_progress._locks[session_id][1] < 2:  # the second now waits
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(InputRejected) as refused:
+            list(service.stream("and the hub?", session_id=session_id))
+        refused_after = time.monotonic() - started
+        list(first)
+        second.join(timeout=60)
+    finally:
+        service.close()
+
+    assert refused.value.code == "answer_in_progress"
+    assert refused_after < 60, "refused at once, not after waiting (up to 600 s)"
+    user_turns = [t.content for t in service.session_turns(session_id) if t.role == "user"]
+    assert user_turns == [FIRST, SECOND]
+    assert not service._turns_in_progress._locks
