@@ -176,6 +176,8 @@ class _Conversation:
 
 # Longest a message waits for the answer to the previous one in the same conversation.
 TURN_WAIT_S = 300.0
+# Longest a read of a conversation waits for an answer being written to be stored.
+SETTLE_WAIT_S = 3.0
 ANSWER_IN_PROGRESS = (
     "Your previous message is still being answered. Please send this one again once that "
     "answer is complete."
@@ -190,6 +192,18 @@ class KeyedLocks:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
         self.max_waiting = max_waiting
+
+    def wait_idle(self, key: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until nobody holds ``key``'s lock, without queueing for it;
+        whether it is free now."""
+        with self._guard:
+            entry = self._locks.get(key)
+        if entry is None:
+            return True
+        if not entry[0].acquire(timeout=timeout_s):
+            return False
+        entry[0].release()
+        return True
 
     @contextmanager
     def hold(self, key: str, timeout_s: float | None = None) -> Iterator[None]:
@@ -429,6 +443,12 @@ class ChatService:
             return
         with self.one_turn_at_a_time(session_id):
             yield from self._stream(question, history, session_id, channel, options)
+
+    def turn_settled(self, session_id: str, timeout_s: float = SETTLE_WAIT_S) -> bool:
+        """Wait up to ``timeout_s`` for an answer being written in the conversation to be stored
+        (finished, or cut short because its page was closed); False if one is still being
+        written then. A page reloaded mid-answer thus reads the answer its old page left."""
+        return self._turns_in_progress.wait_idle(session_id, timeout_s)
 
     def one_turn_at_a_time(self, session_id: str):
         """A context holding the conversation for one turn: a message sent while an answer is

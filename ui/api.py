@@ -81,6 +81,7 @@ class TicketInfo(BaseModel):
     ticket_id: int
     status: Literal["open", "done"]
     message: str
+    created_at: float = Field(description="When it was opened (Unix time).")
 
 
 class ChatAnswer(BaseModel):
@@ -111,6 +112,9 @@ class SessionHistory(BaseModel):
     session_id: str
     messages: list[Message]
     handoff_ticket: TicketInfo | None
+    answer_in_progress: bool = Field(
+        False, description="An answer to the last message is still being written (another tab)."
+    )
 
 
 class FeedbackRequest(BaseModel):
@@ -180,7 +184,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def ticket_info(event: TicketEvent | None) -> TicketInfo | None:
     if event is None:
         return None
-    return TicketInfo(ticket_id=event.ticket.id, status=event.ticket.status, message=event.message)
+    ticket = event.ticket
+    return TicketInfo(
+        ticket_id=ticket.id,
+        status=ticket.status,
+        message=event.message,
+        created_at=ticket.created_at,
+    )
 
 
 # ----- streaming
@@ -292,10 +302,14 @@ def api_router(chat: CustomerChat) -> APIRouter:
     def get_session(
         session_id: str, session: Annotated[CustomerSession, Depends(session_of)]
     ) -> SessionHistory:
+        """The stored conversation. If an answer is being written, it waits a moment for it: a
+        page reloaded mid-answer then gets what its old page was shown."""
+        settled = chat.service.turn_settled(session_id)
         return SessionHistory(
             session_id=session_id,
             messages=[Message(**m) for m in chat.history(session)],
             handoff_ticket=ticket_info(chat.open_ticket(session)),
+            answer_in_progress=not settled,
         )
 
     def start_turn(body: ChatRequest, request: Request, authorization: str | None):

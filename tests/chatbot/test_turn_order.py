@@ -122,3 +122,34 @@ def test_only_one_message_waits_per_conversation_and_a_third_is_refused_at_once(
     user_turns = [t.content for t in service.session_turns(session_id) if t.role == "user"]
     assert user_turns == [FIRST, SECOND]
     assert not service._turns_in_progress._locks
+
+
+def test_a_read_waits_for_the_answer_being_written_to_be_stored(settings, sample_store):
+    """A page reloaded mid-answer reads the conversation before the server has noticed that the
+    old page left: the read waits a moment, and then sees the answer cut short."""
+    model = GenericFakeChatModel(messages=iter([AIMessage("Hold the button for ten seconds.")]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    try:
+        session_id = service.start_session("widget")
+        answering = service.stream(FIRST, session_id=session_id)
+        while not isinstance(next(answering), TokenEvent):
+            pass
+        # The server notices the dropped connection half a second later.
+        noticed = threading.Timer(0.5, answering.close)
+        noticed.start()
+
+        settled = service.turn_settled(session_id, timeout_s=30)
+        turns = [(t.role, t.meta.get("error")) for t in service.session_turns(session_id)]
+        noticed.join()
+        # While an answer is still being written, the read gives up after its wait.
+        busy = service.stream(SECOND, session_id=session_id)
+        while not isinstance(next(busy), TokenEvent):
+            pass
+        still_busy = service.turn_settled(session_id, timeout_s=0.2)
+        busy.close()
+    finally:
+        service.close()
+
+    assert settled is True
+    assert turns == [("user", None), ("assistant", "interrupted")]
+    assert still_busy is False

@@ -563,6 +563,134 @@ def test_an_answer_cut_short_says_so_after_a_reload(browser, widget_app, shop_si
         tab.assert_no_unexpected_errors()
 
 
+@pytest.mark.parametrize("in_progress", [False, True])
+def test_a_question_left_without_an_answer_says_so_unless_one_is_being_written(
+    browser, widget_app, shop_site, in_progress
+):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        _ask_off_topic(page)
+
+        def without_the_answer(route) -> None:
+            # As the server has it when the page was closed before the answer's first word, or
+            # while another tab's answer is still being written.
+            response = route.fetch()
+            data = response.json()
+            data["messages"] = data["messages"][:-1]
+            data["answer_in_progress"] = in_progress
+            route.fulfill(response=response, json=data)
+
+        page.route(f"{widget_app.url}/api/v1/sessions/*", without_the_answer)
+        page.reload()
+        open_panel(page)
+
+        log = page.get_by_test_id("log")
+        expect(log.locator(QUESTION_SHOWN)).to_have_text([OFF_TOPIC])
+        expect(log.locator('[data-role="system"]').first).to_be_visible()  # the hand-off's note
+        unanswered = log.locator('[data-role="system"]', has_text="was not answered")
+        expect(unanswered).to_have_count(0 if in_progress else 1)
+        tab.assert_no_unexpected_errors()
+
+
+def test_after_a_reload_the_hand_off_note_stays_where_it_happened(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        _ask_off_topic(page)
+        page.get_by_test_id("handoff").click()
+        page.get_by_test_id("handoff-send").click()
+        log = page.get_by_test_id("log")
+        expect(log.locator('[data-role="system"]')).to_have_count(1)
+        _ask_off_topic(page, "Tell me a joke about programmers")
+
+        page.reload()
+        open_panel(page)
+
+        roles = log.locator("[data-role]")
+        expect(roles).to_have_count(6)  # greeting, question, answer, note, question, answer
+        shown = [roles.nth(i).get_attribute("data-role") for i in range(6)]
+        assert shown == ["assistant", "user", "assistant", "system", "user", "assistant"]
+        tab.assert_no_unexpected_errors()
+
+
+def test_a_tab_that_was_answering_catches_up_with_the_other_tab(browser, widget_app, shop_site):
+    context = browser.new_context()
+    try:
+        first, second = Tab(context.new_page()), Tab(context.new_page())
+        first.page.goto(shop_site.url + "/")
+        open_panel(first.page)
+        _ask_off_topic(first.page)  # one conversation for both tabs
+        second.page.goto(shop_site.url + "/pricing")
+        open_panel(second.page)
+        expect(second.page.get_by_test_id("log").locator(QUESTION_SHOWN)).to_have_count(1)
+
+        first.page.get_by_test_id("input").fill(QUESTION)
+        first.page.get_by_test_id("input").press("Enter")
+        expect(second.page.get_by_test_id("log").locator(QUESTION_SHOWN)).to_have_count(2)
+        # Asked while the first tab's answer is on its way: it waits for that answer.
+        second.page.get_by_test_id("input").fill("Tell me a joke about programmers")
+        second.page.get_by_test_id("input").press("Enter")
+        for tab in (first, second):
+            expect(tab.page.get_by_test_id("send")).to_be_enabled(timeout=ANSWER_ENDS_S * 1000)
+
+        expected = [OFF_TOPIC, QUESTION, "Tell me a joke about programmers"]
+        import sys
+        for tab in (first, second):
+            print("DEBUG", [ (e.get_attribute("data-role"), (e.text_content() or "")[:30]) for e in tab.page.get_by_test_id("log").locator("[data-role]").all()], file=sys.stderr)
+        for tab in (first, second):
+            log = tab.page.get_by_test_id("log")
+            expect(log.locator(QUESTION_SHOWN)).to_have_text(expected)
+            expect(answers(tab.page)).to_have_count(3)
+            tab.assert_no_unexpected_errors()
+    finally:
+        context.close()
+
+
+def test_an_emoji_counts_as_one_character_as_on_the_server(browser, widget_app, shop_site):
+    limit = load_settings(TEST_PROFILE).chat.max_message_chars
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+
+        page.get_by_test_id("input").fill("\U0001f600" * (limit // 2 + 100))  # 2 UTF-16 units each
+
+        expect(page.get_by_test_id("notice")).to_have_text("")
+        expect(page.get_by_test_id("send")).to_be_enabled()
+        page.get_by_test_id("input").fill("\U0001f600" * (limit + 1))
+        expect(page.get_by_test_id("notice")).to_contain_text(f"{limit + 1:,} characters")
+        tab.assert_no_unexpected_errors()
+
+
+def test_a_limit_on_new_conversations_is_not_blamed_on_the_visitor(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+
+        def refused(route) -> None:
+            route.fulfill(
+                status=429,
+                headers={"Retry-After": "40", "Access-Control-Allow-Origin": shop_site.url},
+                json={
+                    "error": {
+                        "code": "rate_limited",
+                        "message": "Too many conversations in a short time. Please wait 40 s.",
+                    }
+                },
+            )
+
+        page.route(f"{widget_app.url}/api/v1/sessions", refused)
+        open_panel(page)
+        page.get_by_test_id("input").fill("Hello, is the hub waterproof?")
+        page.get_by_test_id("input").press("Enter")
+
+        notice = page.get_by_test_id("notice")
+        expect(notice).to_contain_text("Many conversations were started from your network")
+        expect(notice).to_contain_text("You can write again in")
+        expect(notice).not_to_contain_text("sending messages quickly")
+        tab.allowed += (re.compile("status of 429"),)
+        tab.assert_no_unexpected_errors()
+
+
 def test_the_chat_appears_once_the_server_is_back(browser, widget_app, shop_site):
     context = browser.new_context()
     try:

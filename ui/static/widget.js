@@ -27,6 +27,7 @@
     ended: "This conversation has ended. Send a message to start a new one.",
     handoff: "Thanks, a person from our support team will follow up.",
     interrupted: "This answer stopped when the page was closed. Ask again for the whole answer.",
+    unanswered: "This message was not answered: the page was closed before the answer began. Send it again for an answer.",
   };
   const SESSION_GONE = ["session_expired", "invalid_token", "unknown_session", "missing_token"];
   const NOT_ALLOWED = ["site_not_allowed", "origin_not_allowed"];
@@ -39,6 +40,7 @@
   let wantOpen = false;
   let busy = false;
   let streaming = null; // AbortController of the answer being streamed
+  let followLater = false; // another tab changed the conversation while this one was streaming
   let unavailable = false;
   let cooldownUntil = 0;
   let cooldownTimer = 0;
@@ -680,7 +682,7 @@ textarea{font-size:16px}
      Send waits until it is short enough. */
   let tooLong = false;
   function checkLength() {
-    const length = ui.input.value.trim().length;
+    const length = [...ui.input.value.trim()].length; // characters as the server counts them (an emoji is one)
     const over = length > site.maxChars;
     if (over) {
       const n = (v) => v.toLocaleString("en-US");
@@ -757,7 +759,7 @@ textarea{font-size:16px}
     updateSend();
   }
 
-  function startCooldown(seconds) {
+  function startCooldown(seconds, reason) {
     cooldownUntil = Date.now() + Math.min(Math.max(seconds || 5, 1), 3600) * 1000;
     clearInterval(cooldownTimer);
     let first = true;
@@ -770,7 +772,7 @@ textarea{font-size:16px}
         checkLength();
         return;
       }
-      setNotice(`You're sending messages quickly. You can write again in ${left} second${left === 1 ? "" : "s"}.`, first);
+      setNotice(`${reason || "You're sending messages quickly."} You can write again in ${left} second${left === 1 ? "" : "s"}.`, first);
       first = false;
     };
     tick();
@@ -917,25 +919,40 @@ textarea{font-size:16px}
   }
 
   function renderHistory(data) {
-    const messages = data && Array.isArray(data.messages) ? data.messages : [];
-    let last = "";
+    const messages = (data && Array.isArray(data.messages) ? data.messages : []).filter((m) => m && typeof m === "object");
+    const ticket = data && data.handoff_ticket && typeof data.handoff_ticket === "object" ? data.handoff_ticket : null;
+    // the hand-off's note goes where it happened: after the last message before the ticket
+    const opened = ticket && typeof ticket.created_at === "number" ? ticket.created_at : Infinity;
+    // a "talk to a person" message was answered with the note's own sentence
+    const note = ticket ? str(ticket.message) || TEXT.handoff : "";
+    const said = messages.some((m) => m.role === "assistant" && str(m.content).includes(note));
+    const placeTicket = () => {
+      if (ticket && !said) showTicket(ticket);
+    };
+    let role = "";
     for (const m of messages) {
-      if (!m || typeof m !== "object") continue;
+      if (typeof m.created_at === "number" && m.created_at > opened) placeTicket();
+      role = m.role;
       if (m.role === "user") addUser(str(m.content));
       if (m.role !== "assistant") continue;
-      const view = addAssistant((last = str(m.content)));
+      const view = addAssistant(str(m.content));
       renderSources(view, m.sources);
       if (typeof m.id === "number") addFeedback(view, m.id, m.rating);
       if (m.interrupted === true) addSystem(TEXT.interrupted);
     }
-    if (data && data.handoff_ticket) showTicket(data.handoff_ticket, last);
+    placeTicket();
+    // the old page was closed before an answer began (while one is written in another tab, it
+    // arrives with that tab's next update)
+    if (role === "user" && data.answer_in_progress !== true) addSystem(TEXT.unanswered);
   }
 
   function showError(err) {
     if (!err || err.name === "AbortError") return;
     const status = err.status || 0;
     if (status === 0) addSystem(TEXT.network);
-    else if (status === 429) startCooldown(err.retryAfter);
+    else if (status === 429)
+      // new conversations are limited per network (an office, a phone carrier), not per visitor
+      startCooldown(err.retryAfter, /conversations/.test(err.serverMessage) ? "Many conversations were started from your network just now." : "");
     else if (status === 403 && NOT_ALLOWED.includes(err.code)) setUnavailable();
     else if (sessionGone(err)) {
       forgetSession();
@@ -984,7 +1001,7 @@ textarea{font-size:16px}
         ui.log.removeAttribute("aria-busy");
         updateSend();
         const stored = readStored();
-        if (session && (!stored || stored.session_id !== session.session_id)) followStored();
+        if (followLater || (session && (!stored || stored.session_id !== session.session_id))) followStored();
       }
     }
   }
@@ -1053,7 +1070,12 @@ textarea{font-size:16px}
      it: this tab shows the stored conversation as the server has it (unless it is writing an
      answer, and then once it has), so that tabs never take turns overwriting each other's. */
   async function followStored() {
-    if (!ui || !store || streaming) return; // without storage, each page keeps its own
+    if (!ui || !store) return; // without storage, each page keeps its own
+    if (streaming) {
+      followLater = true; // once this tab's answer is complete
+      return;
+    }
+    followLater = false;
     const stored = readStored();
     if (!stored && !session) return;
     const same = !!stored && !!session && stored.session_id === session.session_id;
