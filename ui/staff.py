@@ -315,7 +315,14 @@ def _validation_message(exc: RequestValidationError) -> str:
             return "The request body is not valid JSON."
         where = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(where)
-        parts.append(f"{field}: {error.get('msg', 'invalid')}" if field else error.get("msg", ""))
+        message = error.get("msg", "invalid")
+        if error.get("type") == "string_pattern_mismatch":  # not the pattern itself
+            message = (
+                "must be an email address like name@example.com"
+                if field.endswith("email")
+                else "is not in the expected form"
+            )
+        parts.append(f"{field}: {message}" if field else message)
     return "; ".join(parts) or "The request is not valid."
 
 

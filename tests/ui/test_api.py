@@ -530,6 +530,9 @@ def test_handoff_route_opens_one_ticket_with_the_transcript_and_contact(client):
     assert ticket["status"] == "open" and "support team" in ticket["message"]
     assert again.json()["ticket_id"] == ticket["ticket_id"], "one open ticket per conversation"
     assert bad_email.status_code == 422
+    assert bad_email.json()["error"]["message"] == (
+        "contact.email: must be an email address like name@example.com"
+    ), "the message names what to send, not the pattern it is checked with"
     desk = client.app.state.desk
     stored = desk.conversations.get_ticket(ticket["ticket_id"])
     assert stored.contact == {"name": "Ana", "email": "ana@example.com"}
