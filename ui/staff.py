@@ -326,6 +326,12 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "The request is not valid."
 
 
+def _back_to_tickets(back: str) -> RedirectResponse:
+    """Back to the staff page a ticket's button was on (a filtered list, a conversation)."""
+    target = _safe_next(back)
+    return RedirectResponse(target if target.startswith("/staff/") else "/staff/tickets", 303)
+
+
 def _safe_next(target: str | None) -> str:
     # Only a path of this app: an absolute or scheme-relative URL would be an open redirect.
     if target and target.startswith("/") and not target.startswith("//"):
@@ -499,21 +505,14 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         ticket_id: RowId, user: staff, back: Annotated[str, Form()] = "/staff/tickets"
     ) -> Response:
         _close(ticket_id, user)
-        # Back to the page the button was on (a filtered list, a conversation), on this site.
-        target = _safe_next(back)
-        if not target.startswith("/staff/"):
-            target = "/staff/tickets"
-        return RedirectResponse(target, status_code=303)
+        return _back_to_tickets(back)
 
     @router.post("/staff/tickets/{ticket_id}/reopen", include_in_schema=False)
     def ticket_reopen_form(
         ticket_id: RowId, user: staff, back: Annotated[str, Form()] = "/staff/tickets"
     ) -> Response:
         _reopen(ticket_id, user)
-        target = _safe_next(back)
-        if not target.startswith("/staff/"):
-            target = "/staff/tickets"
-        return RedirectResponse(target, status_code=303)
+        return _back_to_tickets(back)
 
     @router.get("/staff/conversations", include_in_schema=False)
     def conversations_page(

@@ -18,15 +18,27 @@ FIRST, SECOND = (
 )
 
 
+def service_answering(settings, sample_store, *replies: str) -> ChatService:
+    """The service over the sample help center, its model answering ``replies`` in turn."""
+    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
+    return ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+
+
+def answer_started(service: ChatService, question: str, session_id: str):
+    """The answer stream of ``question``, once its first words are out: the turn is in
+    progress, holding its conversation."""
+    stream = service.stream(question, session_id=session_id)
+    while not isinstance(next(stream), TokenEvent):
+        pass
+    return stream
+
+
 def test_a_second_message_waits_for_the_answer_being_written(settings, sample_store):
     replies = ["Hold it for ten seconds.", "Hold the button for five seconds.", "Switch them."]
-    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
-    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    service = service_answering(settings, sample_store, *replies)
     try:
         session_id = service.start_session("widget")
-        first = service.stream(FIRST, session_id=session_id)
-        while not isinstance(next(first), TokenEvent):
-            pass  # the first answer is now being written
+        first = answer_started(service, FIRST, session_id)
         # Another conversation is not held up by it.
         other = service.start_session("widget")
         elsewhere = threading.Thread(target=lambda: list(service.stream(FIRST, session_id=other)))
@@ -63,13 +75,10 @@ def test_a_message_that_waits_too_long_is_refused_and_not_stored(
     from chatbot.errors import InputRejected
 
     monkeypatch.setattr(chatbot.service, "TURN_WAIT_S", 0.2)
-    model = GenericFakeChatModel(messages=iter([AIMessage("Hold it for ten seconds.")]))
-    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    service = service_answering(settings, sample_store, "Hold it for ten seconds.")
     try:
         session_id = service.start_session("widget")
-        first = service.stream(FIRST, session_id=session_id)
-        while not isinstance(next(first), TokenEvent):
-            pass
+        first = answer_started(service, FIRST, session_id)
         with pytest.raises(InputRejected) as refused:
             list(service.stream(SECOND, session_id=session_id))
         list(first)
@@ -93,13 +102,10 @@ def test_only_one_message_waits_per_conversation_and_a_third_is_refused_at_once(
 
     monkeypatch.setattr(chatbot.service, "TURN_WAIT_S", 600.0)
     replies = ["Hold it for ten seconds.", "Switch them off and on.", "unused"]
-    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
-    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    service = service_answering(settings, sample_store, *replies)
     try:
         session_id = service.start_session("widget")
-        first = service.stream(FIRST, session_id=session_id)
-        while not isinstance(next(first), TokenEvent):
-            pass
+        first = answer_started(service, FIRST, session_id)
         second = threading.Thread(
             target=lambda: list(service.stream(SECOND, session_id=session_id))
         )
@@ -127,13 +133,10 @@ def test_only_one_message_waits_per_conversation_and_a_third_is_refused_at_once(
 def test_a_read_waits_for_the_answer_being_written_to_be_stored(settings, sample_store):
     """A page reloaded mid-answer reads the conversation before the server has noticed that the
     old page left: the read waits a moment, and then sees the answer cut short."""
-    model = GenericFakeChatModel(messages=iter([AIMessage("Hold the button for ten seconds.")]))
-    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    service = service_answering(settings, sample_store, "Hold the button for ten seconds.")
     try:
         session_id = service.start_session("widget")
-        answering = service.stream(FIRST, session_id=session_id)
-        while not isinstance(next(answering), TokenEvent):
-            pass
+        answering = answer_started(service, FIRST, session_id)
         # The server notices the dropped connection half a second later.
         noticed = threading.Timer(0.5, answering.close)
         noticed.start()
@@ -142,9 +145,7 @@ def test_a_read_waits_for_the_answer_being_written_to_be_stored(settings, sample
         turns = [(t.role, t.meta.get("error")) for t in service.session_turns(session_id)]
         noticed.join()
         # While an answer is still being written, the read gives up after its wait.
-        busy = service.stream(SECOND, session_id=session_id)
-        while not isinstance(next(busy), TokenEvent):
-            pass
+        busy = answer_started(service, SECOND, session_id)
         still_busy = service.turn_settled(session_id, timeout_s=0.2)
         busy.close()
     finally:
