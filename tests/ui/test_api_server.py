@@ -75,4 +75,3 @@ def test_a_client_that_disconnects_mid_stream_stops_the_answer(long_answer_serve
     history = httpx.get(f"{base}/api/v1/sessions/{session['session_id']}", headers=headers).json()
     assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
     assert [m["interrupted"] for m in history["messages"]] == [False, True]
-
