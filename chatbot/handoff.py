@@ -74,31 +74,40 @@ ACCEPTS_OFFER = re.compile(
     + r")[^\w?]*$",
     re.IGNORECASE,
 )
-# Words that, earlier in the same clause, turn a request for a person around ("no, I don't
-# want to talk to a person", "I don't need a human, just tell me").
-NEGATED = re.compile(
-    r"\b(?:no|not|never|don'?t|do not|doesn'?t|didn'?t|won'?t|no need|without|rather not)\b",
+# A request for a person turned around by the words right before it ("I don't want to talk to
+# a person", "I don't need a human", "I'd rather not speak to an agent"). Only a negation of the
+# request itself counts: "it's not working, I want to talk to a person" is a request.
+NEGATED_BEFORE = re.compile(
+    r"\b(?:don't|dont|do not|doesn't|does not|won't|will not|never|rather not|no need to)\s+"
+    r"(?:(?:really|even)\s+)?(?:(?:want|need|wish)\s+)?(?:to\s+)?$",
     re.IGNORECASE,
 )
-# Where a clause starts, looking back from the request.
-CLAUSE_START = re.compile(r"[,.;:!?]|\bbut\b|\bjust\b", re.IGNORECASE)
+NO_BEFORE = re.compile(r"\bno\s+$", re.IGNORECASE)
 
 
 def wants_person(message: str) -> bool:
     """Whether a chat message asks for a human instead of an answer (and does not say it
     doesn't want one)."""
-    for match in WANTS_PERSON.finditer(message):
-        before = message[: match.start()]
-        starts = [m.end() for m in CLAUSE_START.finditer(before)]
-        clause = before[starts[-1] :] if starts else before
-        if not NEGATED.search(clause):
-            return True
-    return False
+    message = plain_apostrophes(message)
+    return any(not _negated(message, match) for match in WANTS_PERSON.finditer(message))
+
+
+def _negated(message: str, match: re.Match) -> bool:
+    before = message[: match.start()]
+    if NEGATED_BEFORE.search(before):
+        return True
+    # "no need to talk to a human": the request's own first word is the negated one
+    return match.group(0).lower().startswith("need") and bool(NO_BEFORE.search(before))
 
 
 def accepts_offer(message: str) -> bool:
     """Whether a chat message is a plain yes (to be read against what the bot asked last)."""
-    return bool(ACCEPTS_OFFER.match(message))
+    return bool(ACCEPTS_OFFER.match(plain_apostrophes(message)))
+
+
+def plain_apostrophes(text: str) -> str:
+    """``text`` with typographic apostrophes (as phones type them) made plain."""
+    return text.replace("\u2019", "'").replace("\u2018", "'")
 
 
 # What a notification says happened to the ticket (the payload's "event").

@@ -471,7 +471,10 @@ class ChatService:
                 session_id, "user", question, self.counter.count(question), {"channel": channel}
             )
         memory_ms = (time.perf_counter() - started) * 1000
-        reply = small_talk_reply(question)
+        last_answer = next(
+            (t.content for t in reversed(conversation.turns) if t.role == "assistant"), ""
+        )
+        reply = small_talk_reply(question, last_answer)
         if reply is not None:
             yield from self._small_talk(reply, session_id, channel, started)
             return

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from chatbot.prompts import HANDOFF_OFFER
+
 GREETING_REPLY = "Hi! What can I help you with?"
 THANKS_REPLY = "You're welcome! Is there anything else I can help with?"
 ACK_REPLY = "Is there anything else I can help with?"
@@ -21,7 +23,7 @@ _GREETING = (
     r"(?: there| all| team| everyone| folks| guys)?"
     r"|(?:can|could) (?:you|someone|anyone|somebody) help(?: me)?(?: please| out)?"
     r"|i (?:need|could use) (?:some )?help|i have (?:a|some) questions?"
-    r"|(?:is )?(?:any(?:one|body)|some(?:one|body)) (?:there|here|around)"
+    r"|(?:is )?(?:any(?:one|body)|some(?:one|body))(?: (?:there|here|around))?"
 )
 _THANKS = (
     r"(?:many |big )?(?:thanks|thank you|thank u|thx|ty|cheers|much appreciated|appreciate it)"
@@ -33,16 +35,20 @@ _ACK = (
 )
 _GOODBYE = (
     r"bye(?: bye)?|goodbye|see (?:you|ya)|have a (?:good|nice|great) (?:day|one|evening)"
-    r"|no(?:pe)?(?: thanks?(?: you)?)?|(?:that's|that is) (?:all|it)|nothing else"
-    r"|(?:i'm|im|i am) (?:good|fine|all set)|all good"
+    r"|(?:that's|that is) (?:all|it)|nothing else|(?:i'm|im|i am) (?:good|fine|all set)|all good"
 )
+# A plain no: a goodbye only as the answer to "anything else?" or to the offer of a person;
+# after any other answer it answers that answer's question ("Is the light blinking?").
+_NO = r"no(?:pe)?|nah|no,? thanks?(?: you)?"
 _KINDS = [
+    ("no", re.compile(rf"(?:{_NO})")),
     ("goodbye", re.compile(rf"(?:{_GOODBYE})")),
     ("thanks", re.compile(rf"(?:{_THANKS})")),
     ("greeting", re.compile(rf"(?:{_GREETING})")),
     ("ack", re.compile(rf"(?:{_ACK})")),
 ]
 _REPLIES = {
+    "no": GOODBYE_REPLY,
     "goodbye": GOODBYE_REPLY,
     "thanks": THANKS_REPLY,
     "greeting": GREETING_REPLY,
@@ -50,19 +56,31 @@ _REPLIES = {
 }
 # Between phrases: punctuation, emoji and other symbols, and joining words ("ok, thanks!").
 _SEPARATORS = re.compile(r"(?:[^\w'\s]|_)+|\b(?:and|but)\b")
+# A message of only these (and spaces, punctuation other than "?") is a nod: 👍 🙂 🙏 👌 ✅ ❤️.
+_NODS = frozenset(
+    "\U0001f44d\U0001f642\U0001f60a\U0001f600\U0001f603\U0001f604\U0001f64f"
+    "\U0001f44c\u2705\u2764\U0001f44f\U0001f389\u263a\ufe0f\u200d"
+)
+# The bot's own questions a plain no can answer.
+_ANSWERED_BY_NO = (HANDOFF_OFFER, "anything else I can help with?")
 MAX_CHARS = 80
 
 
-def small_talk_reply(message: str) -> str | None:
+def small_talk_reply(message: str, last_answer: str = "") -> str | None:
     """The reply to a message that is only greetings, thanks, acknowledgements or a goodbye;
-    None for anything else. Of several kinds, the last word wins: a goodbye, then thanks, then a
-    greeting, then an acknowledgement ("hi, thanks!" is thanked)."""
+    None for anything else. ``last_answer`` is the bot's previous answer, if any.
+
+    A question mark makes a message a question unless it only greets ("hello?", "anyone
+    there?"). Of several kinds, the last word wins: a goodbye, then thanks, then a greeting,
+    then an acknowledgement ("hi, thanks!" is thanked).
+    """
     text = message.strip().lower().replace("\u2019", "'")
     if not text or len(text) > MAX_CHARS:
         return None
     phrases = [" ".join(p.split()) for p in _SEPARATORS.split(text) if p and p.strip()]
-    if not phrases:
-        return ACK_REPLY  # only emoji or punctuation: a thumbs-up, a smile
+    if not phrases:  # only emoji or punctuation
+        nod = "?" not in text and all(c in _NODS or not c.isalnum() and c in " .!," for c in text)
+        return ACK_REPLY if nod and any(c in _NODS for c in text) else None
     found = set()
     for phrase in phrases:
         kind = next((k for k, pattern in _KINDS if pattern.fullmatch(phrase)), None)
@@ -71,6 +89,12 @@ def small_talk_reply(message: str) -> str | None:
         if kind is None:
             return None
         found |= kind if isinstance(kind, set) else {kind}
+    if "?" in text and found != {"greeting"}:
+        return None  # "that's it?", "ok and?": a question
+    if "no" in found and not (
+        not last_answer.strip() or last_answer.rstrip().endswith(_ANSWERED_BY_NO)
+    ):
+        return None
     return next(_REPLIES[k] for k, _ in _KINDS if k in found)
 
 

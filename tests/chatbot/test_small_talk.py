@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatbot.prompts import HANDOFF_OFFER
 from chatbot.small_talk import (
     ACK_REPLY,
     GOODBYE_REPLY,
@@ -34,10 +35,26 @@ from chatbot.small_talk import (
         ("no thanks", GOODBYE_REPLY),
         ("that's all", GOODBYE_REPLY),
         ("I\u2019m good", GOODBYE_REPLY),
+        ("hello? anyone?", GREETING_REPLY),
+        ("anyone there?", GREETING_REPLY),
     ],
 )
 def test_small_talk_gets_a_reply_in_kind(message, reply):
     assert small_talk_reply(message) == reply
+
+
+@pytest.mark.parametrize(
+    "last_answer, reply",
+    [
+        ("", GOODBYE_REPLY),
+        (THANKS_REPLY, GOODBYE_REPLY),
+        (f"I couldn't find that. {HANDOFF_OFFER}", GOODBYE_REPLY),
+        ("Unplug the hub. Is the light blinking?", None),  # the answer's own question
+    ],
+)
+def test_a_plain_no_is_a_goodbye_only_to_the_bots_own_questions(last_answer, reply):
+    assert small_talk_reply("no", last_answer) == reply
+    assert small_talk_reply("nope", last_answer) == reply
 
 
 @pytest.mark.parametrize(
@@ -53,6 +70,12 @@ def test_small_talk_gets_a_reply_in_kind(message, reply):
         "talk to a person",
         "ok " * 40,  # long: not small talk, whatever it says
         "",
+        "that's it?",  # a question mark makes a question, unless it only greets
+        "ok and?",
+        "no?",
+        "\U0001f44e",  # a thumbs-down or an angry face is no nod
+        "\U0001f621",
+        "???",
     ],
 )
 def test_a_message_with_anything_more_is_not_small_talk(message):

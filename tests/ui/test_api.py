@@ -737,6 +737,14 @@ def test_what_counts_as_a_yes(message, accepts):
         ("i dont want an agent", False),
         ("I do not want a bot, I want a human", True),
         ("Why can't I talk to a person?", True),
+        # A negation elsewhere in the message does not turn the request around.
+        ("No I want to talk to a person", True),
+        ("It's not working so I want to talk to a person", True),
+        ("My lights don't turn on and I need a human", True),
+        ("Is there no way to talk to a person?", True),
+        ("I don\u2019t want to talk to a person", False),  # as phones type the apostrophe
+        ("I'd rather not speak to an agent", False),
+        ("no need to talk to a human", False),
     ],
 )
 def test_requests_for_a_person_are_recognised(message, asks):

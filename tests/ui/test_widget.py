@@ -635,17 +635,6 @@ def test_a_tab_that_was_answering_catches_up_with_the_other_tab(browser, widget_
             expect(tab.page.get_by_test_id("send")).to_be_enabled(timeout=ANSWER_ENDS_S * 1000)
 
         expected = [OFF_TOPIC, QUESTION, "Tell me a joke about programmers"]
-        import sys
-
-        for tab in (first, second):
-            print(
-                "DEBUG",
-                [
-                    (e.get_attribute("data-role"), (e.text_content() or "")[:30])
-                    for e in tab.page.get_by_test_id("log").locator("[data-role]").all()
-                ],
-                file=sys.stderr,
-            )
         for tab in (first, second):
             log = tab.page.get_by_test_id("log")
             expect(log.locator(QUESTION_SHOWN)).to_have_text(expected)

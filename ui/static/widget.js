@@ -923,9 +923,12 @@ textarea{font-size:16px}
     const ticket = data && data.handoff_ticket && typeof data.handoff_ticket === "object" ? data.handoff_ticket : null;
     // the hand-off's note goes where it happened: after the last message before the ticket
     const opened = ticket && typeof ticket.created_at === "number" ? ticket.created_at : Infinity;
-    // a "talk to a person" message was answered with the note's own sentence
+    // a "talk to a person" message was answered with the note's own sentence (an earlier,
+    // closed ticket's answer says it too, so only answers since this one opened count)
     const note = ticket ? str(ticket.message) || TEXT.handoff : "";
-    const said = messages.some((m) => m.role === "assistant" && str(m.content).includes(note));
+    const said = messages.some(
+      (m) => m.role === "assistant" && !(typeof m.created_at === "number" && m.created_at < opened) && str(m.content).includes(note)
+    );
     const placeTicket = () => {
       if (ticket && !said) showTicket(ticket);
     };
@@ -1089,7 +1092,11 @@ textarea{font-size:16px}
         else if (same) return; // a passing failure: keep showing what is shown
       }
     }
-    if (session !== stored || streaming) return; // it changed again meanwhile
+    if (streaming) {
+      followLater = true; // this tab began an answer meanwhile: catch up once it is complete
+      return;
+    }
+    if (session !== stored) return; // it changed again meanwhile
     shownTickets.clear();
     ui.log.replaceChildren();
     if (!same) closeHandoff(false);
