@@ -134,7 +134,7 @@ def ingest_paths(
     def changing(twin: DocumentRecord) -> bool:
         """Whether ``twin``'s file, not read yet in this run, now says something else: then
         a file repeating its indexed version is no duplicate (two files' texts swapped)."""
-        file = unread.get(twin.source)
+        file = unread.get(source_name(twin.source))
         if file is None:
             return False
         try:
@@ -185,7 +185,8 @@ def ingest_paths(
     if prune and holds_documents and all(path.exists() for path in paths):
         found = {source for _, source, _ in files}
         for record in store.documents():
-            if record.source not in found and store.delete_document(record.source):
+            # (a file that failed keeps its version also when stored under another spelling)
+            if source_name(record.source) not in found and store.delete_document(record.source):
                 report.removed.append(record.source)
     return report
 
@@ -248,8 +249,16 @@ def _ingest_one(
     existing = store.get_document(source)
     if existing and existing.content_hash == new_hash:
         return FileOutcome(source, "unchanged", record=existing, previous=existing)
+    # The same name stored in another Unicode form, by a version that kept names as given:
+    # this file replaces it.
+    earlier = None if existing else _other_spelling(store, source)
     twin = store.find_by_hash(new_hash)
-    if twin and twin.source != source and not (changing and changing(twin)):
+    if (
+        twin
+        and twin.source != source
+        and not (earlier and twin.source == earlier.source)
+        and not (changing and changing(twin))
+    ):
         reason = f"same content as '{twin.source}', already indexed"
         return FileOutcome(source, "duplicate", reason, previous=existing, twin=twin)
     chunks = chunk_document(doc, chunk_size, chunk_overlap)
@@ -261,7 +270,21 @@ def _ingest_one(
         size_bytes=file.stat().st_size,
         fmt=doc.format,
     )
-    return FileOutcome(source, "updated" if existing else "added", record=record, previous=existing)
+    if earlier is not None:
+        store.delete_document(earlier.source)
+    previous = existing or earlier
+    return FileOutcome(source, "updated" if previous else "added", record=record, previous=previous)
+
+
+def _other_spelling(store: KnowledgeStore, source: str) -> DocumentRecord | None:
+    """The document stored under another Unicode form of ``source``, if any (only a name with
+    letters outside ASCII has one)."""
+    if source.isascii():
+        return None
+    return next(
+        (d for d in store.documents() if d.source != source and source_name(d.source) == source),
+        None,
+    )
 
 
 def content_hash(doc: LoadedDocument, chunk_size: int, chunk_overlap: int) -> str:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from knowledge.ingest import discover, ingest_paths
+from knowledge.ingest import discover, ingest_file, ingest_paths
 from knowledge.loaders import LoadLimits
 from tests.conftest import SAMPLE_HELP
 
@@ -328,3 +328,30 @@ def test_the_same_file_named_twice_is_ingested_once(store, tmp_path):
 
     assert report.added == ["hub-notes.md"] and report.ok
     assert not report.unchanged and not report.failed
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["same text", "edited"])
+@pytest.mark.parametrize("prune", [False, True], ids=["plain", "prune"])
+def test_a_document_stored_under_its_decomposed_name_is_taken_over(store, tmp_path, edited, prune):
+    """A store written when names were kept as given holds "café" decomposed (as macOS lists
+    it); the next ingest replaces that document instead of skipping the file as its duplicate
+    or pruning it."""
+    composed, decomposed = "caf\u00e9-hours.md", "cafe\u0301-hours.md"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    article = docs / decomposed
+    article.write_text("# Café hours\n\nThe café opens at 7.\n")
+    (docs / "other.md").write_text("# Other\n\nThe quokka mascot is called Pip.\n")
+    ingest_file(store, article, decomposed)  # as stored before
+    ingest_file(store, docs / "other.md", "other.md")
+    if edited:
+        article.write_text("# Café hours\n\nThe café opens at 8 on Sundays.\n")
+
+    report = ingest_paths(store, [docs], prune=prune)
+
+    assert report.updated == [composed] and not report.skipped and not report.failed
+    assert report.removed == []
+    assert [d.source for d in store.documents()] == [composed, "other.md"]
+    texts = [c.text for c in store.live_chunks() if "café" in c.text.lower()]
+    assert texts and all(("8 on Sundays" in t) is edited for t in texts)
+    assert _consistent(store)
