@@ -127,9 +127,15 @@ class LocalLlamaServer:
                     self.restarts += 1
                     log.info("the local model server is running again")
                     pause = every_s
-                except LocalModelError as exc:
+                except Exception as exc:  # noqa: BLE001 - e.g. no memory to fork: try again
+                    if self._stopping.is_set():
+                        return
                     pause = min(MAX_RESTART_PAUSE_S, max(pause, every_s) * 2)
-                    log.error("%s Trying again in %.0f s.", exc, pause)
+                    log.error(
+                        "starting the local model server failed: %s Trying again in %.0f s.",
+                        exc,
+                        pause,
+                    )
 
         self._supervisor = threading.Thread(target=watch, name="local-model-server", daemon=True)
         self._supervisor.start()
@@ -177,6 +183,9 @@ class LocalLlamaServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:
+            if self._stopping.is_set():  # the app is shutting down during a restart
+                self._stop_process()
+                raise LocalModelError("The local model server was stopped while starting.")
             if self.process is not None and self.process.poll() is not None:
                 where = f"; see {self.log_path}" if self.log_path else ""
                 raise LocalModelError(

@@ -73,3 +73,72 @@ def test_a_model_server_that_dies_is_started_again_and_a_stopped_one_is_not(tmp_
     assert second != first and answer.status_code == 200
     assert answer.json()["choices"][0]["message"]["content"]
     assert server.process.poll() is not None and server.restarts == 1
+
+
+class _Child:
+    """Stands in for the model server's process: a `sleep` that never answers HTTP."""
+
+    def __init__(self, monkeypatch, failures: int = 0):
+        import subprocess
+
+        self.started: list[subprocess.Popen] = []
+        self.failures = failures
+        real = subprocess.Popen
+
+        def popen(command, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise OSError(12, "Cannot allocate memory")
+            self.started.append(real(["sleep", "600"], **kwargs))
+            return self.started[-1]
+
+        monkeypatch.setattr("chatbot.local_server.subprocess.Popen", popen)
+
+
+def _until(condition, timeout_s: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_failed_restart_is_tried_again(monkeypatch):
+    cfg = load_settings(TEST_PROFILE)
+    child = _Child(monkeypatch)
+    monkeypatch.setattr(LocalLlamaServer, "_wait_ready", lambda self: None)
+    server = LocalLlamaServer(cfg.llm.local, cfg.llm.context_window).start()
+    try:
+        server.supervise(every_s=0.05)
+        child.failures = 1  # the first restart cannot fork
+        server.process.kill()
+        _until(lambda: server.restarts == 1)
+    finally:
+        server.stop()
+
+    assert len(child.started) == 2 and child.failures == 0
+    assert all(p.poll() is not None for p in child.started), "stopped for good"
+
+
+def test_stopping_during_a_restart_does_not_wait_for_the_start_up_timeout(monkeypatch):
+    import time
+
+    cfg = load_settings(TEST_PROFILE)
+    local = cfg.llm.local.model_copy(update={"startup_timeout_s": 600})
+    child = _Child(monkeypatch)
+    ready = LocalLlamaServer._wait_ready
+    monkeypatch.setattr(LocalLlamaServer, "_wait_ready", lambda self: None)
+    server = LocalLlamaServer(local, cfg.llm.context_window).start()
+    monkeypatch.setattr(LocalLlamaServer, "_wait_ready", ready)  # the restart never gets ready
+    server.supervise(every_s=0.05)
+    server.process.kill()
+    _until(lambda: len(child.started) == 2)
+
+    started = time.monotonic()
+    server.stop()
+    took = time.monotonic() - started
+
+    assert took < 60, f"stop() waited {took:.0f} s for a restart (its timeout is 600 s)"
+    assert all(p.poll() is not None for p in child.started)
+    assert server.restarts == 0
