@@ -200,7 +200,8 @@ class KeyedLocks:
             entry = self._locks.get(key)
         if entry is None:
             return True
-        if not entry[0].acquire(timeout=timeout_s):
+        got = entry[0].acquire(timeout=timeout_s) if timeout_s > 0 else entry[0].acquire(False)
+        if not got:
             return False
         entry[0].release()
         return True

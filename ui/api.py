@@ -6,10 +6,12 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -22,7 +24,7 @@ from chatbot.customer_chat import (
 )
 from chatbot.errors import MESSAGES, Refused
 from chatbot.rate_limit import retry_after_header
-from chatbot.service import ChatResult, DoneEvent, SourcesEvent, TokenEvent
+from chatbot.service import SETTLE_WAIT_S, ChatResult, DoneEvent, SourcesEvent, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,20 @@ def ticket_info(event: TicketEvent | None) -> TicketInfo | None:
 
 # ----- streaming
 _END = object()
+# How often a read of a conversation looks whether the answer being written is stored.
+SETTLE_POLL_S = 0.05
+
+
+async def turn_settled(chat: CustomerChat, session_id: str) -> bool:
+    """Whether the conversation has no answer being written, after waiting up to
+    SETTLE_WAIT_S for one to be stored. The wait polls on the event loop and holds no worker
+    thread, so many reads of a busy conversation cannot take the server's threads."""
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while not chat.service.turn_settled(session_id, timeout_s=0):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(SETTLE_POLL_S)
+    return True
 
 
 async def run_in_thread(events: Callable[[], Iterator[CustomerEvent]]) -> AsyncIterator:
@@ -299,17 +315,19 @@ def api_router(chat: CustomerChat) -> APIRouter:
     @router.get(
         "/sessions/{session_id}", response_model=SessionHistory, summary="A conversation so far"
     )
-    def get_session(
+    async def get_session(
         session_id: str, session: Annotated[CustomerSession, Depends(session_of)]
     ) -> SessionHistory:
         """The stored conversation. If an answer is being written, it waits a moment for it: a
         page reloaded mid-answer then gets what its old page was shown."""
-        settled = chat.service.turn_settled(session_id)
-        return SessionHistory(
-            session_id=session_id,
-            messages=[Message(**m) for m in chat.history(session)],
-            handoff_ticket=ticket_info(chat.open_ticket(session)),
-            answer_in_progress=not settled,
+        settled = await turn_settled(chat, session.record.id)
+        return await run_in_threadpool(
+            lambda: SessionHistory(
+                session_id=session_id,
+                messages=[Message(**m) for m in chat.history(session)],
+                handoff_ticket=ticket_info(chat.open_ticket(session)),
+                answer_in_progress=not settled,
+            )
         )
 
     def start_turn(body: ChatRequest, request: Request, authorization: str | None):

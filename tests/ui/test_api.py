@@ -846,3 +846,28 @@ def test_an_unexpected_failure_is_a_json_error_without_a_trace(offline_client, m
     assert response.status_code == 500
     assert error_code(response) == "internal"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_a_read_of_a_conversation_being_answered_waits_without_holding_a_thread(
+    offline_client, monkeypatch
+):
+    import ui.api
+
+    monkeypatch.setattr(ui.api, "SETTLE_WAIT_S", 0.3)
+    service = offline_client.app.state.chat.service
+    waits: list[float] = []
+    settled = service.turn_settled
+    monkeypatch.setattr(
+        service,
+        "turn_settled",
+        lambda sid, timeout_s: waits.append(timeout_s) or settled(sid, timeout_s),
+    )
+    session_id, headers = new_session(offline_client)
+
+    with service.one_turn_at_a_time(session_id):  # an answer is being written
+        busy = offline_client.get(f"/api/v1/sessions/{session_id}", headers=headers)
+    idle = offline_client.get(f"/api/v1/sessions/{session_id}", headers=headers)
+
+    assert busy.status_code == 200 and busy.json()["answer_in_progress"] is True
+    assert idle.json()["answer_in_progress"] is False
+    assert len(waits) > 2 and set(waits) == {0}, "it looks, and sleeps on the event loop"
