@@ -540,23 +540,33 @@ def test_tabs_of_one_browser_follow_the_same_conversation(browser, widget_app, s
         context.close()
 
 
+def reload_with_history(page: Page, app: ServedApp, change) -> None:
+    """Reload the page, with the conversation it reads back changed by ``change(data)``, and
+    open the chat again."""
+
+    def changed(route) -> None:
+        response = route.fetch()
+        data = response.json()
+        change(data)
+        route.fulfill(response=response, json=data)
+
+    page.route(f"{app.url}/api/v1/sessions/*", changed)
+    page.reload()
+    open_panel(page)
+
+
 def test_an_answer_cut_short_says_so_after_a_reload(browser, widget_app, shop_site):
     with customer_tab(browser, shop_site.url + "/") as tab:
         page = tab.page
         open_panel(page)
         _ask_off_topic(page)
 
-        def as_if_interrupted(route) -> None:
-            # The server marks an answer whose customer left mid-stream (test_api_server); here
+        def as_if_interrupted(data: dict) -> None:
+            # The server marks an answer whose customer left mid-stream (test_turn_order); here
             # the stored answer is shown as one, to see what the widget makes of the flag.
-            response = route.fetch()
-            data = response.json()
             data["messages"][-1]["interrupted"] = True
-            route.fulfill(response=response, json=data)
 
-        page.route(f"{widget_app.url}/api/v1/sessions/*", as_if_interrupted)
-        page.reload()
-        open_panel(page)
+        reload_with_history(page, widget_app, as_if_interrupted)
 
         notes = page.get_by_test_id("log").locator('[data-role="system"]')
         expect(notes).to_contain_text(["stopped when the page was closed"])
@@ -572,18 +582,13 @@ def test_a_question_left_without_an_answer_says_so_unless_one_is_being_written(
         open_panel(page)
         _ask_off_topic(page)
 
-        def without_the_answer(route) -> None:
+        def without_the_answer(data: dict) -> None:
             # As the server has it when the page was closed before the answer's first word, or
             # while another tab's answer is still being written.
-            response = route.fetch()
-            data = response.json()
             data["messages"] = data["messages"][:-1]
             data["answer_in_progress"] = in_progress
-            route.fulfill(response=response, json=data)
 
-        page.route(f"{widget_app.url}/api/v1/sessions/*", without_the_answer)
-        page.reload()
-        open_panel(page)
+        reload_with_history(page, widget_app, without_the_answer)
 
         log = page.get_by_test_id("log")
         expect(log.locator(QUESTION_SHOWN)).to_have_text([OFF_TOPIC])
