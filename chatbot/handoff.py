@@ -62,7 +62,7 @@ _CONNECT = (
     r"i'?d like that|i would like that|that would (?:be )?(?:great|good|helpful|nice|help)|"
     r"sounds good|please do"
 )
-_MORE = rf"(?:[\s,]+(?:please|thanks|thank you|do|yes|{_CONNECT}))*"
+_MORE = rf"(?:[\s,]+(?:please|pls|plz|thanks|thank you|do|yes|{_CONNECT}))*"
 ACCEPTS_OFFER = re.compile(
     r"^\s*(?:(?:yes|yeah|yep|yup|sure|please|y|sure thing|absolutely|definitely|of course|"
     + _CONNECT

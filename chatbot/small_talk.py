@@ -18,28 +18,45 @@ THANKS_REPLY = "You're welcome! Is there anything else I can help with?"
 ACK_REPLY = "Is there anything else I can help with?"
 GOODBYE_REPLY = "All right. If anything else comes up, just write here."
 
+# English first, then the commonest greetings and thanks of a few other languages: a "hola" or
+# a "merci" must not reach the search (which finds nothing, and may open a ticket).
 _GREETING = (
     r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day)|yo)"
     r"(?: there| all| team| everyone| folks| guys)?"
     r"|(?:can|could) (?:you|someone|anyone|somebody) help(?: me)?(?: please| out)?"
+    r"|(?:please )?help(?: me)?(?: please)?"
     r"|i (?:need|could use) (?:some )?help|i have (?:a|some) questions?"
     r"|(?:is )?(?:any(?:one|body)|some(?:one|body))(?: (?:there|here|around))?"
+    r"|hola|buen(?:os|as) (?:días|dias|tardes|noches)|buenas|bonjour|bonsoir|salut|hallo"
+    r"|guten (?:tag|morgen|abend)|servus|moin|ciao|buongiorno|olá|ola|oi|bom dia|hej|hoi"
+    r"|привет|здравствуйте|你好|您好|こんにちは|안녕하세요|merhaba|namaste"
 )
 _THANKS = (
     r"(?:many |big )?(?:thanks|thank you|thank u|thx|ty|cheers|much appreciated|appreciate it)"
     r"(?: (?:so|very) much| a lot| a bunch| again| anyway)?(?: for (?:the|your|all the) help)?"
+    r"|merci(?: beaucoup| bien)?|danke(?: schön| schon| sehr)?|vielen dank|(?:muchas )?gracias"
+    r"|grazie(?: mille)?|obrigad[oa]|dank je(?: wel)?|bedankt|tack(?: så mycket)?|спасибо"
+    r"|谢谢|ありがとう(?:ございます)?|감사합니다|teşekkürler|dziękuję"
 )
 _ACK = (
-    r"ok(?:ay)?|k|great|perfect|awesome|cool|nice|brilliant|excellent|got it|understood"
-    r"|(?:that|this) (?:helps|helped|worked|works|is (?:great|perfect|helpful))|makes sense"
+    r"ok(?:ay)?|k|alright|all right|great|perfect|awesome|cool|nice|brilliant|excellent"
+    r"|got it|understood|sounds good|(?:that|this) (?:helps|helped|worked|works"
+    r"|is (?:great|perfect|helpful))|makes sense"
 )
 _GOODBYE = (
     r"bye(?: bye)?|goodbye|see (?:you|ya)|have a (?:good|nice|great) (?:day|one|evening)"
-    r"|(?:that's|that is) (?:all|it)|nothing else|(?:i'm|im|i am) (?:good|fine|all set)|all good"
+    r"|good night|(?:that's|that is) (?:all|it)|nothing else|(?:i'm|im|i am) (?:good|fine|all set)"
+    r"|all good|adiós|adios|au revoir|tschüss|tschüs|arrivederci|tchau|до свидания"
 )
-# A plain no: a goodbye only as the answer to "anything else?" or to the offer of a person;
-# after any other answer it answers that answer's question ("Is the light blinking?").
-_NO = r"no(?:pe)?|nah|no,? thanks?(?: you)?"
+# A plain no: a goodbye when the bot's last answer asked nothing else (its "anything else?",
+# its offer of a person, or no answer yet); after any other answer it answers that answer's
+# question ("Is the light blinking?"). Turning down the offer of a person in other words
+# ("please don't", "no need for a person") counts as a no too.
+_NO = (
+    r"no(?:pe)?|nah|no,? thanks?(?: you)?|not now|(?:please )?(?:don't|do not)(?: connect me)?"
+    r"(?: please)?|no need(?: for (?:a |an )?(?:person|human|agent))?"
+    r"|i (?:don't|do not) need (?:a |an )?(?:person|human|agent)"
+)
 _KINDS = [
     ("no", re.compile(rf"(?:{_NO})")),
     ("goodbye", re.compile(rf"(?:{_GOODBYE})")),
@@ -91,10 +108,10 @@ def small_talk_reply(message: str, last_answer: str = "") -> str | None:
         found |= kind if isinstance(kind, set) else {kind}
     if "?" in text and found != {"greeting"}:
         return None  # "that's it?", "ok and?": a question
-    if "no" in found and not (
+    if found == {"no"} and not (
         not last_answer.strip() or last_answer.rstrip().endswith(_ANSWERED_BY_NO)
     ):
-        return None
+        return None  # a no that answers the answer's own question ("no thanks, bye" is not)
     return next(_REPLIES[k] for k, _ in _KINDS if k in found)
 
 

@@ -37,6 +37,13 @@ from chatbot.small_talk import (
         ("I\u2019m good", GOODBYE_REPLY),
         ("hello? anyone?", GREETING_REPLY),
         ("anyone there?", GREETING_REPLY),
+        ("help", GREETING_REPLY),
+        ("hola", GREETING_REPLY),
+        ("guten Tag", GREETING_REPLY),
+        ("merci beaucoup", THANKS_REPLY),
+        ("\u0441\u043f\u0430\u0441\u0438\u0431\u043e", THANKS_REPLY),  # Russian thanks
+        ("sounds good", ACK_REPLY),
+        ("good night", GOODBYE_REPLY),
     ],
 )
 def test_small_talk_gets_a_reply_in_kind(message, reply):
@@ -55,6 +62,18 @@ def test_small_talk_gets_a_reply_in_kind(message, reply):
 def test_a_plain_no_is_a_goodbye_only_to_the_bots_own_questions(last_answer, reply):
     assert small_talk_reply("no", last_answer) == reply
     assert small_talk_reply("nope", last_answer) == reply
+    assert small_talk_reply("please don't", last_answer) == reply
+
+
+@pytest.mark.parametrize(
+    "message", ["no, please don't connect me", "no need for a person", "I don't need a human"]
+)
+def test_turning_down_the_offer_of_a_person_is_a_goodbye(message):
+    assert small_talk_reply(message, f"I couldn't find that. {HANDOFF_OFFER}") == GOODBYE_REPLY
+
+
+def test_a_no_with_a_goodbye_is_a_goodbye_after_any_answer():
+    assert small_talk_reply("no thanks, bye", "Hold the button for 10 s.") == GOODBYE_REPLY
 
 
 @pytest.mark.parametrize(
@@ -73,6 +92,8 @@ def test_a_plain_no_is_a_goodbye_only_to_the_bots_own_questions(last_answer, rep
         "that's it?",  # a question mark makes a question, unless it only greets
         "ok and?",
         "no?",
+        "hola, mi hub no funciona",
+        "danke, aber es geht nicht",
         "\U0001f44e",  # a thumbs-down or an angry face is no nod
         "\U0001f621",
         "???",

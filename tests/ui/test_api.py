@@ -710,6 +710,7 @@ def test_asking_for_a_person_counts_against_the_message_limit(client):
         ("yes please \U0001f642", True),
         ("yes, a person please", True),
         ("that would be great", True),
+        ("yes pls", True),
         ("yes?", False),
     ],
 )

@@ -41,6 +41,8 @@
   let busy = false;
   let streaming = null; // AbortController of the answer being streamed
   let followLater = false; // another tab changed the conversation while this one was streaming
+  let catchUpTimer = 0; // a second look at a conversation whose answer was still being written
+  const CATCH_UP_MS = 2000;
   let unavailable = false;
   let cooldownUntil = 0;
   let cooldownTimer = 0;
@@ -944,9 +946,12 @@ textarea{font-size:16px}
       if (m.interrupted === true) addSystem(TEXT.interrupted);
     }
     placeTicket();
-    // the old page was closed before an answer began (while one is written in another tab, it
-    // arrives with that tab's next update)
-    if (role === "user" && data.answer_in_progress !== true) addSystem(TEXT.unanswered);
+    clearTimeout(catchUpTimer);
+    if (data.answer_in_progress === true) {
+      // an answer is still being written (for another tab, or for this page before a reload):
+      // look again shortly, until it is stored
+      catchUpTimer = setTimeout(followStored, CATCH_UP_MS);
+    } else if (role === "user") addSystem(TEXT.unanswered); // the old page left before an answer began
   }
 
   function showError(err) {
@@ -1056,6 +1061,7 @@ textarea{font-size:16px}
   }
 
   function newConversation() {
+    clearTimeout(catchUpTimer);
     if (streaming) streaming.abort();
     streaming = null;
     busy = false;
