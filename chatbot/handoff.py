@@ -65,6 +65,8 @@ _CONNECT = (
 _MORE = rf"(?:[\s,]+(?:please|pls|plz|thanks|thank you|do|yes|{_CONNECT}))*"
 ACCEPTS_OFFER = re.compile(
     r"^\s*(?:(?:yes|yeah|yep|yup|sure|please|y|sure thing|absolutely|definitely|of course|"
+    # the commonest yes-please of a few other languages
+    r"s[ií],? por favor|oui,? s'il (?:vous|te) pla[iî]t|ja,? bitte|sì,? per favore|sim,? por favor|"
     + _CONNECT
     + ")"
     + _MORE

@@ -711,6 +711,10 @@ def test_asking_for_a_person_counts_against_the_message_limit(client):
         ("yes, a person please", True),
         ("that would be great", True),
         ("yes pls", True),
+        ("s\u00ed, por favor", True),
+        ("Oui, s\u2019il vous pla\u00eet", True),
+        ("Ja bitte", True),
+        ("ja bitte, aber wie?", False),
         ("yes?", False),
     ],
 )

@@ -637,6 +637,33 @@ def test_after_a_reload_the_hand_off_note_stays_where_it_happened(browser, widge
         tab.assert_no_unexpected_errors()
 
 
+def test_a_hand_off_made_while_an_answer_was_written_shows_after_that_answer(
+    browser, widget_app, shop_site
+):
+    confirmation = load_settings(TEST_PROFILE).handoff.confirmation
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        _ask_off_topic(page)  # opens a ticket
+
+        def opened_mid_answer(data: dict) -> None:
+            # As when "Talk to a person" is pressed while the answer streams: the ticket is
+            # older than the stored answer.
+            question, answer = data["messages"][-2:]
+            data["handoff_ticket"]["created_at"] = (
+                question["created_at"] + answer["created_at"]
+            ) / 2
+
+        reload_with_history(page, widget_app, opened_mid_answer)
+
+        shown = page.get_by_test_id("log").locator("[data-role]")
+        expect(shown).to_have_count(4)  # greeting, question, answer, note
+        roles = [shown.nth(i).get_attribute("data-role") for i in range(4)]
+        assert roles == ["assistant", "user", "assistant", "system"]
+        expect(shown.nth(3)).to_have_text(confirmation)
+        tab.assert_no_unexpected_errors()
+
+
 def test_a_tab_that_was_answering_catches_up_with_the_other_tab(browser, widget_app, shop_site):
     context = browser.new_context()
     try:

@@ -923,7 +923,8 @@ textarea{font-size:16px}
   function renderHistory(data) {
     const messages = (data && Array.isArray(data.messages) ? data.messages : []).filter((m) => m && typeof m === "object");
     const ticket = data && data.handoff_ticket && typeof data.handoff_ticket === "object" ? data.handoff_ticket : null;
-    // the hand-off's note goes where it happened: after the last message before the ticket
+    // the hand-off's note goes where it happened: before the first question asked after it (a
+    // ticket opened while an answer was written comes after that answer)
     const opened = ticket && typeof ticket.created_at === "number" ? ticket.created_at : Infinity;
     // a "talk to a person" message was answered with the note's own sentence (an earlier,
     // closed ticket's answer says it too, so only answers since this one opened count)
@@ -936,7 +937,7 @@ textarea{font-size:16px}
     };
     let role = "";
     for (const m of messages) {
-      if (typeof m.created_at === "number" && m.created_at > opened) placeTicket();
+      if (m.role === "user" && typeof m.created_at === "number" && m.created_at > opened) placeTicket();
       role = m.role;
       if (m.role === "user") addUser(str(m.content));
       if (m.role !== "assistant") continue;
