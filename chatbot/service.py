@@ -176,8 +176,6 @@ class _Conversation:
 
 # Longest a message waits for the answer to the previous one in the same conversation.
 TURN_WAIT_S = 300.0
-# Longest a read of a conversation waits for an answer being written to be stored.
-SETTLE_WAIT_S = 3.0
 ANSWER_IN_PROGRESS = (
     "Your previous message is still being answered. Please send this one again once that "
     "answer is complete."
@@ -445,7 +443,7 @@ class ChatService:
         with self.one_turn_at_a_time(session_id):
             yield from self._stream(question, history, session_id, channel, options)
 
-    def turn_settled(self, session_id: str, timeout_s: float = SETTLE_WAIT_S) -> bool:
+    def turn_settled(self, session_id: str, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for an answer being written in the conversation to be stored
         (finished, or cut short because its page was closed); False if one is still being
         written then. A page reloaded mid-answer thus reads the answer its old page left."""

@@ -126,10 +126,11 @@ def ingest_paths(
     report = IngestReport()
     paths = [Path(path) for path in paths]
     files = discover(paths)
-    unread: dict[str, Path] = {}
-    for file, source, _ in files:
-        unread.setdefault(source, file)
+    # Each document name's first file: two files with one name cannot both be its document.
     first_file: dict[str, Path] = {}
+    for file, source, _ in files:
+        first_file.setdefault(source, file)
+    unread = dict(first_file)
 
     def changing(twin: DocumentRecord) -> bool:
         """Whether ``twin``'s file, not read yet in this run, now says something else: then
@@ -147,7 +148,7 @@ def ingest_paths(
         if progress:
             progress(number, len(files), source)
         unread.pop(source, None)
-        earlier = first_file.setdefault(source, file)
+        earlier = first_file[source]
         if earlier is not file:
             if earlier == file:
                 continue  # the same file named twice

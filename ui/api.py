@@ -24,7 +24,7 @@ from chatbot.customer_chat import (
 )
 from chatbot.errors import MESSAGES, Refused
 from chatbot.rate_limit import retry_after_header
-from chatbot.service import SETTLE_WAIT_S, ChatResult, DoneEvent, SourcesEvent, TokenEvent
+from chatbot.service import ChatResult, DoneEvent, SourcesEvent, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,9 @@ def ticket_info(event: TicketEvent | None) -> TicketInfo | None:
 
 # ----- streaming
 _END = object()
-# How often a read of a conversation looks whether the answer being written is stored.
+# Longest a read of a conversation waits for an answer being written to be stored, and how
+# often it looks.
+SETTLE_WAIT_S = 3.0
 SETTLE_POLL_S = 0.05
 
 
