@@ -37,7 +37,7 @@ from chatbot.prompts import (
 from chatbot.providers import ModelProbe, model_probe, token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
-from chatbot.small_talk import small_talk_reply
+from chatbot.small_talk import DETAIL_REPLY, needs_detail, small_talk_reply
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
@@ -124,6 +124,9 @@ class ChatResult:
     handoff_reason: str = ""
     # A greeting, thanks or goodbye, answered without a search or a model call.
     small_talk: bool = False
+    # A message that named no topic ("it doesn't work") and found nothing: the customer was
+    # asked what they were doing instead of being handed off.
+    asked_detail: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -417,6 +420,9 @@ class ChatService:
             handoff_reason=found.reason,
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
+        last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+        if _asks_detail(found, question, last_answer):
+            result.handoff, result.handoff_reason, result.asked_detail = False, "", True
         return result
 
     # ----- answering
@@ -478,6 +484,9 @@ class ChatService:
             yield from self._small_talk(reply, session_id, channel, started)
             return
         found = self.retrieve(question, conversation.turns, options)
+        if _asks_detail(found, question, last_answer):
+            yield from self._small_talk(DETAIL_REPLY, session_id, channel, started, detail=True)
+            return
         result = ChatResult(
             answer="",
             sources=[],
@@ -518,13 +527,14 @@ class ChatService:
         yield DoneEvent(result)
 
     def _small_talk(
-        self, reply: str, session_id: str | None, channel: str, started: float
+        self, reply: str, session_id: str | None, channel: str, started: float, detail=False
     ) -> Iterator[ChatEvent]:
-        """A greeting, thanks or goodbye, answered in kind: no search, no model call."""
+        """A greeting, thanks or goodbye, answered in kind: no search, no model call; with
+        ``detail``, the request for details to a message that named no topic (no model call)."""
         result = ChatResult(
             answer=reply, sources=[], handoff=False, channel=channel, session_id=session_id
         )
-        result.small_talk = True
+        result.small_talk, result.asked_detail = not detail, detail
         result.usage["completion_tokens"] = self.counter.count(reply)
         yield SourcesEvent([])
         yield TokenEvent(reply)
@@ -684,6 +694,7 @@ class ChatService:
             "handoff": result.handoff,
             "handoff_reason": result.handoff_reason,
             "small_talk": result.small_talk,
+            "asked_detail": result.asked_detail,
             "cut": result.cut,
             "policy": result.policy,
             "error": result.error,
@@ -814,6 +825,17 @@ def validate_message(question: str, limit: int) -> str:
             f"Your message is {len(text):,} characters long; please keep it to {limit:,} or fewer.",
         )
     return text
+
+
+def _asks_detail(found: Retrieval, question: str, last_answer: str) -> bool:
+    """Whether a message that found nothing is asked for details instead of handed off: it
+    names no topic ("it doesn't work"), and the bot has not just asked for them."""
+    return (
+        found.handoff
+        and found.reason in (NO_MATCH, OFF_TOPIC)
+        and needs_detail(question)
+        and last_answer != DETAIL_REPLY  # asked once already: hand it off as it is
+    )
 
 
 def _channel(name: str) -> str:

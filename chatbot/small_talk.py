@@ -12,11 +12,15 @@ from __future__ import annotations
 import re
 
 from chatbot.prompts import HANDOFF_OFFER
+from knowledge.retriever import COMMON_WORDS
 
 GREETING_REPLY = "Hi! What can I help you with?"
 THANKS_REPLY = "You're welcome! Is there anything else I can help with?"
 ACK_REPLY = "Is there anything else I can help with?"
 GOODBYE_REPLY = "All right. If anything else comes up, just write here."
+DETAIL_REPLY = (
+    "Could you tell me a bit more? For example, what you were trying to do and what happened."
+)
 
 # English first, then the commonest greetings and thanks of a few other languages: a "hola" or
 # a "merci" must not reach the search (which finds nothing, and may open a ticket).
@@ -131,3 +135,27 @@ def _several(phrase: str) -> set[str] | None:
         if more is not None:
             return {first} | more
     return None
+
+
+# Words that say something is wrong without saying what: a message of only these and common
+# words ("why?", "it doesn't work", "I found a bug", "error") names no topic to search for.
+_VAGUE_WORDS_TEXT = """
+    a i again anymore awful bad broke broken bug bugs cannot cant confused confusing does
+    doesnt dont error errors fail failed failing fails find found fix fixed happen happened
+    happening happens has issue issues keep keeps odd problem problems question questions seeing
+    stop stopped strange stuck trouble weird why wont work worked working works wrong
+"""
+_VAGUE_WORDS = frozenset(_VAGUE_WORDS_TEXT.split())
+_WORDS = re.compile(r"[^\W\d_]+")
+# What is left of "doesn't", "I'm", "it's" once the apostrophe splits them.
+_CONTRACTIONS = frozenset({"t", "s", "m", "re", "ve", "ll", "d"})
+
+
+def needs_detail(message: str) -> bool:
+    """Whether a message names no topic at all: only common words and words that something is
+    wrong ("it doesn't work", "why?", "help, error"). Such a message, sent first, is answered
+    by asking what the customer was doing, not searched and handed off."""
+    words = _WORDS.findall(message.lower().replace("\u2019", "'"))
+    return bool(words) and all(
+        w in COMMON_WORDS or w in _VAGUE_WORDS or w in _CONTRACTIONS for w in words
+    )

@@ -10,6 +10,7 @@ from chatbot.small_talk import (
     GOODBYE_REPLY,
     GREETING_REPLY,
     THANKS_REPLY,
+    needs_detail,
     small_talk_reply,
 )
 
@@ -101,3 +102,34 @@ def test_a_no_with_a_goodbye_is_a_goodbye_after_any_answer():
 )
 def test_a_message_with_anything_more_is_not_small_talk(message):
     assert small_talk_reply(message) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "why?",
+        "it doesn't work",
+        "It doesn\u2019t work anymore!!",
+        "I found a bug",
+        "error",
+        "help, stuck",
+    ],
+)
+def test_a_message_that_names_no_topic_needs_details(message):
+    assert needs_detail(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "login doesn't work",
+        "the app crashes",
+        "my account",
+        "no funciona",  # another language: searched as it is
+        "\U0001f621",
+        "???",
+        "2fa error 403",
+    ],
+)
+def test_a_message_with_a_topic_does_not_need_details(message):
+    assert not needs_detail(message)

@@ -22,7 +22,7 @@ from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, NO_ANSWER_TEXT
 from chatbot.providers import ModelProbe, make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
-from chatbot.small_talk import GREETING_REPLY, THANKS_REPLY
+from chatbot.small_talk import DETAIL_REPLY, GREETING_REPLY, THANKS_REPLY
 from knowledge.ingest import ingest_paths
 from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
 from knowledge.retriever import HybridRetriever
@@ -659,6 +659,25 @@ def test_greetings_and_thanks_get_a_reply_without_a_search_a_model_call_or_a_tic
         "ok thanks \U0001f44d",
         THANKS_REPLY,
     ]
+
+
+def test_a_first_message_naming_no_topic_is_asked_for_details_once_not_handed_off(
+    off_topic_client,
+):
+    client = off_topic_client(on_no_answer=True)  # a message without an answer opens a ticket
+    session_id, headers = new_session(client)
+
+    vague = chat(client, session_id, headers, "it doesn't work").json()
+    again = chat(client, session_id, headers, "it just doesn't work!").json()
+
+    assert vague["answer"] == DETAIL_REPLY and vague["sources"] == []
+    assert vague["handoff"] is False and vague["handoff_ticket"] is None
+    assert vague["error"] is None, "the model is unreachable: no call was made"
+    # Asked once already: the second such message is handed off as the help center has nothing.
+    assert again["handoff"] is True and again["answer"] == NO_ANSWER_TEXT
+    assert again["handoff_ticket"] is not None
+    stored = client.app.state.desk.conversations.turns(session_id)
+    assert stored[1].content == DETAIL_REPLY and stored[1].meta["asked_detail"] is True
 
 
 def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off_topic_client):
