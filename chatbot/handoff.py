@@ -33,7 +33,12 @@ WANTS_PERSON = re.compile(
     rf"|\b(?:connect|transfer|put)\s+me\s+(?:to|with|through to)\s+{_PERSON}\b"
     r"|\b(?:need|want|get)\s+(?:a |an |to talk to a )?(?:real |live )?(?:human|person|agent)\b"
     r"(?!\s+(?:to|in|on|from|account))"
-    r"|^\s*(?:an? )?(?:agent|human|operator|representative|person)\s*(?:please)?\s*[.!?]*\s*$",
+    r"|^\s*(?:an? )?(?:agent|human|operator|representative|person)\s*(?:please)?\s*[.!?]*\s*$"
+    # A whole message that only asks to be put through: "please connect me", "customer service!"
+    r"|^\s*(?:(?:please|pls|can you|could you)[\s,]+)?"
+    r"(?:connect me|transfer me|put me through|live (?:chat|agent|support|person)"
+    r"|customer (?:service|support|care)|(?:a )?real person)"
+    r"(?:[\s,]+(?:please|pls|now|asap))*\s*[.!?]*\s*$",
     re.IGNORECASE,
 )
 
