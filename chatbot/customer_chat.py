@@ -256,14 +256,18 @@ class CustomerChat:
     def _ticket_event(
         self, session: CustomerSession, reason: str, contact: dict | None = None
     ) -> TicketEvent:
-        ticket, _ = self.desk.open(
+        ticket, new = self.desk.open(
             session.record.id,
             reason,
             site=session.site.key,
             contact=contact,
             notifier=session.site.handoff_notifier,
         )
-        return TicketEvent(ticket, self.settings.handoff.confirmation)
+        cfg = self.settings.handoff
+        # Asked again: the team already has it, unless this time the customer left a way to
+        # reach them, which the confirmation's "by email if you left an address" answers.
+        given = any((contact or {}).values())
+        return TicketEvent(ticket, cfg.confirmation if new or given else cfg.already_open)
 
     def handoff(self, session: CustomerSession, contact: dict | None) -> TicketEvent:
         """The customer pressed "talk to a person"."""

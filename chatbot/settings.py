@@ -399,6 +399,11 @@ class HandoffSettings(_Section):
         "meanwhile.",
         description="What the customer is told after a hand-off.",
     )
+    already_open: str = Field(
+        "Our support team already has this conversation. A person will reply as soon as they "
+        "can, by email if you left an address.",
+        description="What the customer is told on asking again while the hand-off is open.",
+    )
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
 

@@ -689,10 +689,35 @@ def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off
 
     again = chat(client, session_id, headers, "yes please").json()
 
+    handoff = client.app.state.chat.settings.handoff
+    assert pressed.json()["message"] == handoff.confirmation
     assert again["handoff_ticket"]["ticket_id"] == pressed.json()["ticket_id"]
-    assert again["answer"] == pressed.json()["message"], "not asked as a new question"
+    assert again["answer"] == handoff.already_open, "not asked as a new question"
     assert again["error"] is None, "no model call"
     assert len(client.app.state.desk.conversations.tickets()) == 1
+
+
+def test_pressing_the_button_again_says_the_team_already_has_the_conversation(off_topic_client):
+    client = off_topic_client()
+    session_id, headers = new_session(client)
+    body = {"session_id": session_id}
+    first = client.post("/api/v1/handoff", headers=headers, json=body).json()
+    second = client.post("/api/v1/handoff", headers=headers, json=body).json()
+
+    handoff = client.app.state.chat.settings.handoff
+    assert first["message"] == handoff.confirmation
+    assert second["message"] == handoff.already_open
+    assert second["ticket_id"] == first["ticket_id"]
+    # Contact details given with it are confirmed as the first request was.
+    with_email = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json=body | {"contact": {"email": "ada@example.com"}},
+    ).json()
+    assert with_email["message"] == handoff.confirmation
+    # The conversation's read still names the ticket with the note shown when it opened.
+    read = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
+    assert read["handoff_ticket"]["message"] == handoff.confirmation
 
 
 def test_asking_for_a_person_counts_against_the_message_limit(client):
