@@ -205,6 +205,14 @@ def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = 
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."
         )
+    if result.small_talk:
+        return "No model call: a greeting, thanks or goodbye is answered in kind, unsearched."
+    if result.asked_detail:
+        return (
+            "No model call: the message names no topic and nothing retrieved reached the "
+            f"relevance threshold ({threshold:.2f}), so the customer is asked what they were "
+            "doing (once; the next such message is handed off)."
+        )
     if not result.prompt_messages:
         return "The prompt was not recorded."
     return "\n\n".join(f"=== {m['role']} ===\n{m['content']}" for m in result.prompt_messages)
@@ -266,6 +274,12 @@ def off_topic_text(match: OffTopicMatch | None) -> str:
 
 
 def _handoff_text(result: ChatResult) -> str:
+    if result.asked_detail:
+        return (
+            "no (the message named no topic and found nothing: the customer is asked for details)"
+        )
+    if result.small_talk:
+        return "no (a greeting, thanks or goodbye: answered without a search or a model call)"
     if not result.handoff:
         return "no"
     reason = HANDOFF_REASONS.get(result.handoff_reason)

@@ -470,3 +470,18 @@ def test_the_playground_takes_no_upload_over_its_limit(web):
 
     assert too_big.status_code == 413, too_big.text
     assert small.status_code == 200 and small.json()[0].endswith("set.jsonl")
+
+
+@pytest.mark.parametrize(
+    "question, outcome",
+    [("it doesn't work", "the customer is asked for details"), ("hi there", "a greeting")],
+)
+def test_a_turn_answered_without_a_search_says_why_it_was_not_handed_off(
+    modelless, question, outcome
+):
+    # This service has no model: reaching it would fail the request.
+    view, _ = ask(modelless, question)
+
+    assert "**Handed off:** no (" in view["outcome"] and outcome in view["outcome"]
+    assert "failed" not in view["outcome"]
+    assert view["prompt"].startswith("No model call: ")
