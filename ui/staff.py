@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -168,9 +168,20 @@ class StaffGate:
                         return
                     code, title, message = refusal
                     request.state.user = user
-                    response = render(
-                        request, "refused.html", code, title=title, message=message, next=path
-                    )
+                    if wants_html(request):
+                        response = render(
+                            request,
+                            "refused.html",
+                            code,
+                            title=title,
+                            message=message,
+                            next=return_to(request),
+                        )
+                    else:
+                        # The page's own calls (the playground's Ask after the sign-in ended):
+                        # a message its error notice can show, not a page it cannot read.
+                        again = " Reload the page to sign in again." if user is None else ""
+                        response = JSONResponse({"detail": message + again}, status_code=code)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -193,6 +204,19 @@ def _same_origin(request: Request) -> bool:
 def _check_same_origin(request: Request) -> None:
     if not _same_origin(request):
         raise HTTPException(403, "Cross-site request refused.")
+
+
+def return_to(request: Request) -> str:
+    """Where signing in leads back to: this page, with its query (a collection, filters). For
+    a form sent after the sign-in ended, the page the form was on: its POST-only path cannot
+    be loaded, and the form is not sent again."""
+    if request.method in ("GET", "HEAD"):
+        url = request.url
+        return url.path + (f"?{url.query}" if url.query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc and f"{referer.scheme}://{referer.netloc}" == own_origin(request):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/staff"
 
 
 def wants_html(request: Request) -> bool:
@@ -253,7 +277,7 @@ def install_refusals(app: FastAPI) -> None:
                 401,
                 title="Sign-in needed",
                 message="This page is for support staff. Please sign in.",
-                next=request.url.path,
+                next=return_to(request),
             )
         return JSONResponse(
             {"error": {"code": "not_signed_in", "message": "Sign in or send an API token."}},
@@ -334,7 +358,8 @@ def _back_to_tickets(back: str) -> RedirectResponse:
 
 def _safe_next(target: str | None) -> str:
     # Only a path of this app: an absolute or scheme-relative URL would be an open redirect.
-    if target and target.startswith("/") and not target.startswith("//"):
+    # Browsers read a backslash as a slash ("/\\evil.example" is "//evil.example").
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/staff"
 

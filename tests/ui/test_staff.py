@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
 import time
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -144,6 +146,63 @@ def test_sign_in_redirects_only_within_the_app(app):
     )
 
     assert response.headers["location"] == "/staff"
+
+
+def sign_in_link(response) -> str:
+    """The ``next`` of the refusal page's sign-in link."""
+    assert response.status_code == 401
+    href = re.search(r'href="/login\?next=([^"]*)"', response.text).group(1)
+    return unquote(html.unescape(href))
+
+
+def test_signing_in_leads_back_to_the_page_with_its_query(app, anonymous):
+    page = "/staff/conversations?q=jane&handoff=yes"
+    refused = anonymous.get(page, headers={"Accept": "text/html"})
+    assert sign_in_link(refused) == page
+
+    client = TestClient(app)
+    response = client.post(
+        "/login",
+        data={"username": "staff", "password": PASSWORD, "next": page},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == page
+
+
+def test_a_form_sent_after_the_sign_in_ended_leads_back_to_the_page_it_was_on(anonymous, ticket):
+    done = f"/staff/tickets/{ticket['ticket_id']}/done"
+    html_page = {"Accept": "text/html"}
+    from_list = anonymous.post(
+        done, headers=html_page | {"Referer": "http://testserver/staff/tickets?status=open"}
+    )
+    from_elsewhere = anonymous.post(
+        done, headers=html_page | {"Referer": "https://evil.example/staff/x"}
+    )
+
+    # Not the form's POST-only path, which a sign-in would load as a page.
+    assert sign_in_link(from_list) == "/staff/tickets?status=open"
+    assert sign_in_link(from_elsewhere) == "/staff"
+
+
+def test_sign_in_does_not_lead_to_a_backslash_path(app):
+    response = TestClient(app).post(
+        "/login",
+        data={"username": "staff", "password": PASSWORD, "next": "/\\evil.example/x"},
+        follow_redirects=False,
+    )
+
+    assert response.headers["location"] == "/staff"
+
+
+def test_the_playground_calls_after_the_sign_in_ended_get_a_message_not_a_page(anonymous):
+    response = anonymous.post(
+        "/staff/playground/gradio_api/queue/join",
+        headers={"Accept": "*/*", "Content-Type": "application/json"},
+        json={},
+    )
+
+    assert response.status_code == 401
+    assert "sign in again" in response.json()["detail"]
 
 
 def test_a_form_posted_from_another_site_is_refused(app, ticket):
