@@ -314,11 +314,32 @@ def _pdf_page_texts(pages, source: str) -> list[str]:
     return texts
 
 
+def _docx_table_rows(table) -> list[str]:
+    """One line per table row, its cells joined by " | ", so that a row's cells stay together
+    ("Orbit speaker | 2 years"). A merged cell counts once; a table inside a cell is read too."""
+    lines = []
+    for row in table.rows:
+        cells, seen = [], set()
+        for cell in row.cells:
+            if id(cell._tc) in seen:
+                continue
+            seen.add(id(cell._tc))
+            text = " ".join(p.text.strip() for p in cell.paragraphs if p.text.strip())
+            if text:
+                cells.append(text)
+            for inner in cell.tables:
+                lines.extend(_docx_table_rows(inner))
+        if cells:
+            lines.append(" | ".join(cells))
+    return lines
+
+
 def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
     import zipfile
 
     from docx import Document
     from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
     from lxml.etree import XMLSyntaxError
 
     try:
@@ -345,11 +366,15 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError) as exc:
         raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc
     lines: list[str] = []
-    for paragraph in document.paragraphs:
-        text = paragraph.text.strip()
+    # Paragraphs and tables in the order they stand (a price list, a warranty table).
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            lines.extend(_docx_table_rows(block))
+            continue
+        text = block.text.strip()
         if not text:
             continue
-        style = (paragraph.style.name if paragraph.style is not None else "") or ""
+        style = (block.style.name if block.style is not None else "") or ""
         level = {"Title": 1, "Heading 1": 1, "Heading 2": 2, "Heading 3": 3}.get(style)
         lines.append(("#" * level + " " + text) if level else text)
     title = (document.core_properties.title or "").strip()

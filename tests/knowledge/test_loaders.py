@@ -296,6 +296,42 @@ def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
     ]
 
 
+def test_docx_tables_are_read_in_place_one_line_per_row(tmp_path):
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Warranty periods", level=1)
+    document.add_paragraph("Each device has its own cover.")
+    table = document.add_table(rows=3, cols=2)
+    for row, cells in zip(
+        table.rows, [("Device", "Cover"), ("Orbit speaker", "2 years"), ("Hub", "")], strict=True
+    ):
+        for cell, text in zip(row.cells, cells, strict=True):
+            cell.text = text
+    merged = document.add_table(rows=1, cols=3)
+    merged.rows[0].cells[0].merge(merged.rows[0].cells[1]).text = "Lamps"
+    merged.rows[0].cells[2].text = "3 years"
+    document.add_paragraph("Claims need the serial number.")
+    path = tmp_path / "warranty.docx"
+    document.save(str(path))
+    only_table = Document()
+    only_table.add_table(rows=1, cols=2).rows[0].cells[1].text = "Orbit speaker: 2 years"
+    only_table.save(str(tmp_path / "table.docx"))
+
+    doc = load_document(path, "warranty.docx")
+
+    assert [line for line in doc.text.splitlines() if line] == [
+        "# Warranty periods",
+        "Each device has its own cover.",
+        "Device | Cover",
+        "Orbit speaker | 2 years",
+        "Hub",
+        "Lamps | 3 years",  # a merged cell once
+        "Claims need the serial number.",
+    ]
+    assert load_document(tmp_path / "table.docx", "table.docx").text == "Orbit speaker: 2 years"
+
+
 def test_pdf_text_is_extracted(tmp_path, make_pdf):
     path = make_pdf(
         tmp_path / "guide.pdf", ["Quick start guide", "Press the pairing button twice."]
