@@ -448,7 +448,7 @@ class SQLiteConversationStore:
 
     # ----- transcripts
     def list_sessions(self, where: SessionFilter) -> list[SessionSummary]:
-        """Conversations with at least one message, newest activity first: ``where.limit`` of
+        """Conversations with at least one message or a hand-off, newest activity first: ``where.limit`` of
         them after the first ``where.offset``."""
         query, args = self._sessions_query(where)
         with self._db() as db:
@@ -466,7 +466,8 @@ class SQLiteConversationStore:
 
     @staticmethod
     def _sessions_query(where: SessionFilter) -> tuple[str, list]:
-        conditions, args = ["n.messages > 0"], []
+        # Conversations with a message, or a hand-off asked for before any (the widget's button).
+        conditions, args = ["(n.messages > 0 OR n.handoff)"], []
         if where.rating == "up":
             conditions.append("n.ups > 0")
         elif where.rating == "down":

@@ -413,6 +413,10 @@ def _transcript(conversations, session_id: str) -> list[dict]:
     return rows
 
 
+# Most conversations one export holds.
+EXPORT_MAX = 100_000
+
+
 def to_jsonl(conversations, sessions: list[SessionSummary]) -> str:
     lines = []
     for s in sessions:
@@ -434,12 +438,17 @@ def to_csv(conversations, sessions: list[SessionSummary]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     for s in sessions:
-        for row in _transcript(conversations, s.id):
+        # A cell starting with = + - @ would run as a formula in a spreadsheet; a session id
+        # is random and may start with "-".
+        session = {"session_id": _no_formula(s.id), "channel": s.channel, "site": s.site}
+        rows = _transcript(conversations, s.id)
+        if not rows:  # a hand-off asked for before any message: one row says so
+            writer.writerow(session | {"handoff": s.handoff})
+        for row in rows:
             row["sources"] = _no_formula(" ".join(row["sources"]))
-            # A cell starting with = + - @ would run as a formula in a spreadsheet.
             row["content"] = _no_formula(row["content"])
             row["comment"] = _no_formula(row["comment"])
-            writer.writerow({"session_id": s.id, "channel": s.channel, "site": s.site, **row})
+            writer.writerow(session | row)
     return out.getvalue()
 
 
@@ -575,7 +584,15 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         media_type = "text/csv" if format == "csv" else "application/x-ndjson"
         if request.scope.get(HEAD_ONLY):  # nothing is downloaded: no export, no audit entry
             return Response(media_type=media_type)
-        sessions = desk.conversations.list_sessions(replace(where, limit=100_000))
+        total = desk.conversations.count_sessions(where)
+        if total > EXPORT_MAX:
+            # Cut silently, the file would look complete.
+            raise HTTPException(
+                400,
+                f"These filters match {total:,} conversations, more than the {EXPORT_MAX:,} one "
+                "export may hold. Narrow them with the dates and export in parts.",
+            )
+        sessions = desk.conversations.list_sessions(replace(where, limit=EXPORT_MAX))
         users.audit(user.username, "conversations.export", format, {"sessions": len(sessions)})
         body = (to_csv if format == "csv" else to_jsonl)(desk.conversations, sessions)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")

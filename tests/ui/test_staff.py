@@ -218,6 +218,58 @@ def test_a_form_posted_from_another_site_is_refused(app, ticket):
     assert app.state.desk.conversations.get_ticket(ticket["ticket_id"]).status == "open"
 
 
+def test_a_hand_off_asked_for_before_any_message_is_listed_found_and_exported(app, ticket):
+    # The ticket fixture presses "talk to a person" on a conversation with no message yet.
+    session_id = ticket["session_id"]
+    assert app.state.desk.conversations.turns(session_id) == []
+    staff = signed_in(app, "staff")
+
+    def found(**params) -> list[str]:
+        page = staff.get("/staff/conversations", params=params).text
+        return re.findall(r'data-session="([^"]+)"', page)
+
+    assert found() == [session_id]
+    assert found(q="Ana") == [session_id] and found(q=session_id) == [session_id]
+    assert found(handoff="yes") == [session_id] and found(handoff="no") == []
+    listed = staff.get("/staff/conversations").text
+    assert "(no message: a person was asked for before any)" in listed
+    assert staff.get(f"/staff/conversations/{session_id}").status_code == 200
+    exported = staff.get("/staff/conversations/export?format=jsonl").text.splitlines()
+    assert [json.loads(line)["session_id"] for line in exported] == [session_id]
+    rows = list(csv.DictReader(io.StringIO(staff.get("/staff/conversations/export").text)))
+    assert [(r["session_id"], r["handoff"], r["content"]) for r in rows] == [
+        (session_id, "True", "")
+    ]
+
+
+def test_a_session_id_that_starts_like_a_formula_is_quoted_in_the_csv(app):
+    conversations = app.state.desk.conversations
+    session_id = conversations.create_session("widget").id
+    with conversations._db() as db:  # ids are random: make one start with "-"
+        db.execute("UPDATE sessions SET id = ? WHERE id = ?", ("-" + session_id, session_id))
+    conversations.add_turn("-" + session_id, "user", "hello there", 3)
+    staff = signed_in(app, "staff")
+
+    rows = list(csv.DictReader(io.StringIO(staff.get("/staff/conversations/export").text)))
+
+    assert [r["session_id"] for r in rows] == ["'-" + session_id]
+
+
+def test_an_export_larger_than_one_file_holds_is_refused_not_cut(app, monkeypatch):
+    conversations = app.state.desk.conversations
+    for n in range(3):
+        conversations.add_turn(conversations.create_session("widget").id, "user", f"q{n}", 2)
+    monkeypatch.setattr("ui.staff.EXPORT_MAX", 2)
+    staff = signed_in(app, "staff")
+
+    refused = staff.get("/staff/conversations/export", headers={"Accept": "application/json"})
+    narrowed = staff.get("/staff/conversations/export", params={"q": "q1"})
+
+    assert refused.status_code == 400 and "match 3 conversations" in refused.text
+    assert "Narrow them with the dates" in refused.text
+    assert narrowed.status_code == 200 and "q1" in narrowed.text
+
+
 def test_staff_find_a_conversation_by_what_the_customer_can_tell_them(app, ticket):
     conversations = app.state.desk.conversations
     session_id = ticket["session_id"]
