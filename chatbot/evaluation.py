@@ -24,9 +24,11 @@ class Question:
     history: list[dict]
 
 
-def load_questions(path: Path) -> list[Question]:
+def load_questions(path: Path, name: str | None = None) -> list[Question]:
     """The questions of a JSONL file, each line checked before any is asked: a ValueError names
-    the line and the field that is wrong."""
+    the file (as ``name``, e.g. an upload's own name, else its path), the line and the field
+    that is wrong."""
+    label = name or str(path)
     questions: list[Question] = []
     seen: dict[str, int] = {}
     # utf-8-sig: a byte-order mark, as spreadsheet exports write one, is not part of line 1.
@@ -37,18 +39,18 @@ def load_questions(path: Path) -> list[Question]:
         try:
             question = _question(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from exc
+            raise ValueError(f"{label}:{number}: not valid JSON ({exc})") from exc
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from exc
+            raise ValueError(f"{label}:{number}: {exc}") from exc
         if question.id in seen:
             raise ValueError(
-                f"{path}:{number}: the id '{question.id}' is already used on line "
+                f"{label}:{number}: the id '{question.id}' is already used on line "
                 f"{seen[question.id]}"
             )
         seen[question.id] = number
         questions.append(question)
     if not questions:
-        raise ValueError(f"{path}: the file holds no questions")
+        raise ValueError(f"{label}: the file holds no questions")
     return questions
 
 

@@ -429,8 +429,11 @@ class Playground:
             return _set_notice("Upload a JSONL question set first.")
         path = Path(getattr(file, "name", file))
         try:
-            questions = load_questions(path)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            # Named as uploaded: the server's folder for uploads is nobody's business.
+            questions = load_questions(path, name=path.name)
+        except OSError:
+            return _set_notice(f"Cannot read the question set {path.name}: upload it again.")
+        except (UnicodeDecodeError, ValueError) as exc:
             return _set_notice(f"Cannot read the question set: {exc}")
         if not questions:
             return _set_notice("The file holds no questions.")

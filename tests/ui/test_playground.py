@@ -296,7 +296,8 @@ def test_a_bad_question_set_gets_a_clear_message(modelless, tmp_path):
     nothing = dict(zip(SET_OUTPUTS, modelless.run_question_set(None, False), strict=True))
     no_model, _ = run_set(modelless, SAMPLE_QUESTIONS, with_answers=True)
 
-    assert "Cannot read the question set" in view["status"] and "bad.jsonl:2" in view["status"]
+    assert "Cannot read the question set: bad.jsonl:2: not valid JSON" in view["status"]
+    assert str(tmp_path) not in view["status"], "the server's folder is not shown"
     assert view["rows"].empty
     assert "Upload a JSONL question set first." in nothing["status"]
     assert "No chat model" in no_model["status"]
