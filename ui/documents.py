@@ -36,7 +36,7 @@ from knowledge.ingest import source_name
 from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, error_response
-from ui.staff import render, require, wants_html
+from ui.staff import PageNotices, render, require, wants_html
 
 # Room for the part headers and boundaries around the files of one multipart request.
 MULTIPART_OVERHEAD_BYTES = 1 << 20
@@ -328,6 +328,9 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     router = APIRouter()
     libraries = DocumentLibraries(service, users)
     libraries.get()  # the default collection's library (and its table) at start-up
+    # "Deleted X." after a delete's redirect: a one-time notice, so that no crafted address can
+    # show it and a reload does not repeat it.
+    notices = PageNotices()
     owner = Annotated[User, Depends(require(Role.CONTENT_OWNER))]
 
     def collection_library(
@@ -499,11 +502,10 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
 
     @router.get("/staff/documents", include_in_schema=False)
     def documents_page(
-        request: Request, user: owner, library: chosen, deleted: str = ""
+        request: Request, user: owner, library: chosen, done: str = ""
     ) -> HTMLResponse:
-        # The address carries the name only: a document still listed was not deleted.
-        gone = deleted and all(d.record.source != deleted for d in library.documents())
-        return list_page(request, library, notice=f"Deleted {deleted}." if gone else None)
+        deleted = notices.pop(done, user.username).get("deleted") if done else None
+        return list_page(request, library, notice=f"Deleted {deleted}." if deleted else None)
 
     @router.post("/staff/documents", include_in_schema=False)
     async def upload_form(request: Request, user: owner, library: chosen) -> HTMLResponse:
@@ -543,7 +545,8 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         record = library.delete(doc_id, user.username)
         if record is None:
             return _not_found_page(request, NO_DOCUMENT)
-        query = urlencode({**_collection_params(library), "deleted": record.source})
+        key = notices.put(user.username, deleted=record.source)
+        query = urlencode({**_collection_params(library), "done": key})
         return RedirectResponse(f"/staff/documents?{query}", status_code=303)
 
     @router.get("/static/documents.js", include_in_schema=False)

@@ -529,7 +529,11 @@ def test_a_sites_collection_is_managed_apart_from_the_default_one(two_collection
         f"/staff/documents/{acme_id}/delete?collection=acme", follow_redirects=False
     )
     assert deleted.status_code == 303
-    assert deleted.headers["location"] == "/staff/documents?collection=acme&deleted=lantern.md"
+    location = deleted.headers["location"]
+    assert location.startswith("/staff/documents?collection=acme&done=")
+    notice = owner.get(location)
+    assert "Deleted lantern.md." in notice.text
+    assert "Deleted lantern.md." not in owner.get(location).text, "a reload repeats nothing"
     assert owner.get("/api/v1/documents?collection=acme").json() == []
     assert [d["source"] for d in owner.get("/api/v1/documents").json()] == ["lantern.md"]
 
@@ -589,7 +593,7 @@ def test_the_page_uploads_lists_previews_replaces_and_deletes(app, store):
     assert replaced.status_code == 200
     assert "solar panel" in replaced.text and "magnetic" not in replaced.text
 
-    claimed = client.get("/staff/documents?deleted=lantern.md")
+    claimed = client.get("/staff/documents?done=lantern.md")
     assert claimed.status_code == 200 and "Deleted lantern.md." not in claimed.text
 
     deleted = client.post(f"/staff/documents/{doc_id}/delete")

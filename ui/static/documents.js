@@ -41,7 +41,7 @@
   async function refresh(selectors) {
     // The same page, on the same collection (?collection=), without a one-off notice.
     const query = new URLSearchParams(location.search);
-    query.delete("deleted");
+    query.delete("done");
     const search = query.toString();
     const url = location.pathname + (search ? "?" + search : "");
     const response = await fetch(url, { headers: { Accept: "text/html" } });
