@@ -54,26 +54,59 @@
     }
   }
 
-  function upload(form) {
+  // One request: resolves with the HTTP status and the JSON body (status 0: connection lost).
+  function send(form, file, onProgress, onSent) {
+    return new Promise((resolve) => {
+      const data = new FormData();
+      data.append(form.dataset.field, file);
+      const xhr = new XMLHttpRequest();
+      xhr.open(form.dataset.method, form.dataset.api);
+      xhr.responseType = "json";
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = (event) => {
+        if (event.lengthComputable) onProgress(event.loaded, event.total);
+      };
+      xhr.upload.onload = onSent;
+      xhr.onload = () => resolve({ status: xhr.status, body: xhr.response || {} });
+      xhr.onerror = () => resolve({ status: 0, body: {} });
+      xhr.send(data);
+    });
+  }
+
+  // What one file's request says about it, as result rows.
+  function resultsOf(file, reply) {
+    const body = reply.body;
+    if (Array.isArray(body.results)) return body.results;
+    if (body.file) return [body];
+    const reason =
+      reply.status === 0
+        ? "the connection was lost; please try again"
+        : (body.error && body.error.message) || "the upload failed (" + reply.status + ")";
+    return [{ file: file.name, status: "failed", reason: reason }];
+  }
+
+  // Files go one per request, in turn: each is reported and listed as soon as it is indexed,
+  // the label says which one is being indexed, and a change made meanwhile (a delete in another
+  // tab) waits for one file, not for the whole batch.
+  async function upload(form) {
     const input = form.querySelector("input[type=file]");
     if (!input.files.length) return;
-    // A file over the limit is reported here by name and not sent: the server would drop it,
-    // and a request too large as a whole would be refused with the good files in it.
+    // A file over the limit is reported here by name and not sent: the server would refuse it.
     const limit = Number(form.dataset.maxBytes) || Infinity;
-    const refused = [];
-    const data = new FormData();
+    const results = [];
+    const sending = [];
     for (const file of input.files) {
       if (file.size > limit) {
         const reason =
           "the file is " + file.size.toLocaleString("en") + " bytes, over the limit of " +
           limit.toLocaleString("en");
-        refused.push({ file: file.name, status: "failed", reason: reason });
+        results.push({ file: file.name, status: "failed", reason: reason });
       } else {
-        data.append(form.dataset.field, file);
+        sending.push(file);
       }
     }
-    if (refused.length === input.files.length) {
-      showResults(refused);
+    showResults(results);
+    if (!sending.length) {
       form.reset();
       return;
     }
@@ -81,48 +114,55 @@
     const bar = progress.querySelector("progress");
     const label = progress.querySelector("span");
     const button = form.querySelector("button[type=submit]");
+    const total = sending.reduce((sum, file) => sum + file.size, 0) || 1;
+    let done = 0;
+    bar.max = total;
     bar.value = 0;
-    label.textContent = "Uploading…";
     progress.hidden = false;
     button.disabled = true;
-    document.getElementById("upload-results").replaceChildren();
-
-    const xhr = new XMLHttpRequest();
-    xhr.open(form.dataset.method, form.dataset.api);
-    xhr.responseType = "json";
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.onprogress = (event) => {
-      if (!event.lengthComputable) return;
-      bar.max = event.total;
-      bar.value = event.loaded;
-      label.textContent = formatBytes(event.loaded) + " of " + formatBytes(event.total);
-    };
-    xhr.upload.onload = () => {
-      label.textContent = "Indexing…";
-    };
-    xhr.onload = async () => {
+    try {
+      for (let i = 0; i < sending.length; i++) {
+        const file = sending[i];
+        const which = sending.length > 1 ? " (" + (i + 1) + " of " + sending.length + ")" : "";
+        label.textContent = "Uploading " + file.name + which + "…";
+        const reply = await send(
+          form,
+          file,
+          (loaded) => {
+            bar.value = done + Math.min(loaded, file.size);
+            label.textContent =
+              "Uploading " + file.name + which + ": " + formatBytes(Math.min(loaded, file.size)) +
+              " of " + formatBytes(file.size);
+          },
+          () => {
+            label.textContent = "Indexing " + file.name + which + "…";
+          }
+        );
+        done += file.size;
+        bar.value = done;
+        results.push(...resultsOf(file, reply));
+        if (reply.status === 401 || reply.status === 403) {
+          // Signed out (or no longer allowed): the files left would be refused the same way.
+          const reason = "not sent: " + resultsOf(file, reply)[0].reason;
+          for (const rest of sending.slice(i + 1)) results.push({ file: rest.name, status: "failed", reason: reason });
+          showResults(results);
+          break;
+        }
+        showResults(results);
+        await refresh(form.dataset.refresh);
+      }
+    } finally {
       button.disabled = false;
       progress.hidden = true;
-      const body = xhr.response || {};
-      if (body.results) showResults(refused.concat(body.results));
-      else if (body.file) showResults(refused.concat([body]));
-      else showError((body.error && body.error.message) || "The upload failed (" + xhr.status + ").");
       form.reset();
-      await refresh(form.dataset.refresh);
-    };
-    xhr.onerror = () => {
-      button.disabled = false;
-      progress.hidden = true;
-      showError("The upload failed: the connection was lost. Please try again.");
-    };
-    xhr.send(data);
+    }
   }
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (form.matches("form[data-upload]")) {
       event.preventDefault();
-      upload(form);
+      upload(form).catch(() => showError("The upload failed. Please try again."));
     }
   });
 })();
