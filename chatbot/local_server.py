@@ -30,6 +30,20 @@ MAX_RESTART_PAUSE_S = 60.0
 
 # Environment variables the model server is not given: the app's own settings and anything that
 # looks like a secret (API keys, passwords, tokens), which it has no use for.
+# How the model server is run: llama_cpp.server, ended as soon as the app that started it is
+# gone. Stopping the app cleanly stops it too, but a `kill -9` or an out-of-memory kill of the
+# app runs no clean-up, and the server (in its own session, so Ctrl-C reaches only the app)
+# would keep its port and its memory. It then belongs to another parent: it checks each second.
+CHILD_SCRIPT = """
+import os, runpy, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 PRIVATE_VARIABLE = re.compile(r"^CHATBOT_|KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.I)
 
 
@@ -63,7 +77,7 @@ def _free_port(host: str) -> int:
 
 
 class LocalLlamaServer:
-    """A `python -m llama_cpp.server` child process serving one GGUF file."""
+    """A llama_cpp.server child process serving one GGUF file (see CHILD_SCRIPT)."""
 
     def __init__(self, settings: LocalModelSettings, context_window: int):
         self.settings = settings
@@ -145,8 +159,9 @@ class LocalLlamaServer:
             raise LocalModelError("llama-cpp-python is not installed; run `make setup`.")
         command = [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            CHILD_SCRIPT,
+            str(os.getpid()),
             "--model",
             str(self.model_path),
             "--model_alias",

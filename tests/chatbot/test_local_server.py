@@ -75,6 +75,56 @@ def test_a_model_server_that_dies_is_started_again_and_a_stopped_one_is_not(tmp_
     assert server.process.poll() is not None and server.restarts == 1
 
 
+APP_THAT_STARTS_A_MODEL_SERVER = """
+import sys, time
+from chatbot.local_server import LocalLlamaServer
+from chatbot.settings import load_settings
+cfg = load_settings(sys.argv[1])
+server = LocalLlamaServer(cfg.llm.local, cfg.llm.context_window).start()
+print(server.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs (a zombie that nobody has reaped yet does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_the_model_server_ends_when_the_app_is_killed_outright():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    app = subprocess.Popen(
+        [sys.executable, "-c", APP_THAT_STARTS_A_MODEL_SERVER, TEST_PROFILE],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        child = int(app.stdout.readline())
+        assert _running(child)
+        os.kill(app.pid, signal.SIGKILL)  # no clean-up code runs
+        app.wait()
+        deadline = time.monotonic() + 30
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        still_running = _running(child)
+    finally:
+        app.kill()
+    if still_running:
+        os.kill(child, signal.SIGKILL)
+    assert not still_running, "the model server outlived the app"
+
+
 class _Child:
     """Stands in for the model server's process: a `sleep` that never answers HTTP."""
 
