@@ -38,7 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Per-request lines from the HTTP client and model loaders drown the service's own log.
-    for noisy in ("httpx", "httpx2", "sentence_transformers", "chromadb", "urllib3"):
+    # (The OpenAI client's "Retrying request" notes too: a call that fails in the end is
+    # reported once, with its reason.)
+    for noisy in ("httpx", "httpx2", "sentence_transformers", "chromadb", "urllib3", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     # A damaged PDF is reported once, as the file's own failure; pypdf's warnings about its
     # header and trailer say the same thing less clearly.
@@ -238,7 +240,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if result.error:
         return _fail(
             f"the model call failed ({result.error}); check the llm settings and that the model "
-            "endpoint is reachable (details in the log)",
+            "endpoint is reachable (the warning above has the details)",
             3,
         )
     return 0

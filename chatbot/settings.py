@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import string
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -624,13 +626,62 @@ def _variables_named(model: BaseModel) -> set[str]:
     return found
 
 
+# What a value of the wrong kind must be, in words rather than the validator's.
+_KINDS = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than_equal": ("le", "must be at most"),
+    "greater_than": ("gt", "must be more than"),
+    "less_than": ("lt", "must be less than"),
+}
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "settings"
-        message = error["msg"]
-        expected = (error.get("ctx") or {}).get("expected")
-        if expected:
-            message = f"must be one of {expected}"
-        lines.append(f"setting '{key}' {message} (got {error.get('input')!r})")
+        ctx = error.get("ctx") or {}
+        got = f" (got {error.get('input')!r})"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"'{key}' is not a setting{got}{_did_you_mean(error['loc'])}")
+            continue
+        message = error["msg"].replace("Input should be", "should be")
+        if ctx.get("expected"):
+            message = f"must be one of {ctx['expected']}"
+        elif error["type"] in _KINDS:
+            message = _KINDS[error["type"]]
+        elif error["type"] in _BOUNDS:
+            bound, words = _BOUNDS[error["type"]]
+            message = f"{words} {ctx.get(bound)}"
+        lines.append(f"setting '{key}' {message}{got}")
     return "Invalid configuration: " + "; ".join(lines)
+
+
+def _did_you_mean(loc: Sequence[str | int]) -> str:
+    """ "; did you mean 'retrieval.top_k'?" for a misspelt key, with where all are listed."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        model = next(
+            (
+                t
+                for t in (annotation, *typing.get_args(annotation))
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ),
+            None,
+        )
+    names = list(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+    return hint + " (every setting is listed in configs/default.yaml)"

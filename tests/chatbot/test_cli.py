@@ -356,13 +356,16 @@ def test_an_unreachable_model_fails_with_one_line(data_dir):
                 "CHATBOT_LLM__PROVIDER": "openai_compatible",
                 "CHATBOT_LLM__OPENAI_COMPATIBLE__BASE_URL": url,
                 "CHATBOT_LLM__OPENAI_COMPATIBLE__MODEL": "x",
-                "CHATBOT_LLM__MAX_RETRIES": "0",
+                "CHATBOT_LLM__MAX_RETRIES": "1",
             },
         )
 
     assert proc.returncode not in (0, 2)
     errors = error_lines(proc)
     assert len(errors) == 1 and "unavailable" in errors[0], proc.stderr
+    # The details are where the error line says, and the client's retries are not listed.
+    assert "the warning above has the details" in errors[0]
+    assert " WARNING " in proc.stderr and "Retrying request" not in proc.stderr, proc.stderr
     # The customer-facing sentence is still what the answer says.
     assert MESSAGES["unavailable"] in proc.stdout
 

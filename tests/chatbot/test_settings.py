@@ -134,6 +134,32 @@ def test_an_unknown_yaml_key_is_refused(tmp_path, text, key):
         load_settings(config_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        (
+            "CHATBOT_RETRIEVAL__TOPK",
+            "3",
+            "'retrieval.topk' is not a setting (got '3'); did you "
+            "mean 'retrieval.top_k'? (every setting is listed in configs/default.yaml)",
+        ),
+        ("CHATBOT_LLM__LOCAL__MODEL_PTH", "x", "did you mean 'llm.local.model_path'?"),
+        ("CHATBOT_RETRIEVAL__TOP_K", "abc", "'retrieval.top_k' must be a whole number (got 'abc')"),
+        ("CHATBOT_RETRIEVAL__TOP_K", "0", "'retrieval.top_k' must be at least 1 (got '0')"),
+        ("CHATBOT_LLM__TEMPERATURE", "hot", "'llm.temperature' must be a number (got 'hot')"),
+        ("CHATBOT_LENGTH_POLICY__ENABLED", "maybe", "must be true or false (got 'maybe')"),
+    ],
+)
+def test_a_bad_value_or_key_says_what_is_allowed_in_words(monkeypatch, variable, value, says):
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+
+    assert says in str(refused.value)
+    assert "Input should" not in str(refused.value)
+
+
 def test_an_unknown_key_in_a_profile_is_refused(tmp_path):
     (tmp_path / "default.yaml").write_text("log_level: INFO\n", encoding="utf-8")
     (tmp_path / "mine.yaml").write_text("server:\n  prot: 8000\n", encoding="utf-8")
