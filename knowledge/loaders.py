@@ -314,23 +314,32 @@ def _pdf_page_texts(pages, source: str) -> list[str]:
     return texts
 
 
-def _docx_table_rows(table) -> list[str]:
-    """One line per table row, its cells joined by " | ", so that a row's cells stay together
-    ("Orbit speaker | 2 years"). A merged cell counts once; a table inside a cell is read too."""
+def _docx_table_rows(tbl) -> list[str]:
+    """One line per row of a table (its XML element), its cells joined by " | ", so that a
+    row's cells stay together ("Orbit speaker | 2 years"). Read from the XML itself: a cell
+    merged down over several rows is read once, on its first row (python-docx's ``row.cells``
+    repeats it on every row, which a crafted file can turn into gigabytes of text), and a
+    table inside a cell is read after its row."""
+    from docx.oxml.ns import qn
+    from docx.text.paragraph import Paragraph
+
     lines = []
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:
-            if id(cell._tc) in seen:
-                continue
-            seen.add(id(cell._tc))
-            text = " ".join(p.text.strip() for p in cell.paragraphs if p.text.strip())
+    for tr in tbl.findall(qn("w:tr")):
+        cells, inner = [], []
+        for tc in tr.findall(qn("w:tc")):
+            merge = tc.find(f"{qn('w:tcPr')}/{qn('w:vMerge')}")
+            if merge is not None and merge.get(qn("w:val")) in (None, "continue"):
+                continue  # the rest of a cell merged down from the row above
+            text = " ".join(
+                t for p in tc.findall(qn("w:p")) if (t := Paragraph(p, None).text.strip())
+            )
             if text:
                 cells.append(text)
-            for inner in cell.tables:
-                lines.extend(_docx_table_rows(inner))
+            inner.extend(tc.findall(qn("w:tbl")))
         if cells:
             lines.append(" | ".join(cells))
+        for table in inner:
+            lines.extend(_docx_table_rows(table))
     return lines
 
 
@@ -369,7 +378,12 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
     # Paragraphs and tables in the order they stand (a price list, a warranty table).
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            lines.extend(_docx_table_rows(block))
+            try:
+                lines.extend(_docx_table_rows(block._tbl))
+            except RecursionError:
+                raise DocumentError(
+                    source, "the DOCX file nests tables too deeply to be read"
+                ) from None
             continue
         text = block.text.strip()
         if not text:

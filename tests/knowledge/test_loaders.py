@@ -332,6 +332,26 @@ def test_docx_tables_are_read_in_place_one_line_per_row(tmp_path):
     assert load_document(tmp_path / "table.docx", "table.docx").text == "Orbit speaker: 2 years"
 
 
+def test_a_docx_cell_merged_down_many_rows_is_read_once(tmp_path):
+    from docx import Document
+
+    document = Document()
+    rows = 300  # (python-docx itself cannot write many more merged rows)
+    table = document.add_table(rows=rows, cols=2)
+    category = table.cell(0, 0).merge(table.cell(rows - 1, 0))  # one cell down the whole column
+    category.text = "Lamps " + "with a long description " * 50
+    for n in range(rows):
+        table.cell(n, 1).text = f"Model {n}"
+    path = tmp_path / "price-list.docx"
+    document.save(str(path))
+
+    lines = load_document(path, "price-list.docx").text.splitlines()
+
+    assert lines[0].startswith("Lamps with a long") and lines[0].endswith("| Model 0")
+    assert lines[-1] == f"Model {rows - 1}"
+    assert sum("Lamps" in line for line in lines) == 1, "not repeated on every row"
+
+
 def test_pdf_text_is_extracted(tmp_path, make_pdf):
     path = make_pdf(
         tmp_path / "guide.pdf", ["Quick start guide", "Press the pairing button twice."]
