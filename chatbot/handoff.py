@@ -35,10 +35,12 @@ WANTS_PERSON = re.compile(
     r"(?!\s+(?:to|in|on|from|account))"
     r"|^\s*(?:an? )?(?:agent|human|operator|representative|person)\s*(?:please)?\s*[.!?]*\s*$"
     # A whole message that only asks to be put through: "please connect me", "customer service!"
-    r"|^\s*(?:(?:please|pls|can you|could you)[\s,]+)?"
-    r"(?:connect me|transfer me|put me through|live (?:chat|agent|support|person)"
+    # ("customer support?" or "live chat?" asks about them, and is searched).
+    r"|^\s*(?:(?:please|pls)[\s,]+)?"
+    r"(?:connect me|transfer me|put me through|live (?:agent|person)"
     r"|customer (?:service|support|care)|(?:a )?real person)"
-    r"(?:[\s,]+(?:please|pls|now|asap))*\s*[.!?]*\s*$",
+    r"(?:[\s,]+(?:please|pls|now|asap))*\s*[.!]*\s*$"
+    r"|^\s*(?:can|could) you (?:please )?(?:connect|transfer) me(?: please)?\s*[.!?]*\s*$",
     re.IGNORECASE,
 )
 
