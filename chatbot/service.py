@@ -37,7 +37,7 @@ from chatbot.prompts import (
 from chatbot.providers import ModelProbe, model_probe, token_limit
 from chatbot.query import search_queries, standalone_query
 from chatbot.settings import Channel, ChannelPolicySettings, Provider, Settings, SiteSettings
-from chatbot.small_talk import DETAIL_REPLY, needs_detail, small_talk_reply
+from chatbot.small_talk import DETAIL_REPLY, SMALL_TALK_REPLIES, needs_detail, small_talk_reply
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
@@ -420,8 +420,7 @@ class ChatService:
             handoff_reason=found.reason,
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
-        last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
-        if _asks_detail(found, question, last_answer):
+        if _asks_detail(found, question, history):
             result.handoff, result.handoff_reason, result.asked_detail = False, "", True
         return result
 
@@ -484,7 +483,7 @@ class ChatService:
             yield from self._small_talk(reply, session_id, channel, started)
             return
         found = self.retrieve(question, conversation.turns, options)
-        if _asks_detail(found, question, last_answer):
+        if _asks_detail(found, question, conversation.turns):
             yield from self._small_talk(DETAIL_REPLY, session_id, channel, started, detail=True)
             return
         result = ChatResult(
@@ -827,14 +826,16 @@ def validate_message(question: str, limit: int) -> str:
     return text
 
 
-def _asks_detail(found: Retrieval, question: str, last_answer: str) -> bool:
+def _asks_detail(found: Retrieval, question: str, turns: Sequence[Turn]) -> bool:
     """Whether a message that found nothing is asked for details instead of handed off: it
-    names no topic ("it doesn't work"), and the bot has not just asked for them."""
+    names no topic ("it doesn't work"), and the bot has answered nothing yet but greetings and
+    thanks. After an answer, "why?" is about that answer; after the request for details (asked
+    once per conversation), or a hand-off, it is handed off as it is."""
     return (
         found.handoff
         and found.reason in (NO_MATCH, OFF_TOPIC)
         and needs_detail(question)
-        and last_answer != DETAIL_REPLY  # asked once already: hand it off as it is
+        and all(t.content in SMALL_TALK_REPLIES for t in turns if t.role == "assistant")
     )
 
 

@@ -85,6 +85,8 @@ _NODS = frozenset(
 # The bot's own questions a plain no can answer.
 _ANSWERED_BY_NO = (HANDOFF_OFFER, "anything else I can help with?")
 MAX_CHARS = 80
+# The replies above: a conversation with only these has had no answer yet.
+SMALL_TALK_REPLIES = frozenset(_REPLIES.values())
 
 
 def small_talk_reply(message: str, last_answer: str = "") -> str | None:
@@ -146,15 +148,17 @@ _VAGUE_WORDS_TEXT = """
     stop stopped strange stuck trouble weird why wont work worked working works wrong
 """
 _VAGUE_WORDS = frozenset(_VAGUE_WORDS_TEXT.split())
-_WORDS = re.compile(r"[^\W\d_]+")
+# Words and numbers: "error 404" names something to search for.
+_WORDS = re.compile(r"[^\W_]+")
 # What is left of "doesn't", "I'm", "it's" once the apostrophe splits them.
 _CONTRACTIONS = frozenset({"t", "s", "m", "re", "ve", "ll", "d"})
 
 
 def needs_detail(message: str) -> bool:
     """Whether a message names no topic at all: only common words and words that something is
-    wrong ("it doesn't work", "why?", "help, error"). Such a message, sent first, is answered
-    by asking what the customer was doing, not searched and handed off."""
+    wrong ("it doesn't work", "why?", "help, error"). Sent before the bot has answered
+    anything, such a message is answered by asking what the customer was doing (see the
+    service), not handed off."""
     words = _WORDS.findall(message.lower().replace("\u2019", "'"))
     return bool(words) and all(
         w in COMMON_WORDS or w in _VAGUE_WORDS or w in _CONTRACTIONS for w in words

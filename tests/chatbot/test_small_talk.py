@@ -129,6 +129,7 @@ def test_a_message_that_names_no_topic_needs_details(message):
         "\U0001f621",
         "???",
         "2fa error 403",
+        "error 404",  # a number names something to search for
     ],
 )
 def test_a_message_with_a_topic_does_not_need_details(message):

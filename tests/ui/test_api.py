@@ -679,6 +679,19 @@ def test_a_first_message_naming_no_topic_is_asked_for_details_once_not_handed_of
     stored = client.app.state.desk.conversations.turns(session_id)
     assert stored[1].content == DETAIL_REPLY and stored[1].meta["asked_detail"] is True
 
+    # Once per conversation, even with a greeting between.
+    other, other_headers = new_session(client)
+    replies = [
+        chat(client, other, other_headers, message).json()["answer"]
+        for message in ("why?", "hi", "why?")
+    ]
+    assert replies == [DETAIL_REPLY, GREETING_REPLY, NO_ANSWER_TEXT]
+    # After an answer, "why?" is about that answer: not asked for details.
+    third, third_headers = new_session(client)
+    chat(client, third, third_headers, XBOX_QUESTION)
+    why = chat(client, third, third_headers, "why?").json()
+    assert why["answer"] != DETAIL_REPLY and why["handoff"] is True
+
 
 def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off_topic_client):
     client = off_topic_client(on_no_answer=False)
