@@ -256,6 +256,7 @@ class CustomerChat:
     def _ticket_event(
         self, session: CustomerSession, reason: str, contact: dict | None = None
     ) -> TicketEvent:
+        before = self.service.conversations.open_ticket(session.record.id)
         ticket, new = self.desk.open(
             session.record.id,
             reason,
@@ -264,10 +265,10 @@ class CustomerChat:
             notifier=session.site.handoff_notifier,
         )
         cfg = self.settings.handoff
-        # Asked again: the team already has it, unless this time the customer left a way to
-        # reach them, which the confirmation's "by email if you left an address" answers.
-        given = any((contact or {}).values())
-        return TicketEvent(ticket, cfg.confirmation if new or given else cfg.already_open)
+        # Asked again: the team already has it, unless this time the customer left a new way
+        # to reach them, which the confirmation's "by email if you left an address" answers.
+        changed = before is not None and ticket.contact != before.contact
+        return TicketEvent(ticket, cfg.confirmation if new or changed else cfg.already_open)
 
     def handoff(self, session: CustomerSession, contact: dict | None) -> TicketEvent:
         """The customer pressed "talk to a person"."""

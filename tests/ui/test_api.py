@@ -728,6 +728,12 @@ def test_pressing_the_button_again_says_the_team_already_has_the_conversation(of
         json=body | {"contact": {"email": "ada@example.com"}},
     ).json()
     assert with_email["message"] == handoff.confirmation
+    same_email = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json=body | {"contact": {"email": "ada@example.com"}},
+    ).json()
+    assert same_email["message"] == handoff.already_open, "nothing new was given"
     # The conversation's read still names the ticket with the note shown when it opened.
     read = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
     assert read["handoff_ticket"]["message"] == handoff.confirmation
