@@ -670,6 +670,8 @@ def _did_you_mean(loc: Sequence[str | int]) -> str:
     """ "; did you mean 'retrieval.top_k'?" for a misspelt key, with where all are listed."""
     model: type[BaseModel] | None = Settings
     for part in loc[:-1]:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            continue  # an item of a list (sites.0.name): its model is the list's
         field = model.model_fields.get(str(part)) if model else None
         annotation = field.annotation if field else None
         model = next(

@@ -160,6 +160,18 @@ def test_a_bad_value_or_key_says_what_is_allowed_in_words(monkeypatch, variable,
     assert "Input should" not in str(refused.value)
 
 
+def test_a_misspelt_key_of_a_site_suggests_the_right_one(tmp_path):
+    (tmp_path / "default.yaml").write_text(
+        "sites:\n  - key: shop-site-key\n    greting: Hello!\n", encoding="utf-8"
+    )
+
+    with pytest.raises(SettingsError) as refused:
+        load_settings(config_dir=tmp_path)
+
+    assert "'sites.0.greting' is not a setting" in str(refused.value)
+    assert "did you mean 'sites.0.greeting'?" in str(refused.value)
+
+
 def test_an_unknown_key_in_a_profile_is_refused(tmp_path):
     (tmp_path / "default.yaml").write_text("log_level: INFO\n", encoding="utf-8")
     (tmp_path / "mine.yaml").write_text("server:\n  prot: 8000\n", encoding="utf-8")
