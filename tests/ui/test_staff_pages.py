@@ -335,6 +335,48 @@ def test_a_file_over_the_limit_is_named_and_not_sent_and_the_others_are_added(
     uploaded.tab.assert_no_unexpected_errors()
 
 
+def test_a_lost_connection_keeps_what_was_indexed_and_files_past_the_limit_are_not_sent(
+    uploaded, staff_app, tmp_path
+):
+    page = uploaded.tab.page
+    names = ["lamp-a.md", "lamp-b.md", "lamp-c.md", "lamp-d.md"]
+    paths = []
+    for n, name in enumerate(names):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(f"# Lamp {n}\n\nLamp {n} runs for {n + 3} hours on a charge.\n")
+    page.goto(f"{staff_app.url}/staff/documents")
+    # Three files per upload (the setting is the server's; the page reads it from the form).
+    page.locator("form[data-upload][data-method=POST]").evaluate(
+        "form => { form.dataset.maxFiles = '3'; }"
+    )
+    requests = []
+
+    def second_request_is_lost(route):
+        requests.append(route.request.method)
+        route.abort() if len(requests) == 2 else route.continue_()
+
+    page.route(f"{staff_app.url}/api/v1/documents", second_request_is_lost)
+    try:
+        page.locator("input#files").set_input_files(paths)
+        page.get_by_role("button", name="Upload", exact=True).click()
+        results = page.locator("#upload-results li")
+        expect(results).to_have_count(4, timeout=INDEX_TIMEOUT_MS)
+    finally:
+        page.unroute(f"{staff_app.url}/api/v1/documents")
+
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    over, added, lost, unsent = results.all()
+    expect(over).to_contain_text("lamp-d.md failed over the limit of 3 files per upload")
+    expect(added).to_contain_text("lamp-a.md added")
+    expect(lost).to_contain_text("lamp-b.md failed the connection was lost")
+    expect(unsent).to_contain_text("lamp-c.md failed not sent: the connection was lost")
+    assert requests == ["POST", "POST"], "nothing sent after the connection was lost"
+    expect(page.get_by_role("cell", name="lamp-a.md", exact=True)).to_have_count(1)
+    # The aborted request is logged by the browser.
+    uploaded.tab.assert_no_unexpected_errors(re.compile(r"net::ERR_FAILED"))
+    uploaded.tab.errors.clear()  # the later tests use this tab too
+
+
 def test_a_document_uploaded_to_a_sites_collection_stays_there(uploaded, staff_app, tmp_path):
     page = uploaded.tab.page
     path = tmp_path / ACME_NAME

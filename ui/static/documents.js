@@ -93,10 +93,15 @@
     if (!input.files.length) return;
     // A file over the limit is reported here by name and not sent: the server would refuse it.
     const limit = Number(form.dataset.maxBytes) || Infinity;
+    // The files past the upload's limit are refused here, as the server refuses them in one
+    // request (each is sent on its own, so the server cannot count them).
+    const most = Number(form.dataset.maxFiles) || Infinity;
     const results = [];
     const sending = [];
-    for (const file of input.files) {
-      if (file.size > limit) {
+    for (const [n, file] of Array.from(input.files).entries()) {
+      if (n >= most) {
+        results.push({ file: file.name, status: "failed", reason: "over the limit of " + most + " files per upload" });
+      } else if (file.size > limit) {
         const reason =
           "the file is " + file.size.toLocaleString("en") + " bytes, over the limit of " +
           limit.toLocaleString("en");
@@ -141,15 +146,20 @@
         done += file.size;
         bar.value = done;
         results.push(...resultsOf(file, reply));
-        if (reply.status === 401 || reply.status === 403) {
-          // Signed out (or no longer allowed): the files left would be refused the same way.
+        if (reply.status === 0 || reply.status === 401 || reply.status === 403) {
+          // The connection is lost, or signed out (or no longer allowed): the files left would
+          // fail the same way. What was indexed before stays listed.
           const reason = "not sent: " + resultsOf(file, reply)[0].reason;
           for (const rest of sending.slice(i + 1)) results.push({ file: rest.name, status: "failed", reason: reason });
           showResults(results);
           break;
         }
         showResults(results);
-        await refresh(form.dataset.refresh);
+        try {
+          await refresh(form.dataset.refresh);
+        } catch (err) {
+          // the list catches up on the next file, or on a reload
+        }
       }
     } finally {
       button.disabled = false;
