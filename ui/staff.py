@@ -582,8 +582,6 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         media_type = "text/csv" if format == "csv" else "application/x-ndjson"
-        if request.scope.get(HEAD_ONLY):  # nothing is downloaded: no export, no audit entry
-            return Response(media_type=media_type)
         total = desk.conversations.count_sessions(where)
         if total > EXPORT_MAX:
             # Cut silently, the file would look complete.
@@ -592,6 +590,8 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
                 f"These filters match {total:,} conversations, more than the {EXPORT_MAX:,} one "
                 "export may hold. Narrow them with the dates and export in parts.",
             )
+        if request.scope.get(HEAD_ONLY):  # nothing is downloaded: no export, no audit entry
+            return Response(media_type=media_type)
         sessions = desk.conversations.list_sessions(replace(where, limit=EXPORT_MAX))
         users.audit(user.username, "conversations.export", format, {"sessions": len(sessions)})
         body = (to_csv if format == "csv" else to_jsonl)(desk.conversations, sessions)
