@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -18,7 +19,7 @@ from chatbot.database import SQLiteFile
 from chatbot.service import ChatService
 from chatbot.users import UserDirectory
 from knowledge.ingest import FileOutcome, ingest_file
-from knowledge.loaders import LoadLimits
+from knowledge.loaders import DocumentError, LoadLimits
 from knowledge.store import DocumentRecord, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ class UploadResult:
 class DocumentLibrary:
     """Content owners' changes to one knowledge collection, each one audited; thread-safe.
 
-    Changes are made one at a time, so that two uploads of the same content cannot both pass
-    the duplicate check. Keep one library per collection (see ``DocumentLibraries``).
+    Changes are written one at a time, so that two uploads of the same content cannot both pass
+    the duplicate check; a file is read and embedded before its turn, so that a delete or a
+    small upload does not wait for a large file's embedding. Keep one library per collection
+    (see ``DocumentLibraries``).
     """
 
     def __init__(self, service: ChatService, users: UserDirectory, collection: str | None = None):
@@ -127,8 +130,10 @@ class DocumentLibrary:
             if received.path is None:
                 results.append(UploadResult(received.name, "failed", received.refusal))
                 continue
+            # Read and embedded without the lock (a large file takes a minute), so that other
+            # changes wait only for its write.
+            outcome = self._ingest(received.path, received.path.name, self._lock)
             with self._lock:
-                outcome = self._ingest(received.path, received.path.name)
                 results.append(self._settle(received.name, outcome, actor))
         self._refresh_search(results)
         return results
@@ -147,23 +152,35 @@ class DocumentLibrary:
 
     def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> UploadResult | None:
         """A new version of the document ``doc_id`` from ``received``; None if there is none."""
+        record = self.find(doc_id)
+        if record is None:
+            return None
+        if received.path is None:
+            return UploadResult(received.name, "failed", received.refusal)
+        kind = PurePosixPath(record.source).suffix.lower()
+        if received.path.suffix.lower() != kind:
+            reason = f"a new version of '{record.source}' must be a {kind} file too"
+            return UploadResult(received.name, "failed", reason)
+        # Loaded under the document's own file name, so that a title taken from the file
+        # name stays the same.
+        version = Path(tempfile.mkdtemp(dir=received.path.parent))
+        path = received.path.rename(version / PurePosixPath(record.source).name)
+        outcome = self._ingest(path, record.source, self._still_there(record))
         with self._lock:
-            record = self.find(doc_id)
-            if record is None:
-                return None
-            if received.path is None:
-                return UploadResult(received.name, "failed", received.refusal)
-            kind = PurePosixPath(record.source).suffix.lower()
-            if received.path.suffix.lower() != kind:
-                reason = f"a new version of '{record.source}' must be a {kind} file too"
-                return UploadResult(received.name, "failed", reason)
-            # Loaded under the document's own file name, so that a title taken from the file
-            # name stays the same.
-            version = Path(tempfile.mkdtemp(dir=received.path.parent))
-            path = received.path.rename(version / PurePosixPath(record.source).name)
-            result = self._settle(received.name, self._ingest(path, record.source), actor)
+            result = self._settle(received.name, outcome, actor)
         self._refresh_search([result])
         return result
+
+    @contextmanager
+    def _still_there(self, record: DocumentRecord) -> Iterator[None]:
+        """The lock, for writing a new version of ``record``: refused if it was deleted while
+        the new version was read and embedded (the delete is not undone)."""
+        with self._lock:
+            if self.find(record.doc_id) is None:
+                raise DocumentError(
+                    record.source, "the document was deleted while its new version was indexed"
+                )
+            yield
 
     def delete(self, doc_id: str, actor: str) -> DocumentRecord | None:
         with self._lock:
@@ -179,7 +196,9 @@ class DocumentLibrary:
         self._refresh()
         return record
 
-    def _ingest(self, path: Path, source: str) -> FileOutcome:
+    def _ingest(self, path: Path, source: str, guard) -> FileOutcome:
+        """``guard`` is held while the store is checked and written (not while the file is
+        read and embedded)."""
         cfg = self.service.settings.retrieval
         return ingest_file(
             self.store,
@@ -189,6 +208,7 @@ class DocumentLibrary:
             chunk_overlap=cfg.chunk_overlap,
             limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
             snippets=False,
+            guard=guard,
         )
 
     def _settle(self, name: str, outcome: FileOutcome, actor: str) -> UploadResult:
@@ -196,7 +216,9 @@ class DocumentLibrary:
         match outcome.status:
             case "added" | "updated":
                 assert outcome.record is not None
-                self._set_uploader(outcome.source, actor)
+                # (Unless it was deleted between its write and now: no uploader for it then.)
+                if self.store.get_document(outcome.source) is not None:
+                    self._set_uploader(outcome.source, actor)
                 action = "document.add" if outcome.status == "added" else "document.replace"
                 self.users.audit(actor, action, outcome.source, self._audit_detail(outcome.record))
                 return UploadResult(

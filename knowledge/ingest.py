@@ -6,6 +6,7 @@ import hashlib
 import logging
 import unicodedata
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -212,17 +213,20 @@ def ingest_file(
     limits: LoadLimits | None = None,
     snippets: bool = True,
     changing: Callable[[DocumentRecord], bool] | None = None,
+    guard: AbstractContextManager | None = None,
 ) -> FileOutcome:
     """Index ``file`` as the new version of ``source``, unless it is unchanged or a duplicate.
 
     A duplicate (the same content as another document) is reported and nothing is changed;
     ``snippets=False`` leaves ``{!name.md!}`` includes out instead of looking them up beside
     the file (uploads, whose neighbours are not theirs). ``changing(twin)`` tells whether the
-    document it repeats is about to get a new version in the same run.
+    document it repeats is about to get a new version in the same run. ``guard`` (a lock) is
+    held only while the store is checked and written: the file is read and embedded before,
+    so that other changes guarded by it need not wait for that.
     """
     try:
         return _ingest_one(
-            store, file, source, chunk_size, chunk_overlap, limits, snippets, changing
+            store, file, source, chunk_size, chunk_overlap, limits, snippets, changing, guard
         )
     except DocumentError as exc:
         return FileOutcome(source, "failed", exc.reason)
@@ -242,16 +246,43 @@ def _ingest_one(
     limits: LoadLimits | None,
     snippets: bool,
     changing: Callable[[DocumentRecord], bool] | None = None,
+    guard: AbstractContextManager | None = None,
 ) -> FileOutcome:
     doc = load_document(file, source, limits, snippets=snippets)
     if is_navigation_page(doc):
         return FileOutcome(source, "skipped", "navigation page (only links to other pages)")
     new_hash = content_hash(doc, chunk_size, chunk_overlap)
+    size_bytes = file.stat().st_size
+    if guard is None:
+        return _check_and_put(
+            store, doc, source, new_hash, size_bytes, chunk_size, chunk_overlap, changing
+        )
+    # Embedded outside the guard, unless a first look finds nothing to index; the checks are
+    # made again under it, where the write happens.
+    outcome, _, _ = _check(store, source, new_hash, changing)
+    if outcome is not None:
+        return outcome
+    chunks = chunk_document(doc, chunk_size, chunk_overlap)
+    vectors = store.embed_document(doc.title, chunks)
+    with guard:
+        return _check_and_put(
+            store, doc, source, new_hash, size_bytes, chunk_size, chunk_overlap, changing,
+            prepared=(chunks, vectors),
+        )  # fmt: skip
+
+
+def _check(
+    store: KnowledgeStore,
+    source: str,
+    new_hash: str,
+    changing: Callable[[DocumentRecord], bool] | None,
+) -> tuple[FileOutcome | None, DocumentRecord | None, DocumentRecord | None]:
+    """The outcome when there is nothing to index (unchanged, or a duplicate), else None; with
+    the document stored under this name, and the one stored under another Unicode form of it
+    (by a version that kept names as given), which this file replaces."""
     existing = store.get_document(source)
     if existing and existing.content_hash == new_hash:
-        return FileOutcome(source, "unchanged", record=existing, previous=existing)
-    # The same name stored in another Unicode form, by a version that kept names as given:
-    # this file replaces it.
+        return FileOutcome(source, "unchanged", record=existing, previous=existing), existing, None
     earlier = None if existing else _other_spelling(store, source)
     twin = store.find_by_hash(new_hash)
     if (
@@ -261,15 +292,34 @@ def _ingest_one(
         and not (changing and changing(twin))
     ):
         reason = f"same content as '{twin.source}', already indexed"
-        return FileOutcome(source, "duplicate", reason, previous=existing, twin=twin)
-    chunks = chunk_document(doc, chunk_size, chunk_overlap)
+        outcome = FileOutcome(source, "duplicate", reason, previous=existing, twin=twin)
+        return outcome, existing, earlier
+    return None, existing, earlier
+
+
+def _check_and_put(
+    store: KnowledgeStore,
+    doc: LoadedDocument,
+    source: str,
+    new_hash: str,
+    size_bytes: int,
+    chunk_size: int,
+    chunk_overlap: int,
+    changing: Callable[[DocumentRecord], bool] | None,
+    prepared: tuple[list, list[list[float]]] | None = None,
+) -> FileOutcome:
+    outcome, existing, earlier = _check(store, source, new_hash, changing)
+    if outcome is not None:
+        return outcome
+    chunks, vectors = prepared or (chunk_document(doc, chunk_size, chunk_overlap), None)
     record = store.put_document(
         source=source,
         title=doc.title,
         chunks=chunks,
         content_hash=new_hash,
-        size_bytes=file.stat().st_size,
+        size_bytes=size_bytes,
         fmt=doc.format,
+        vectors=vectors,
     )
     if earlier is not None:
         store.delete_document(earlier.source)

@@ -389,6 +389,11 @@ class KnowledgeStore:
         _bump(db, "generation")
 
     # ----- writes
+    def embed_document(self, title: str, chunks: list[Chunk]) -> list[list[float]]:
+        """The vectors ``put_document`` stores for these chunks and title (the slow part of
+        indexing, which needs no lock)."""
+        return self.embeddings.embed_documents([c.embedding_text(title) for c in chunks] + [title])
+
     def put_document(
         self,
         *,
@@ -398,14 +403,14 @@ class KnowledgeStore:
         content_hash: str,
         size_bytes: int,
         fmt: str,
+        vectors: list[list[float]] | None = None,
     ) -> DocumentRecord:
-        """Index a new version of ``source`` and make it live in one step."""
+        """Index a new version of ``source`` and make it live in one step. ``vectors``: what
+        ``embed_document`` gave for these chunks and title, if the caller embedded them first."""
         doc_id = doc_id_for(source)
         version = content_hash[:16]
         ids = [f"{doc_id}:{version}:{c.index}" for c in chunks]
-        vectors = self.embeddings.embed_documents(
-            [c.embedding_text(title) for c in chunks] + [title]
-        )
+        vectors = list(vectors) if vectors is not None else self.embed_document(title, chunks)
         title_vector = vectors.pop()
         metadatas = [
             {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,3 +251,74 @@ def test_a_change_by_another_process_is_indexed_in_the_background(
     import threading
 
     assert "search-indexes" not in {t.name for t in threading.enumerate()}, "stopped by close"
+
+
+class HeldEmbedding:
+    """The store's real embedder, except that embedding a text with ``word`` in it waits until
+    the test lets it go (a large file being embedded)."""
+
+    def __init__(self, inner, word: str):
+        self.inner, self.word = inner, word
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if any(self.word in text for text in texts):
+            self.started.set()
+            assert self.release.wait(120), "never let go"
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.inner.embed_query(text)
+
+
+def in_thread(call) -> tuple[threading.Thread, list]:
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+    return thread, results
+
+
+CATALOGUE = b"# Lamp catalogue\n\nEvery lamp we sell, with its bulb and its battery.\n"
+
+
+def test_a_delete_does_not_wait_for_an_upload_being_embedded(library, tmp_path):
+    [kept] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    held = HeldEmbedding(library.store.embeddings, "catalogue")
+    library.store.embeddings = held
+    upload, uploaded = in_thread(
+        lambda: library.add([received(tmp_path / "b", "catalogue.md", CATALOGUE)], "ben")
+    )
+    assert held.started.wait(60)
+
+    delete, deleted = in_thread(lambda: library.delete(kept.document.record.doc_id, "ana"))
+    delete.join(60)
+    done_while_embedding = not delete.is_alive() and not held.release.is_set()
+    held.release.set()
+    upload.join(60)
+    delete.join(60)
+
+    assert done_while_embedding, "the delete waited for the upload's embedding"
+    assert deleted[0].source == "lantern.md"
+    assert [r.status for r in uploaded[0]] == ["added"]
+    assert [d.record.source for d in library.documents()] == ["catalogue.md"]
+    assert [d.uploader for d in library.documents()] == ["ben"]
+
+
+def test_a_document_deleted_while_its_new_version_is_embedded_stays_deleted(library, tmp_path):
+    [first] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    doc_id = first.document.record.doc_id
+    held = HeldEmbedding(library.store.embeddings, "solar panel")
+    library.store.embeddings = held
+    replace, replaced = in_thread(
+        lambda: library.replace(doc_id, received(tmp_path / "b", "new.md", SOLAR), "ben")
+    )
+    assert held.started.wait(60)
+
+    library.delete(doc_id, "ana")
+    held.release.set()
+    replace.join(60)
+
+    [result] = replaced
+    assert result.status == "failed"
+    assert result.reason == "the document was deleted while its new version was indexed"
+    assert library.find(doc_id) is None and library.documents() == []
