@@ -448,8 +448,8 @@ class SQLiteConversationStore:
 
     # ----- transcripts
     def list_sessions(self, where: SessionFilter) -> list[SessionSummary]:
-        """Conversations with at least one message or a hand-off, newest activity first: ``where.limit`` of
-        them after the first ``where.offset``."""
+        """Conversations with at least one message or a hand-off, newest activity first:
+        ``where.limit`` of them after the first ``where.offset``."""
         query, args = self._sessions_query(where)
         with self._db() as db:
             rows = db.execute(

@@ -256,8 +256,7 @@ class CustomerChat:
     def _ticket_event(
         self, session: CustomerSession, reason: str, contact: dict | None = None
     ) -> TicketEvent:
-        before = self.service.conversations.open_ticket(session.record.id)
-        ticket, new = self.desk.open(
+        opened = self.desk.open(
             session.record.id,
             reason,
             site=session.site.key,
@@ -267,8 +266,8 @@ class CustomerChat:
         cfg = self.settings.handoff
         # Asked again: the team already has it, unless this time the customer left a new way
         # to reach them, which the confirmation's "by email if you left an address" answers.
-        changed = before is not None and ticket.contact != before.contact
-        return TicketEvent(ticket, cfg.confirmation if new or changed else cfg.already_open)
+        confirmed = opened.new or opened.contact_changed
+        return TicketEvent(opened.ticket, cfg.confirmation if confirmed else cfg.already_open)
 
     def handoff(self, session: CustomerSession, contact: dict | None) -> TicketEvent:
         """The customer pressed "talk to a person"."""

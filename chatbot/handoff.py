@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from typing import NamedTuple
 
 from chatbot.conversations import ConversationStore, Ticket
 from chatbot.notify import Notifier, NotifierError, make_notifier
@@ -43,6 +44,15 @@ WANTS_PERSON = re.compile(
     r"|^\s*(?:can|could) you (?:please )?(?:connect|transfer) me(?: please)?\s*[.!?]*\s*$",
     re.IGNORECASE,
 )
+
+
+class Opened(NamedTuple):
+    """What asking for a person did: the conversation's open ticket, whether it is new, and
+    (for a ticket already open) whether this request added or changed its contact details."""
+
+    ticket: Ticket
+    new: bool
+    contact_changed: bool = False
 
 
 class StillOpen(Exception):
@@ -164,11 +174,11 @@ class HandoffDesk:
         site: str | None = None,
         contact: dict | None = None,
         notifier: HandoffNotifier | None = None,
-    ) -> tuple[Ticket, bool]:
+    ) -> Opened:
         """The conversation's open ticket, or a new one (sent on in the background).
 
-        Returns the ticket and whether it is new; asking again while a ticket is open only adds
-        the contact details the customer gave this time.
+        Asking again while a ticket is open only adds the contact details the customer gave
+        this time.
         """
         contact = {k: v for k, v in (contact or {}).items() if v}
         with self._lock:
@@ -181,7 +191,7 @@ class HandoffDesk:
         site: str | None,
         contact: dict,
         notifier: HandoffNotifier | None,
-    ) -> tuple[Ticket, bool]:
+    ) -> Opened:
         existing = self.conversations.open_ticket(session_id)
         if existing is not None:
             merged = {**existing.contact, **contact}
@@ -194,12 +204,13 @@ class HandoffDesk:
                     # nobody can flood the team with updates.)
                     name = HandoffNotifier(existing.notifier)
                     self._executor.submit(self._deliver, existing.id, name, CONTACT_ADDED)
-            return existing, False
+                return Opened(existing, new=False, contact_changed=True)
+            return Opened(existing, new=False)
         name = HandoffNotifier(notifier or self.settings.notifier)
         ticket = self.conversations.create_ticket(session_id, site, reason, contact, name.value)
         log.info("hand-off ticket %s opened (%s)", ticket.id, reason)
         self._executor.submit(self._deliver, ticket.id, name, OPENED)
-        return ticket, True
+        return Opened(ticket, new=True)
 
     def payload(self, ticket: Ticket, event: str = OPENED) -> dict:
         """The ticket as the notifier sends it: who, why, and the whole conversation.

@@ -28,8 +28,6 @@ SUPERVISE_EVERY_S = 2.0
 MAX_RESTART_PAUSE_S = 60.0
 
 
-# Environment variables the model server is not given: the app's own settings and anything that
-# looks like a secret (API keys, passwords, tokens), which it has no use for.
 # How the model server is run: llama_cpp.server, ended as soon as the app that started it is
 # gone. Stopping the app cleanly stops it too, but a `kill -9` or an out-of-memory kill of the
 # app runs no clean-up, and the server (in its own session, so Ctrl-C reaches only the app)
@@ -44,6 +42,8 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
+# Environment variables the model server is not given: the app's own settings and anything that
+# looks like a secret (API keys, passwords, tokens), which it has no use for.
 PRIVATE_VARIABLE = re.compile(r"^CHATBOT_|KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.I)
 
 

@@ -211,7 +211,7 @@ def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = 
         return (
             "No model call: the message names no topic and nothing retrieved reached the "
             f"relevance threshold ({threshold:.2f}), so the customer is asked what they were "
-            "doing (once; the next such message is handed off)."
+            "doing (once per conversation, and only before any answer)."
         )
     if not result.prompt_messages:
         return "The prompt was not recorded."

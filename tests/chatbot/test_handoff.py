@@ -49,14 +49,15 @@ def test_a_ticket_reaches_the_webhook_signed_with_the_transcript(conversations, 
     desk = webhook_desk(conversations, receiver.url)
     session_id = conversation(conversations)
 
-    ticket, new = desk.open(session_id, "customer_asked", contact={"email": "ana@example.com"})
+    ticket, new, _ = desk.open(session_id, "customer_asked", contact={"email": "ana@example.com"})
     outcome = delivered(conversations, ticket.id)
-    again, new_again = desk.open(session_id, "no_answer", contact={"name": "Ana"})
-    desk.open(session_id, "customer_asked", contact={"name": "Ana"})  # nothing new
-    renamed, _ = desk.open(session_id, "customer_asked", contact={"name": "Ana B."})  # kept only
+    again, new_again, added = desk.open(session_id, "no_answer", contact={"name": "Ana"})
+    _, _, nothing_new = desk.open(session_id, "customer_asked", contact={"name": "Ana"})
+    renamed, _, changed = desk.open(session_id, "customer_asked", contact={"name": "Ana B."})
     desk.close()
 
     assert new and not new_again and again.id == ticket.id
+    assert added and changed and not nothing_new, "what the request did to the contact"
     assert again.contact == {"email": "ana@example.com", "name": "Ana"}
     assert renamed.contact == {"email": "ana@example.com", "name": "Ana B."}
     assert conversations.get_ticket(ticket.id).delivery == outcome, "the first sending stands"
@@ -84,7 +85,7 @@ def test_a_failing_webhook_leaves_the_ticket_in_the_staff_queue(conversations, r
     desk = webhook_desk(conversations, receiver.url, max_attempts=2)
     session_id = conversation(conversations)
 
-    ticket, _ = desk.open(session_id, "disliked_answers")
+    ticket, _, _ = desk.open(session_id, "disliked_answers")
     outcome = delivered(conversations, ticket.id)
     desk.close()
 
@@ -108,9 +109,9 @@ def test_marking_a_ticket_done_lets_the_next_hand_off_open_a_new_one(conversatio
     desk = HandoffDesk(conversations, HandoffSettings())
     session_id = conversation(conversations)
 
-    first, _ = desk.open(session_id, "customer_asked")
+    first, _, _ = desk.open(session_id, "customer_asked")
     desk.close_ticket(first.id)
-    second, new = desk.open(session_id, "customer_asked")
+    second, new, _ = desk.open(session_id, "customer_asked")
     desk.close()
 
     assert new and second.id != first.id
