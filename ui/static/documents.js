@@ -145,16 +145,17 @@
         );
         done += file.size;
         bar.value = done;
-        results.push(...resultsOf(file, reply));
-        if (reply.status === 0 || reply.status === 401 || reply.status === 403) {
+        const these = resultsOf(file, reply);
+        results.push(...these);
+        const stop = reply.status === 0 || reply.status === 401 || reply.status === 403;
+        if (stop) {
           // The connection is lost, or signed out (or no longer allowed): the files left would
           // fail the same way. What was indexed before stays listed.
-          const reason = "not sent: " + resultsOf(file, reply)[0].reason;
+          const reason = "not sent: " + these[0].reason;
           for (const rest of sending.slice(i + 1)) results.push({ file: rest.name, status: "failed", reason: reason });
-          showResults(results);
-          break;
         }
         showResults(results);
+        if (stop) break;
         try {
           await refresh(form.dataset.refresh);
         } catch (err) {
