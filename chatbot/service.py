@@ -41,7 +41,13 @@ from chatbot.small_talk import DETAIL_REPLY, SMALL_TALK_REPLIES, needs_detail, s
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
-from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples, OffTopicMatch
+from knowledge.off_topic import (
+    BUNDLED_EXAMPLES,
+    BUNDLED_PRODUCTS,
+    OffTopicExamples,
+    OffTopicMatch,
+    OtherProducts,
+)
 from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
 from knowledge.store import KnowledgeStore
 
@@ -164,6 +170,8 @@ class Retrieval:
     # The off-topic example closest to the question, when the check ran (it runs only for a
     # question with a word that no document uses).
     off_topic: OffTopicMatch | None = None
+    # Other companies' products the question names and no document mentions (OFF_TOPIC).
+    other_products: tuple[str, ...] = ()
 
 
 @dataclass
@@ -360,6 +368,11 @@ class ChatService:
         query = standalone_query(queries)
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
+        # "my profile photo on linkedin" is as close to "Change your profile picture" as "my
+        # profile photo" is: only the name says that it is about another company's product.
+        products = retriever.unmentioned_products(question)
+        if products:
+            return Retrieval(query, hits, True, OFF_TOPIC, other_products=products)
         if retriever.off_topic is None:
             return Retrieval(query, hits, False)
         # Only a question with a word the help center never uses (another company's name,
@@ -389,7 +402,9 @@ class ChatService:
         with self._lock:
             if collection not in self._retrievers:
                 store = KnowledgeStore(self.settings.data_dir, self.store.embeddings, collection)
-                self._retrievers[collection] = _make_retriever(store, self.settings, self.off_topic)
+                self._retrievers[collection] = _make_retriever(
+                    store, self.settings, self.off_topic, self.retriever.other_products
+                )
             return self._retrievers[collection]
 
     @staticmethod
@@ -873,7 +888,10 @@ def _instructions(policy: LengthPolicy, options: AnswerOptions | None) -> str:
 
 
 def _make_retriever(
-    store: KnowledgeStore, settings: Settings, off_topic: OffTopicExamples | None = None
+    store: KnowledgeStore,
+    settings: Settings,
+    off_topic: OffTopicExamples | None = None,
+    other_products: OtherProducts | None = None,
 ) -> HybridRetriever:
     cfg = settings.retrieval
     return HybridRetriever(
@@ -885,6 +903,7 @@ def _make_retriever(
         synonyms=cfg.synonyms,
         off_topic=off_topic,
         off_topic_overlap=cfg.off_topic_overlap,
+        other_products=other_products,
     )
 
 
@@ -904,8 +923,9 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
     cfg = settings.retrieval
     embeddings = make_embeddings(cfg.embedding_model, threads=cfg.embedding_threads)
     store = KnowledgeStore(settings.data_dir, embeddings, cfg.collection)
-    off_topic = None
+    off_topic, other_products = None, None
     if cfg.off_topic_check:
+        other_products = OtherProducts.from_file(cfg.other_products or BUNDLED_PRODUCTS)
         off_topic = OffTopicExamples.from_file(
             cfg.off_topic_examples or BUNDLED_EXAMPLES,
             embeddings,
@@ -913,7 +933,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
             cache_dir=settings.data_dir / "cache",
         )
         off_topic.vectors()  # embedded (or read from the cache) now, not on the first question
-    retriever = _make_retriever(store, settings, off_topic)
+    retriever = _make_retriever(store, settings, off_topic, other_products)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:
         if settings.llm.provider == Provider.LOCAL:

@@ -131,11 +131,15 @@ class RetrievalSettings(_Section):
     )
     off_topic_check: bool = Field(
         True,
-        description="Hand off a question that is closer to an off-topic example than to "
-        "every document.",
+        description="Hand off a question that names another company's product no document "
+        "mentions, or is closer to an off-topic example than to every document.",
     )
     off_topic_examples: Path | None = Field(
         None, description="File of off-topic example questions; empty uses the bundled list."
+    )
+    other_products: Path | None = Field(
+        None,
+        description="File of other companies' product names; empty uses the bundled list.",
     )
     off_topic_overlap: float = Field(
         0.42,
@@ -186,7 +190,7 @@ class RetrievalSettings(_Section):
     )
     max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
 
-    @field_validator("off_topic_examples", mode="before")
+    @field_validator("off_topic_examples", "other_products", mode="before")
     @classmethod
     def _empty_is_bundled(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -198,6 +202,15 @@ class RetrievalSettings(_Section):
             from knowledge.off_topic import read_examples
 
             read_examples(value)  # names the file and what is wrong with it
+        return value
+
+    @field_validator("other_products")
+    @classmethod
+    def _names_file_is_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from knowledge.off_topic import read_product_names
+
+            read_product_names(value)
         return value
 
     @model_validator(mode="after")

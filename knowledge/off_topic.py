@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from knowledge.vectors import unit_rows
 log = logging.getLogger(__name__)
 
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "off_topic_examples.txt"
+BUNDLED_PRODUCTS = Path(__file__).resolve().parent / "other_products.txt"
 # Embedded beside the examples, so that a cache made by another model is recognised.
 CACHE_PROBE = "a fixed sentence that tells whether cached vectors came from this model"
 CACHE_PROBE_MIN_COSINE = 0.9999
 # A temporary cache file older than this was left by a process that died while writing it.
 STALE_TEMPORARY_S = 3600
+_WORD_RE = re.compile(r"\w+")
 
 
 class OffTopicExamplesError(ValueError):
@@ -60,15 +63,66 @@ class OffTopicMatch:
 
 def read_examples(path: Path) -> list[str]:
     """One question per line; blank lines and lines starting with # are skipped."""
+    return _read_lines(path, "off-topic examples")
+
+
+def read_product_names(path: Path) -> list[str]:
+    """One product or company name per line; blank lines and lines starting with # are skipped."""
+    return _read_lines(path, "product names")
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise OffTopicExamplesError(f"cannot read off-topic examples {path}: {exc}") from exc
-    examples = [line.strip() for line in text.splitlines()]
-    examples = list(dict.fromkeys(e for e in examples if e and not e.startswith("#")))
-    if not examples:
-        raise OffTopicExamplesError(f"{path} holds no off-topic examples")
-    return examples
+        raise OffTopicExamplesError(f"cannot read {what} {path}: {exc}") from exc
+    lines = [line.strip() for line in text.splitlines()]
+    lines = list(dict.fromkeys(e for e in lines if e and not e.startswith("#")))
+    if not lines:
+        raise OffTopicExamplesError(f"{path} holds no {what}")
+    return lines
+
+
+class OtherProducts:
+    """Names of other companies' products ("linkedin", "microsoft teams").
+
+    A question that names one of them while no document of the help center mentions it is about
+    that product, not about anything the help center covers: a help center that does mention it
+    (an import from Slack, a sign-in with GitHub) answers such questions as usual. An embedding
+    hardly tells "my profile photo on linkedin" from "my profile photo"; the name does.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(dict.fromkeys(" ".join(n.lower().split()) for n in names if n.strip()))
+        if not self.names:
+            raise OffTopicExamplesError("no product names given")
+        # Longest first, so that "google workspace" is found whole; spaces match any spacing.
+        patterns = {n: r"\s+".join(map(re.escape, n.split())) for n in self.names}
+        body = "|".join(patterns[n] for n in sorted(self.names, key=len, reverse=True))
+        self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self._each = {
+            n: re.compile(rf"(?<!\w){p}(?!\w)", re.IGNORECASE) for n, p in patterns.items()
+        }
+
+    @classmethod
+    def from_file(cls, path: Path) -> OtherProducts:
+        return cls(read_product_names(path))
+
+    def named_in(self, text: str) -> list[str]:
+        """The names ``text`` uses, in order, each once."""
+        found = (" ".join(m.group(0).lower().split()) for m in self._pattern.finditer(text))
+        return list(dict.fromkeys(found))
+
+    def not_mentioned(self, texts: Iterable[str]) -> frozenset[str]:
+        """The names that none of ``texts`` (a help center's chunks) uses."""
+        lowered = [text.lower() for text in texts]
+        words: set[str] = set()
+        for text in lowered:
+            words.update(_WORD_RE.findall(text))
+        # Only a name whose every word occurs somewhere is looked for as a whole.
+        candidates = [n for n in self.names if words.issuperset(_WORD_RE.findall(n))]
+        mentioned = {n for n in candidates if any(self._each[n].search(t) for t in lowered)}
+        return frozenset(self.names) - mentioned
 
 
 class OffTopicExamples:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from knowledge.off_topic import OffTopicExamples, OffTopicIndex, OffTopicMatch
+from knowledge.off_topic import OffTopicExamples, OffTopicIndex, OffTopicMatch, OtherProducts
 from knowledge.store import KnowledgeStore, StoredChunk
 from knowledge.vectors import unit_rows
 
@@ -177,6 +177,8 @@ class _Indexes:
     off_topic: OffTopicIndex | None = None
     # The product's own name(s), found in the documents (see own_names).
     own_names: frozenset[str] = frozenset()
+    # The other companies' products that no document mentions.
+    not_mentioned: frozenset[str] = frozenset()
 
 
 def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
@@ -270,9 +272,11 @@ class HybridRetriever:
         hubness_neighbours: int = 20,
         off_topic: OffTopicExamples | None = None,
         off_topic_overlap: float = 0.42,
+        other_products: OtherProducts | None = None,
     ):
         self.store = store
         self.off_topic = off_topic
+        self.other_products = other_products
         self.off_topic_overlap = off_topic_overlap
         self.weights = weights or FusionWeights()
         self.dense_candidates = dense_candidates
@@ -316,7 +320,14 @@ class HybridRetriever:
             else:
                 chunks = self.store.live_chunks()
             keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
-            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names)
+            not_mentioned = (
+                self.other_products.not_mentioned(
+                    f"{c.title}\n{c.heading}\n{c.text}" for c in chunks
+                )
+                if self.other_products is not None
+                else frozenset()
+            )
+            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names, not_mentioned)
             self._generation = generation
             log.info(
                 "search indexes built for %d chunks in %.2f s%s",
@@ -367,6 +378,13 @@ class HybridRetriever:
         if match is None or best is None:
             return None
         return replace(match, document_similarity=best)
+
+    def unmentioned_products(self, text: str) -> tuple[str, ...]:
+        """The other companies' products ``text`` names that no live chunk mentions."""
+        if self.other_products is None:
+            return ()
+        not_mentioned = self._indexes().not_mentioned
+        return tuple(n for n in self.other_products.named_in(text) if n in not_mentioned)
 
     def _best_similarity(self, vector: Sequence[float]) -> float | None:
         """The similarity of the nearest live chunk (None in an empty store)."""

@@ -200,6 +200,8 @@ def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = 
         if result.handoff_reason == OFF_TOPIC:
             # ``found`` is a second search: it explains this hand-off only if it agrees.
             agrees = found is not None and found.reason == OFF_TOPIC
+            if agrees and found.other_products:
+                return other_products_text(found.other_products)
             return off_topic_text(found.off_topic if agrees else None)
         return (
             "No model call: nothing retrieved reached the relevance threshold "
@@ -255,6 +257,14 @@ def outcome_text(result: ChatResult) -> str:
     if result.error:
         lines.append(f"**Error:** {result.error}")
     return "  \n".join(lines)
+
+
+def other_products_text(products: Sequence[str]) -> str:
+    names = ", ".join(repr(p) for p in products)
+    return (
+        f"No model call: the question names {names}, another company's product that none of "
+        "your documents mentions (retrieval.other_products), so the hand-off answer was given."
+    )
 
 
 def off_topic_text(match: OffTopicMatch | None) -> str:

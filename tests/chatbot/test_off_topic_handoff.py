@@ -13,7 +13,7 @@ from chatbot.history import Turn, turns_from_dicts
 from chatbot.query import search_queries
 from chatbot.service import NO_MATCH, OFF_TOPIC, ChatService, create_service
 from knowledge.ingest import ingest_paths
-from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
+from knowledge.off_topic import BUNDLED_EXAMPLES, BUNDLED_PRODUCTS, OffTopicExamples, OtherProducts
 from knowledge.retriever import HybridRetriever, WeightedQuery
 from knowledge.store import KnowledgeStore
 from tests.conftest import REPO, SAMPLE_HELP
@@ -52,8 +52,18 @@ class CountingEmbeddings(Embeddings):
         return self.inner.embed_query(text)
 
 
-def _service(settings, store, examples=None) -> ChatService:
-    return ChatService(settings, store, HybridRetriever(store, off_topic=examples), None)
+def _service(settings, store, examples=None, products=None) -> ChatService:
+    retriever = HybridRetriever(store, off_topic=examples, other_products=products)
+    return ChatService(settings, store, retriever, None)
+
+
+@pytest.fixture(scope="module")
+def products() -> OtherProducts:
+    return OtherProducts.from_file(BUNDLED_PRODUCTS)
+
+
+# Close to the sample help center's two-factor article; only the name says it is about GitHub.
+GITHUB_QUESTION = "how do i turn on two-factor authentication for my github account"
 
 
 @pytest.mark.parametrize("question", OTHER_PRODUCTS)
@@ -68,8 +78,44 @@ def test_a_question_about_another_product_is_handed_off(settings, sample_store, 
     assert not _service(settings, sample_store).retrieve(question).handoff
 
 
-def test_the_sample_questions_keep_their_answers(settings, sample_store, examples):
-    service = _service(settings, sample_store, examples)
+def test_a_question_naming_a_product_no_document_mentions_is_handed_off(
+    settings, sample_store, examples, products
+):
+    found = _service(settings, sample_store, examples, products).retrieve(GITHUB_QUESTION)
+
+    assert found.handoff and found.reason == OFF_TOPIC
+    assert found.other_products == ("github",)
+    assert found.hits[0].source.endswith("two-factor-authentication.md")
+    assert found.hits[0].similarity > settings.retrieval.relevance_threshold + 0.2
+    # The examples alone would have the model answer it from the two-factor article.
+    assert not _service(settings, sample_store, examples).retrieve(GITHUB_QUESTION).handoff
+
+
+def test_a_product_the_documents_mention_is_theirs_to_answer(
+    settings, embeddings, examples, products, tmp_path
+):
+    help_dir = tmp_path / "help"
+    shutil.copytree(SAMPLE_HELP, help_dir)
+    store = KnowledgeStore(tmp_path / "store", embeddings)
+    assert ingest_paths(store, [help_dir]).ok
+    service = _service(settings, store, examples, products)
+    assert service.retrieve(GITHUB_QUESTION).other_products == ("github",)
+
+    (help_dir / "sign-in-with-github.md").write_text(
+        "# Sign in with GitHub\n\nYou can sign in to the Lumora app with your GitHub account. "
+        "Lumora never sees your GitHub password; two-factor authentication for that account "
+        "is set up on GitHub's own security settings page.\n",
+        encoding="utf-8",
+    )
+    assert ingest_paths(store, [help_dir]).ok
+
+    found = service.retrieve(GITHUB_QUESTION)  # the same service, after the ingest
+    assert not found.handoff and found.other_products == ()
+    assert found.hits[0].source.endswith("sign-in-with-github.md")
+
+
+def test_the_sample_questions_keep_their_answers(settings, sample_store, examples, products):
+    service = _service(settings, sample_store, examples, products)
     questions = map(
         json.loads, (REPO / "knowledge" / "sample_questions.jsonl").read_text().splitlines()
     )
@@ -222,15 +268,31 @@ def test_create_service_uses_the_configured_list(settings, tmp_path):
         service.close()
 
 
+def test_create_service_uses_the_configured_product_names(settings, tmp_path):
+    own = tmp_path / "products.txt"
+    own.write_text("# our own list\nAcme  Cloud\n", encoding="utf-8")
+    settings.retrieval.other_products = own
+    service = create_service(settings, with_model=False)
+    try:
+        assert ingest_paths(service.store, [SAMPLE_HELP]).ok
+        found = service.retrieve("how do i turn on two-factor authentication for acme cloud")
+        assert found.reason == OFF_TOPIC and found.other_products == ("acme cloud",)
+        assert not service.retrieve(GITHUB_QUESTION).other_products  # not on this list
+    finally:
+        service.close()
+
+
 def test_the_check_can_be_switched_off(settings):
     settings.retrieval.off_topic_check = False
     service = create_service(settings, with_model=False)
     try:
         assert service.retriever.off_topic is None
+        assert service.retriever.other_products is None
         assert service.off_topic is None
         assert ingest_paths(service.store, [SAMPLE_HELP]).ok
         found = service.retrieve(OTHER_PRODUCTS[0])
         assert not found.handoff and found.off_topic is None
+        assert not service.retrieve(GITHUB_QUESTION).handoff
     finally:
         service.close()
 

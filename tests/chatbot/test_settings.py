@@ -217,6 +217,7 @@ def test_a_config_dir_that_is_not_a_folder_is_refused(monkeypatch, tmp_path):
         ("log_level: LOUD\n", "log_level"),
         ("server:\n  port: 70000\n", "server.port"),
         ("retrieval:\n  off_topic_examples: /nonexistent/list.txt\n", "off_topic_examples"),
+        ("retrieval:\n  other_products: /nonexistent/names.txt\n", "other_products"),
         ("retrieval:\n  off_topic_margin: -0.1\n", "retrieval.off_topic_margin"),
     ],
 )
@@ -337,8 +338,10 @@ def test_an_empty_off_topic_examples_file_names_the_key(tmp_path):
 
 def test_an_empty_off_topic_examples_variable_means_the_bundled_list(monkeypatch):
     monkeypatch.setenv("CHATBOT_RETRIEVAL__OFF_TOPIC_EXAMPLES", "")
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__OTHER_PRODUCTS", " ")
 
     assert load_settings().retrieval.off_topic_examples is None
+    assert load_settings().retrieval.other_products is None
 
 
 @pytest.mark.parametrize(

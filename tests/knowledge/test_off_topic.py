@@ -10,12 +10,15 @@ from langchain_core.embeddings import Embeddings
 
 from knowledge.off_topic import (
     BUNDLED_EXAMPLES,
+    BUNDLED_PRODUCTS,
     CACHE_PROBE,
     OffTopicExamples,
     OffTopicExamplesError,
+    OtherProducts,
     read_examples,
+    read_product_names,
 )
-from knowledge.retriever import _KeywordIndex, own_names, without_words
+from knowledge.retriever import COMMON_WORDS, _KeywordIndex, own_names, without_words
 from knowledge.store import StoredChunk
 
 VOCABULARY = ["bank", "fee", "pizza", "bulb", "wifi", "invoice", "recipe"]
@@ -61,6 +64,45 @@ def test_bundled_examples_are_a_real_list():
 
     assert len(examples) >= 300
     assert all(4 <= len(e.split()) <= 40 for e in examples)
+
+
+def test_product_names_are_found_whole_in_any_case_and_spacing():
+    products = OtherProducts(["Slack", "microsoft   teams", "t-mobile", "disney+", "at&t"])
+
+    found = products.named_in(
+        "My SLACK's settings, Microsoft\n Teams and t-mobile; slack again, disney+ and AT&T"
+    )
+
+    assert found == ["slack", "microsoft teams", "t-mobile", "disney+", "at&t"]
+    # Part of another word, or one word of a longer name, is not the name.
+    assert products.named_in("slacking teams of mobile users at the disney store") == []
+
+
+def test_the_names_no_text_mentions():
+    products = OtherProducts(["slack", "github", "google workspace"])
+
+    texts = ["Import your Slack workspace.", "Sign in with your Google account."]
+    assert products.not_mentioned(texts) == {"github", "google workspace"}
+    assert products.not_mentioned([]) == {"slack", "github", "google workspace"}
+
+
+def test_read_product_names_names_a_missing_or_empty_file(tmp_path):
+    with pytest.raises(OffTopicExamplesError, match="missing.txt"):
+        read_product_names(tmp_path / "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# none yet\n", encoding="utf-8")
+    with pytest.raises(OffTopicExamplesError, match="no product names"):
+        read_product_names(empty)
+
+
+def test_bundled_product_names_are_names_not_everyday_words():
+    names = read_product_names(BUNDLED_PRODUCTS)
+
+    assert len(names) >= 80
+    assert len({n.lower() for n in names}) == len(names)
+    assert not {w for n in names for w in n.split() if len(n.split()) == 1} & COMMON_WORDS
+    # Tools customers use with any product, which an article can cover without naming them.
+    assert not {"gmail", "outlook", "excel", "chrome", "iphone", "android"} & set(names)
 
 
 def test_closest_example_and_its_similarity():

@@ -19,7 +19,7 @@ from chatbot.prompts import HANDOFF_ANSWER, NO_ANSWER_REPLY, SYSTEM_PROMPT
 from chatbot.providers import make_chat_model
 from chatbot.service import ChatService
 from chatbot.users import Role
-from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
+from knowledge.off_topic import BUNDLED_EXAMPLES, BUNDLED_PRODUCTS, OffTopicExamples, OtherProducts
 from knowledge.retriever import HybridRetriever
 from ui.playground import (
     ANSWER_OUTPUTS,
@@ -152,6 +152,21 @@ def test_an_off_topic_hand_off_names_the_example(settings, sample_store, embeddi
     assert view["prompt"].startswith("No model call: the question is closer to the off-topic")
     assert "controller" in view["prompt"]  # the example it resembled
     assert "failed" not in view["outcome"]
+
+
+def test_a_hand_off_for_another_product_names_it(settings, sample_store):
+    products = OtherProducts.from_file(BUNDLED_PRODUCTS)
+    retriever = HybridRetriever(sample_store, other_products=products)
+    service = ChatService(settings, sample_store, retriever, None)  # no model to reach
+    try:
+        question = "how do i turn on two-factor authentication for my github account"
+        view, _ = ask(Playground(service, settings), question)
+    finally:
+        service.close()
+
+    assert "**Handed off:** yes (off-topic)" in view["outcome"]
+    assert view["answer"] == HANDOFF_ANSWER
+    assert view["prompt"].startswith("No model call: the question names 'github', another")
 
 
 def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):
