@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS document_uploaders (
 """
 
 UploadStatus = Literal["added", "updated", "unchanged", "duplicate", "failed"]
+# progress(file name as uploaded, stage, done, total): see ingest_file.
+IndexProgress = Callable[[str, str, int, int], None]
+
+
+def _for(progress: IndexProgress | None, name: str) -> Callable[[str, int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda stage, done, total: progress(name, stage, done, total)
 
 
 @dataclass
@@ -123,8 +131,13 @@ class DocumentLibrary:
         document = LibraryDocument(record, self._uploader(record.source))
         return DocumentPreview(document, self.store.document_chunks(record.source))
 
-    def add(self, files: list[ReceivedFile], actor: str) -> list[UploadResult]:
-        """Ingest each file under its own name; new content for a known name replaces it."""
+    def add(
+        self, files: list[ReceivedFile], actor: str, progress: IndexProgress | None = None
+    ) -> list[UploadResult]:
+        """Ingest each file under its own name; new content for a known name replaces it.
+
+        ``progress(name, stage, done, total)`` hears how the indexing of each file goes (see
+        ``ingest_file``)."""
         results = []
         for received in files:
             if received.path is None:
@@ -132,7 +145,9 @@ class DocumentLibrary:
                 continue
             # Read and embedded without the lock (a large file takes a minute), so that other
             # changes wait only for its write.
-            outcome = self._ingest(received.path, received.path.name, self._lock)
+            outcome = self._ingest(
+                received.path, received.path.name, self._lock, _for(progress, received.name)
+            )
             with self._lock:
                 results.append(self._settle(received.name, outcome, actor))
         self._refresh_search(results)
@@ -150,7 +165,13 @@ class DocumentLibrary:
         except Exception:
             log.exception("rebuilding the search indexes of '%s' failed", self.collection)
 
-    def replace(self, doc_id: str, received: ReceivedFile, actor: str) -> UploadResult | None:
+    def replace(
+        self,
+        doc_id: str,
+        received: ReceivedFile,
+        actor: str,
+        progress: IndexProgress | None = None,
+    ) -> UploadResult | None:
         """A new version of the document ``doc_id`` from ``received``; None if there is none."""
         record = self.find(doc_id)
         if record is None:
@@ -165,7 +186,9 @@ class DocumentLibrary:
         # name stays the same.
         version = Path(tempfile.mkdtemp(dir=received.path.parent))
         path = received.path.rename(version / PurePosixPath(record.source).name)
-        outcome = self._ingest(path, record.source, self._still_there(record))
+        outcome = self._ingest(
+            path, record.source, self._still_there(record), _for(progress, received.name)
+        )
         with self._lock:
             result = self._settle(received.name, outcome, actor)
         self._refresh_search([result])
@@ -196,7 +219,9 @@ class DocumentLibrary:
         self._refresh()
         return record
 
-    def _ingest(self, path: Path, source: str, guard) -> FileOutcome:
+    def _ingest(
+        self, path: Path, source: str, guard, progress: Callable[[str, int, int], None] | None
+    ) -> FileOutcome:
         """``guard`` is held while the store is checked and written (not while the file is
         read and embedded)."""
         cfg = self.service.settings.retrieval
@@ -209,6 +234,7 @@ class DocumentLibrary:
             limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
             snippets=False,
             guard=guard,
+            progress=progress,
         )
 
     def _settle(self, name: str, outcome: FileOutcome, actor: str) -> UploadResult:

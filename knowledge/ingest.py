@@ -6,12 +6,12 @@ import hashlib
 import logging
 import unicodedata
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from knowledge.chunking import chunk_document, is_navigation_page
+from knowledge.chunking import Chunk, chunk_document, is_navigation_page
 from knowledge.loaders import (
     SUPPORTED_SUFFIXES,
     DocumentError,
@@ -214,6 +214,7 @@ def ingest_file(
     snippets: bool = True,
     changing: Callable[[DocumentRecord], bool] | None = None,
     guard: AbstractContextManager | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> FileOutcome:
     """Index ``file`` as the new version of ``source``, unless it is unchanged or a duplicate.
 
@@ -222,12 +223,15 @@ def ingest_file(
     the file (uploads, whose neighbours are not theirs). ``changing(twin)`` tells whether the
     document it repeats is about to get a new version in the same run. ``guard`` (a lock) is
     held only while the store is checked and written: the file is read and embedded before,
-    so that other changes guarded by it need not wait for that.
+    so that other changes guarded by it need not wait for that. ``progress(stage, done,
+    total)`` hears of each stage: "reading" the file, "embedding" its passages (``done`` of
+    ``total`` texts, called again as they are embedded) and "saving" them to the store.
     """
     try:
         return _ingest_one(
-            store, file, source, chunk_size, chunk_overlap, limits, snippets, changing, guard
-        )
+            store, file, source, chunk_size, chunk_overlap, limits, snippets, changing, guard,
+            progress,
+        )  # fmt: skip
     except DocumentError as exc:
         return FileOutcome(source, "failed", exc.reason)
     except OSError as exc:
@@ -247,28 +251,27 @@ def _ingest_one(
     snippets: bool,
     changing: Callable[[DocumentRecord], bool] | None = None,
     guard: AbstractContextManager | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> FileOutcome:
+    if progress:
+        progress("reading", 0, 0)
     doc = load_document(file, source, limits, snippets=snippets)
     if is_navigation_page(doc):
         return FileOutcome(source, "skipped", "navigation page (only links to other pages)")
     new_hash = content_hash(doc, chunk_size, chunk_overlap)
     size_bytes = file.stat().st_size
-    if guard is None:
-        return _check_and_put(
-            store, doc, source, new_hash, size_bytes, chunk_size, chunk_overlap, changing
-        )
-    # Embedded outside the guard, unless a first look finds nothing to index; the checks are
-    # made again under it, where the write happens.
+    # Embedded before the checks and the write, unless a first look finds nothing to index;
+    # with a guard, outside it. The checks are made again (under the guard) before the write.
     outcome, _, _ = _check(store, source, new_hash, changing)
     if outcome is not None:
         return outcome
     chunks = chunk_document(doc, chunk_size, chunk_overlap)
-    vectors = store.embed_document(doc.title, chunks)
-    with guard:
-        return _check_and_put(
-            store, doc, source, new_hash, size_bytes, chunk_size, chunk_overlap, changing,
-            prepared=(chunks, vectors),
-        )  # fmt: skip
+    embedding = (lambda done, total: progress("embedding", done, total)) if progress else None
+    vectors = store.embed_document(doc.title, chunks, embedding)
+    if progress:
+        progress("saving", len(vectors), len(vectors))
+    with guard or nullcontext():
+        return _check_and_put(store, doc, source, new_hash, size_bytes, changing, chunks, vectors)
 
 
 def _check(
@@ -303,15 +306,13 @@ def _check_and_put(
     source: str,
     new_hash: str,
     size_bytes: int,
-    chunk_size: int,
-    chunk_overlap: int,
     changing: Callable[[DocumentRecord], bool] | None,
-    prepared: tuple[list, list[list[float]]] | None = None,
+    chunks: list[Chunk],
+    vectors: list[list[float]],
 ) -> FileOutcome:
     outcome, existing, earlier = _check(store, source, new_hash, changing)
     if outcome is not None:
         return outcome
-    chunks, vectors = prepared or (chunk_document(doc, chunk_size, chunk_overlap), None)
     record = store.put_document(
         source=source,
         title=doc.title,

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,8 @@ from knowledge.chunking import Chunk
 
 log = logging.getLogger(__name__)
 
+# Texts embedded per call when an ingest reports its progress (a few seconds on two cores).
+EMBED_BATCH = 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
@@ -389,10 +391,27 @@ class KnowledgeStore:
         _bump(db, "generation")
 
     # ----- writes
-    def embed_document(self, title: str, chunks: list[Chunk]) -> list[list[float]]:
+    def embed_document(
+        self,
+        title: str,
+        chunks: list[Chunk],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[list[float]]:
         """The vectors ``put_document`` stores for these chunks and title (the slow part of
-        indexing, which needs no lock)."""
-        return self.embeddings.embed_documents([c.embedding_text(title) for c in chunks] + [title])
+        indexing, which needs no lock).
+
+        With ``progress``, the texts are embedded EMBED_BATCH at a time and ``progress(done,
+        total)`` is called before the first batch and after each one (total: chunks + title).
+        """
+        texts = [c.embedding_text(title) for c in chunks] + [title]
+        if progress is None:
+            return self.embeddings.embed_documents(texts)
+        vectors: list[list[float]] = []
+        progress(0, len(texts))
+        for start in range(0, len(texts), EMBED_BATCH):
+            vectors.extend(self.embeddings.embed_documents(texts[start : start + EMBED_BATCH]))
+            progress(len(vectors), len(texts))
+        return vectors
 
     def put_document(
         self,

@@ -49,6 +49,8 @@ STATUS = {
     "request_too_large": 413,
     "unknown_channel": 400,
     "unknown_collection": 404,
+    "unknown_upload": 404,
+    "invalid_upload_id": 400,
     "internal": 500,
 }
 

@@ -6,7 +6,11 @@ Uploads are streamed into a temporary folder within the configured limits and on
 to the document library (chatbot.documents), which ingests them one file at a time.
 """
 
+import re
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, BinaryIO
@@ -24,6 +28,7 @@ from chatbot.documents import (
     DocumentLibraries,
     DocumentLibrary,
     DocumentPreview,
+    IndexProgress,
     LibraryDocument,
     ReceivedFile,
     UploadResult,
@@ -44,6 +49,11 @@ MULTIPART_OVERHEAD_BYTES = 1 << 20
 MAX_NAME_BYTES = 200
 STATIC = Path(__file__).resolve().parent / "static"
 TAGS: list[str | Enum] = ["documents"]
+# The header an upload may carry to have its indexing followed (GET .../documents/uploads/ID).
+UPLOAD_ID_HEADER = "X-Upload-Id"
+UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# Uploads followed at once; past this, more are indexed as usual but not followed.
+MAX_FOLLOWED_UPLOADS = 1000
 
 
 # ----- response bodies (they make the OpenAPI schema)
@@ -82,6 +92,58 @@ class FileResult(BaseModel):
 
 class UploadResults(BaseModel):
     results: list[FileResult]
+
+
+class UploadProgress(BaseModel):
+    file: str | None = Field(
+        None, description="The file being indexed (null while the request is being received)."
+    )
+    stage: str = Field(
+        description="receiving (the request), reading (the file), embedding (its passages), "
+        "saving (to the store)."
+    )
+    done: int = Field(0, description="While embedding: the texts embedded so far.")
+    total: int = Field(0, description="While embedding: the file's texts (passages and title).")
+
+
+class FollowedUploads:
+    """How each upload that gave an id is getting on, for the person who sent it.
+
+    Kept in this process's memory while the upload runs; safe to use from several threads.
+    """
+
+    def __init__(self, most: int = MAX_FOLLOWED_UPLOADS):
+        self.most = most
+        self._lock = threading.Lock()
+        self._uploads: dict[str, tuple[str, UploadProgress]] = {}
+
+    def start(self, upload_id: str, username: str) -> bool:
+        """Follow a new upload; False if the id is taken or too many uploads are followed."""
+        with self._lock:
+            if upload_id in self._uploads or len(self._uploads) >= self.most:
+                return False
+            self._uploads[upload_id] = (username, UploadProgress(stage="receiving"))
+            return True
+
+    def reporter(self, upload_id: str) -> IndexProgress:
+        def report(name: str, stage: str, done: int, total: int) -> None:
+            with self._lock:
+                if upload_id in self._uploads:
+                    username, _ = self._uploads[upload_id]
+                    state = UploadProgress(file=name, stage=stage, done=done, total=total)
+                    self._uploads[upload_id] = (username, state)
+
+        return report
+
+    def get(self, upload_id: str, username: str) -> UploadProgress | None:
+        """The upload's progress, if it is running and ``username`` sent it."""
+        with self._lock:
+            found = self._uploads.get(upload_id)
+        return found[1] if found and found[0] == username else None
+
+    def finish(self, upload_id: str) -> None:
+        with self._lock:
+            self._uploads.pop(upload_id, None)
 
 
 # ----- receiving an upload
@@ -315,6 +377,15 @@ indexed twice (a document of the same name keeps its version). A refused file (u
 
 Status: 200 with a result per file when at least one file did not fail; 400 with the same body
 when every file failed; 413 when the request is larger than any acceptable upload.
+
+To follow a long upload, give it an id of your choosing (8 to 64 letters, digits, `-` or `_`)
+in the `X-Upload-Id` header and ask `GET /api/v1/documents/uploads/{id}` meanwhile.
+"""
+PROGRESS_DOC = """How an upload sent with this id in its `X-Upload-Id` header is getting on: the file
+being indexed and its stage, and while its passages are embedded, how many of how many.
+
+Only the person who sent the upload sees it, and only while it runs: 404 before it starts,
+after it ends and for anyone else.
 """
 REPLACE_DOC = """A new version of the document, in the multipart field `file`, of the same file type.
 
@@ -332,6 +403,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     # show it and a reload does not repeat it.
     notices = PageNotices()
     owner = Annotated[User, Depends(require(Role.CONTENT_OWNER))]
+    uploads = FollowedUploads()
 
     def collection_library(
         user: owner,
@@ -357,8 +429,31 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     def detail(library: DocumentLibrary, record: DocumentRecord) -> DocumentDetail:
         return _document_detail(library.preview(record))
 
+    @contextmanager
+    def followed(request: Request, user: User) -> Iterator[IndexProgress | None]:
+        """The reporter of an upload that gave an id in its X-Upload-Id header (else None)."""
+        upload_id = request.headers.get(UPLOAD_ID_HEADER)
+        if upload_id is None:
+            yield None
+            return
+        if not UPLOAD_ID_RE.fullmatch(upload_id):
+            raise UploadRefused(
+                "invalid_upload_id",
+                f"The {UPLOAD_ID_HEADER} header must be 8 to 64 letters, digits, '-' or '_'.",
+            )
+        if not uploads.start(upload_id, user.username):
+            yield None  # indexed all the same, without progress
+            return
+        try:
+            yield uploads.reporter(upload_id)
+        finally:
+            uploads.finish(upload_id)
+
     async def upload(request: Request, library: DocumentLibrary, user: User) -> list[FileResult]:
-        with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
+        with (
+            followed(request, user) as progress,
+            tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder,
+        ):
             files = await receive_files(
                 request,
                 Path(folder),
@@ -366,7 +461,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
                 max_files=service.settings.retrieval.max_files_per_upload,
                 max_file_bytes=max_file_bytes(),
             )
-            results = await run_in_threadpool(library.add, files, user.username)
+            results = await run_in_threadpool(library.add, files, user.username, progress)
         return [_file_result(r) for r in results]
 
     async def replace(
@@ -374,13 +469,18 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     ) -> FileResult | None:
         if library.find(doc_id) is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder:
+        with (
+            followed(request, user) as progress,
+            tempfile.TemporaryDirectory(prefix="chatbot-upload-") as folder,
+        ):
             files = await receive_files(
                 request, Path(folder), "file", max_files=1, max_file_bytes=max_file_bytes()
             )
             if len(files) > 1:
                 raise UploadRefused("invalid_upload", "Send exactly one file in the field 'file'.")
-            result = await run_in_threadpool(library.replace, doc_id, files[0], user.username)
+            result = await run_in_threadpool(
+                library.replace, doc_id, files[0], user.username, progress
+            )
         return None if result is None else _file_result(result)
 
     # ----- API
@@ -403,6 +503,22 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
             return error_response(exc.code, exc.message)
         body = UploadResults(results=results).model_dump()
         return JSONResponse(body, status_code=_batch_status(results))
+
+    @router.get(
+        f"{PREFIX}/documents/uploads/{{upload_id}}",
+        response_model=UploadProgress,
+        tags=TAGS,
+        summary="Follow an upload's indexing",
+        description=PROGRESS_DOC,
+        responses={code: ERRORS[code] for code in (401, 403, 404)},
+    )
+    def upload_progress(upload_id: str, user: owner) -> Response | UploadProgress:
+        found = uploads.get(upload_id, user.username)
+        if found is None:
+            return error_response(
+                "unknown_upload", "No upload of yours with this id is running (it may have ended)."
+            )
+        return found
 
     @router.get(
         f"{PREFIX}/documents",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from knowledge.ingest import discover, ingest_file, ingest_paths
@@ -355,3 +356,48 @@ def test_a_document_stored_under_its_decomposed_name_is_taken_over(store, tmp_pa
     texts = [c.text for c in store.live_chunks() if "café" in c.text.lower()]
     assert texts and all(("8 on Sundays" in t) is edited for t in texts)
     assert _consistent(store)
+
+
+def _long_article(paragraphs: int, last_word: str = "") -> str:
+    body = "\n\n".join(
+        f"Step {n}: the lantern's setting number {n} keeps its light for {n} hours. " * 12
+        for n in range(paragraphs)
+    )
+    return f"# Lantern settings\n\n{body}\n\n{last_word}\n"
+
+
+def test_an_ingest_reports_its_stages_and_the_embedding_as_it_goes(counting_store, tmp_path):
+    article = tmp_path / "lantern.md"
+    article.write_text(_long_article(90), encoding="utf-8")
+    calls = []
+
+    outcome = ingest_file(
+        counting_store, article, "lantern.md", progress=lambda *a: calls.append(a)
+    )
+
+    assert outcome.status == "added"
+    texts = outcome.record.chunk_count + 1  # the chunks and the title
+    assert texts > 64, "more than one batch"
+    assert calls[0] == ("reading", 0, 0)
+    embedding = [(done, total) for stage, done, total in calls if stage == "embedding"]
+    assert embedding[0] == (0, texts) and embedding[-1] == (texts, texts)
+    assert [done for done, _ in embedding] == sorted({done for done, _ in embedding})
+    assert len(embedding) == 1 + -(-texts // 64)  # before the first batch, then after each
+    assert calls[-1] == ("saving", texts, texts)
+    assert counting_store.embeddings.calls == len(embedding) - 1
+
+    calls.clear()
+    again = ingest_file(counting_store, article, "lantern.md", progress=lambda *a: calls.append(a))
+    assert again.status == "unchanged" and calls == [("reading", 0, 0)]
+
+
+def test_embedding_in_batches_gives_the_same_vectors(store):
+    from knowledge.chunking import Chunk
+
+    chunks = [Chunk(n, "", f"Setting {n} keeps the lantern lit for {n} hours.") for n in range(70)]
+
+    whole = store.embed_document("Lantern settings", chunks)
+    batched = store.embed_document("Lantern settings", chunks, progress=lambda *_: None)
+
+    assert len(batched) == len(whole) == 71
+    assert np.abs(np.asarray(whole) - np.asarray(batched)).max() < 1e-5

@@ -637,6 +637,9 @@ def test_the_api_is_documented(app):
     assert "FileResult" in schema["components"]["schemas"]
     assert "DocumentDetail" in schema["components"]["schemas"]
     assert not any(p.startswith("/staff/documents") for p in paths)
+    progress = paths["/api/v1/documents/uploads/{upload_id}"]["get"]
+    assert progress["tags"] == ["documents"] and "X-Upload-Id" in progress["description"]
+    assert "X-Upload-Id" in collection["post"]["description"]
 
 
 def test_a_document_whose_name_has_a_percent_sign_gets_a_working_source_link(app):
@@ -657,3 +660,85 @@ def test_a_document_whose_name_has_a_percent_sign_gets_a_working_source_link(app
     page = asyncio.run(fetch("/help/sale%2541%20codes.md"))
 
     assert page.status_code == 200 and "Codes expire after 14 days." in page.text
+
+
+# ----- following an upload's indexing
+def long_article(paragraphs: int, last_word: str) -> bytes:
+    body = "\n\n".join(
+        f"Setting {n} of the Glowmate lantern keeps its light on for {n} hours. " * 12
+        for n in range(paragraphs)
+    )
+    return f"# Glowmate settings\n\n{body}\n\n{last_word}\n".encode()
+
+
+def test_an_upload_with_an_id_is_followed_by_its_sender_while_it_is_indexed(app, store):
+    from tests.chatbot.test_documents import HeldEmbedding, in_thread
+
+    owner, admin = signed_in(app, "content_owner"), signed_in(app, "admin")
+    held = HeldEmbedding(store.embeddings, "zebra")  # in the second batch of 64 texts
+    store.embeddings = held
+    upload_id = "3f9c2a7e-upload"
+    sending, sent = in_thread(
+        lambda: owner.post(
+            "/api/v1/documents",
+            files=[md("settings.md", long_article(90, "zebra"))],
+            headers={"X-Upload-Id": upload_id},
+        )
+    )
+    try:
+        assert held.started.wait(60)
+        seen = owner.get(f"/api/v1/documents/uploads/{upload_id}")
+        theirs = admin.get(f"/api/v1/documents/uploads/{upload_id}")
+    finally:
+        held.release.set()
+        sending.join(120)
+
+    assert seen.status_code == 200, seen.text
+    state = seen.json()
+    assert state["file"] == "settings.md" and state["stage"] == "embedding"
+    assert state["done"] == 64 and state["total"] > 64
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "unknown_upload"
+    [response] = sent
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert result["status"] == "added" and result["document"]["chunk_count"] + 1 == state["total"]
+    ended = owner.get(f"/api/v1/documents/uploads/{upload_id}")
+    assert ended.status_code == 404 and "may have ended" in ended.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("upload_id", ["short", "has space inside", "x" * 65, "../../etc"])
+def test_a_malformed_upload_id_is_refused_and_nothing_is_indexed(app, store, upload_id):
+    response = signed_in(app, "content_owner").post(
+        "/api/v1/documents",
+        files=[md("lantern.md", LANTERN_V1)],
+        headers={"X-Upload-Id": upload_id},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_upload_id"
+    assert "X-Upload-Id" in response.json()["error"]["message"]
+    assert store.documents() == []
+
+
+def test_a_replacement_with_an_id_is_followed_too(app, store, lantern_id):
+    from tests.chatbot.test_documents import HeldEmbedding, in_thread
+
+    owner = signed_in(app, "content_owner")
+    held = HeldEmbedding(store.embeddings, "solar panel")
+    store.embeddings = held
+    replacing, replaced = in_thread(
+        lambda: owner.put(
+            f"/api/v1/documents/{lantern_id}",
+            files={"file": ("lantern.md", LANTERN_V2, "text/markdown")},
+            headers={"X-Upload-Id": "replace-0001"},
+        )
+    )
+    try:
+        assert held.started.wait(60)
+        seen = owner.get("/api/v1/documents/uploads/replace-0001")
+    finally:
+        held.release.set()
+        replacing.join(120)
+
+    assert seen.json() == {"file": "lantern.md", "stage": "embedding", "done": 0, "total": 2}
+    assert replaced[0].json()["status"] == "updated"

@@ -335,6 +335,45 @@ def test_a_file_over_the_limit_is_named_and_not_sent_and_the_others_are_added(
     uploaded.tab.assert_no_unexpected_errors()
 
 
+# Every text the progress label shows, in order.
+LABEL_SPY = """() => {
+  const label = document.querySelector("#upload-progress span");
+  window.labels = [];
+  new MutationObserver(() => window.labels.push(label.textContent)).observe(
+    label, { childList: true, characterData: true, subtree: true }
+  );
+}"""
+COUNTED = re.compile(r"Indexing orbit-manual\.md: ([\d,]+) of ([\d,]+) passages")
+
+
+def test_a_large_file_shows_how_far_its_indexing_has_got(uploaded, staff_app, tmp_path):
+    page = uploaded.tab.page
+    manual = tmp_path / "orbit-manual.md"
+    paragraphs = (
+        f"Orbit setting {n}: " + f"the speaker keeps setting {n} for {n} minutes. " * 18
+        for n in range(400)
+    )
+    manual.write_text("# Orbit manual\n\n" + "\n\n".join(paragraphs) + "\n")
+    page.goto(f"{staff_app.url}/staff/documents")
+    page.evaluate(LABEL_SPY)
+
+    page.locator("input#files").set_input_files(manual)
+    page.get_by_role("button", name="Upload", exact=True).click()
+    results = page.locator("#upload-results li")
+    expect(results).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
+
+    expect(results).to_have_attribute("data-status", "added")
+    labels = page.evaluate("window.labels")
+    counts = [m.groups() for m in map(COUNTED.fullmatch, labels) if m]
+    assert counts, labels
+    done = [int(d.replace(",", "")) for d, _ in counts]
+    totals = {int(t.replace(",", "")) for _, t in counts}
+    assert len(totals) == 1 and totals.pop() > 400, labels
+    assert done == sorted(done), labels
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    uploaded.tab.assert_no_unexpected_errors()
+
+
 def test_a_lost_connection_keeps_what_was_indexed_and_files_past_the_limit_are_not_sent(
     uploaded, staff_app, tmp_path
 ):

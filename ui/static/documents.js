@@ -54,8 +54,46 @@
     }
   }
 
+  // An id for one request, so that its indexing can be followed (crypto.randomUUID needs a
+  // secure context; getRandomValues does not).
+  function newUploadId() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // What the server says of a file being indexed, as the label's text.
+  function indexingText(name, state) {
+    if (state.stage === "embedding" && state.total > 0) {
+      return "Indexing " + name + ": " + state.done.toLocaleString("en") + " of " +
+        state.total.toLocaleString("en") + " passages";
+    }
+    if (state.stage === "reading") return "Indexing " + name + ": reading the file…";
+    if (state.stage === "saving") return "Indexing " + name + ": saving…";
+    return "Indexing " + name + "…";
+  }
+
+  // Asks every second how the upload ``id`` is getting on, until the returned stop() is called.
+  function follow(form, id, onState) {
+    let stopped = false;
+    const ask = async () => {
+      try {
+        const response = await fetch(form.dataset.progress + id, {
+          headers: { Accept: "application/json" },
+        });
+        if (response.ok && !stopped) onState(await response.json());
+      } catch (err) {
+        // the next question, or the upload's own answer, tells
+      }
+    };
+    const timer = setInterval(ask, 1000);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }
+
   // One request: resolves with the HTTP status and the JSON body (status 0: connection lost).
-  function send(form, file, onProgress, onSent) {
+  function send(form, file, uploadId, onProgress, onSent) {
     return new Promise((resolve) => {
       const data = new FormData();
       data.append(form.dataset.field, file);
@@ -63,6 +101,7 @@
       xhr.open(form.dataset.method, form.dataset.api);
       xhr.responseType = "json";
       xhr.setRequestHeader("Accept", "application/json");
+      if (form.dataset.progress) xhr.setRequestHeader("X-Upload-Id", uploadId);
       xhr.upload.onprogress = (event) => {
         if (event.lengthComputable) onProgress(event.loaded, event.total);
       };
@@ -130,9 +169,12 @@
         const file = sending[i];
         const which = sending.length > 1 ? " (" + (i + 1) + " of " + sending.length + ")" : "";
         label.textContent = "Uploading " + file.name + which + "…";
+        const uploadId = newUploadId();
+        let stopFollowing = () => {};
         const reply = await send(
           form,
           file,
+          uploadId,
           (loaded) => {
             bar.value = done + Math.min(loaded, file.size);
             label.textContent =
@@ -141,8 +183,14 @@
           },
           () => {
             label.textContent = "Indexing " + file.name + which + "…";
+            if (form.dataset.progress) {
+              stopFollowing = follow(form, uploadId, (state) => {
+                label.textContent = indexingText(file.name + which, state);
+              });
+            }
           }
         );
+        stopFollowing();
         done += file.size;
         bar.value = done;
         const these = resultsOf(file, reply);
