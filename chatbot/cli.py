@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from chatbot.settings import Settings, SettingsError, UnknownCollection, load_settings
@@ -127,11 +128,14 @@ def _counts(report) -> str:
 
 # The audit log's "who" for documents changed by `chatbot ingest`.
 INGEST_ACTOR = "chatbot ingest"
+# Seconds between the lines that say how far a large file's embedding has got.
+PROGRESS_EVERY_S = 10.0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from knowledge.ingest import UNSUPPORTED
     from knowledge.loaders import SUPPORTED_SUFFIXES
+    from knowledge.store import EMBED_BATCH
 
     settings = _settings(args)
     missing = [p for p in args.paths if not Path(p).exists()]
@@ -159,11 +163,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     service = create_service(settings, with_model=False)
 
+    talk = sys.stderr.isatty() or args.verbose
+    said = {"at": 0.0}
+
     def progress(number: int, total: int, source: str) -> None:
-        if sys.stderr.isatty() or args.verbose:
+        if talk:
             print(f"[{number}/{total}] {source}", file=sys.stderr, flush=True)
 
-    report = service.ingest([Path(p) for p in args.paths], progress=progress, prune=args.prune)
+    def file_progress(source: str, stage: str, done: int, total: int) -> None:
+        # Only a file embedded in several batches takes long enough to need more than its name:
+        # its size first, then how far it has got, every PROGRESS_EVERY_S at most.
+        if not talk or stage != "embedding" or total <= EMBED_BATCH:
+            return
+        now = time.monotonic()
+        if done == 0:
+            print(f"  embedding {total:,} passages…", file=sys.stderr, flush=True)
+        elif done < total and now - said["at"] >= PROGRESS_EVERY_S:
+            print(f"  {done:,} of {total:,} embedded", file=sys.stderr, flush=True)
+        else:
+            return
+        said["at"] = now
+
+    report = service.ingest(
+        [Path(p) for p in args.paths],
+        progress=progress,
+        prune=args.prune,
+        file_progress=file_progress,
+    )
     if report.added or report.updated or report.removed:
         _record_ingest(service, settings, report)
     for source, reason in report.failed:

@@ -732,7 +732,9 @@ class ChatService:
         raise RuntimeError("the answer stream ended without a result")
 
     # ----- knowledge
-    def ingest(self, paths: Sequence[Path], progress=None, prune: bool = False) -> IngestReport:
+    def ingest(
+        self, paths: Sequence[Path], progress=None, prune: bool = False, file_progress=None
+    ) -> IngestReport:
         cfg = self.settings.retrieval
         return ingest_paths(
             self.store,
@@ -742,6 +744,7 @@ class ChatService:
             limits=LoadLimits(cfg.max_file_bytes, cfg.max_pdf_pages),
             progress=progress,
             prune=prune,
+            file_progress=file_progress,
         )
 
     # ----- health

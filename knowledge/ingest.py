@@ -116,8 +116,12 @@ def ingest_paths(
     limits: LoadLimits | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     prune: bool = False,
+    file_progress: Callable[[str, str, int, int], None] | None = None,
 ) -> IngestReport:
     """Ingest every file under ``paths``; a bad file is reported and the others go on.
+
+    ``progress(number, total, source)`` hears of each file as it starts, ``file_progress(source,
+    stage, done, total)`` of its stages (see ``ingest_file``).
 
     With ``prune``, the store then keeps only what these paths hold: a document whose file was
     not found in them (deleted, renamed, or never part of them) is removed. A file that failed
@@ -177,6 +181,7 @@ def ingest_paths(
             chunk_overlap=chunk_overlap,
             limits=limits,
             changing=changing,
+            progress=_for_source(file_progress, source),
         )
         # A file that now repeats another document no longer says what its indexed version
         # says; keeping that version would let answers quote text the file has dropped.
@@ -191,6 +196,14 @@ def ingest_paths(
             if source_name(record.source) not in found and store.delete_document(record.source):
                 report.removed.append(record.source)
     return report
+
+
+def _for_source(
+    file_progress: Callable[[str, str, int, int], None] | None, source: str
+) -> Callable[[str, int, int], None] | None:
+    if file_progress is None:
+        return None
+    return lambda stage, done, total: file_progress(source, stage, done, total)
 
 
 def _record(report: IngestReport, outcome: FileOutcome) -> None:

@@ -193,6 +193,27 @@ def test_ingest_says_so_when_there_is_nothing_to_ingest_and_stays_quiet_otherwis
 
 
 @pytest.mark.slow
+def test_ingest_verbose_says_how_large_a_file_is_being_embedded(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    paragraphs = (f"Kettle setting {n} keeps the water at {n} degrees. " * 18 for n in range(80))
+    (docs / "kettle-manual.md").write_text("# Kettle manual\n\n" + "\n\n".join(paragraphs))
+    (docs / "descale.md").write_text("# Descale\n\nHold Brew for seven seconds.\n")
+
+    verbose = run_cli("ingest", "--verbose", docs, data_dir=tmp_path / "data")
+    quiet = run_cli("ingest", docs / "kettle-manual.md", data_dir=tmp_path / "other")
+
+    assert verbose.returncode == 0, verbose.stderr
+    lines = verbose.stderr.splitlines()
+    manual = lines.index("[2/2] kettle-manual.md")
+    assert lines[manual + 1].startswith("  embedding ") and lines[manual + 1].endswith(" passages…")
+    total = int(lines[manual + 1].split()[1].replace(",", ""))
+    assert total > 64
+    assert "  embedding" not in "\n".join(lines[:manual]), "a small file says only its name"
+    assert quiet.returncode == 0 and "embedding" not in quiet.stderr  # not a terminal, no -v
+
+
+@pytest.mark.slow
 def test_ingest_into_a_sites_collection_and_refuse_an_unknown_one(tmp_path):
     docs = kettle_docs(tmp_path)
     site = {"key": "kettle-site-key", "name": "Kettles", "allowed_origins": ["self"]}
