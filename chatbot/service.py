@@ -57,7 +57,7 @@ SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
 # Why a turn was handed off without an answer (ChatResult.handoff_reason).
 NO_MATCH = "no_match"  # no document reached the relevance threshold
-OFF_TOPIC = "off_topic"  # closer to an off-topic example than to any document
+OFF_TOPIC = "off_topic"  # names an unmentioned product, or is closer to an off-topic example
 DECLINED = "declined"  # the model found no answer in the sources
 # Streamed pieces are about one token each; past max_tokens by this many, the stream is closed.
 MAX_TOKENS_SLACK = 8

@@ -237,8 +237,8 @@ def ingest_file(
     document it repeats is about to get a new version in the same run. ``guard`` (a lock) is
     held only while the store is checked and written: the file is read and embedded before,
     so that other changes guarded by it need not wait for that. ``progress(stage, done,
-    total)`` hears of each stage: "reading" the file, "embedding" its passages (``done`` of
-    ``total`` texts, called again as they are embedded) and "saving" them to the store.
+    total)`` hears of each stage: "reading" the file, "embedding" its chunks (``done`` of
+    ``total``, called again as they are embedded) and "saving" them to the store.
     """
     try:
         return _ingest_one(
@@ -282,7 +282,7 @@ def _ingest_one(
     embedding = (lambda done, total: progress("embedding", done, total)) if progress else None
     vectors = store.embed_document(doc.title, chunks, embedding)
     if progress:
-        progress("saving", len(vectors), len(vectors))
+        progress("saving", len(chunks), len(chunks))
     with guard or nullcontext():
         return _check_and_put(store, doc, source, new_hash, size_bytes, changing, chunks, vectors)
 

@@ -84,24 +84,40 @@ def _read_lines(path: Path, what: str) -> list[str]:
 
 
 class OtherProducts:
-    """Names of other companies' products ("linkedin", "microsoft teams").
+    """Names of other companies' products ("linkedin", "microsoft teams | ms teams").
 
     A question that names one of them while no document of the help center mentions it is about
     that product, not about anything the help center covers: a help center that does mention it
     (an import from Slack, a sign-in with GitHub) answers such questions as usual. An embedding
-    hardly tells "my profile photo on linkedin" from "my profile photo"; the name does.
+    hardly tells "my profile photo on linkedin" from "my profile photo"; the name does. A line
+    may give one product several names, separated by "|": the first is the one reported, and a
+    document that uses any of them mentions the product.
     """
 
     def __init__(self, names: Sequence[str]):
-        self.names = list(dict.fromkeys(" ".join(n.lower().split()) for n in names if n.strip()))
-        if not self.names:
+        products: dict[str, list[str]] = {}
+        for line in names:
+            spellings = [" ".join(n.lower().split()) for n in line.split("|")]
+            spellings = [n for n in spellings if n]
+            if spellings:
+                products.setdefault(spellings[0], []).extend(spellings)
+        if not products:
             raise OffTopicExamplesError("no product names given")
-        # Longest first, so that "google workspace" is found whole; spaces match any spacing.
-        patterns = {n: r"\s+".join(map(re.escape, n.split())) for n in self.names}
-        body = "|".join(patterns[n] for n in sorted(self.names, key=len, reverse=True))
+        self.names = list(products)
+        self._spellings = {name: list(dict.fromkeys(s)) for name, s in products.items()}
+        # One group per spelling, longest first, so that "google workspace" is found whole and
+        # each match is told by its group, not by its text (whose case may fold differently).
+        spellings = sorted(
+            ((s, name) for name, all_ in self._spellings.items() for s in all_),
+            key=lambda pair: len(pair[0]),
+            reverse=True,
+        )
+        self._group_names = {f"p{i}": name for i, (_, name) in enumerate(spellings)}
+        body = "|".join(f"(?P<p{i}>{_spelling(s)})" for i, (s, _) in enumerate(spellings))
         self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
         self._each = {
-            n: re.compile(rf"(?<!\w){p}(?!\w)", re.IGNORECASE) for n, p in patterns.items()
+            name: re.compile(rf"(?<!\w)(?:{'|'.join(map(_spelling, all_))})(?!\w)", re.IGNORECASE)
+            for name, all_ in self._spellings.items()
         }
 
     @classmethod
@@ -109,20 +125,29 @@ class OtherProducts:
         return cls(read_product_names(path))
 
     def named_in(self, text: str) -> list[str]:
-        """The names ``text`` uses, in order, each once."""
-        found = (" ".join(m.group(0).lower().split()) for m in self._pattern.finditer(text))
+        """The products ``text`` names (by their first names), in order, each once."""
+        found = (self._group_names[m.lastgroup or ""] for m in self._pattern.finditer(text))
         return list(dict.fromkeys(found))
 
     def not_mentioned(self, texts: Iterable[str]) -> frozenset[str]:
-        """The names that none of ``texts`` (a help center's chunks) uses."""
+        """The products that none of ``texts`` (a help center's chunks) names."""
         lowered = [text.lower() for text in texts]
         words: set[str] = set()
         for text in lowered:
             words.update(_WORD_RE.findall(text))
-        # Only a name whose every word occurs somewhere is looked for as a whole.
-        candidates = [n for n in self.names if words.issuperset(_WORD_RE.findall(n))]
+        # Only a product one of whose names has every word somewhere is looked for.
+        candidates = [
+            name
+            for name, all_ in self._spellings.items()
+            if any(words.issuperset(_WORD_RE.findall(s)) for s in all_)
+        ]
         mentioned = {n for n in candidates if any(self._each[n].search(t) for t in lowered)}
         return frozenset(self.names) - mentioned
+
+
+def _spelling(name: str) -> str:
+    """A name as a pattern: its words in any spacing."""
+    return r"\s+".join(map(re.escape, name.split()))
 
 
 class OffTopicExamples:

@@ -401,16 +401,17 @@ class KnowledgeStore:
         indexing, which needs no lock).
 
         With ``progress``, the texts are embedded EMBED_BATCH at a time and ``progress(done,
-        total)`` is called before the first batch and after each one (total: chunks + title).
+        total)`` is called before the first batch and after each one, in chunks (the title,
+        embedded last, is not counted).
         """
         texts = [c.embedding_text(title) for c in chunks] + [title]
         if progress is None:
             return self.embeddings.embed_documents(texts)
         vectors: list[list[float]] = []
-        progress(0, len(texts))
+        progress(0, len(chunks))
         for start in range(0, len(texts), EMBED_BATCH):
             vectors.extend(self.embeddings.embed_documents(texts[start : start + EMBED_BATCH]))
-            progress(len(vectors), len(texts))
+            progress(min(len(vectors), len(chunks)), len(chunks))
         return vectors
 
     def put_document(

@@ -51,6 +51,7 @@ STATUS = {
     "unknown_collection": 404,
     "unknown_upload": 404,
     "invalid_upload_id": 400,
+    "upload_id_in_use": 409,
     "internal": 500,
 }
 

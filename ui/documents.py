@@ -40,7 +40,7 @@ from chatbot.users import Role, User, UserDirectory
 from knowledge.ingest import source_name
 from knowledge.loaders import SUPPORTED_SUFFIXES
 from knowledge.store import DocumentRecord
-from ui.api import ERRORS, PREFIX, error_response
+from ui.api import ERRORS, PREFIX, ErrorResponse, error_response
 from ui.staff import PageNotices, render, require, wants_html
 
 # Room for the part headers and boundaries around the files of one multipart request.
@@ -102,48 +102,54 @@ class UploadProgress(BaseModel):
         description="receiving (the request), reading (the file), embedding (its passages), "
         "saving (to the store)."
     )
-    done: int = Field(0, description="While embedding: the texts embedded so far.")
-    total: int = Field(0, description="While embedding: the file's texts (passages and title).")
+    done: int = Field(0, description="While embedding: the passages embedded so far.")
+    total: int = Field(0, description="While embedding: the file's passages (chunks).")
 
 
 class FollowedUploads:
     """How each upload that gave an id is getting on, for the person who sent it.
 
-    Kept in this process's memory while the upload runs; safe to use from several threads.
+    Ids are per person: one content owner's id never touches another's upload. Kept in this
+    process's memory while the upload runs; safe to use from several threads.
     """
 
     def __init__(self, most: int = MAX_FOLLOWED_UPLOADS):
         self.most = most
         self._lock = threading.Lock()
-        self._uploads: dict[str, tuple[str, UploadProgress]] = {}
+        self._uploads: dict[tuple[str, str], UploadProgress] = {}
 
-    def start(self, upload_id: str, username: str) -> bool:
-        """Follow a new upload; False if the id is taken or too many uploads are followed."""
+    def start(self, username: str, upload_id: str) -> bool | None:
+        """Follow a new upload: True; False if this person has a running upload with this id;
+        None if too many uploads are followed (it is indexed all the same, unfollowed)."""
+        key = (username, upload_id)
         with self._lock:
-            if upload_id in self._uploads or len(self._uploads) >= self.most:
+            if key in self._uploads:
                 return False
-            self._uploads[upload_id] = (username, UploadProgress(stage="receiving"))
+            if len(self._uploads) >= self.most:
+                return None
+            self._uploads[key] = UploadProgress(stage="receiving")
             return True
 
-    def reporter(self, upload_id: str) -> IndexProgress:
+    def reporter(self, username: str, upload_id: str) -> IndexProgress:
+        key = (username, upload_id)
+
         def report(name: str, stage: str, done: int, total: int) -> None:
             with self._lock:
-                if upload_id in self._uploads:
-                    username, _ = self._uploads[upload_id]
-                    state = UploadProgress(file=name, stage=stage, done=done, total=total)
-                    self._uploads[upload_id] = (username, state)
+                if key in self._uploads:
+                    self._uploads[key] = UploadProgress(
+                        file=name, stage=stage, done=done, total=total
+                    )
 
         return report
 
-    def get(self, upload_id: str, username: str) -> UploadProgress | None:
-        """The upload's progress, if it is running and ``username`` sent it."""
+    def get(self, username: str, upload_id: str) -> UploadProgress | None:
+        """The progress of ``username``'s running upload with this id, if any."""
         with self._lock:
-            found = self._uploads.get(upload_id)
-        return found[1] if found and found[0] == username else None
+            return self._uploads.get((username, upload_id))
 
-    def finish(self, upload_id: str) -> None:
+    def finish(self, username: str, upload_id: str) -> None:
         with self._lock:
-            self._uploads.pop(upload_id, None)
+            self._uploads.pop((username, upload_id), None)
 
 
 # ----- receiving an upload
@@ -379,7 +385,8 @@ Status: 200 with a result per file when at least one file did not fail; 400 with
 when every file failed; 413 when the request is larger than any acceptable upload.
 
 To follow a long upload, give it an id of your choosing (8 to 64 letters, digits, `-` or `_`)
-in the `X-Upload-Id` header and ask `GET /api/v1/documents/uploads/{id}` meanwhile.
+in the `X-Upload-Id` header and ask `GET /api/v1/documents/uploads/{id}` meanwhile. An id is
+yours alone; reusing one while its upload still runs is a 409 (`upload_id_in_use`).
 """
 PROGRESS_DOC = """How an upload sent with this id in its `X-Upload-Id` header is getting on: the file
 being indexed and its stage, and while its passages are embedded, how many of how many.
@@ -441,13 +448,20 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
                 "invalid_upload_id",
                 f"The {UPLOAD_ID_HEADER} header must be 8 to 64 letters, digits, '-' or '_'.",
             )
-        if not uploads.start(upload_id, user.username):
+        started = uploads.start(user.username, upload_id)
+        if started is False:
+            raise UploadRefused(
+                "upload_id_in_use",
+                f"Another upload of yours with this {UPLOAD_ID_HEADER} is still running; "
+                "give each upload its own id.",
+            )
+        if started is None:
             yield None  # indexed all the same, without progress
             return
         try:
-            yield uploads.reporter(upload_id)
+            yield uploads.reporter(user.username, upload_id)
         finally:
-            uploads.finish(upload_id)
+            uploads.finish(user.username, upload_id)
 
     async def upload(request: Request, library: DocumentLibrary, user: User) -> list[FileResult]:
         with (
@@ -493,6 +507,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         openapi_extra=UPLOAD_BODY,
         responses={
             400: {"model": UploadResults, "description": "Every file was refused."},
+            409: {"model": ErrorResponse, "description": "The X-Upload-Id is in use."},
             **{code: ERRORS[code] for code in (401, 403, 404, 413)},
         },
     )
@@ -513,7 +528,7 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         responses={code: ERRORS[code] for code in (401, 403, 404)},
     )
     def upload_progress(upload_id: str, user: owner) -> Response | UploadProgress:
-        found = uploads.get(upload_id, user.username)
+        found = uploads.get(user.username, upload_id)
         if found is None:
             return error_response(
                 "unknown_upload", "No upload of yours with this id is running (it may have ended)."
@@ -552,7 +567,11 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
         openapi_extra=REPLACE_BODY,
         responses={
             400: {"model": FileResult, "description": "The file was refused."},
-            409: {"model": FileResult, "description": "Another document has this content."},
+            409: {
+                "model": FileResult | ErrorResponse,
+                "description": "Another document has this content (a result), or the "
+                "X-Upload-Id is in use (an error).",
+            },
             **{code: ERRORS[code] for code in (401, 403, 404, 413)},
         },
     )

@@ -376,14 +376,14 @@ def test_an_ingest_reports_its_stages_and_the_embedding_as_it_goes(counting_stor
     )
 
     assert outcome.status == "added"
-    texts = outcome.record.chunk_count + 1  # the chunks and the title
-    assert texts > 64, "more than one batch"
+    chunks = outcome.record.chunk_count
+    assert chunks + 1 > 64, "the chunks and the title take more than one batch"
     assert calls[0] == ("reading", 0, 0)
     embedding = [(done, total) for stage, done, total in calls if stage == "embedding"]
-    assert embedding[0] == (0, texts) and embedding[-1] == (texts, texts)
-    assert [done for done, _ in embedding] == sorted({done for done, _ in embedding})
-    assert len(embedding) == 1 + -(-texts // 64)  # before the first batch, then after each
-    assert calls[-1] == ("saving", texts, texts)
+    assert embedding[0] == (0, chunks) and embedding[-1] == (chunks, chunks)
+    assert [done for done, _ in embedding][1:-1] == list(range(64, chunks, 64))
+    assert len(embedding) == 1 + -(-(chunks + 1) // 64)  # before the first batch, after each
+    assert calls[-1] == ("saving", chunks, chunks)
     assert counting_store.embeddings.calls == len(embedding) - 1
 
     calls.clear()

@@ -96,13 +96,38 @@ def test_read_product_names_names_a_missing_or_empty_file(tmp_path):
 
 
 def test_bundled_product_names_are_names_not_everyday_words():
-    names = read_product_names(BUNDLED_PRODUCTS)
+    products = OtherProducts.from_file(BUNDLED_PRODUCTS)
+    spellings = [
+        s.strip() for line in read_product_names(BUNDLED_PRODUCTS) for s in line.split("|")
+    ]
 
-    assert len(names) >= 80
-    assert len({n.lower() for n in names}) == len(names)
-    assert not {w for n in names for w in n.split() if len(n.split()) == 1} & COMMON_WORDS
-    # Tools customers use with any product, which an article can cover without naming them.
-    assert not {"gmail", "outlook", "excel", "chrome", "iphone", "youtube", "dropbox"} & set(names)
+    assert len(products.names) >= 60
+    assert len(set(spellings)) == len(spellings)
+    assert not {s for s in spellings if " " not in s} & COMMON_WORDS
+    # Tools customers use with any product, places they share links from, shops they buy in.
+    left_out = {"gmail", "outlook", "excel", "chrome", "iphone", "youtube", "dropbox", "amazon"}
+    assert not left_out & set(spellings)
+
+
+def test_a_product_goes_by_any_of_its_names():
+    products = OtherProducts(["Microsoft Teams | MS Teams | msteams", "slack"])
+
+    assert products.names == ["microsoft teams", "slack"]
+    assert products.named_in("my ms  teams status and MSTEAMS") == ["microsoft teams"]
+    # A document that uses one name mentions the product under every name.
+    assert products.not_mentioned(["Import from Microsoft Teams."]) == {"slack"}
+    assert products.not_mentioned(["Our msteams bridge."]) == {"slack"}
+
+
+def test_a_name_is_found_whatever_its_case_folds_to():
+    products = OtherProducts(["instagram", "rocket.chat", "monday.com"])
+
+    assert products.named_in("İnstagram, Rocket.Chat and MONDAY.COM") == [
+        "instagram",
+        "rocket.chat",
+        "monday.com",
+    ]
+    assert products.named_in("rocket chat on monday") == []
 
 
 def test_closest_example_and_its_similarity():

@@ -701,7 +701,7 @@ def test_an_upload_with_an_id_is_followed_by_its_sender_while_it_is_indexed(app,
     [response] = sent
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
-    assert result["status"] == "added" and result["document"]["chunk_count"] + 1 == state["total"]
+    assert result["status"] == "added" and result["document"]["chunk_count"] == state["total"]
     ended = owner.get(f"/api/v1/documents/uploads/{upload_id}")
     assert ended.status_code == 404 and "may have ended" in ended.json()["error"]["message"]
 
@@ -740,5 +740,54 @@ def test_a_replacement_with_an_id_is_followed_too(app, store, lantern_id):
         held.release.set()
         replacing.join(120)
 
-    assert seen.json() == {"file": "lantern.md", "stage": "embedding", "done": 0, "total": 2}
+    assert seen.json() == {"file": "lantern.md", "stage": "embedding", "done": 0, "total": 1}
     assert replaced[0].json()["status"] == "updated"
+
+
+def test_upload_ids_are_each_senders_own(app, store):
+    from tests.chatbot.test_documents import HeldEmbedding, in_thread
+
+    owner, admin = signed_in(app, "content_owner"), signed_in(app, "admin")
+    held = HeldEmbedding(store.embeddings, "Glowmate")
+    store.embeddings = held
+    first, firsts = in_thread(
+        lambda: owner.post(
+            "/api/v1/documents",
+            files=[md("lantern.md", LANTERN_V1)],
+            headers={"X-Upload-Id": "same-id-1"},
+        )
+    )
+    try:
+        assert held.started.wait(60)
+        again = owner.post(
+            "/api/v1/documents",
+            files=[md("other.md", b"# Other\n\nSomething else entirely.\n")],
+            headers={"X-Upload-Id": "same-id-1"},
+        )
+        theirs = admin.get("/api/v1/documents/uploads/same-id-1")
+        mine = owner.get("/api/v1/documents/uploads/same-id-1")
+        # Another sender may use the same id meanwhile.
+        admins = admin.post(
+            "/api/v1/documents",
+            files=[md("kettle.md", b"# Kettle\n\nHold Brew for seven seconds to descale.\n")],
+            headers={"X-Upload-Id": "same-id-1"},
+        )
+    finally:
+        held.release.set()
+        first.join(120)
+
+    assert again.status_code == 409 and again.json()["error"]["code"] == "upload_id_in_use"
+    assert theirs.status_code == 404
+    assert mine.status_code == 200 and mine.json()["file"] == "lantern.md"
+    assert admins.status_code == 200, admins.text
+    assert firsts[0].status_code == 200
+    indexed = sorted(d.source for d in store.documents())
+    assert indexed == ["kettle.md", "lantern.md"], "the refused one is not indexed"
+    # Once the upload has ended, its sender may use the id again.
+    store.embeddings = held.inner
+    reused = owner.post(
+        "/api/v1/documents",
+        files=[md("other.md", b"# Other\n\nSomething else entirely.\n")],
+        headers={"X-Upload-Id": "same-id-1"},
+    )
+    assert reused.status_code == 200, reused.text

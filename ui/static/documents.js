@@ -72,23 +72,27 @@
     return "Indexing " + name + "…";
   }
 
-  // Asks every second how the upload ``id`` is getting on, until the returned stop() is called.
+  // Asks how the upload ``id`` is getting on a second after each answer (so that answers come
+  // in order), until the returned stop() is called.
   function follow(form, id, onState) {
     let stopped = false;
+    let timer = null;
     const ask = async () => {
       try {
         const response = await fetch(form.dataset.progress + id, {
           headers: { Accept: "application/json" },
         });
-        if (response.ok && !stopped) onState(await response.json());
+        const state = response.ok ? await response.json() : null;
+        if (state && !stopped) onState(state);
       } catch (err) {
         // the next question, or the upload's own answer, tells
       }
+      if (!stopped) timer = setTimeout(ask, 1000);
     };
-    const timer = setInterval(ask, 1000);
+    timer = setTimeout(ask, 1000);
     return () => {
       stopped = true;
-      clearInterval(timer);
+      clearTimeout(timer);
     };
   }
 
