@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -92,6 +92,8 @@ def score_one(question: Question, result: dict, k: int, with_answers: bool) -> d
     names = [_name(s["source"]) for s in result.get("sources", [])][:k]
     gold = {_name(g) for g in question.gold_docs}
     row: dict = {"id": question.id, "kind": question.kind, "handoff": bool(result.get("handoff"))}
+    if row["handoff"]:
+        row["reason"] = result.get("handoff_reason") or "other"
     if question.kind != OUT_OF_SCOPE:
         row["hit@1"] = bool(names) and names[0] in gold
         row["hit@k"] = bool(gold & set(names))
@@ -102,7 +104,7 @@ def score_one(question: Question, result: dict, k: int, with_answers: bool) -> d
     return row
 
 
-def summarise(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
+def summarise(rows: Iterable[dict]) -> dict[str, dict]:
     """Rates per kind, over all in-scope questions, and the decline rates."""
     rows = list(rows)
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -110,7 +112,7 @@ def summarise(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
         groups[row["kind"]].append(row)
         if row["kind"] != OUT_OF_SCOPE:
             groups["in_scope"].append(row)
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict] = {}
     for name, members in groups.items():
         stats: dict[str, float] = {"n": len(members)}
         if name == OUT_OF_SCOPE:
@@ -122,6 +124,11 @@ def summarise(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
                     stats[metric] = _rate(values)
             stats["false_decline_rate"] = _rate(m["handoff"] for m in members)
         summary[name] = stats
+    # Which check handed the out-of-scope questions off, and the in-scope ones it should not have.
+    for name in (OUT_OF_SCOPE, "in_scope"):
+        reasons = Counter(m["reason"] for m in groups.get(name, []) if m["handoff"])
+        if reasons:
+            summary[name]["declined_by"] = dict(sorted(reasons.items()))
     return summary
 
 
@@ -156,7 +163,7 @@ def run_eval(
     return rows, summarise(rows)
 
 
-def format_summary(summary: dict[str, dict[str, float]], k: int) -> str:
+def format_summary(summary: dict[str, dict], k: int) -> str:
     order = ["answerable", "follow_up", "multi_doc", "in_scope", OUT_OF_SCOPE]
     names = [n for n in order if n in summary] + [n for n in summary if n not in order]
     columns = [
@@ -177,4 +184,9 @@ def format_summary(summary: dict[str, dict[str, float]], k: int) -> str:
             for c in columns
         ]
         lines.append("  ".join(f"{cell:>18}" for cell in cells))
+    for name, label in ((OUT_OF_SCOPE, "out of scope"), ("in_scope", "in scope (false)")):
+        reasons = summary.get(name, {}).get("declined_by")
+        if reasons:
+            counts = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+            lines.append(f"{label} declined by: {counts}")
     return "\n".join(lines)

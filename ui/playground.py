@@ -532,9 +532,19 @@ def _question_rows(
     return pd.DataFrame(table)
 
 
-def summary_table(summary: dict[str, dict[str, float]], k: int) -> pd.DataFrame:
-    """The rates per kind of question, as `chatbot eval` prints them."""
-    table = pd.DataFrame.from_dict(summary, orient="index").round(3)
+def summary_table(summary: dict[str, dict], k: int) -> pd.DataFrame:
+    """The rates per kind of question, as `chatbot eval` prints them, and which check declined
+    the questions that were handed off."""
+    flat = {
+        kind: {
+            name: ", ".join(f"{r} {n}" for r, n in value.items())
+            if name == "declined_by"
+            else value
+            for name, value in stats.items()
+        }
+        for kind, stats in summary.items()
+    }
+    table = pd.DataFrame.from_dict(flat, orient="index").round(3)
     table = table.rename(columns=lambda name: name.replace("@k", f"@{k}"))
     table.insert(0, "kind", table.index)
     return table.astype(object).where(table.notna(), "").reset_index(drop=True)

@@ -75,13 +75,22 @@ def one_json_object(proc: subprocess.CompletedProcess[str]) -> dict:
     return data
 
 
+OUT_OF_SCOPE_IDS = {
+    q["id"]
+    for q in map(json.loads, SAMPLE_QUESTIONS.read_text().splitlines())
+    if q.get("kind") == "out_of_scope"
+}
+
+
 def source_names(answer: dict) -> list[str]:
     return [s["source"] for s in answer["sources"]]
 
 
 def read_table(stdout: str) -> tuple[list[str], dict[str, list[str]], dict]:
-    """`eval --json` output: the table's header, its rows by kind, and the JSON summary."""
+    """`eval --json` output: the table's header, its rows by kind, and the JSON summary (the
+    lines saying which check declined what are left out)."""
     header, *rows, summary = stdout.strip().splitlines()
+    rows = [row for row in rows if " declined by: " not in row]
     return header.split(), {row.split()[0]: row.split()[1:] for row in rows}, json.loads(summary)
 
 
@@ -443,6 +452,10 @@ def test_eval_retrieval_only_scores_the_sample_questions(data_dir, tmp_path):
     assert all(r["answer"] == "" for r in rows), "no answers were written"
     declined = {r["id"] for r in rows if r["handoff"]}
     assert {"lum-019", "lum-020"} <= declined, "banana bread and VPNs are off topic"
+    reasons = summary["out_of_scope"]["declined_by"]
+    assert sum(reasons.values()) == sum(r["handoff"] for r in rows if r["id"] in OUT_OF_SCOPE_IDS)
+    counts = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+    assert f"out of scope declined by: {counts}" in proc.stdout.splitlines()
 
     in_scope = summary["in_scope"]
     assert in_scope["n"] == 17

@@ -60,3 +60,33 @@ def test_a_bad_line_is_named_with_its_fault(tmp_path, line, message):
 def test_an_empty_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no questions"):
         load_questions(write(tmp_path, "", "  "))
+
+
+def test_the_summary_says_which_check_declined_which_questions():
+    from chatbot.evaluation import Question, format_summary, score_one, summarise
+
+    def row(kind: str, gold: list[str], result: dict) -> dict:
+        return score_one(Question("q", "a question", gold, [], kind, []), result, 5, False)
+
+    found = {"sources": [{"source": "reset-the-hub.md"}], "handoff": False}
+    rows = [
+        row("out_of_scope", [], {"handoff": True, "handoff_reason": "no_match"}),
+        row("out_of_scope", [], {"handoff": True, "handoff_reason": "off_topic"}),
+        row("out_of_scope", [], {"handoff": True, "handoff_reason": "off_topic"}),
+        row("out_of_scope", [], found),
+        row("answerable", ["reset-the-hub.md"], found),
+        row("answerable", ["warranty.md"], {"handoff": True, "handoff_reason": "no_match"}),
+    ]
+
+    summary = summarise(rows)
+
+    assert summary["out_of_scope"]["decline_rate"] == 0.75
+    assert summary["out_of_scope"]["declined_by"] == {"no_match": 1, "off_topic": 2}
+    assert summary["in_scope"]["declined_by"] == {"no_match": 1}
+    assert summary["answerable"].get("declined_by") is None
+    lines = format_summary(summary, 5).splitlines()
+    assert lines[-2:] == [
+        "out of scope declined by: no_match 1, off_topic 2",
+        "in scope (false) declined by: no_match 1",
+    ]
+    json.dumps(summary)  # --json prints it

@@ -272,6 +272,9 @@ def test_a_question_set_runs_retrieval_only_by_default(modelless):
     assert summary.loc["in_scope", "n"] == 17 and summary.loc["out_of_scope", "n"] == 3
     assert 0 < summary.loc["in_scope", "hit@5"] <= 1
     assert 0 <= summary.loc["out_of_scope", "decline_rate"] <= 1
+    # Which check handed the out-of-scope questions off (no off-topic check on this service).
+    declined = round(summary.loc["out_of_scope", "decline_rate"] * 3)
+    assert summary.loc["out_of_scope", "declined_by"] == f"no_match {declined}"
     assert f"{len(lines)} questions, retrieval only" in view["status"]
     assert progress[0] == (0, len(lines)) and progress[-1] == (len(lines), len(lines))
 
