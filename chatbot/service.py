@@ -366,13 +366,15 @@ class ChatService:
         hits = retriever.retrieve(queries, k=options.top_k or cfg.top_k, vector=vector)
         best = max((h.similarity for h in hits), default=None)
         query = standalone_query(queries)
-        if best is None or best < threshold:
-            return Retrieval(query, hits, True, NO_MATCH)
         # "my profile photo on linkedin" is as close to "Change your profile picture" as "my
         # profile photo" is: only the name says that it is about another company's product.
+        # Checked first, so that such a question counts as off-topic however far the articles
+        # are (no ticket by default), not as a search that found nothing.
         products = retriever.unmentioned_products(question)
         if products:
             return Retrieval(query, hits, True, OFF_TOPIC, other_products=products)
+        if best is None or best < threshold:
+            return Retrieval(query, hits, True, NO_MATCH)
         if retriever.off_topic is None:
             return Retrieval(query, hits, False)
         # Only a question with a word the help center never uses (another company's name,

@@ -33,6 +33,8 @@ CACHE_PROBE_MIN_COSINE = 0.9999
 # A temporary cache file older than this was left by a process that died while writing it.
 STALE_TEMPORARY_S = 3600
 _WORD_RE = re.compile(r"\w+")
+# Where a product name may start: not inside a word, nor after an apostrophe ("doesn't").
+_START = r"(?<![\w'\u2019])"
 
 
 class OffTopicExamplesError(ValueError):
@@ -114,9 +116,9 @@ class OtherProducts:
         )
         self._group_names = {f"p{i}": name for i, (_, name) in enumerate(spellings)}
         body = "|".join(f"(?P<p{i}>{_spelling(s)})" for i, (s, _) in enumerate(spellings))
-        self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self._pattern = re.compile(rf"{_START}(?:{body})(?!\w)", re.IGNORECASE)
         self._each = {
-            name: re.compile(rf"(?<!\w)(?:{'|'.join(map(_spelling, all_))})(?!\w)", re.IGNORECASE)
+            name: re.compile(rf"{_START}(?:{'|'.join(map(_spelling, all_))})(?!\w)", re.IGNORECASE)
             for name, all_ in self._spellings.items()
         }
 
@@ -135,19 +137,27 @@ class OtherProducts:
         words: set[str] = set()
         for text in lowered:
             words.update(_WORD_RE.findall(text))
-        # Only a product one of whose names has every word somewhere is looked for.
+        # Only a product one of whose names has every word somewhere, or all of them run
+        # together ("applewatch"), is looked for.
         candidates = [
             name
             for name, all_ in self._spellings.items()
-            if any(words.issuperset(_WORD_RE.findall(s)) for s in all_)
+            if any(_could_be_in(_WORD_RE.findall(s), words) for s in all_)
         ]
         mentioned = {n for n in candidates if any(self._each[n].search(t) for t in lowered)}
         return frozenset(self.names) - mentioned
 
 
+def _could_be_in(parts: list[str], words: set[str]) -> bool:
+    return words.issuperset(parts) or "".join(parts) in words
+
+
 def _spelling(name: str) -> str:
-    """A name as a pattern: its words in any spacing."""
-    return r"\s+".join(map(re.escape, name.split()))
+    """A name as a pattern: its words with spaces, a hyphen or nothing between them ("apple
+    watch", "Apple-Watch", "AppleWatch"); a hyphen within a word matches a space too
+    ("t-mobile", "T Mobile")."""
+    words = [r"[\s-]?".join(map(re.escape, word.split("-"))) for word in name.split()]
+    return r"[\s-]*".join(words)
 
 
 class OffTopicExamples:

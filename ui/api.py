@@ -94,6 +94,12 @@ class ChatAnswer(BaseModel):
     answer: str
     sources: list[SourceLink]
     handoff: bool
+    handoff_reason: Literal["no_match", "off_topic", "declined"] | None = Field(
+        description="Why the bot handed this turn off: no_match (nothing relevant found), "
+        "off_topic (about another company's product, or nothing the help center covers), "
+        "declined (the sources did not answer it); null when it did not (a person the "
+        "customer asked for is in handoff_ticket)."
+    )
     handoff_ticket: TicketInfo | None
     cut: bool
     error: str | None
@@ -264,6 +270,7 @@ def answer_json(result: ChatResult, links: list[SourceLink], ticket: TicketEvent
         answer=result.answer,
         sources=links,
         handoff=result.handoff or ticket is not None,
+        handoff_reason=result.handoff_reason or None,
         handoff_ticket=ticket_info(ticket),
         cut=result.cut,
         error=result.error,

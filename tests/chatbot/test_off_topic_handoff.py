@@ -91,6 +91,17 @@ def test_a_question_naming_a_product_no_document_mentions_is_handed_off(
     assert not _service(settings, sample_store, examples).retrieve(GITHUB_QUESTION).handoff
 
 
+def test_a_product_question_far_from_every_article_is_off_topic_not_a_failed_search(
+    settings, sample_store, examples, products
+):
+    question = "how do i change my profile photo on linkedin"
+    found = _service(settings, sample_store, examples, products).retrieve(question)
+
+    assert found.reason == OFF_TOPIC and found.other_products == ("linkedin",)
+    # Without the product names the search alone finds nothing (and a ticket would open).
+    assert _service(settings, sample_store, examples).retrieve(question).reason == NO_MATCH
+
+
 def test_a_product_the_documents_mention_is_theirs_to_answer(
     settings, embeddings, examples, products, tmp_path
 ):

@@ -109,6 +109,34 @@ def test_bundled_product_names_are_names_not_everyday_words():
     assert not left_out & set(spellings)
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "can i message support instead of using the chat?",
+        "i message the hub name but alexa doesn't find it",
+        "which bulbs are linked in my account?",
+        "whats app version do i need to set up the hub?",
+        "why doesn't mobile data let me control my lights away from home?",
+        "my slacks are too long and the teamsters union called",
+    ],
+)
+def test_everyday_phrases_are_no_product_names(question):
+    assert OtherProducts.from_file(BUNDLED_PRODUCTS).named_in(question) == []
+
+
+def test_a_name_of_several_words_is_found_run_together_or_hyphenated():
+    products = OtherProducts(["apple watch", "t-mobile", "office 365"])
+
+    found = products.named_in("AppleWatch, Apple-Watch, T Mobile, TMobile and Office365")
+    assert found == ["apple watch", "t-mobile", "office 365"]
+    assert products.not_mentioned(["the applewatch app", "Office-365 users"]) == {"t-mobile"}
+    assert products.not_mentioned(["it doesn't mobile"]) == {
+        "apple watch",
+        "t-mobile",
+        "office 365",
+    }
+
+
 def test_a_product_goes_by_any_of_its_names():
     products = OtherProducts(["Microsoft Teams | MS Teams | msteams", "slack"])
 

@@ -206,6 +206,7 @@ def test_chat_answers_with_sources_and_stores_both_turns(client):
     assert body["sources"][0]["source"] == "reset-the-hub.md"
     assert body["sources"][0]["url"] == "/help/reset-the-hub.md"
     assert body["handoff"] is False and body["handoff_ticket"] is None
+    assert body["handoff_reason"] is None
     assert body["usage"]["completion_tokens"] > 0
     history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
     assert [(m["role"], m["content"]) for m in history["messages"]] == [
@@ -559,6 +560,7 @@ def test_asking_for_a_person_in_the_chat_hands_off_without_the_model(offline_cli
     done = events[-1][1]
     assert [name for name, _ in events] == ["sources", "token", "done"]
     assert done["handoff"] is True and done["handoff_ticket"]["status"] == "open"
+    assert done["handoff_reason"] is None, "the customer asked: the bot handed nothing off"
     assert done["error"] is None, "the unreachable model was never called"
 
 
@@ -569,6 +571,7 @@ def test_a_question_the_help_center_cannot_answer_opens_a_ticket(offline_client)
 
     # The ticket is opened at once: the answer says so instead of asking whether to.
     assert body["handoff"] is True and body["answer"] == NO_ANSWER_TEXT
+    assert body["handoff_reason"] == "no_match"
     assert HANDOFF_OFFER not in body["answer"]
     assert body["handoff_ticket"]["status"] == "open"
     stored = offline_client.app.state.desk.conversations.get_ticket(
@@ -601,7 +604,7 @@ def test_an_off_topic_question_opens_a_ticket_only_when_configured(off_topic_cli
     session_id, headers = new_session(client)
     body = chat(client, session_id, headers, XBOX_QUESTION).json()
 
-    assert body["handoff"] is True
+    assert body["handoff"] is True and body["handoff_reason"] == "off_topic"
     assert body["answer"] == (NO_ANSWER_TEXT if on_off_topic else HANDOFF_ANSWER)
     assert body["error"] is None, "no model call"
     if on_off_topic:
