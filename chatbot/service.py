@@ -128,6 +128,8 @@ class ChatResult:
     turn_id: int | None = None
     # With handoff: NO_MATCH, OFF_TOPIC or DECLINED.
     handoff_reason: str = ""
+    # With OFF_TOPIC: the other companies' products the question named that no document does.
+    other_products: list[str] = field(default_factory=list)
     # A greeting, thanks or goodbye, answered without a search or a model call.
     small_talk: bool = False
     # A message that named no topic ("it doesn't work") and found nothing: the customer was
@@ -435,6 +437,7 @@ class ChatService:
             handoff=found.handoff,
             query=found.query,
             handoff_reason=found.reason,
+            other_products=list(found.other_products),
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
         if _asks_detail(found, question, history):
@@ -509,6 +512,7 @@ class ChatService:
             handoff=found.handoff,
             query=found.query,
             handoff_reason=found.reason,
+            other_products=list(found.other_products),
             channel=channel,
             session_id=session_id,
         )
@@ -709,6 +713,7 @@ class ChatService:
             "channel": result.channel,
             "handoff": result.handoff,
             "handoff_reason": result.handoff_reason,
+            "other_products": result.other_products,
             "small_talk": result.small_talk,
             "asked_detail": result.asked_detail,
             "cut": result.cut,

@@ -198,10 +198,10 @@ def sent_text(result: ChatResult) -> str:
 def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = None) -> str:
     if result.handoff and not result.prompt_messages:
         if result.handoff_reason == OFF_TOPIC:
+            if result.other_products:
+                return other_products_text(result.other_products)
             # ``found`` is a second search: it explains this hand-off only if it agrees.
             agrees = found is not None and found.reason == OFF_TOPIC
-            if agrees and found.other_products:
-                return other_products_text(found.other_products)
             return off_topic_text(found.off_topic if agrees else None)
         return (
             "No model call: nothing retrieved reached the relevance threshold "

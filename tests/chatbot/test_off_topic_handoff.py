@@ -348,3 +348,19 @@ def test_the_reason_is_kept_with_the_conversation(settings, sample_store, exampl
     assert events[-1].result.handoff_reason == OFF_TOPIC
     answer = service.conversations.turns(session)[-1]
     assert answer.role == "assistant" and answer.meta["handoff_reason"] == OFF_TOPIC
+
+
+def test_the_products_named_are_kept_with_the_result_and_the_conversation(
+    settings, sample_store, products
+):
+    service = _service(settings, sample_store, products=products)  # no model: a call would fail
+
+    assert service.retrieval_only(GITHUB_QUESTION).to_dict()["other_products"] == ["github"]
+    session = service.start_session()
+    events = list(service.stream(GITHUB_QUESTION, session_id=session))
+
+    result = events[-1].result
+    assert result.handoff_reason == OFF_TOPIC and result.other_products == ["github"]
+    answer = service.conversations.turns(session)[-1]
+    assert answer.meta["other_products"] == ["github"]
+    assert service.retrieval_only("how do i reset the hub").other_products == []
