@@ -59,6 +59,12 @@ SNIPPET_CHARS = 240
 NO_MATCH = "no_match"  # no document reached the relevance threshold
 OFF_TOPIC = "off_topic"  # names an unmentioned product, or is closer to an off-topic example
 DECLINED = "declined"  # the model found no answer in the sources
+# How the staff pages name them.
+HANDOFF_REASON_TEXT = {
+    NO_MATCH: "nothing relevant found",
+    OFF_TOPIC: "off-topic",
+    DECLINED: "the model found no answer",
+}
 # Streamed pieces are about one token each; past max_tokens by this many, the stream is closed.
 MAX_TOKENS_SLACK = 8
 

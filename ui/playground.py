@@ -23,8 +23,7 @@ from chatbot.evaluation import load_questions, run_eval
 from chatbot.history import Turn, turns_from_dicts
 from chatbot.prompts import quote
 from chatbot.service import (
-    DECLINED,
-    NO_MATCH,
+    HANDOFF_REASON_TEXT,
     OFF_TOPIC,
     AnswerOptions,
     ChatResult,
@@ -41,11 +40,7 @@ from ui.gradio_app import safe_markdown
 log = logging.getLogger(__name__)
 
 # How the question-set table names why a question was handed off.
-HANDOFF_REASONS = {
-    NO_MATCH: "nothing relevant found",
-    OFF_TOPIC: "off-topic",
-    DECLINED: "the model found no answer",
-}
+HANDOFF_REASONS = HANDOFF_REASON_TEXT
 
 CHANNELS = [
     ("Customer widget", Channel.WIDGET.value),

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.conversations import SessionFilter, SessionSummary
 from chatbot.handoff import REASONS, HandoffDesk, StillOpen
+from chatbot.service import HANDOFF_REASON_TEXT
 from chatbot.users import AccountError, Role, User, UserDirectory
 from ui.api import ROW_ID_MAX, own_origin
 
@@ -619,6 +620,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
             ratings=conversations.feedback(session_id),
             tickets=conversations.tickets(session_id=session_id),
             reasons=REASONS,
+            handoff_reasons=HANDOFF_REASON_TEXT,
         )
 
     def _close(ticket_id: int, user: User):

@@ -782,3 +782,28 @@ def test_the_audit_log_pages_on_the_admin_page(app):
         "/staff/admin/users", data={"username": "new-staff", "role": "staff", "password": PASSWORD}
     )
     assert posted.status_code == 200 and 'href="/staff/admin?audit_page=2"' in posted.text
+
+
+def test_a_conversation_says_why_each_turn_was_handed_off(app):
+    service = app.state.chat.service
+    session = service.start_session()
+    # Stored as a turn handed off because it named another company's product.
+    service.conversations.add_turn(session, "user", "is there a <b>linkedin</b> app?", 5, {})
+    service.conversations.add_turn(
+        session,
+        "assistant",
+        "I couldn't find that in our help center.",
+        8,
+        {"handoff": True, "handoff_reason": "off_topic", "other_products": ["linkedin"]},
+    )
+    service.conversations.add_turn(session, "user", "how do i reset the hub", 5, {})
+    service.conversations.add_turn(
+        session, "assistant", "Hold the button.", 4, {"handoff": False, "sources": ["a.md"]}
+    )
+
+    page = signed_in(app, "staff").get(f"/staff/conversations/{session}")
+
+    assert page.status_code == 200
+    assert page.text.count("data-handoff") == 1
+    assert "Handed off: off-topic (names linkedin)" in page.text
+    assert "&lt;b&gt;linkedin&lt;/b&gt;" in page.text and "<b>linkedin" not in page.text
