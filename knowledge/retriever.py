@@ -329,14 +329,22 @@ class HybridRetriever:
             )
             self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names, not_mentioned)
             self._generation = generation
+            products = ""
+            if self.other_products is not None:
+                mentioned = [n for n in self.other_products.names if n not in not_mentioned]
+                products = (
+                    f"; {len(not_mentioned)} other products' names in use (your documents "
+                    f"mention {', '.join(mentioned) or 'none of them'})"
+                )
             log.info(
-                "search indexes built for %d chunks in %.2f s%s",
+                "search indexes built for %d chunks in %.2f s%s%s",
                 len(keywords.chunks),
                 time.perf_counter() - started,
                 ""
                 if off_topic is None
                 else f"; {len(off_topic)} off-topic examples in use; own names: "
                 f"{', '.join(sorted(names)) or 'none'}",
+                products,
             )
             return self._indexes_built
 

@@ -103,7 +103,7 @@ def test_a_product_question_far_from_every_article_is_off_topic_not_a_failed_sea
 
 
 def test_a_product_the_documents_mention_is_theirs_to_answer(
-    settings, embeddings, examples, products, tmp_path
+    settings, embeddings, examples, products, tmp_path, caplog
 ):
     help_dir = tmp_path / "help"
     shutil.copytree(SAMPLE_HELP, help_dir)
@@ -120,9 +120,12 @@ def test_a_product_the_documents_mention_is_theirs_to_answer(
     )
     assert ingest_paths(store, [help_dir]).ok
 
-    found = service.retrieve(GITHUB_QUESTION)  # the same service, after the ingest
+    with caplog.at_level("INFO", logger="knowledge.retriever"):
+        found = service.retrieve(GITHUB_QUESTION)  # the same service, after the ingest
     assert not found.handoff and found.other_products == ()
     assert found.hits[0].source.endswith("sign-in-with-github.md")
+    # The log of the index build says which names are set aside.
+    assert "your documents mention github" in caplog.text
 
 
 def test_the_sample_questions_keep_their_answers(settings, sample_store, examples, products):
