@@ -164,7 +164,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     service = create_service(settings, with_model=False)
 
     talk = sys.stderr.isatty() or args.verbose
-    said = {"at": 0.0}
+    said_at = 0.0
 
     def progress(number: int, total: int, source: str) -> None:
         if talk:
@@ -173,16 +173,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def file_progress(source: str, stage: str, done: int, total: int) -> None:
         # Only a file embedded in several batches takes long enough to need more than its name:
         # its size first, then how far it has got, every PROGRESS_EVERY_S at most.
+        nonlocal said_at
         if not talk or stage != "embedding" or total <= EMBED_BATCH:
             return
         now = time.monotonic()
         if done == 0:
             print(f"  embedding {total:,} passages…", file=sys.stderr, flush=True)
-        elif done < total and now - said["at"] >= PROGRESS_EVERY_S:
+        elif done < total and now - said_at >= PROGRESS_EVERY_S:
             print(f"  {done:,} of {total:,} embedded", file=sys.stderr, flush=True)
         else:
             return
-        said["at"] = now
+        said_at = now
 
     report = service.ingest(
         [Path(p) for p in args.paths],

@@ -18,7 +18,7 @@ from typing import Literal
 from chatbot.database import SQLiteFile
 from chatbot.service import ChatService
 from chatbot.users import UserDirectory
-from knowledge.ingest import FileOutcome, ingest_file
+from knowledge.ingest import FileOutcome, ingest_file, progress_for
 from knowledge.loaders import DocumentError, LoadLimits
 from knowledge.store import DocumentRecord, StoredChunk
 
@@ -36,12 +36,6 @@ CREATE TABLE IF NOT EXISTS document_uploaders (
 UploadStatus = Literal["added", "updated", "unchanged", "duplicate", "failed"]
 # progress(file name as uploaded, stage, done, total): see ingest_file.
 IndexProgress = Callable[[str, str, int, int], None]
-
-
-def _for(progress: IndexProgress | None, name: str) -> Callable[[str, int, int], None] | None:
-    if progress is None:
-        return None
-    return lambda stage, done, total: progress(name, stage, done, total)
 
 
 @dataclass
@@ -146,7 +140,7 @@ class DocumentLibrary:
             # Read and embedded without the lock (a large file takes a minute), so that other
             # changes wait only for its write.
             outcome = self._ingest(
-                received.path, received.path.name, self._lock, _for(progress, received.name)
+                received.path, received.path.name, self._lock, progress_for(progress, received.name)
             )
             with self._lock:
                 results.append(self._settle(received.name, outcome, actor))
@@ -187,7 +181,7 @@ class DocumentLibrary:
         version = Path(tempfile.mkdtemp(dir=received.path.parent))
         path = received.path.rename(version / PurePosixPath(record.source).name)
         outcome = self._ingest(
-            path, record.source, self._still_there(record), _for(progress, received.name)
+            path, record.source, self._still_there(record), progress_for(progress, received.name)
         )
         with self._lock:
             result = self._settle(received.name, outcome, actor)

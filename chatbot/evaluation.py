@@ -187,6 +187,10 @@ def format_summary(summary: dict[str, dict], k: int) -> str:
     for name, label in ((OUT_OF_SCOPE, "out of scope"), ("in_scope", "in scope (false)")):
         reasons = summary.get(name, {}).get("declined_by")
         if reasons:
-            counts = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
-            lines.append(f"{label} declined by: {counts}")
+            lines.append(f"{label} declined by: {declined_text(reasons)}")
     return "\n".join(lines)
+
+
+def declined_text(reasons: dict[str, int]) -> str:
+    """A summary's ``declined_by`` as one line: "no_match 7, off_topic 11"."""
+    return ", ".join(f"{reason} {n}" for reason, n in reasons.items())

@@ -6,8 +6,9 @@ import hashlib
 import logging
 import unicodedata
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -181,7 +182,7 @@ def ingest_paths(
             chunk_overlap=chunk_overlap,
             limits=limits,
             changing=changing,
-            progress=_for_source(file_progress, source),
+            progress=progress_for(file_progress, source),
         )
         # A file that now repeats another document no longer says what its indexed version
         # says; keeping that version would let answers quote text the file has dropped.
@@ -198,12 +199,9 @@ def ingest_paths(
     return report
 
 
-def _for_source(
-    file_progress: Callable[[str, str, int, int], None] | None, source: str
-) -> Callable[[str, int, int], None] | None:
-    if file_progress is None:
-        return None
-    return lambda stage, done, total: file_progress(source, stage, done, total)
+def progress_for(progress: Callable[..., None] | None, first: str) -> Callable[..., None] | None:
+    """``progress`` with its first argument given (a file's name, a stage), or None."""
+    return None if progress is None else partial(progress, first)
 
 
 def _record(report: IngestReport, outcome: FileOutcome) -> None:
@@ -273,18 +271,22 @@ def _ingest_one(
         return FileOutcome(source, "skipped", "navigation page (only links to other pages)")
     new_hash = content_hash(doc, chunk_size, chunk_overlap)
     size_bytes = file.stat().st_size
-    # Embedded before the checks and the write, unless a first look finds nothing to index;
-    # with a guard, outside it. The checks are made again (under the guard) before the write.
-    outcome, _, _ = _check(store, source, new_hash, changing)
+    # Embedded unless a first look finds nothing to index; with a guard, outside it.
+    outcome, existing, earlier = _check(store, source, new_hash, changing)
     if outcome is not None:
         return outcome
     chunks = chunk_document(doc, chunk_size, chunk_overlap)
-    embedding = (lambda done, total: progress("embedding", done, total)) if progress else None
-    vectors = store.embed_document(doc.title, chunks, embedding)
+    vectors = store.embed_document(doc.title, chunks, progress_for(progress, "embedding"))
     if progress:
         progress("saving", len(chunks), len(chunks))
-    with guard or nullcontext():
-        return _check_and_put(store, doc, source, new_hash, size_bytes, changing, chunks, vectors)
+    if guard is None:
+        return _put(store, doc, source, new_hash, size_bytes, chunks, vectors, existing, earlier)
+    with guard:
+        # Looked at again: a change guarded by it may have come first while this file was embedded.
+        outcome, existing, earlier = _check(store, source, new_hash, changing)
+        if outcome is not None:
+            return outcome
+        return _put(store, doc, source, new_hash, size_bytes, chunks, vectors, existing, earlier)
 
 
 def _check(
@@ -313,19 +315,18 @@ def _check(
     return None, existing, earlier
 
 
-def _check_and_put(
+def _put(
     store: KnowledgeStore,
     doc: LoadedDocument,
     source: str,
     new_hash: str,
     size_bytes: int,
-    changing: Callable[[DocumentRecord], bool] | None,
     chunks: list[Chunk],
     vectors: list[list[float]],
+    existing: DocumentRecord | None,
+    earlier: DocumentRecord | None,
 ) -> FileOutcome:
-    outcome, existing, earlier = _check(store, source, new_hash, changing)
-    if outcome is not None:
-        return outcome
+    """Write the new version; ``existing`` and ``earlier`` as ``_check`` found them."""
     record = store.put_document(
         source=source,
         title=doc.title,

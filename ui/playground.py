@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from chatbot.errors import InputRejected
-from chatbot.evaluation import load_questions, run_eval
+from chatbot.evaluation import declined_text, load_questions, run_eval
 from chatbot.history import Turn, turns_from_dicts
 from chatbot.prompts import quote
 from chatbot.service import (
@@ -38,9 +38,6 @@ from knowledge.off_topic import OffTopicMatch
 from ui.gradio_app import safe_markdown
 
 log = logging.getLogger(__name__)
-
-# How the question-set table names why a question was handed off.
-HANDOFF_REASONS = HANDOFF_REASON_TEXT
 
 CHANNELS = [
     ("Customer widget", Channel.WIDGET.value),
@@ -287,7 +284,7 @@ def _handoff_text(result: ChatResult) -> str:
         return "no (a greeting, thanks or goodbye: answered without a search or a model call)"
     if not result.handoff:
         return "no"
-    reason = HANDOFF_REASONS.get(result.handoff_reason)
+    reason = HANDOFF_REASON_TEXT.get(result.handoff_reason)
     return f"yes ({reason})" if reason else "yes"
 
 
@@ -518,7 +515,7 @@ def _question_rows(
         cells = {"id": row["id"], "kind": row["kind"]}
         cells |= {m.replace("@k", f"@{k}"): verdict(row, m) for m in metrics}
         cells["handoff"] = "yes" if row["handoff"] else "no"
-        cells["why"] = HANDOFF_REASONS.get(result.get("handoff_reason", ""), "")
+        cells["why"] = HANDOFF_REASON_TEXT.get(result.get("handoff_reason", ""), "")
         cells["sources"] = ", ".join(Path(s["source"]).name for s in result["sources"][:k])
         cells["question"] = question.question
         if with_answers:
@@ -532,9 +529,7 @@ def summary_table(summary: dict[str, dict], k: int) -> pd.DataFrame:
     the questions that were handed off."""
     flat = {
         kind: {
-            name: ", ".join(f"{r} {n}" for r, n in value.items())
-            if name == "declined_by"
-            else value
+            name: declined_text(value) if name == "declined_by" else value
             for name, value in stats.items()
         }
         for kind, stats in summary.items()
