@@ -41,7 +41,15 @@ WANTS_PERSON = re.compile(
     r"(?:connect me|transfer me|put me through|live (?:agent|person)"
     r"|customer (?:service|support|care)|(?:a )?real person)"
     r"(?:[\s,]+(?:please|pls|now|asap))*\s*[.!]*\s*$"
-    r"|^\s*(?:can|could) you (?:please )?(?:connect|transfer) me(?: please)?\s*[.!?]*\s*$",
+    r"|^\s*(?:can|could) you (?:please )?(?:connect|transfer) me(?: please)?\s*[.!?]*\s*$"
+    # "I need someone", "someone from your team", "is there anyone I can talk to?" ("I need
+    # someone to be able to post here" and "someone on the team deleted it" are questions).
+    r"|^\s*(?:i\s+)?(?:need|want)\s+(?:someone|somebody)"
+    r"(?:[\s,]+(?:real|please|pls|now|asap|urgently))*\s*[.!]*\s*$"
+    r"|\b(?:someone|somebody|a person|a human|anyone)\s+(?:from|on|at)\s+"
+    r"(?:your (?:support )?(?:team|staff|company)|your support|the support (?:team|staff))\b"
+    r"|\bis there (?:a person|a human|someone|somebody|anyone|anybody) (?:i|we) (?:can|could) "
+    r"(?:talk|speak|chat)\b",
     re.IGNORECASE,
 )
 

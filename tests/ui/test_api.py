@@ -824,6 +824,16 @@ def test_what_counts_as_a_yes(message, accepts):
         ("I don\u2019t want to talk to a person", False),  # as phones type the apostrophe
         ("I'd rather not speak to an agent", False),
         ("no need to talk to a human", False),
+        ("I need someone", True),
+        ("i need somebody now!", True),
+        ("Can someone from your team look at my account?", True),
+        ("I want a person from the support team to call me", True),
+        ("is there anyone i can talk to?", True),
+        ("I need someone to be able to post in this channel", False),
+        ("Someone on the team deleted my message", False),
+        ("How do I add someone to a channel?", False),
+        ("I need someone's email address", False),
+        ("I don't need someone", False),
     ],
 )
 def test_requests_for_a_person_are_recognised(message, asks):
