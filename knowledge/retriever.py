@@ -34,7 +34,8 @@ from knowledge.vectors import unit_rows
 log = logging.getLogger(__name__)
 WORD_RE = re.compile(r"[a-z0-9]+(?:['+#.-][a-z0-9]+)*")
 LETTERS_RE = re.compile(r"[a-z]+")
-# Words that say nothing about a question's topic: function words, chat words, politeness.
+# Words that say nothing about a question's topic: function words, chat words and
+# interjections ("phew", "ugh"), politeness.
 _COMMON_WORDS_TEXT = """
     about above after again against all also am an and any anyone anything are aren as asap at
     back be because been before being below between both but by can cannot could couldn did
@@ -49,6 +50,8 @@ _COMMON_WORDS_TEXT = """
     try trying under until up upon urgent urgently us use used using very want wants was wasn
     way we were weren what whatever when where whether which while who whom whose why will with
     without won would wouldn yes yet you your yours yourself yourselves
+    aha ahh argh aww btw darn dang duh fyi gosh haha hah hehe hmm hmmm huh idk imho imo meh
+    nah nope ohh omg oops ouch phew tbh ugh umm whoa wow yay yeah yep yikes yup
 """
 COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 # A word in at least this share of the documents that the embedding model does not know as a

@@ -319,6 +319,8 @@ def test_unknown_words_are_the_topic_words_no_chunk_uses():
     assert (
         index.unknown_words("hi, i got charged twice, can you help me??? thanks asap #12345") == []
     )
+    # Nor do interjections: "phew. will it be there on my phone too?" names no topic of its own.
+    assert index.unknown_words("phew, ugh... hmm, oops. yikes! tbh idk") == []
     assert index.unknown_words("my subscripton renewal") == ["renewal"]  # a typo is known
     assert index.unknown_words("how do i send a dm") == []  # a configured synonym is known
     assert index.unknown_words("Is my Overdraft refunded by HIPAA?") == ["overdraft", "hipaa"]

@@ -3,7 +3,8 @@
 The tuning set chose the off-topic settings beside the development set; the unseen set chose
 nothing. Each asks about articles neither the development set nor the other set asks about.
 The follow-up set (follow-ups with one earlier exchange, and questions that need two articles)
-asks about none of the development set's articles.
+asks about none of the development set's articles. The same-articles set asks about the
+development set's own articles in other words, as a held-out set on them would.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 UNSEEN = DATA / "zulip_unseen_questions.jsonl"
 TUNING = DATA / "zulip_tuning_questions.jsonl"
 FOLLOW_UPS = DATA / "zulip_followup_questions.jsonl"
+SAME_ARTICLES = DATA / "zulip_same_articles_questions.jsonl"
 SETS = {UNSEEN: (60, 30), TUNING: (60, 40)}
 
 
@@ -89,3 +91,28 @@ def test_follow_up_set_asks_about_real_articles_the_development_set_does_not(sha
         for gold in q.gold_docs:
             assert (shared_kb / "help" / gold).is_file(), (q.id, gold)
             assert gold not in dev_gold, (q.id, gold)
+
+
+def test_same_articles_set_asks_about_the_development_sets_articles_in_other_words(shared_kb):
+    questions = load_questions(SAME_ARTICLES)
+    dev = load_questions(shared_kb / "dev_questions.jsonl")
+    dev_gold = {g for q in dev for g in q.gold_docs}
+    assert Counter(q.kind for q in questions) == {
+        "answerable": 30,
+        "follow_up": 15,
+        "multi_doc": 5,
+        OUT_OF_SCOPE: 10,
+    }
+    assert len({q.id for q in questions}) == len(questions)
+    assert not {q.question.lower() for q in questions} & {q.question.lower() for q in dev}
+    for q in questions:
+        assert bool(q.gold_docs) == (q.kind != OUT_OF_SCOPE), q.id
+        assert set(q.gold_docs) <= dev_gold, q.id
+        assert (q.kind == "follow_up") == bool(q.history), q.id
+        texts = [
+            _with_snippets(shared_kb / "help" / gold, shared_kb / "help" / "include")
+            for gold in q.gold_docs
+        ]
+        for fact in q.must_include:
+            assert any(fact.lower() in text for text in texts), (q.id, fact)
+    assert {g for q in questions for g in q.gold_docs} == dev_gold
