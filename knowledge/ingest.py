@@ -82,7 +82,9 @@ class FileOutcome:
     twin: DocumentRecord | None = None
 
 
-def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
+def discover(
+    paths: Iterable[Path], passed_over: list[tuple[str, str]] | None = None
+) -> list[tuple[Path, str, Path | None]]:
     """Files to ingest: path, the source name it is stored under, and the folder that held it
     (None for a file named directly).
 
@@ -90,7 +92,9 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
     (see ``source_name``).
 
     Snippet folders (``include/``) are not documents of their own: their text reaches the index
-    through the articles that include it.
+    through the articles that include it. What a folder holds that is neither a file nor a
+    folder to look into (a link to a folder, which is not followed, a broken link, a pipe) is
+    added to ``passed_over`` with the reason.
     """
     found: list[tuple[Path, str, Path | None]] = []
     for path in paths:
@@ -98,14 +102,32 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str, Path | None]]:
         if path.is_dir():
             for file in sorted(path.rglob("*")):
                 rel = file.relative_to(path)
-                if not file.is_file() or any(part.startswith(".") for part in rel.parts):
+                if any(part.startswith(".") for part in rel.parts):
                     continue
                 if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
+                    continue
+                if not file.is_file():
+                    reason = _not_a_file(file)
+                    if reason and passed_over is not None:
+                        passed_over.append((source_name(rel.as_posix()), reason))
                     continue
                 found.append((file, source_name(rel.as_posix()), path))
         else:
             found.append((path, source_name(path.name), None))
     return found
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a folder entry that is no regular file is passed over (None for a plain folder)."""
+    if path.is_symlink():
+        if path.is_dir():
+            # Links to folders could loop or reach far outside; name the folder itself.
+            return "a link to a folder, not followed (name that folder itself to ingest it)"
+        if not path.exists():
+            return "a broken link"
+    if path.is_dir():
+        return None
+    return "not a regular file (a pipe, socket or device)"
 
 
 def ingest_paths(
@@ -131,7 +153,7 @@ def ingest_paths(
     """
     report = IngestReport()
     paths = [Path(path) for path in paths]
-    files = discover(paths)
+    files = discover(paths, report.skipped)
     # Each document name's first file: two files with one name cannot both be its document.
     first_file: dict[str, Path] = {}
     for file, source, _ in files:

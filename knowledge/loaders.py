@@ -62,6 +62,10 @@ def load_document(
     if suffix not in SUPPORTED_SUFFIXES:
         allowed = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise DocumentError(source, f"unsupported file type '{suffix or '(none)'}'; use {allowed}")
+    if path.exists() and not path.is_file():
+        # A pipe would block the read, a folder cannot be read as one document.
+        what = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise DocumentError(source, f"{what}, not a document")
     size = path.stat().st_size
     if size == 0:
         raise DocumentError(source, "the file is empty")

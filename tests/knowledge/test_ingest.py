@@ -214,6 +214,31 @@ def test_a_link_in_the_folder_to_a_file_elsewhere_is_skipped(store, tmp_path):
     assert report.added == ["warranty.md"]
 
 
+def test_what_a_folder_holds_besides_files_and_folders_is_reported_not_read(store, tmp_path):
+    import os
+
+    folder = tmp_path / "kb"
+    (folder / "guides").mkdir(parents=True)
+    shutil.copy(SAMPLE_HELP / "warranty.md", folder / "guides" / "warranty.md")
+    (folder / "latest").symlink_to(folder / "guides")  # would list every guide twice, or loop
+    (folder / "gone.md").symlink_to(tmp_path / "deleted.md")
+    os.mkfifo(folder / "pipe.md")  # reading it would wait forever
+
+    report = ingest_paths(store, [folder])
+
+    assert report.added == ["guides/warranty.md"]
+    assert sorted(report.skipped) == [
+        ("gone.md", "a broken link"),
+        ("latest", "a link to a folder, not followed (name that folder itself to ingest it)"),
+        ("pipe.md", "not a regular file (a pipe, socket or device)"),
+    ]
+    # Named directly, a pipe fails with the same reason instead of blocking the ingest.
+    named = ingest_paths(store, [folder / "pipe.md"])
+    assert named.failed == [
+        ("pipe.md", "not a regular file (a pipe, socket or device), not a document")
+    ]
+
+
 def test_a_file_the_system_refuses_to_read_fails_with_the_reason(store, tmp_path, monkeypatch):
     # Tests may run as root, which reads any file; the loader is made to meet the refusal.
     import knowledge.ingest
