@@ -83,6 +83,16 @@ def test_long_section_is_split_within_the_chunk_size():
     assert "Step 0 " in chunks[0].text and "Step 59 " in chunks[-1].text
 
 
+def test_a_chunk_cut_between_sentences_starts_with_the_next_sentence():
+    # One long paragraph: no newline to cut at, so the cuts fall after periods.
+    sentences = " ".join(f"Step {n} tells you to wait a little longer." for n in range(60))
+
+    chunks = chunk_document(_doc(sentences, title="Firmware"), chunk_size=300, overlap=50)
+
+    assert len(chunks) > 3
+    assert all(c.text.startswith("Step ") for c in chunks), [c.text[:12] for c in chunks]
+
+
 def test_text_without_headings_is_one_chunk():
     chunks = chunk_document(_doc("Call us on weekdays.", title="Contact"))
 
