@@ -423,11 +423,9 @@ def create_app(
             additional_inputs=[session],
             additional_outputs=[session],
             chatbot=chatbot,
-            textbox=gr.Textbox(
-                placeholder="Type your question…",
-                max_length=settings.chat.max_message_chars,
-                submit_btn=True,
-            ),
+            # No max_length: the browser would cut a long paste without a word and send the
+            # rest. The whole message is sent, stays on the page, and is answered with the limit.
+            textbox=gr.Textbox(placeholder="Type your question…", submit_btn=True),
             concurrency_limit=settings.server.concurrency,
             save_history=False,
         )

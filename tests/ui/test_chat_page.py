@@ -183,6 +183,22 @@ def test_api_refuses_an_over_long_message_politely(client):
     assert "Traceback" not in text and APP_ERROR not in text
 
 
+def test_an_over_long_message_is_kept_whole_and_answered_with_the_limit(browser, chat_server):
+    context = browser.new_context()
+    try:
+        page = open_chat(context, chat_server.url)
+        message = QUESTION + " " + "x" * 5000
+        question_box(page).fill(message)
+        question_box(page).press("Enter")
+        chat = conversation(page)
+        # Not cut to the limit by the browser: the whole message is sent and shown.
+        expect(chat.get_by_test_id("user")).to_have_text(message)
+        expect(chat.get_by_test_id("bot").first).to_contain_text("4,000", timeout=30_000)
+        assert APP_ERROR not in chat.get_by_test_id("bot").first.inner_text()
+    finally:
+        context.close()
+
+
 # ----- shutting down
 
 
