@@ -415,6 +415,7 @@ def serve(service: ChatService, settings: Settings, listening: socket.socket) ->
     url = f"http://{settings.server.host}:{settings.server.port}"
     print(f"Chat page: {url}", flush=True)
     print(f"Widget demo: {url}/widget/demo · API docs: {url}{PREFIX}/docs", flush=True)
+    print(f"Staff sign-in: {url}/login", flush=True)
     try:
         behind_proxy = settings.rate_limits.trust_forwarded_for
         config = uvicorn.Config(

@@ -94,6 +94,13 @@ def html_page(browser, chat_server):
     context.close()
 
 
+def test_start_up_prints_the_addresses_of_the_chat_the_widget_and_the_staff_sign_in(chat_server):
+    printed = "\n".join(chat_server.stdout)
+    assert f"Chat page: {chat_server.url}" in printed
+    assert f"Widget demo: {chat_server.url}/widget/demo" in printed
+    assert f"Staff sign-in: {chat_server.url}/login" in printed
+
+
 def test_answer_streams_in_with_its_sources(answered_page, chat_server):
     chat = conversation(answered_page)
     expect(chat.get_by_test_id("user")).to_have_text(QUESTION)
