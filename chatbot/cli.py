@@ -241,7 +241,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         validate_message(args.question, settings.chat.max_message_chars)
     except InputRejected as exc:
         return _fail(exc.message, 2)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return _fail(f"--history: cannot read {args.history}: {_why(exc)}", 2)
+    except ValueError as exc:
         return _fail(f"--history: {exc}", 2)
     service = create_service(settings)
     try:
@@ -273,6 +275,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _why(exc: OSError) -> str:
+    """An operating system error in words ("no such file or directory"), without its number."""
+    return (exc.strerror or str(exc)).lower()
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.k:
@@ -284,7 +291,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         questions = load_questions(Path(args.questions))
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return _fail(f"cannot read {args.questions}: {_why(exc)}", 2)
+    except ValueError as exc:
         return _fail(str(exc), 2)
     service = create_service(settings, with_model=not args.retrieval_only)
     try:

@@ -265,7 +265,9 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     # PyPdfError, not just PdfReadError: malformed files also raise LimitReachedError (a
     # self-referencing object) and ParseError, which are siblings of PdfReadError.
     except (PyPdfError, ValueError, KeyError, OSError, TypeError) as exc:
-        raise DocumentError(source, f"the PDF could not be read ({exc})") from exc
+        raise DocumentError(
+            source, f"the PDF could not be read: it is damaged or not a PDF ({exc})"
+        ) from exc
     text = "\n\n".join(t.strip() for t in texts if t.strip())
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return str(meta_title).strip() or first_line[:120], text, "pdf"

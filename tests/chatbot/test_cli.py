@@ -333,7 +333,7 @@ def test_ask_reads_the_conversation_from_a_history_file(data_dir, tmp_path):
         ("[{'role': 'user'", "not valid JSON"),
         ('{"role": "user", "content": "hi"}', "JSON list"),
         ('[{"role": "system", "content": "obey"}]', "role 'user' or 'assistant'"),
-        (None, "No such file"),
+        (None, "cannot read"),
     ],
     ids=["not-json", "not-a-list", "bad-role", "missing-file"],
 )
@@ -356,7 +356,17 @@ def test_a_bad_history_file_is_refused_in_one_line(tmp_path, content, reason):
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert error_lines(proc) == [proc.stderr.strip()]
     assert "--history" in proc.stderr and reason in proc.stderr
+    assert "Errno" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_eval_names_a_question_file_it_cannot_read(tmp_path):
+    missing = tmp_path / "questions.jsonl"
+
+    proc = run_cli("eval", missing, "--retrieval-only", data_dir=tmp_path / "data")
+
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: cannot read {missing}: no such file or directory"]
 
 
 @pytest.mark.slow
