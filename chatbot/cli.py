@@ -243,6 +243,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return _fail(exc.message, 2)
     except OSError as exc:
         return _fail(f"--history: cannot read {args.history}: {_why(exc)}", 2)
+    except UnicodeDecodeError:
+        return _fail(f"--history: cannot read {args.history}: it is not UTF-8 text", 2)
     except ValueError as exc:
         return _fail(f"--history: {exc}", 2)
     service = create_service(settings)
@@ -293,6 +295,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         questions = load_questions(Path(args.questions))
     except OSError as exc:
         return _fail(f"cannot read {args.questions}: {_why(exc)}", 2)
+    except UnicodeDecodeError:
+        return _fail(f"cannot read {args.questions}: it is not UTF-8 text", 2)
     except ValueError as exc:
         return _fail(str(exc), 2)
     service = create_service(settings, with_model=not args.retrieval_only)

@@ -29,6 +29,11 @@ _PERSON = (
     r"(?:human|person|agent|representative|operator|somebody|someone|staff member"
     r"|support (?:agent|person|staff|team))"
 )
+# "from your team", "from support": the vendor's own people.
+_FROM_YOU = (
+    r"(?:from|on|at)\s+(?:your (?:support )?(?:team|staff|company)|your support|support"
+    r"|the support (?:team|staff))\b"
+)
 WANTS_PERSON = re.compile(
     rf"\b(?:talk|speak|chat)\s+(?:to|with)\s+{_PERSON}\b(?!\s+(?:else|in|from my|at home))"
     rf"|\b(?:connect|transfer|put)\s+me\s+(?:to|with|through to)\s+{_PERSON}\b"
@@ -42,14 +47,18 @@ WANTS_PERSON = re.compile(
     r"|customer (?:service|support|care)|(?:a )?real person)"
     r"(?:[\s,]+(?:please|pls|now|asap))*\s*[.!]*\s*$"
     r"|^\s*(?:can|could) you (?:please )?(?:connect|transfer) me(?: please)?\s*[.!?]*\s*$"
-    # "I need someone", "someone from your team", "is there anyone I can talk to?" ("I need
-    # someone to be able to post here" and "someone on the team deleted it" are questions).
-    r"|^\s*(?:i\s+)?(?:need|want)\s+(?:someone|somebody)"
-    r"(?:[\s,]+(?:real|please|pls|now|asap|urgently))*\s*[.!]*\s*$"
-    r"|\b(?:someone|somebody|a person|a human|anyone)\s+(?:from|on|at)\s+"
-    r"(?:your (?:support )?(?:team|staff|company)|your support|the support (?:team|staff))\b"
+    # "I need someone", "can someone from your team call me?", "is there anyone I can talk
+    # to?". Questions and statements are not requests: "I need someone to be able to post
+    # here", "someone from your team told me to...", "is there anyone I can talk to in my org
+    # who is an admin?".
+    r"|^\s*(?:i\s+)?(?:really\s+|just\s+)?(?:need|want)\s+(?:someone|somebody)"
+    rf"(?:\s+(?:to help me|to talk to|{_FROM_YOU}))?"
+    r"(?:[\s,]+(?:real|please|pls|now|asap|urgently))*\s*[.!?]*\s*$"
+    rf"|\b(?:want|need|like|get|have)\s+(?:someone|somebody|a person|a human)\s+{_FROM_YOU}"
+    rf"|\b(?:can|could|would|will)\s+(?:someone|somebody|a person|anyone)\s+{_FROM_YOU}"
+    r"\s+(?:please\s+)?(?:call|contact|email|help|reach|get back to|look at|check)\b"
     r"|\bis there (?:a person|a human|someone|somebody|anyone|anybody) (?:i|we) (?:can|could) "
-    r"(?:talk|speak|chat)\b",
+    r"(?:talk|speak|chat)(?: to| with)?(?:[\s,]+(?:please|here|now))*\s*[.!?]*\s*$",
     re.IGNORECASE,
 )
 

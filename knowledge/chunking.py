@@ -17,9 +17,6 @@ LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
 NAVIGATION_HEADINGS = {"related articles", "related topics", "see also", "learn more"}
 
 
-_SENTENCE_END_LEFT_OVER = re.compile(r"^[.!?](?:\s+|$)")
-
-
 @dataclass(frozen=True)
 class Chunk:
     """A piece of one document, small enough to retrieve and quote."""
@@ -41,6 +38,9 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
         chunk_size=chunk_size,
         chunk_overlap=overlap,
         separators=["\n\n", "\n", ". ", " ", ""],
+        # A cut between sentences leaves the period with its sentence, not at the start of the
+        # next piece.
+        keep_separator="end",
     )
     chunks: list[Chunk] = []
     for section in header_splitter.split_text(doc.text):
@@ -50,10 +50,8 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
             continue
         heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
         for piece in size_splitter.split_text(body):
-            # A cut between sentences leaves the period at the start of the next piece.
-            text = _SENTENCE_END_LEFT_OVER.sub("", piece.strip())
-            if text:
-                chunks.append(Chunk(index=len(chunks), heading=heading, text=text))
+            if piece.strip():
+                chunks.append(Chunk(index=len(chunks), heading=heading, text=piece.strip()))
     if not chunks and doc.text.strip():
         chunks.append(Chunk(index=0, heading="", text=doc.text.strip()[:chunk_size]))
     return chunks

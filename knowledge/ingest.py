@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -26,7 +27,7 @@ from knowledge.store import DocumentRecord, KnowledgeStore
 log = logging.getLogger(__name__)
 
 # Bump when chunking changes, so that unchanged files are re-chunked once.
-CHUNKING_VERSION = "2"
+CHUNKING_VERSION = "3"
 
 
 # The reason given for a file in a folder that is not of a supported type.
@@ -83,7 +84,9 @@ class FileOutcome:
 
 
 def discover(
-    paths: Iterable[Path], passed_over: list[tuple[str, str]] | None = None
+    paths: Iterable[Path],
+    passed_over: list[tuple[str, str]] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
 ) -> list[tuple[Path, str, Path | None]]:
     """Files to ingest: path, the source name it is stored under, and the folder that held it
     (None for a file named directly).
@@ -94,27 +97,50 @@ def discover(
     Snippet folders (``include/``) are not documents of their own: their text reaches the index
     through the articles that include it. What a folder holds that is neither a file nor a
     folder to look into (a link to a folder, which is not followed, a broken link, a pipe) is
-    added to ``passed_over`` with the reason.
+    added to ``passed_over`` with the reason; a folder or an entry that could not be looked at
+    (no permission) to ``unreadable``.
     """
     found: list[tuple[Path, str, Path | None]] = []
     for path in paths:
         path = Path(path)
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                rel = file.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
-                    continue
-                if not file.is_file():
-                    reason = _not_a_file(file)
-                    if reason and passed_over is not None:
-                        passed_over.append((source_name(rel.as_posix()), reason))
-                    continue
-                found.append((file, source_name(rel.as_posix()), path))
-        else:
+        if not path.is_dir():
             found.append((path, source_name(path.name), None))
+            continue
+        entries: list[Path] = []
+
+        def refused(exc: OSError, folder: Path = path) -> None:
+            if unreadable is not None and exc.filename:
+                rel = Path(exc.filename).relative_to(folder)
+                where = str(folder) if rel == Path() else rel.as_posix()
+                unreadable.append((where, f"the folder could not be read ({_reason(exc)})"))
+
+        for root, folders, files in os.walk(path, onerror=refused):
+            # Hidden folders and snippet folders are not looked into.
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            entries.extend(Path(root, name) for name in [*folders, *files])
+            folders[:] = [f for f in folders if f not in INCLUDE_DIR_NAMES]
+        for file in sorted(entries):
+            rel = file.relative_to(path)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
+                continue
+            try:
+                is_file = file.is_file()
+                reason = None if is_file else _not_a_file(file)
+            except OSError as exc:
+                if unreadable is not None:
+                    unreadable.append((rel.as_posix(), f"could not be read ({_reason(exc)})"))
+                continue
+            if is_file:
+                found.append((file, source_name(rel.as_posix()), path))
+            elif reason and passed_over is not None:
+                passed_over.append((source_name(rel.as_posix()), reason))
     return found
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -153,7 +179,9 @@ def ingest_paths(
     """
     report = IngestReport()
     paths = [Path(path) for path in paths]
-    files = discover(paths, report.skipped)
+    unreadable: list[tuple[str, str]] = []
+    files = discover(paths, report.skipped, unreadable)
+    report.failed.extend(unreadable)
     # Each document name's first file: two files with one name cannot both be its document.
     first_file: dict[str, Path] = {}
     for file, source, _ in files:
@@ -212,7 +240,8 @@ def ingest_paths(
             report.removed.append(source)
         _record(report, outcome)
     holds_documents = report.added or report.updated or report.unchanged
-    if prune and holds_documents and all(path.exists() for path in paths):
+    # Nor if part of a folder could not be looked at: its documents would look deleted.
+    if prune and holds_documents and not unreadable and all(path.exists() for path in paths):
         found = {source for _, source, _ in files}
         for record in store.documents():
             # (a file that failed keeps its version also when stored under another spelling)

@@ -262,9 +262,13 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentError:
         raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the file system's refusal ("Permission denied"), reported as for any file
+        raise DocumentError(source, f"the PDF could not be read: it is damaged ({exc})") from exc
     # PyPdfError, not just PdfReadError: malformed files also raise LimitReachedError (a
     # self-referencing object) and ParseError, which are siblings of PdfReadError.
-    except (PyPdfError, ValueError, KeyError, OSError, TypeError) as exc:
+    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
         raise DocumentError(
             source, f"the PDF could not be read: it is damaged or not a PDF ({exc})"
         ) from exc

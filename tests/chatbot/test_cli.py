@@ -334,12 +334,15 @@ def test_ask_reads_the_conversation_from_a_history_file(data_dir, tmp_path):
         ('{"role": "user", "content": "hi"}', "JSON list"),
         ('[{"role": "system", "content": "obey"}]', "role 'user' or 'assistant'"),
         (None, "cannot read"),
+        (b"\xff\xfe[]", "is not UTF-8 text"),
     ],
-    ids=["not-json", "not-a-list", "bad-role", "missing-file"],
+    ids=["not-json", "not-a-list", "bad-role", "missing-file", "not-utf8"],
 )
 def test_a_bad_history_file_is_refused_in_one_line(tmp_path, content, reason):
     history = tmp_path / "history.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        history.write_bytes(content)
+    elif content is not None:
         history.write_text(content, encoding="utf-8")
 
     proc = run_cli(
@@ -360,13 +363,20 @@ def test_a_bad_history_file_is_refused_in_one_line(tmp_path, content, reason):
     assert proc.stdout == ""
 
 
-def test_eval_names_a_question_file_it_cannot_read(tmp_path):
-    missing = tmp_path / "questions.jsonl"
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "no such file or directory"), (b"\xff\xfe{}", "it is not UTF-8 text")],
+    ids=["missing", "not-utf8"],
+)
+def test_eval_names_a_question_file_it_cannot_read(tmp_path, content, reason):
+    questions = tmp_path / "questions.jsonl"
+    if content is not None:
+        questions.write_bytes(content)
 
-    proc = run_cli("eval", missing, "--retrieval-only", data_dir=tmp_path / "data")
+    proc = run_cli("eval", questions, "--retrieval-only", data_dir=tmp_path / "data")
 
     assert proc.returncode == 2
-    assert error_lines(proc) == [f"error: cannot read {missing}: no such file or directory"]
+    assert error_lines(proc) == [f"error: cannot read {questions}: {reason}"]
 
 
 @pytest.mark.slow

@@ -91,6 +91,18 @@ def test_a_chunk_cut_between_sentences_starts_with_the_next_sentence():
 
     assert len(chunks) > 3
     assert all(c.text.startswith("Step ") for c in chunks), [c.text[:12] for c in chunks]
+    assert all(c.text.endswith("longer.") for c in chunks), [c.text[-12:] for c in chunks]
+
+
+def test_a_line_that_starts_with_a_period_keeps_it():
+    lines = "\n".join(["Activate the environment first:", ". venv/bin/activate"] * 40)
+
+    chunks = chunk_document(_doc(lines, title="Setup"), chunk_size=200, overlap=0)
+
+    assert len(chunks) > 3
+    # Cut at line ends only: every line is whole, the command with its leading period.
+    lines_seen = {line for c in chunks for line in c.text.splitlines()}
+    assert lines_seen == {"Activate the environment first:", ". venv/bin/activate"}
 
 
 def test_text_without_headings_is_one_chunk():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,6 +240,57 @@ def test_what_a_folder_holds_besides_files_and_folders_is_reported_not_read(stor
     ]
 
 
+def _refuse(monkeypatch, refused: Path, method: str) -> None:
+    """Make the file system refuse ``refused`` (tests may run as root, which reads anything)."""
+    import os
+
+    if method == "scandir":
+        real = os.scandir
+
+        def scandir(path="."):
+            if Path(path) == refused:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    else:
+        real_is_file = Path.is_file
+
+        def is_file(self):
+            if self == refused:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_is_file(self)
+
+        monkeypatch.setattr(Path, "is_file", is_file)
+
+
+@pytest.mark.parametrize(
+    ("method", "entry", "reason"),
+    [
+        ("scandir", "guides", "the folder could not be read (Permission denied)"),
+        ("is_file", "guides/warranty.md", "could not be read (Permission denied)"),
+    ],
+    ids=["folder", "entry"],
+)
+def test_what_cannot_be_looked_at_fails_and_prunes_nothing(
+    store, tmp_path, monkeypatch, method, entry, reason
+):
+    folder = tmp_path / "kb"
+    (folder / "guides").mkdir(parents=True)
+    shutil.copy(SAMPLE_HELP / "reset-the-hub.md", folder / "reset-the-hub.md")
+    shutil.copy(SAMPLE_HELP / "warranty.md", folder / "guides" / "warranty.md")
+    assert sorted(ingest_paths(store, [folder]).added) == ["guides/warranty.md", "reset-the-hub.md"]
+    _refuse(monkeypatch, folder / entry, method)
+
+    report = ingest_paths(store, [folder], prune=True)
+
+    assert report.failed == [(entry, reason)]
+    assert report.unchanged == ["reset-the-hub.md"]
+    # Unseen is not deleted: the guide stays indexed.
+    assert report.removed == []
+    assert "guides/warranty.md" in [d.source for d in store.documents()]
+
+
 def test_a_file_the_system_refuses_to_read_fails_with_the_reason(store, tmp_path, monkeypatch):
     # Tests may run as root, which reads any file; the loader is made to meet the refusal.
     import knowledge.ingest
@@ -253,6 +305,22 @@ def test_a_file_the_system_refuses_to_read_fails_with_the_reason(store, tmp_path
     report = ingest_paths(store, [path])
 
     assert report.failed == [("locked.md", "the file could not be read (Permission denied)")]
+
+
+def test_a_pdf_the_system_refuses_to_read_is_not_called_damaged(store, tmp_path, monkeypatch):
+    import pypdf
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pypdf, "PdfReader", refused)
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(b"%PDF-1.4 whatever")
+
+    report = ingest_paths(store, [path])
+
+    # The reason in words, without the server's path.
+    assert report.failed == [("manual.pdf", "the file could not be read (Permission denied)")]
 
 
 def _two_articles(tmp_path):

@@ -834,6 +834,15 @@ def test_what_counts_as_a_yes(message, accepts):
         ("How do I add someone to a channel?", False),
         ("I need someone's email address", False),
         ("I don't need someone", False),
+        ("I need someone to help me", True),
+        ("i really need someone?", True),
+        ("need someone from support", True),
+        ("Could someone from your support team please call me back?", True),
+        ("Someone from your team told me to enable 2FA. How do I do that?", False),
+        ("I spoke to someone from your support team yesterday, how do I export?", False),
+        ("Anyone at your company using this for schools?", False),
+        ("Is there anyone I can talk to in my org who is an admin?", False),
+        ("is there anybody I can chat with in this channel?", False),
     ],
 )
 def test_requests_for_a_person_are_recognised(message, asks):
