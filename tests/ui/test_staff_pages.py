@@ -335,13 +335,16 @@ def test_a_file_over_the_limit_is_named_and_not_sent_and_the_others_are_added(
     uploaded.tab.assert_no_unexpected_errors()
 
 
-# Every text the progress label shows, in order.
+# Every text the progress label shows, in order, and how full the bar is at each.
 LABEL_SPY = """() => {
   const label = document.querySelector("#upload-progress span");
+  const bar = document.querySelector("#upload-progress progress");
   window.labels = [];
-  new MutationObserver(() => window.labels.push(label.textContent)).observe(
-    label, { childList: true, characterData: true, subtree: true }
-  );
+  window.fills = [];
+  new MutationObserver(() => {
+    window.labels.push(label.textContent);
+    window.fills.push(bar.value / bar.max);
+  }).observe(label, { childList: true, characterData: true, subtree: true });
 }"""
 COUNTED = re.compile(r"Indexing orbit-manual\.md: ([\d,]+) of ([\d,]+) passages")
 
@@ -363,13 +366,26 @@ def test_a_large_file_shows_how_far_its_indexing_has_got(uploaded, staff_app, tm
     expect(results).to_have_count(1, timeout=INDEX_TIMEOUT_MS)
 
     expect(results).to_have_attribute("data-status", "added")
-    labels = page.evaluate("window.labels")
-    counts = [m.groups() for m in map(COUNTED.fullmatch, labels) if m]
-    assert counts, labels
-    done = [int(d.replace(",", "")) for d, _ in counts]
-    totals = {int(t.replace(",", "")) for _, t in counts}
-    assert len(totals) == 1 and totals.pop() >= 400, labels
+    labels, fills = page.evaluate("window.labels"), page.evaluate("window.fills")
+    counted = [
+        (m.groups(), fill)
+        for m, fill in zip(map(COUNTED.fullmatch, labels), fills, strict=True)
+        if m
+    ]
+    assert counted, labels
+    done = [int(d.replace(",", "")) for (d, _), _ in counted]
+    totals = {int(t.replace(",", "")) for (_, t), _ in counted}
+    total = totals.pop()
+    assert not totals and total >= 400, labels
     assert done == sorted(done), labels
+    # The bar follows the indexing: half full once sent, full only when every passage is in.
+    counted_fills = [fill for _, fill in counted]
+    assert counted_fills == sorted(counted_fills), (labels, fills)
+    for n, fill in zip(done, counted_fills, strict=True):
+        assert fill == pytest.approx(0.5 + 0.5 * n / total, abs=0.01), (labels, fills)
+    # The list counts the passages as the label did ("4,434", not "4434").
+    row = page.get_by_role("row").filter(has_text="orbit-manual.md")
+    expect(row.get_by_role("cell", name=f"{total:,}", exact=True)).to_have_count(1)
     expect(page.locator("#upload-progress")).to_be_hidden()
     uploaded.tab.assert_no_unexpected_errors()
 

@@ -168,6 +168,10 @@
     bar.value = 0;
     progress.hidden = false;
     button.disabled = true;
+    // Each file's share of the bar: the first half fills as it is sent, the second as its
+    // passages are embedded (the server says how far), so a large file's bar is not full while
+    // it is still being indexed.
+    const sentShare = form.dataset.progress ? 0.5 : 0.9;
     try {
       for (let i = 0; i < sending.length; i++) {
         const file = sending[i];
@@ -180,15 +184,21 @@
           file,
           uploadId,
           (loaded) => {
-            bar.value = done + Math.min(loaded, file.size);
+            bar.value = done + sentShare * Math.min(loaded, file.size);
             label.textContent =
               "Uploading " + file.name + which + ": " + formatBytes(Math.min(loaded, file.size)) +
               " of " + formatBytes(file.size);
           },
           () => {
+            bar.value = done + sentShare * file.size;
             label.textContent = "Indexing " + file.name + which + "…";
             if (form.dataset.progress) {
               stopFollowing = follow(form, uploadId, (state) => {
+                const indexed =
+                  state.stage === "saving" ? 1
+                    : state.stage === "embedding" && state.total > 0 ? state.done / state.total
+                      : 0;
+                bar.value = done + file.size * (sentShare + (1 - sentShare) * indexed);
                 label.textContent = indexingText(file.name + which, state);
               });
             }
