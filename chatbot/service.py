@@ -308,11 +308,15 @@ class ChatService:
         channel: str = Channel.WIDGET.value,
         seed: Sequence[Turn] = (),
         session_id: str | None = None,
+        site: str | None = None,
     ) -> str:
         """A new stored conversation, optionally continuing turns the caller already has.
 
-        ``session_id``: an id drawn beforehand with ``new_session_id`` and not stored yet."""
-        session = self.conversations.create_session(_channel(channel), session_id=session_id)
+        ``session_id``: an id drawn beforehand with ``new_session_id`` and not stored yet;
+        ``site``: the key of the site (or page) the conversation is held on, shown to staff."""
+        session = self.conversations.create_session(
+            _channel(channel), site=site, session_id=session_id
+        )
         for turn in seed:
             self.conversations.add_turn(
                 session.id, turn.role, turn.content, self.counter.count(turn.content)

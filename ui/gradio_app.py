@@ -236,7 +236,10 @@ def _stored_session(
             limit = service.settings.chat.max_message_chars
             seed = [Turn("user", text[:limit]) for text in asked if text.strip()]
             return service.start_session(
-                "widget", seed=seed[-MAX_SEEDED_MESSAGES:], session_id=session_id
+                "widget",
+                seed=seed[-MAX_SEEDED_MESSAGES:],
+                session_id=session_id,
+                site=CHAT_PAGE_SITE.key,
             )
         stored = service.conversations.turns(record.id)
         if (
@@ -250,7 +253,7 @@ def _stored_session(
         kept = _still_shown(stored, [_comparable(text) for text in asked])
         if _questions(kept) == _questions(stored):  # nothing was taken off the page
             return record.id
-        return service.start_session("widget", seed=kept)
+        return service.start_session("widget", seed=kept, site=CHAT_PAGE_SITE.key)
 
 
 def _questions(turns: list) -> int:

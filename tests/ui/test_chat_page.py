@@ -285,7 +285,10 @@ def test_asking_for_a_person_opens_a_ticket_from_the_chat_page(client, chat_serv
     database = chat_server.data_dir / "conversations.sqlite3"
     with sqlite3.connect(database) as db:
         tickets = db.execute("SELECT site, reason, status FROM tickets").fetchall()
+        sites = {row[0] for row in db.execute("SELECT site FROM sessions")}
     assert ("chat-page", "customer_asked", "open") in tickets
+    # Its conversation, too, says it was held on the chat page (staff tell it from the widget's).
+    assert sites == {"chat-page"}, sites
 
 
 def test_a_question_nobody_can_answer_opens_a_ticket_shown_in_the_same_message(chat_server):
