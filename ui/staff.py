@@ -197,9 +197,22 @@ def current_user_from(users: UserDirectory, request: Request) -> User | None:
 
 def _same_origin(request: Request) -> bool:
     # The cookie is SameSite=Strict already; this also refuses requests from other origins by
-    # browsers that send Origin (which they do on every cross-site POST and fetch).
+    # browsers that send Origin (which they do on every cross-site POST and fetch). Without an
+    # Origin, a browser's Sec-Fetch-Site or Referer that names another site refuses it too.
+    # (A page opened by a link from a sibling site is no request to change anything.)
+    own = own_origin(request)
     origin = request.headers.get("origin")
-    return not origin or origin == own_origin(request)
+    if origin:
+        return origin == own
+    if request.method in ("GET", "HEAD"):
+        return True
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    referer = request.headers.get("referer")
+    if referer:
+        parts = urlsplit(referer)
+        return f"{parts.scheme}://{parts.netloc}" == own
+    return True
 
 
 def _check_same_origin(request: Request) -> None:

@@ -461,6 +461,30 @@ def test_another_site_can_neither_sign_a_browser_in_nor_out(app, anonymous):
     assert client.get("/staff/tickets", follow_redirects=False).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Referer": "https://evil.example/page"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Referer": "https://other.testserver/"},
+    ],
+    ids=["referer", "sec-fetch-site", "sibling-site"],
+)
+def test_a_change_sent_from_another_site_without_an_origin_is_refused(app, ticket, headers):
+    staff = signed_in(app, "staff")
+    number = ticket["ticket_id"]
+
+    page_form = staff.post(f"/staff/tickets/{number}/done", headers=headers)
+    api_call = staff.post(f"/api/v1/tickets/{number}/done", headers=headers)
+
+    assert page_form.status_code == 403 and api_call.status_code == 403
+    assert [t["id"] for t in staff.get("/api/v1/tickets?status=open").json()] == [number]
+    # Its own pages' forms, and a client that sends none of these headers, still work.
+    own = {"Referer": "http://testserver/staff/tickets", "Sec-Fetch-Site": "same-origin"}
+    done = staff.post(f"/api/v1/tickets/{number}/done", headers=own)
+    assert done.status_code == 200, done.text
+
+
 def test_an_id_or_page_too_large_for_the_database_is_refused_as_invalid(app, anonymous):
     staff, admin = signed_in(app, "staff"), signed_in(app, "admin")
     huge = "9" * 25
