@@ -344,12 +344,22 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+def _login_name() -> str:
+    """Who runs the command, for the audit log: $USER, else the account's name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such variable, and a user id with no account
+        return "unknown"
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from chatbot.users import AccountError, UserDirectory
 
     users = UserDirectory(settings.data_dir / settings.memory.database, settings.auth)
-    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    actor = f"cli:{_login_name()}"
     try:
         if args.users == "list":
             for user in users.users():

@@ -594,3 +594,29 @@ def test_the_port_is_held_from_the_start():
             listen("127.0.0.1", first.getsockname()[1]).close()
     finally:
         first.close()
+
+
+def test_users_added_from_the_command_line_are_audited_under_the_account_that_ran_it(tmp_path):
+    import pwd
+
+    # A service account or container often has no $USER: the account's own name is used then.
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CHATBOT_") and k not in ("USER", "LOGNAME", "LNAME", "USERNAME")
+    }
+    environ.update(CHATBOT_DATA_DIR=str(tmp_path / "data"), NEW_PASSWORD="a long passphrase 1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatbot.cli", "users", "add", "bob", "--role", "staff"]
+        + ["--password-env", "NEW_PASSWORD"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(tmp_path / "data" / "conversations.sqlite3") as db:
+        actors = [row[0] for row in db.execute("SELECT actor FROM audit_log")]
+    assert actors == [f"cli:{pwd.getpwuid(os.getuid()).pw_name}"]
