@@ -103,6 +103,7 @@ def test_each_staff_role_may_use_the_hand_off_queue(app, ticket, role):
     assert [t["id"] for t in listed] == [ticket["ticket_id"]]
     assert listed[0]["reason"] == "customer_asked"
     assert conversation.status_code == 200
+    assert '<a href="/staff/conversations">← All conversations</a>' in conversation.text
 
 
 def test_staff_mark_a_ticket_done_and_it_is_audited(app, ticket):
