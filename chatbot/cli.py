@@ -241,10 +241,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         validate_message(args.question, settings.chat.max_message_chars)
     except InputRejected as exc:
         return _fail(exc.message, 2)
-    except OSError as exc:
-        return _fail(f"--history: cannot read {args.history}: {_why(exc)}", 2)
-    except UnicodeDecodeError:
-        return _fail(f"--history: cannot read {args.history}: it is not UTF-8 text", 2)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"--history: {_cannot_read(args.history, exc)}", 2)
     except ValueError as exc:
         return _fail(f"--history: {exc}", 2)
     service = create_service(settings)
@@ -277,9 +275,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _why(exc: OSError) -> str:
-    """An operating system error in words ("no such file or directory"), without its number."""
-    return (exc.strerror or str(exc)).lower()
+def _cannot_read(path: str, exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file named on the command line could not be read, in words, without an errno."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"cannot read {path}: it is not UTF-8 text"
+    return f"cannot read {path}: {(exc.strerror or str(exc)).lower()}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -293,10 +293,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         questions = load_questions(Path(args.questions))
-    except OSError as exc:
-        return _fail(f"cannot read {args.questions}: {_why(exc)}", 2)
-    except UnicodeDecodeError:
-        return _fail(f"cannot read {args.questions}: it is not UTF-8 text", 2)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(_cannot_read(args.questions, exc), 2)
     except ValueError as exc:
         return _fail(str(exc), 2)
     service = create_service(settings, with_model=not args.retrieval_only)

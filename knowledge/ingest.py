@@ -15,6 +15,7 @@ from typing import Literal
 
 from knowledge.chunking import Chunk, chunk_document, is_navigation_page
 from knowledge.loaders import (
+    NOT_A_REGULAR_FILE,
     SUPPORTED_SUFFIXES,
     DocumentError,
     LoadedDocument,
@@ -115,16 +116,13 @@ def discover(
                 unreadable.append((where, f"the folder could not be read ({_reason(exc)})"))
 
         for root, folders, files in os.walk(path, onerror=refused):
-            # Hidden folders and snippet folders are not looked into.
+            # Hidden entries are passed over; hidden and snippet folders are not looked into.
             folders[:] = [f for f in folders if not f.startswith(".")]
-            entries.extend(Path(root, name) for name in [*folders, *files])
+            names = [*folders, *(f for f in files if not f.startswith("."))]
+            entries.extend(Path(root, name) for name in names)
             folders[:] = [f for f in folders if f not in INCLUDE_DIR_NAMES]
         for file in sorted(entries):
             rel = file.relative_to(path)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
-            if any(part in INCLUDE_DIR_NAMES for part in rel.parts[:-1]):
-                continue
             try:
                 is_file = file.is_file()
                 reason = None if is_file else _not_a_file(file)
@@ -153,7 +151,7 @@ def _not_a_file(path: Path) -> str | None:
             return "a broken link"
     if path.is_dir():
         return None
-    return "not a regular file (a pipe, socket or device)"
+    return NOT_A_REGULAR_FILE
 
 
 def ingest_paths(

@@ -15,6 +15,7 @@ SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".doc
 
 # Neither part holds a bracket or a parenthesis: every attempt then stops at the next one, so a
 # file of unclosed links costs linear time, not quadratic.
+NOT_A_REGULAR_FILE = "not a regular file (a pipe, socket or device)"
 LINK_RE = re.compile(r"\[([^\[\]]*)\]\(([^()\[\]]*)\)")
 # A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
 # footnote, which they do.
@@ -64,7 +65,7 @@ def load_document(
         raise DocumentError(source, f"unsupported file type '{suffix or '(none)'}'; use {allowed}")
     if path.exists() and not path.is_file():
         # A pipe would block the read, a folder cannot be read as one document.
-        what = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        what = "a folder" if path.is_dir() else NOT_A_REGULAR_FILE
         raise DocumentError(source, f"{what}, not a document")
     size = path.stat().st_size
     if size == 0:
