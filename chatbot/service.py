@@ -134,8 +134,10 @@ class ChatResult:
     turn_id: int | None = None
     # With handoff: NO_MATCH, OFF_TOPIC or DECLINED.
     handoff_reason: str = ""
-    # With OFF_TOPIC: the other companies' products the question named that no document does.
+    # With OFF_TOPIC: the other companies' products the question named that no document does,
+    # or (product_itself) that it asked about for themselves: "cancel my Slack plan".
     other_products: list[str] = field(default_factory=list)
+    product_itself: bool = False
     # A greeting, thanks or goodbye, answered without a search or a model call.
     small_talk: bool = False
     # A message that named no topic ("it doesn't work") and found nothing: the customer was
@@ -178,8 +180,11 @@ class Retrieval:
     # The off-topic example closest to the question, when the check ran (it runs only for a
     # question with a word that no document uses).
     off_topic: OffTopicMatch | None = None
-    # Other companies' products the question names and no document mentions (OFF_TOPIC).
+    # Other companies' products the question names and no document mentions (OFF_TOPIC), or,
+    # with product_itself, that the documents mention but the question asks about for
+    # themselves (their settings, account or plan).
     other_products: tuple[str, ...] = ()
+    product_itself: bool = False
 
 
 @dataclass
@@ -385,6 +390,14 @@ class ChatService:
         products = retriever.unmentioned_products(question)
         if products:
             return Retrieval(query, hits, True, OFF_TOPIC, other_products=products)
+        # "how do i mute a channel in slack" is as close to the help center's article on muting
+        # as to anything, however well its documents cover an import from Slack. An article
+        # about that product ("Sign in with GitHub") found first may answer it, though.
+        products = retriever.products_asked_about(question, hits[0].title if hits else "")
+        if products:
+            return Retrieval(
+                query, hits, True, OFF_TOPIC, other_products=products, product_itself=True
+            )
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
         if retriever.off_topic is None:
@@ -448,6 +461,7 @@ class ChatService:
             query=found.query,
             handoff_reason=found.reason,
             other_products=list(found.other_products),
+            product_itself=found.product_itself,
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
         if _asks_detail(found, question, history):
@@ -523,6 +537,7 @@ class ChatService:
             query=found.query,
             handoff_reason=found.reason,
             other_products=list(found.other_products),
+            product_itself=found.product_itself,
             channel=channel,
             session_id=session_id,
         )
@@ -724,6 +739,7 @@ class ChatService:
             "handoff": result.handoff,
             "handoff_reason": result.handoff_reason,
             "other_products": result.other_products,
+            "product_itself": result.product_itself,
             "small_talk": result.small_talk,
             "asked_detail": result.asked_detail,
             "cut": result.cut,

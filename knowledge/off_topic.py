@@ -37,6 +37,31 @@ _WORD_RE = re.compile(r"\w+")
 _START = r"(?<![\w'\u2019])"
 
 
+# A question asks about another product itself when the product is where it happens ("mute a
+# channel in Slack") or whose account, plan or bill it is ("cancel my Slack plan"), unless it
+# also says how that product meets this one: an import, an integration, signing in with it, a
+# comparison, or things that were there before ("we had 40 channels in Slack").
+_POSSESSIVE = r"(?:my|our|your|their)"
+_THINGS_OWNED = (
+    r"(?:accounts?|plans?|subscriptions?|seats?|licen[cs]es?|invoices?|bills?|billing|trials?|"
+    r"passwords?|repos?|repositor(?:y|ies)|recordings?|profiles?)"
+)
+_DETERMINER = r"(?:a|an|the|my|our|your|their)"
+_RELATION_WORDS = re.compile(
+    r"\b(?:import\w*|export\w*|migrat\w*|integrat\w*|webhooks?|bots?|api|sync\w*|bridg\w*|"
+    r"mirror\w*|connect\w*|log ?in|sign ?in|sso|equivalent|similar|instead|alternatives?|"
+    r"compared?|vs|versus|here|used to|switch\w*|move|moving|the same|same as|something like|"
+    r"come (?:across|over)|bring|carry|transfer\w*|keep|had|were|was|old|previous\w*|"
+    r"existing|show up|appear\w*|forward\w*|post(?:ed|s)?|too|also|url|token|paste|link\w*)\b",
+    re.IGNORECASE,
+)
+# "log in with my GitHub account", "moving off Slack", "like in Slack": the word before the
+# product says it is not the place of the question.
+_NOT_A_PLACE_BEFORE = frozenset(
+    ["with", "from", "to", "into", "via", "using", "through", "like", "than", "unlike", "as", "off"]
+)
+
+
 class OffTopicExamplesError(ValueError):
     """The examples file cannot be used."""
 
@@ -131,6 +156,40 @@ class OtherProducts:
         found = (self._group_names[m.lastgroup or ""] for m in self._pattern.finditer(text))
         return list(dict.fromkeys(found))
 
+    def asked_about(
+        self, text: str, names: Iterable[str], own_names: Iterable[str] = ()
+    ) -> list[str]:
+        """The products of ``names`` that ``text`` asks about for themselves.
+
+        "how do i mute a channel in slack", "cancel my slack pro plan": the product is where the
+        question happens, or its account, plan or bill is the subject. Not "we're moving from
+        slack", "log in with my github account", "we had 40 channels in slack, will they come
+        across?": those ask how it meets the help center's own product, which its documents
+        answer. A question that names the help center's own product (``own_names``) is not
+        taken to happen in another one ("how do i get zulip notifications in slack"); its
+        account or plan still is the other product's.
+        """
+        if _RELATION_WORDS.search(text):
+            return []
+        lowered = text.lower()
+        words = set(_WORD_RE.findall(lowered))
+        names_own = any(n in words for n in own_names)
+        found = []
+        for name in names:
+            spellings = self._spellings.get(name)
+            if not spellings:
+                continue
+            product = "(?:" + "|".join(map(_spelling, spellings)) + r")(?![\w-])"
+            patterns = [
+                rf"{_START}{_POSSESSIVE}\s+(?:[\w.]+\s+)?{product}\s+(?:[\w.]+\s+){{0,2}}?"
+                rf"{_THINGS_OWNED}(?!\w)"
+            ]
+            if not names_own:
+                patterns.append(rf"{_START}(?:in|inside|within)\s+(?:{_DETERMINER}\s+)?{product}")
+            if any(_as_place(lowered, pattern) for pattern in patterns):
+                found.append(name)
+        return found
+
     def not_mentioned(self, texts: Iterable[str]) -> frozenset[str]:
         """The products that none of ``texts`` (a help center's chunks) names."""
         lowered = [text.lower() for text in texts]
@@ -146,6 +205,15 @@ class OtherProducts:
         ]
         mentioned = {n for n in candidates if any(self._each[n].search(t) for t in lowered)}
         return frozenset(self.names) - mentioned
+
+
+def _as_place(text: str, pattern: str) -> bool:
+    """Whether ``pattern`` matches ``text`` somewhere not right after a word such as "with"."""
+    for match in re.finditer(pattern, text):
+        before = _WORD_RE.findall(text[: match.start()])
+        if not before or before[-1] not in _NOT_A_PLACE_BEFORE:
+            return True
+    return False
 
 
 def _could_be_in(parts: list[str], words: set[str]) -> bool:

@@ -397,6 +397,24 @@ class HybridRetriever:
         not_mentioned = self._indexes().not_mentioned
         return tuple(n for n in self.other_products.named_in(text) if n in not_mentioned)
 
+    def products_asked_about(self, text: str, best_title: str = "") -> tuple[str, ...]:
+        """The other companies' products that ``text`` names and asks about for themselves
+        ("cancel my slack plan"), of those the documents do mention (see
+        ``OtherProducts.asked_about``), except one that ``best_title``, the title of the article
+        found first, names too ("Sign in with GitHub" may well answer it)."""
+        if self.other_products is None:
+            return ()
+        indexes = self._indexes()
+        in_title = set(self.other_products.named_in(best_title))
+        mentioned = [
+            n
+            for n in self.other_products.named_in(text)
+            if n not in indexes.not_mentioned and n not in in_title
+        ]
+        if not mentioned:
+            return ()
+        return tuple(self.other_products.asked_about(text, mentioned, indexes.own_names))
+
     def _best_similarity(self, vector: Sequence[float]) -> float | None:
         """The similarity of the nearest live chunk (None in an empty store)."""
         nearest = self.store.search(list(vector), NEAREST_FOR_COMPARISON)

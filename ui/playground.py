@@ -191,7 +191,7 @@ def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = 
     if result.handoff and not result.prompt_messages:
         if result.handoff_reason == OFF_TOPIC:
             if result.other_products:
-                return other_products_text(result.other_products)
+                return other_products_text(result.other_products, result.product_itself)
             # ``found`` is a second search: it explains this hand-off only if it agrees.
             agrees = found is not None and found.reason == OFF_TOPIC
             return off_topic_text(found.off_topic if agrees else None)
@@ -251,8 +251,15 @@ def outcome_text(result: ChatResult) -> str:
     return "  \n".join(lines)
 
 
-def other_products_text(products: Sequence[str]) -> str:
+def other_products_text(products: Sequence[str], itself: bool = False) -> str:
     names = ", ".join(repr(p) for p in products)
+    if itself:
+        return (
+            f"No model call: the question asks about {names} itself (something done in it, or "
+            "its account, plan or bill), another company's product (retrieval.other_products); "
+            "your documents mention it, but the article found first is not about it, so the "
+            "hand-off answer was given."
+        )
     return (
         f"No model call: the question names {names}, another company's product that none of "
         "your documents mentions (retrieval.other_products), so the hand-off answer was given."

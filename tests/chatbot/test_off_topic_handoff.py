@@ -128,6 +128,70 @@ def test_a_product_the_documents_mention_is_theirs_to_answer(
     assert "your documents mention github" in caplog.text
 
 
+@pytest.fixture(scope="module")
+def slack_store(embeddings, tmp_path_factory) -> KnowledgeStore:
+    """The sample help center with two articles that mention Slack, one of them by title."""
+    root = tmp_path_factory.mktemp("slack")
+    help_dir = root / "help"
+    shutil.copytree(SAMPLE_HELP, help_dir)
+    (help_dir / "alerts-in-other-apps.md").write_text(
+        "# Alerts in your team chat\n\nLumora can post an alert to a Slack channel when a "
+        "light goes offline or a schedule fails. Add the Slack app from the Lumora settings "
+        "page, pick the channel, and choose which alerts to post.\n",
+        encoding="utf-8",
+    )
+    (help_dir / "sign-in-with-slack.md").write_text(
+        "# Sign in with Slack\n\nYou can sign in to the Lumora app with your Slack account. "
+        "Lumora never sees your Slack password: to change or reset it, use Slack's own sign-in "
+        "page, then sign in to Lumora again.\n",
+        encoding="utf-8",
+    )
+    store = KnowledgeStore(root / "store", embeddings)
+    assert ingest_paths(store, [help_dir]).ok
+    return store
+
+
+def test_a_question_about_a_mentioned_product_itself_is_handed_off(
+    settings, slack_store, examples, products
+):
+    service = _service(settings, slack_store, examples, products)
+
+    found = service.retrieve("how do i mute a channel in slack")
+
+    assert found.handoff and found.reason == OFF_TOPIC
+    assert found.other_products == ("slack",) and found.product_itself
+    assert found.hits[0].source.endswith("alerts-in-other-apps.md")
+    result = service.retrieval_only("how do i cancel my slack pro plan").to_dict()
+    assert result["handoff_reason"] == OFF_TOPIC and result["product_itself"]
+    assert result["other_products"] == ["slack"]
+
+
+@pytest.mark.parametrize(
+    ("question", "article"),
+    [
+        ("how do i get lumora alerts posted in slack?", "alerts-in-other-apps.md"),
+        ("can i sign in to the app with my slack account?", "sign-in-with-slack.md"),
+    ],
+)
+def test_a_question_about_how_a_mentioned_product_meets_this_one_is_answered(
+    settings, slack_store, examples, products, question, article
+):
+    found = _service(settings, slack_store, examples, products).retrieve(question)
+
+    assert not found.handoff and found.other_products == ()
+    assert found.hits[0].source.endswith(article)
+
+
+def test_an_article_about_the_product_found_first_may_answer_its_own_questions(
+    settings, slack_store, examples, products
+):
+    question = "how do i reset my slack password"
+    found = _service(settings, slack_store, examples, products).retrieve(question)
+
+    assert found.hits[0].source.endswith("sign-in-with-slack.md")
+    assert not found.handoff and not found.product_itself
+
+
 def test_the_sample_questions_keep_their_answers(settings, sample_store, examples, products):
     service = _service(settings, sample_store, examples, products)
     questions = map(

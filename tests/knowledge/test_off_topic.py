@@ -324,3 +324,62 @@ def test_unknown_words_are_the_topic_words_no_chunk_uses():
     assert index.unknown_words("my subscripton renewal") == ["renewal"]  # a typo is known
     assert index.unknown_words("how do i send a dm") == []  # a configured synonym is known
     assert index.unknown_words("Is my Overdraft refunded by HIPAA?") == ["overdraft", "hipaa"]
+
+
+PLACE_PRODUCTS = ["slack", "github", "discord", "jira", "microsoft teams | ms teams"]
+
+
+@pytest.mark.parametrize(
+    ("question", "asked"),
+    [
+        ("how do i mute a channel in slack", ["slack"]),
+        ("how do i pin a message in a discord channel so new members see it", ["discord"]),
+        ("how do i cancel my slack pro plan before it renews", ["slack"]),
+        ("where do i download invoices for our github copilot business seats", ["github"]),
+        ("how do i turn on two-factor authentication for my github account", ["github"]),
+        ("how do i hide a channel in MS Teams", ["microsoft teams"]),
+        # Its account or plan is the other product's even when the question names this one.
+        ("now that we're on zulip, how do i cancel our slack subscription", ["slack"]),
+    ],
+)
+def test_a_question_about_another_product_itself(question, asked):
+    products = OtherProducts(PLACE_PRODUCTS)
+
+    assert products.asked_about(question, products.named_in(question), ["zulip"]) == asked
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        # Where the customer comes from, or what they connect to.
+        "we're moving from slack on the free plan, will our private channels come along?",
+        "can i log in with my github account?",
+        "can my team use their github accounts to sign in",
+        "how do i import my slack workspace",
+        "we had 40 channels in slack, will they all come across?",
+        "the github integration stopped posting in our channel",
+        "how can i make PROJ-1234 link to the ticket in our jira?",
+        "where in github do i paste the url",
+        # A comparison with the other product.
+        "in slack i could set a reminder on a message, can i do that here?",
+        "is there something like threads like in slack?",
+        # The question happens in this product ("zulip"), whatever it says about the other.
+        "how do i get zulip notifications in slack",
+        # The other product's name only as a kind of thing, or as a place of something else.
+        "our grafana only supports slack-style webhooks",
+        "put a 'join our chat' badge on our github readme",
+    ],
+)
+def test_a_question_about_how_another_product_meets_this_one(question):
+    products = OtherProducts(PLACE_PRODUCTS)
+
+    assert products.asked_about(question, products.named_in(question), ["zulip"]) == []
+
+
+def test_only_the_names_given_are_looked_at():
+    products = OtherProducts(PLACE_PRODUCTS)
+    question = "how do i mute a channel in slack or in discord"
+
+    assert products.asked_about(question, ["discord"]) == ["discord"]
+    assert products.asked_about(question, []) == []
+    assert products.asked_about(question, ["not a listed name"]) == []

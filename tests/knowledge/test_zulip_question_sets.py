@@ -4,7 +4,9 @@ The tuning set chose the off-topic settings beside the development set; the unse
 nothing. Each asks about articles neither the development set nor the other set asks about.
 The follow-up set (follow-ups with one earlier exchange, and questions that need two articles)
 asks about none of the development set's articles. The same-articles set asks about the
-development set's own articles in other words, as a held-out set on them would.
+development set's own articles in other words, as a held-out set on them would. The product set
+names another company's product in every question: half ask how it meets Zulip (an import, a
+sign-in, a link), half ask about that product itself.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from chatbot.evaluation import IN_SCOPE_KINDS, OUT_OF_SCOPE, load_questions
+from knowledge.off_topic import BUNDLED_PRODUCTS, OtherProducts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 UNSEEN = DATA / "zulip_unseen_questions.jsonl"
 TUNING = DATA / "zulip_tuning_questions.jsonl"
 FOLLOW_UPS = DATA / "zulip_followup_questions.jsonl"
 SAME_ARTICLES = DATA / "zulip_same_articles_questions.jsonl"
+PRODUCTS = DATA / "zulip_product_questions.jsonl"
 SETS = {UNSEEN: (60, 30), TUNING: (60, 40)}
 
 
@@ -116,3 +120,22 @@ def test_same_articles_set_asks_about_the_development_sets_articles_in_other_wor
         for fact in q.must_include:
             assert any(fact.lower() in text for text in texts), (q.id, fact)
     assert {g for q in questions for g in q.gold_docs} == dev_gold
+
+
+def test_product_set_names_another_product_in_every_question():
+    questions = load_questions(PRODUCTS)
+    products = OtherProducts.from_file(BUNDLED_PRODUCTS)
+
+    assert Counter(q.kind for q in questions) == {"answerable": 40, OUT_OF_SCOPE: 30}
+    assert len({q.id for q in questions}) == len(questions)
+    assert len({q.question.lower() for q in questions}) == len(questions)
+    for q in questions:
+        assert products.named_in(q.question), q.id
+        assert bool(q.gold_docs) == (q.kind != OUT_OF_SCOPE), q.id
+        assert not q.history and not q.must_include, q.id
+
+
+def test_product_set_asks_about_real_articles(shared_kb):
+    for q in load_questions(PRODUCTS):
+        for gold in q.gold_docs:
+            assert (shared_kb / "help" / gold).is_file(), (q.id, gold)

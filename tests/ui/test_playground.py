@@ -17,7 +17,7 @@ from chatbot.conversations import SessionFilter
 from chatbot.history import Turn
 from chatbot.prompts import HANDOFF_ANSWER, NO_ANSWER_REPLY, SYSTEM_PROMPT
 from chatbot.providers import make_chat_model
-from chatbot.service import ChatService
+from chatbot.service import OFF_TOPIC, ChatResult, ChatService
 from chatbot.users import Role
 from knowledge.off_topic import BUNDLED_EXAMPLES, BUNDLED_PRODUCTS, OffTopicExamples, OtherProducts
 from knowledge.retriever import HybridRetriever
@@ -27,6 +27,7 @@ from ui.playground import (
     AskedQuestion,
     Playground,
     parse_prior_turns,
+    prompt_text,
     signed_in_text,
 )
 from ui.web import create_web_app
@@ -167,6 +168,22 @@ def test_a_hand_off_for_another_product_names_it(settings, sample_store):
     assert "**Handed off:** yes (off-topic)" in view["outcome"]
     assert view["answer"] == HANDOFF_ANSWER
     assert view["prompt"].startswith("No model call: the question names 'github', another")
+
+
+def test_a_hand_off_for_a_question_about_another_product_itself_says_so():
+    result = ChatResult(
+        answer=HANDOFF_ANSWER,
+        sources=[],
+        handoff=True,
+        handoff_reason=OFF_TOPIC,
+        other_products=["slack"],
+        product_itself=True,
+    )
+
+    text = prompt_text(result, 0.3)
+
+    assert text.startswith("No model call: the question asks about 'slack' itself")
+    assert "mention it" in text and "none of" not in text
 
 
 def test_a_high_relevance_threshold_hands_off_without_a_model_call(modelless):

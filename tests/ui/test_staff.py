@@ -809,6 +809,20 @@ def test_the_audit_log_pages_on_the_admin_page(app):
     assert posted.status_code == 200 and 'href="/staff/admin?audit_page=2"' in posted.text
 
 
+def test_a_conversation_says_which_product_a_turn_asked_about(app):
+    service = app.state.chat.service
+    session = service.start_session()
+    service.conversations.add_turn(session, "user", "how do i mute a channel in slack", 7, {})
+    meta = {"handoff": True, "handoff_reason": "off_topic", "other_products": ["slack"]}
+    service.conversations.add_turn(
+        session, "assistant", "I couldn't find that.", 5, {**meta, "product_itself": True}
+    )
+
+    page = signed_in(app, "staff").get(f"/staff/conversations/{session}")
+
+    assert "Handed off: off-topic (asks about slack)" in page.text
+
+
 def test_a_conversation_says_why_each_turn_was_handed_off(app):
     service = app.state.chat.service
     session = service.start_session()
@@ -831,4 +845,5 @@ def test_a_conversation_says_why_each_turn_was_handed_off(app):
     assert page.status_code == 200
     assert page.text.count("data-handoff") == 1
     assert "Handed off: off-topic (names linkedin)" in page.text
+    assert "asks about" not in page.text
     assert "&lt;b&gt;linkedin&lt;/b&gt;" in page.text and "<b>linkedin" not in page.text
