@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from knowledge.macros import readable
 from knowledge.retriever import DocumentHit
 
 SYSTEM_PROMPT = """You are a customer-support assistant. Answer the customer's question using only \
@@ -79,7 +80,9 @@ def context_blocks(
     for number, hit in enumerate(hits, start=1):
         # The best chunks of a document, quoted in the document's own order so that numbered
         # steps read in sequence.
-        excerpt = "\n\n".join(c.text for c in sorted(hit.chunks[:chunks_per_doc], key=_position))
+        excerpt = "\n\n".join(
+            readable(c.text) for c in sorted(hit.chunks[:chunks_per_doc], key=_position)
+        )
         room = max_chars - used
         if room <= 200:
             break

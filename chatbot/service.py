@@ -41,6 +41,7 @@ from chatbot.small_talk import DETAIL_REPLY, SMALL_TALK_REPLIES, needs_detail, s
 from chatbot.tokens import EstimatingCounter, TokenCounter
 from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
+from knowledge.macros import readable
 from knowledge.off_topic import (
     BUNDLED_EXAMPLES,
     BUNDLED_PRODUCTS,
@@ -944,7 +945,7 @@ def _make_retriever(
 
 
 def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(readable(text).split())
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 

@@ -107,3 +107,40 @@ def render_ui_macros(text: str) -> str:
 def expand_macros(text: str, path: Path) -> str:
     """Resolve includes, then render UI macros, for the document stored at ``path``."""
     return render_ui_macros(resolve_includes(text, include_search_dirs(path)))
+
+
+# Inline HTML that help-center Markdown uses for keys, icons and images. Only these tag names
+# are touched: "<subdomain>" in "https://<subdomain>.zulipchat.com" is a placeholder, not HTML.
+_ICON_RE = re.compile(r"<i\b[^<>]*>\s*</i>|<i\b[^<>]*/>", re.IGNORECASE)
+_IMG_RE = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+_ALT_RE = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_BREAK_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TAG_RE = re.compile(
+    r"</?(?:kbd|span|div|a|b|strong|em|code|p|sup|sub|u|small|mark)\b[^<>]*>", re.IGNORECASE
+)
+_EMPTY_PARENS_RE = re.compile(r"\(\s*\)")
+_INNER_SPACES_RE = re.compile(r"(?<=\S)[ \t]{2,}")
+_SPACE_BEFORE_PUNCTUATION_RE = re.compile(r"(?<=\S)[ \t]+(?=[,.;:!?])")
+
+
+def readable(text: str) -> str:
+    """``text`` as its reader sees it: keys without ``<kbd>``, icons and tags gone, images by
+    their alt text ("Press <kbd>Enter</kbd>" becomes "Press Enter").
+
+    For what the model and the customer read (quoted sources, snippets); the search indexes
+    keep the text as written.
+    """
+    if "<" not in text:
+        return text
+    text = _ICON_RE.sub("", text)
+    text = _IMG_RE.sub(_alt_text, text)
+    text = _BREAK_RE.sub("\n", text)
+    text = _TAG_RE.sub("", text)
+    text = _EMPTY_PARENS_RE.sub("", text)
+    text = _SPACE_BEFORE_PUNCTUATION_RE.sub("", text)
+    return _INNER_SPACES_RE.sub(" ", text)
+
+
+def _alt_text(match: re.Match) -> str:
+    alt = _ALT_RE.search(match.group(0))
+    return (alt.group(1) or alt.group(2) or "") if alt else ""

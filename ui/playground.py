@@ -21,7 +21,7 @@ import pandas as pd
 from chatbot.errors import InputRejected
 from chatbot.evaluation import declined_text, load_questions, run_eval
 from chatbot.history import Turn, turns_from_dicts
-from chatbot.prompts import quote
+from chatbot.prompts import quote, readable
 from chatbot.service import (
     HANDOFF_REASON_TEXT,
     OFF_TOPIC,
@@ -179,7 +179,7 @@ def chunk_table(found: Retrieval, prompt: str | None = None) -> pd.DataFrame:
 def _quoted(text: str, prompt: str) -> bool:
     # The context quotes whole chunks, cut at its character budget: a chunk is in the prompt
     # when its opening line is.
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in readable(text).splitlines() if line.strip()), "")
     return bool(first) and quote(first) in prompt
 
 

@@ -12,6 +12,7 @@ from chatbot.prompts import (
     is_decline,
     join_context,
 )
+from chatbot.service import ChatService
 from chatbot.tokens import defuse_control_tokens
 from knowledge.retriever import DocumentHit
 from knowledge.store import StoredChunk
@@ -29,6 +30,16 @@ def test_a_documents_chunks_are_quoted_in_document_order():
 
     assert context.index("1. Open the app.") < context.index("3. Tap Add.")
     assert context.startswith("[1] Pair a bulb (pair.md)")
+
+
+def test_sources_are_quoted_as_their_reader_sees_them():
+    text = 'Press <kbd>Enter</kbd> or click the <i class="fa fa-send"></i> button.'
+    hit = DocumentHit("send.md", "Send", 0.9, 0.5, [chunk(0, text)])
+
+    context = join_context(context_blocks([hit]))
+
+    assert "> Press Enter or click the button." in context
+    assert "<" not in context
 
 
 def test_quoted_text_cannot_end_its_block():
@@ -123,3 +134,12 @@ def test_the_no_answer_reply_is_a_decline(answer):
 )
 def test_an_answer_is_no_decline(answer):
     assert not is_decline(answer)
+
+
+def test_a_sources_snippet_has_no_inline_html():
+    text = 'Press <kbd>Enter</kbd> or click the <i class="fa fa-send"></i> button.'
+    hit = DocumentHit("send.md", "Send", 0.9, 0.5, [chunk(0, text)])
+
+    (source,) = ChatService.sources_of([hit])
+
+    assert source.snippet == "Press Enter or click the button."

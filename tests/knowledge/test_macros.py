@@ -13,6 +13,7 @@ from knowledge.macros import (
     IncludeError,
     expand_macros,
     include_search_dirs,
+    readable,
     render_ui_macros,
     resolve_includes,
 )
@@ -119,3 +120,25 @@ def test_blank_lines_left_by_removed_macros_are_collapsed():
 
     assert "\n\n\n" not in text
     assert text.startswith("Intro.") and text.rstrip().endswith("Outro.")
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("Press <kbd>Enter</kbd> to send.", "Press Enter to send."),
+        ("Use <kbd>Shift</kbd> + <kbd>S</kbd>", "Use Shift + S"),
+        ('Click the **trash** <i class="fa fa-trash-o"></i> icon.', "Click the **trash** icon."),
+        (
+            'the **ellipsis** (<i class="zulip-icon zulip-icon-more-vertical"></i>), and',
+            "the **ellipsis**, and",
+        ),
+        ('a <img src="gear.png" alt="gear"> icon', "a gear icon"),
+        ('<span class="hint">Tip</span>: one<br/>two', "Tip: one\ntwo"),
+        # Placeholders in angle brackets are text, not HTML.
+        ("Go to https://<subdomain>.zulipchat.com/", "Go to https://<subdomain>.zulipchat.com/"),
+        ("    1. Nested step <kbd>A</kbd>", "    1. Nested step A"),
+        ("no markup at all", "no markup at all"),
+    ],
+)
+def test_readable_text_has_no_inline_html(written, read):
+    assert readable(written) == read

@@ -15,17 +15,25 @@ from langchain_core.messages import AIMessage
 
 from chatbot.conversations import SessionFilter
 from chatbot.history import Turn
-from chatbot.prompts import HANDOFF_ANSWER, NO_ANSWER_REPLY, SYSTEM_PROMPT
+from chatbot.prompts import (
+    HANDOFF_ANSWER,
+    NO_ANSWER_REPLY,
+    SYSTEM_PROMPT,
+    context_blocks,
+    join_context,
+)
 from chatbot.providers import make_chat_model
 from chatbot.service import OFF_TOPIC, ChatResult, ChatService
 from chatbot.users import Role
 from knowledge.off_topic import BUNDLED_EXAMPLES, BUNDLED_PRODUCTS, OffTopicExamples, OtherProducts
-from knowledge.retriever import HybridRetriever
+from knowledge.retriever import DocumentHit, HybridRetriever
+from knowledge.store import StoredChunk
 from ui.playground import (
     ANSWER_OUTPUTS,
     SET_OUTPUTS,
     AskedQuestion,
     Playground,
+    _quoted,
     parse_prior_turns,
     prompt_text,
     signed_in_text,
@@ -521,3 +529,12 @@ def test_a_turn_answered_without_a_search_says_why_it_was_not_handed_off(
     assert "**Handed off:** no (" in view["outcome"] and outcome in view["outcome"]
     assert "failed" not in view["outcome"]
     assert view["prompt"].startswith("No model call: ")
+
+
+def test_a_chunk_with_inline_html_counts_as_quoted_in_the_prompt():
+    text = "Press <kbd>Enter</kbd> to send.\nThen wait."
+    chunk = StoredChunk("send.md:v1:0", "send.md", "Send", "", text, 0.5)
+    prompt = join_context(context_blocks([DocumentHit("send.md", "Send", 0.9, 0.5, [chunk])]))
+
+    assert _quoted(text, prompt)
+    assert not _quoted("Press Escape to close.", prompt)
