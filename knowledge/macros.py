@@ -109,38 +109,64 @@ def expand_macros(text: str, path: Path) -> str:
     return render_ui_macros(resolve_includes(text, include_search_dirs(path)))
 
 
-# Inline HTML that help-center Markdown uses for keys, icons and images. Only these tag names
-# are touched: "<subdomain>" in "https://<subdomain>.zulipchat.com" is a placeholder, not HTML.
-_ICON_RE = re.compile(r"<i\b[^<>]*>\s*</i>|<i\b[^<>]*/>", re.IGNORECASE)
-_IMG_RE = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+# Inline HTML that help-center Markdown uses for keys, icons, images and links. Only these tag
+# names, written as HTML (attributes with values), are touched: "<subdomain>" in
+# "https://<subdomain>.zulipchat.com" and "<b and c>" are text, and so is all code.
+_ATTRIBUTES = r"""(?:\s+[\w:-]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>=`]+))*\s*"""
+_ICON_RE = re.compile(rf"<i{_ATTRIBUTES}>\s*</i>|<i{_ATTRIBUTES}/>", re.IGNORECASE)
+_IMG_RE = re.compile(rf"<img{_ATTRIBUTES}/?>", re.IGNORECASE)
+_LINK_RE = re.compile(rf"<a({_ATTRIBUTES})>(.*?)</a>", re.IGNORECASE | re.DOTALL)
 _ALT_RE = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-_BREAK_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_HREF_RE = re.compile(r"""\bhref\s*=\s*(?:"(https?://[^"]*)"|'(https?://[^']*)')""", re.IGNORECASE)
+_BREAK_RE = re.compile(rf"<br{_ATTRIBUTES}/?>", re.IGNORECASE)
 _TAG_RE = re.compile(
-    r"</?(?:kbd|span|div|a|b|strong|em|code|p|sup|sub|u|small|mark)\b[^<>]*>", re.IGNORECASE
+    rf"</?(?:kbd|span|div|b|strong|em|code|p|sup|sub|u|small|mark){_ATTRIBUTES}/?>", re.IGNORECASE
 )
-_EMPTY_PARENS_RE = re.compile(r"\(\s*\)")
-_INNER_SPACES_RE = re.compile(r"(?<=\S)[ \t]{2,}")
-_SPACE_BEFORE_PUNCTUATION_RE = re.compile(r"(?<=\S)[ \t]+(?=[,.;:!?])")
+_CODE_RE = re.compile(r"(```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]+`)", re.DOTALL)
+# Where an icon or an image without alt text was: "(<i ...></i>)" goes with its brackets, and
+# "the <i ...></i> icon" keeps one space.
+_HOLE = "\x00"
+_HOLE_IN_BRACKETS_RE = re.compile(rf"[ \t]*\(\s*{_HOLE}+\s*\)")
+_HOLE_RE = re.compile(rf"([ \t]?){_HOLE}+([ \t]?)")
 
 
 def readable(text: str) -> str:
     """``text`` as its reader sees it: keys without ``<kbd>``, icons and tags gone, images by
-    their alt text ("Press <kbd>Enter</kbd>" becomes "Press Enter").
+    their alt text, links by their text and web address ("Press <kbd>Enter</kbd>" becomes
+    "Press Enter"). Code, fenced or inline, is left as it is.
 
     For what the model and the customer read (quoted sources, snippets); the search indexes
     keep the text as written.
     """
     if "<" not in text:
         return text
-    text = _ICON_RE.sub("", text)
-    text = _IMG_RE.sub(_alt_text, text)
+    parts = _CODE_RE.split(text.replace(_HOLE, ""))
+    # split() with one group: prose at even places, code at odd ones.
+    return "".join(part if i % 2 else _readable_prose(part) for i, part in enumerate(parts))
+
+
+def _readable_prose(text: str) -> str:
+    if "<" not in text:
+        return text
+    text = _ICON_RE.sub(_HOLE, text)
+    text = _IMG_RE.sub(lambda m: _attribute(_ALT_RE, m.group(0)) or _HOLE, text)
+    text = _LINK_RE.sub(_link_text, text)
     text = _BREAK_RE.sub("\n", text)
     text = _TAG_RE.sub("", text)
-    text = _EMPTY_PARENS_RE.sub("", text)
-    text = _SPACE_BEFORE_PUNCTUATION_RE.sub("", text)
-    return _INNER_SPACES_RE.sub(" ", text)
+    if _HOLE in text:
+        text = _HOLE_IN_BRACKETS_RE.sub("", text)
+        text = _HOLE_RE.sub(lambda m: " " if m.group(1) and m.group(2) else "", text)
+    return text
 
 
-def _alt_text(match: re.Match) -> str:
-    alt = _ALT_RE.search(match.group(0))
-    return (alt.group(1) or alt.group(2) or "") if alt else ""
+def _attribute(pattern: re.Pattern, tag: str) -> str:
+    found = pattern.search(tag)
+    return (found.group(1) or found.group(2) or "") if found else ""
+
+
+def _link_text(match: re.Match) -> str:
+    label = _TAG_RE.sub("", match.group(2)).strip()
+    address = _attribute(_HREF_RE, match.group(1))
+    if not address or address == label:
+        return label or address
+    return f"{label} ({address})" if label else address

@@ -44,22 +44,25 @@ _START = r"(?<![\w'\u2019])"
 _POSSESSIVE = r"(?:my|our|your|their)"
 _THINGS_OWNED = (
     r"(?:accounts?|plans?|subscriptions?|seats?|licen[cs]es?|invoices?|bills?|billing|trials?|"
-    r"passwords?|repos?|repositor(?:y|ies)|recordings?|profiles?)"
+    r"passwords?|repos?|repositor(?:y|ies)|recordings?)"
 )
 _DETERMINER = r"(?:a|an|the|my|our|your|their)"
 _RELATION_WORDS = re.compile(
     r"\b(?:import\w*|export\w*|migrat\w*|integrat\w*|webhooks?|bots?|api|sync\w*|bridg\w*|"
-    r"mirror\w*|connect\w*|log ?in|sign ?in|sso|equivalent|similar|instead|alternatives?|"
+    r"mirror\w*|connect\w*|(?:log|sign)(?:s|ged|ging|ing)?[\s-]?(?:in|on|up)|login|signin|"
+    r"signup|sso|register\w*|authenticat\w*|equivalent|similar|instead|alternatives?|"
     r"compared?|vs|versus|here|used to|switch\w*|move|moving|the same|same as|something like|"
     r"come (?:across|over)|bring|carry|transfer\w*|keep|had|were|was|old|previous\w*|"
-    r"existing|show up|appear\w*|forward\w*|post(?:ed|s)?|too|also|url|token|paste|link\w*)\b",
+    r"existing|show up|appear\w*|forward\w*|post(?:ed|s)?|url|token|paste|link\w*)\b",
     re.IGNORECASE,
 )
-# "log in with my GitHub account", "moving off Slack", "like in Slack": the word before the
-# product says it is not the place of the question.
+# "log in with my GitHub account", "moving off Slack", "star messages as you can in Slack":
+# one of the three words before the product says it is not the place of the question.
 _NOT_A_PLACE_BEFORE = frozenset(
-    ["with", "from", "to", "into", "via", "using", "through", "like", "than", "unlike", "as", "off"]
+    ["with", "from", "to", "into", "via", "use", "using", "through", "like", "than", "unlike"]
+    + ["as", "off"]
 )
+_WORDS_LOOKED_BACK = 3
 
 
 class OffTopicExamplesError(ValueError):
@@ -208,10 +211,11 @@ class OtherProducts:
 
 
 def _as_place(text: str, pattern: str) -> bool:
-    """Whether ``pattern`` matches ``text`` somewhere not right after a word such as "with"."""
+    """Whether ``pattern`` matches ``text`` somewhere not shortly after a word such as "with"."""
     for match in re.finditer(pattern, text):
-        before = _WORD_RE.findall(text[: match.start()])
-        if not before or before[-1] not in _NOT_A_PLACE_BEFORE:
+        # The few words before the match, from a short stretch of text (not all of it again).
+        before = _WORD_RE.findall(text[max(0, match.start() - 60) : match.start()])
+        if not _NOT_A_PLACE_BEFORE.intersection(before[-_WORDS_LOOKED_BACK:]):
             return True
     return False
 

@@ -138,6 +138,24 @@ def test_blank_lines_left_by_removed_macros_are_collapsed():
         ("Go to https://<subdomain>.zulipchat.com/", "Go to https://<subdomain>.zulipchat.com/"),
         ("    1. Nested step <kbd>A</kbd>", "    1. Nested step A"),
         ("no markup at all", "no markup at all"),
+        # Only removed icons close up their space; keys keep theirs.
+        ("Type <kbd>Ctrl</kbd> + <kbd>.</kbd> or use <kbd>?</kbd>", "Type Ctrl + . or use ?"),
+        ("run `cd ..` then <kbd>Enter</kbd>", "run `cd ..` then Enter"),
+        ("scp it:export.tar.gz .  <kbd>A</kbd>", "scp it:export.tar.gz .  A"),
+        # Code is left as written.
+        ('`<div id="chat"></div>` and <kbd>X</kbd>', '`<div id="chat"></div>` and X'),
+        (
+            '```html\n<a href="x"><img src="a" alt="Join"></a>\n```\nthen <kbd>B</kbd>',
+            '```html\n<a href="x"><img src="a" alt="Join"></a>\n```\nthen B',
+        ),
+        # Angle brackets that are not HTML.
+        ("If a <b and c> d <kbd>A</kbd>", "If a <b and c> d A"),
+        ("Replace <a-id> with <kbd>A</kbd>", "Replace <a-id> with A"),
+        # A link keeps its web address; a link within the help center its text.
+        (
+            '<a href="https://render.com">Render</a> or <a href="/help/x">help</a>',
+            "Render (https://render.com) or help",
+        ),
     ],
 )
 def test_readable_text_has_no_inline_html(written, read):

@@ -336,7 +336,8 @@ PLACE_PRODUCTS = ["slack", "github", "discord", "jira", "microsoft teams | ms te
         ("how do i pin a message in a discord channel so new members see it", ["discord"]),
         ("how do i cancel my slack pro plan before it renews", ["slack"]),
         ("where do i download invoices for our github copilot business seats", ["github"]),
-        ("how do i turn on two-factor authentication for my github account", ["github"]),
+        ("how do i make one of my github repos private", ["github"]),
+        ("how do i mute a channel in slack. signing out and in again did not help", ["slack"]),
         ("how do i hide a channel in MS Teams", ["microsoft teams"]),
         # Its account or plan is the other product's even when the question names this one.
         ("now that we're on zulip, how do i cancel our slack subscription", ["slack"]),
@@ -355,6 +356,17 @@ def test_a_question_about_another_product_itself(question, asked):
         "we're moving from slack on the free plan, will our private channels come along?",
         "can i log in with my github account?",
         "can my team use their github accounts to sign in",
+        "can our team sign up with only their github accounts?",
+        "Is GitLab sign-in on the free plan?",
+        "Do I need a paid plan to use my GitHub account for authentication?",
+        # Said only by a word shortly before the product.
+        "Can I use my GitLab account for this?",
+        "is zulip cheaper than my slack plan?",
+        "is there a way to star messages as you can in slack?",
+        # A profile field that shows an account elsewhere.
+        "can each member put their github profile on their user card?",
+        # The product's name as part of a longer word.
+        "why do messages look odd in slack-ish formatting?",
         "how do i import my slack workspace",
         "we had 40 channels in slack, will they all come across?",
         "the github integration stopped posting in our channel",
