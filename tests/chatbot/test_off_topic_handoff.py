@@ -131,21 +131,26 @@ def test_a_product_the_documents_mention_is_theirs_to_answer(
 @pytest.fixture(scope="module")
 def slack_store(embeddings, tmp_path_factory) -> KnowledgeStore:
     """The sample help center with two articles that mention Slack, one of them by title."""
-    root = tmp_path_factory.mktemp("slack")
+    return _sample_store_with(
+        tmp_path_factory.mktemp("slack"),
+        embeddings,
+        {
+            "alerts-in-other-apps.md": "# Alerts in your team chat\n\nLumora can post an alert "
+            "to a Slack channel when a light goes offline or a schedule fails. Add the Slack app "
+            "from the Lumora settings page, pick the channel, and choose which alerts to post.\n",
+            "sign-in-with-slack.md": "# Sign in with Slack\n\nYou can sign in to the Lumora app "
+            "with your Slack account. Lumora never sees your Slack password: to change or reset "
+            "it, use Slack's own sign-in page, then sign in to Lumora again.\n",
+        },
+    )
+
+
+def _sample_store_with(root, embeddings, articles: dict[str, str]) -> KnowledgeStore:
+    """A store of the sample help center and ``articles`` (file name: Markdown)."""
     help_dir = root / "help"
     shutil.copytree(SAMPLE_HELP, help_dir)
-    (help_dir / "alerts-in-other-apps.md").write_text(
-        "# Alerts in your team chat\n\nLumora can post an alert to a Slack channel when a "
-        "light goes offline or a schedule fails. Add the Slack app from the Lumora settings "
-        "page, pick the channel, and choose which alerts to post.\n",
-        encoding="utf-8",
-    )
-    (help_dir / "sign-in-with-slack.md").write_text(
-        "# Sign in with Slack\n\nYou can sign in to the Lumora app with your Slack account. "
-        "Lumora never sees your Slack password: to change or reset it, use Slack's own sign-in "
-        "page, then sign in to Lumora again.\n",
-        encoding="utf-8",
-    )
+    for name, text in articles.items():
+        (help_dir / name).write_text(text, encoding="utf-8")
     store = KnowledgeStore(root / "store", embeddings)
     assert ingest_paths(store, [help_dir]).ok
     return store
@@ -310,17 +315,16 @@ def test_far_from_everything_is_still_a_plain_no_match(settings, sample_store, e
 
 
 def test_a_store_that_covers_the_topic_answers_it(settings, embeddings, examples, tmp_path):
-    help_dir = tmp_path / "help"
-    shutil.copytree(SAMPLE_HELP, help_dir)
-    (help_dir / "game-controllers.md").write_text(
-        "# Pairing a game controller\n\n"
-        "Lumora's TV light bars follow the game on screen. If your Xbox or PS5 controller "
-        "won't pair with the console after a reset, hold the pair button for five seconds, "
-        "then connect it with a USB cable once.\n",
-        encoding="utf-8",
+    store = _sample_store_with(
+        tmp_path,
+        embeddings,
+        {
+            "game-controllers.md": "# Pairing a game controller\n\n"
+            "Lumora's TV light bars follow the game on screen. If your Xbox or PS5 controller "
+            "won't pair with the console after a reset, hold the pair button for five seconds, "
+            "then connect it with a USB cable once.\n"
+        },
     )
-    store = KnowledgeStore(tmp_path / "store", embeddings)
-    assert ingest_paths(store, [help_dir]).ok
 
     found = _service(settings, store, examples).retrieve(OTHER_PRODUCTS[0])
 
