@@ -9,6 +9,7 @@ to the document library (chatbot.documents), which ingests them one file at a ti
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -54,6 +55,9 @@ UPLOAD_ID_HEADER = "X-Upload-Id"
 UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 # Uploads followed at once; past this, more are indexed as usual but not followed.
 MAX_FOLLOWED_UPLOADS = 1000
+# An ended upload still answers for this long, so that a page's question sent as it ended is
+# answered "done" rather than "not found".
+ENDED_UPLOAD_KEPT_S = 60.0
 
 
 # ----- response bodies (they make the OpenAPI schema)
@@ -100,7 +104,8 @@ class UploadProgress(BaseModel):
     )
     stage: str = Field(
         description="receiving (the request), reading (the file), embedding (its passages), "
-        "saving (to the store)."
+        "saving (to the store), done (the upload has ended; its answer says how each file "
+        "went)."
     )
     done: int = Field(0, description="While embedding: the passages embedded so far.")
     total: int = Field(0, description="While embedding: the file's passages (chunks).")
@@ -110,13 +115,24 @@ class FollowedUploads:
     """How each upload that gave an id is getting on, for the person who sent it.
 
     Ids are per person: one content owner's id never touches another's upload. Kept in this
-    process's memory while the upload runs; safe to use from several threads.
+    process's memory while the upload runs, and for ``ended_kept_s`` after it ends (as "done",
+    so that a question sent just as it ended is not answered "not found"); safe to use from
+    several threads.
     """
 
-    def __init__(self, most: int = MAX_FOLLOWED_UPLOADS):
+    def __init__(
+        self,
+        most: int = MAX_FOLLOWED_UPLOADS,
+        ended_kept_s: float = ENDED_UPLOAD_KEPT_S,
+        clock=time.monotonic,
+    ):
         self.most = most
+        self.ended_kept_s = ended_kept_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._uploads: dict[tuple[str, str], UploadProgress] = {}
+        # Ended uploads, oldest first: when each ended and its last state.
+        self._ended: dict[tuple[str, str], tuple[float, UploadProgress]] = {}
 
     def start(self, username: str, upload_id: str) -> bool | None:
         """Follow a new upload: True; False if this person has a running upload with this id;
@@ -127,6 +143,7 @@ class FollowedUploads:
                 return False
             if len(self._uploads) >= self.most:
                 return None
+            self._ended.pop(key, None)
             self._uploads[key] = UploadProgress(stage="receiving")
             return True
 
@@ -143,13 +160,38 @@ class FollowedUploads:
         return report
 
     def get(self, username: str, upload_id: str) -> UploadProgress | None:
-        """The progress of ``username``'s running upload with this id, if any."""
+        """The progress of ``username``'s upload with this id, running or lately ended."""
+        key = (username, upload_id)
         with self._lock:
-            return self._uploads.get((username, upload_id))
+            self._forget_ended()
+            running = self._uploads.get(key)
+            if running is not None:
+                return running
+            ended = self._ended.get(key)
+            return ended[1] if ended is not None else None
 
     def finish(self, username: str, upload_id: str) -> None:
+        key = (username, upload_id)
         with self._lock:
-            self._uploads.pop((username, upload_id), None)
+            last = self._uploads.pop(key, None)
+            if last is None:
+                return
+            self._forget_ended()
+            while len(self._ended) >= self.most:
+                self._ended.pop(next(iter(self._ended)))
+            self._ended[key] = (
+                self._clock(),
+                UploadProgress(file=last.file, stage="done", done=last.done, total=last.total),
+            )
+
+    def _forget_ended(self) -> None:
+        """Drop the uploads that ended more than ``ended_kept_s`` ago (the lock is held)."""
+        cutoff = self._clock() - self.ended_kept_s
+        while self._ended:
+            key, (ended_at, _) = next(iter(self._ended.items()))
+            if ended_at > cutoff:
+                break
+            del self._ended[key]
 
 
 # ----- receiving an upload
@@ -391,8 +433,8 @@ yours alone; reusing one while its upload still runs is a 409 (`upload_id_in_use
 PROGRESS_DOC = """How an upload sent with this id in its `X-Upload-Id` header is getting on: the file
 being indexed and its stage, and while its passages are embedded, how many of how many.
 
-Only the person who sent the upload sees it, and only while it runs: 404 before it starts,
-after it ends and for anyone else.
+Only the person who sent the upload sees it, while it runs and for a minute after it ends
+(stage `done`): 404 before it starts, after that minute and for anyone else.
 """
 REPLACE_DOC = """A new version of the document, in the multipart field `file`, of the same file type.
 

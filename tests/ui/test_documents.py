@@ -702,8 +702,35 @@ def test_an_upload_with_an_id_is_followed_by_its_sender_while_it_is_indexed(app,
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
     assert result["status"] == "added" and result["document"]["chunk_count"] == state["total"]
+    # A question sent just as the upload ended is answered, not "not found".
     ended = owner.get(f"/api/v1/documents/uploads/{upload_id}")
-    assert ended.status_code == 404 and "may have ended" in ended.json()["error"]["message"]
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["stage"] == "done" and ended.json()["file"] == "settings.md"
+    assert admin.get(f"/api/v1/documents/uploads/{upload_id}").status_code == 404
+
+
+def test_an_ended_upload_answers_for_a_while_then_is_forgotten():
+    from ui.documents import FollowedUploads
+
+    now = [100.0]
+    uploads = FollowedUploads(most=2, ended_kept_s=60, clock=lambda: now[0])
+    assert uploads.start("kim", "upload-1") is True
+    uploads.reporter("kim", "upload-1")("a.md", "embedding", 10, 40)
+    uploads.finish("kim", "upload-1")
+
+    now[0] += 59
+    ended = uploads.get("kim", "upload-1")
+    assert ended is not None and (ended.stage, ended.file, ended.done) == ("done", "a.md", 10)
+    assert uploads.get("lee", "upload-1") is None
+    now[0] += 2
+    assert uploads.get("kim", "upload-1") is None
+    # An ended upload's id can be used again, and ended ones never block a new upload.
+    for n in range(5):
+        assert uploads.start("kim", f"upload-{n}") is True
+        uploads.finish("kim", f"upload-{n}")
+    assert uploads.start("kim", "upload-4") is True
+    assert uploads.get("kim", "upload-4").stage == "receiving"
+    assert uploads.get("kim", "upload-0") is None  # at most ``most`` ended ones are kept
 
 
 @pytest.mark.parametrize("upload_id", ["short", "has space inside", "x" * 65, "../../etc"])

@@ -195,7 +195,7 @@
             if (form.dataset.progress) {
               stopFollowing = follow(form, uploadId, (state) => {
                 const indexed =
-                  state.stage === "saving" ? 1
+                  state.stage === "saving" || state.stage === "done" ? 1
                     : state.stage === "embedding" && state.total > 0 ? state.done / state.total
                       : 0;
                 bar.value = done + file.size * (sentShare + (1 - sentShare) * indexed);
