@@ -13,9 +13,10 @@ from knowledge.macros import IncludeError, expand_macros, render_ui_macros, reso
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 
+NOT_A_REGULAR_FILE = "not a regular file (a pipe, socket or device)"
+
 # Neither part holds a bracket or a parenthesis: every attempt then stops at the next one, so a
 # file of unclosed links costs linear time, not quadratic.
-NOT_A_REGULAR_FILE = "not a regular file (a pipe, socket or device)"
 LINK_RE = re.compile(r"\[([^\[\]]*)\]\(([^()\[\]]*)\)")
 # A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
 # footnote, which they do.

@@ -145,9 +145,13 @@ class OtherProducts:
         self._group_names = {f"p{i}": name for i, (_, name) in enumerate(spellings)}
         body = "|".join(f"(?P<p{i}>{_spelling(s)})" for i, (s, _) in enumerate(spellings))
         self._pattern = re.compile(rf"{_START}(?:{body})(?!\w)", re.IGNORECASE)
+        # Each product's names as one alternation, for the patterns that look for one product.
+        self._any_name = {
+            name: "|".join(map(_spelling, all_)) for name, all_ in self._spellings.items()
+        }
         self._each = {
-            name: re.compile(rf"{_START}(?:{'|'.join(map(_spelling, all_))})(?!\w)", re.IGNORECASE)
-            for name, all_ in self._spellings.items()
+            name: re.compile(rf"{_START}(?:{names})(?!\w)", re.IGNORECASE)
+            for name, names in self._any_name.items()
         }
 
     @classmethod
@@ -179,10 +183,10 @@ class OtherProducts:
         names_own = any(n in words for n in own_names)
         found = []
         for name in names:
-            spellings = self._spellings.get(name)
-            if not spellings:
+            names_of = self._any_name.get(name)
+            if not names_of:
                 continue
-            product = "(?:" + "|".join(map(_spelling, spellings)) + r")(?![\w-])"
+            product = rf"(?:{names_of})(?![\w-])"
             patterns = [
                 rf"{_START}{_POSSESSIVE}\s+(?:[\w.]+\s+)?{product}\s+(?:[\w.]+\s+){{0,2}}?"
                 rf"{_THINGS_OWNED}(?!\w)"
