@@ -941,6 +941,7 @@ def _make_retriever(
         off_topic=off_topic,
         off_topic_overlap=cfg.off_topic_overlap,
         other_products=other_products,
+        overview_margin=cfg.overview_margin,
     )
 
 

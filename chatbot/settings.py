@@ -169,6 +169,12 @@ class RetrievalSettings(_Section):
     hubness_neighbours: int = Field(
         20, ge=1, le=200, description="Neighbours that measure a chunk's hubness."
     )
+    overview_margin: float = Field(
+        0.1,
+        ge=0,
+        description="How far below an overview page an article it lists may score and still "
+        "come first (0: the order of the scores).",
+    )
     index_check_s: float = Field(
         5,
         ge=0,

@@ -13,6 +13,11 @@ that another article answers better. Each chunk's "hubness" is its mean similari
 nearest neighbours in the store; a share of it is taken off the chunk's similarity when ranking
 (the CSLS correction of Conneau et al., 2018). The relevance threshold still sees the plain
 similarity.
+
+An overview page (one that lists at least three other articles by title, "Format your message":
+text emphasis, tables, spoilers, …) sits close to every question on the topics it lists, and
+says less about each than the article it points to. When such a page comes before an article it
+lists, by less than the overview margin, the article goes first.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ OWN_NAME_MOST = 2
 NEAREST_FOR_COMPARISON = 10
 # A question compared without the product's name must be at least this similar to an example.
 NAMELESS_MIN_SIMILARITY = 0.55
+# A document that lists at least this many other documents by title is an overview page.
+OVERVIEW_MIN_LISTED = 3
+# A list item: a bullet ("*", "-", "+", "•") or a number ("1." or "1)") at the start of a line.
+LIST_ITEM_RE = re.compile(r"^\s*(?:[*+•-]|\d{1,3}[.)])\s+(.+)$")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,8 @@ class _Indexes:
     own_names: frozenset[str] = frozenset()
     # The other companies' products that no document mentions.
     not_mentioned: frozenset[str] = frozenset()
+    # Overview pages and the documents each lists (see overviews).
+    overviews: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def hubness(vectors: np.ndarray, neighbours: int, block: int = 1024) -> np.ndarray:
@@ -224,6 +235,57 @@ def own_names(chunks: Sequence[StoredChunk], vocabulary: frozenset[str]) -> froz
         if n >= OWN_NAME_SHARE * len(words) and w not in vocabulary
     ]
     return frozenset(names[:OWN_NAME_MOST])
+
+
+def _title_key(text: str) -> str:
+    return " ".join(text.split()).rstrip(".:;").casefold()
+
+
+def overviews(chunks: Sequence[StoredChunk]) -> dict[str, frozenset[str]]:
+    """The documents that list at least OVERVIEW_MIN_LISTED others by title, one list item each
+    ("* Text emphasis"), with the documents they list.
+
+    A title two documents share names neither. A numbered step that happens to be another
+    article's title ("1. Open the compose box") counts as well, but a page needs three such
+    items to be taken for an overview.
+    """
+    sources: dict[str, str | None] = {}
+    for chunk in chunks:
+        key = _title_key(chunk.title)
+        if key and sources.get(key, chunk.source) != chunk.source:
+            sources[key] = None  # shared title
+        elif key:
+            sources[key] = chunk.source
+    listed: dict[str, set[str]] = {}
+    for chunk in chunks:
+        for line in chunk.text.splitlines():
+            item = LIST_ITEM_RE.match(line)
+            other = sources.get(_title_key(item.group(1))) if item else None
+            if other is not None and other != chunk.source:
+                listed.setdefault(chunk.source, set()).add(other)
+    return {s: frozenset(o) for s, o in listed.items() if len(o) >= OVERVIEW_MIN_LISTED}
+
+
+def overviews_give_way(
+    hits: list[DocumentHit], listed: dict[str, frozenset[str]], margin: float
+) -> list[DocumentHit]:
+    """``hits`` (best first) with the articles an overview page lists, of those scoring less than
+    ``margin`` below it, moved to just before it, in their own order.
+
+    Scores are left as they are; only the order changes, and only within ``hits``.
+    """
+    if margin <= 0 or not listed:
+        return hits
+    # Sort key: the score of the place taken, then 1 for an article moved before its overview.
+    place = {h.source: (h.score, 0, h.score) for h in hits}
+    for overview in hits:
+        for hit in hits:
+            if (
+                hit.source in listed.get(overview.source, ())
+                and 0 <= overview.score - hit.score < margin
+            ):
+                place[hit.source] = max(place[hit.source], (overview.score, 1, hit.score))
+    return sorted(hits, key=lambda h: place[h.source], reverse=True)
 
 
 def named(text: str, words: frozenset[str]) -> set[str]:
@@ -276,8 +338,12 @@ class HybridRetriever:
         off_topic: OffTopicExamples | None = None,
         off_topic_overlap: float = 0.42,
         other_products: OtherProducts | None = None,
+        overview_margin: float = 0.1,
     ):
+        """``overview_margin``: how far below an overview page an article it lists may score and
+        still come first (0: the order of the scores)."""
         self.store = store
+        self.overview_margin = overview_margin
         self.off_topic = off_topic
         self.other_products = other_products
         self.off_topic_overlap = off_topic_overlap
@@ -330,7 +396,14 @@ class HybridRetriever:
                 if self.other_products is not None
                 else frozenset()
             )
-            self._indexes_built = _Indexes(keywords, chunk_hubness, off_topic, names, not_mentioned)
+            self._indexes_built = _Indexes(
+                keywords,
+                chunk_hubness,
+                off_topic,
+                names,
+                not_mentioned,
+                overviews(chunks) if self.overview_margin > 0 else {},
+            )
             self._generation = generation
             products = ""
             if self.other_products is not None:
@@ -471,7 +544,8 @@ class HybridRetriever:
                 hits[source].score += self.weights.title * similarity
         for hit in hits.values():
             hit.score += ranked.get(hit.source, hit.similarity)
-        return sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
+        best = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
+        return overviews_give_way(best, indexes.overviews, self.overview_margin)
 
     def _add_keywords(self, hits: dict[str, DocumentHit], text: str, index: _KeywordIndex) -> None:
         scores = index.scores(text)
