@@ -43,11 +43,13 @@ from knowledge.ingest import IngestReport, ingest_paths
 from knowledge.loaders import LoadLimits
 from knowledge.macros import readable
 from knowledge.off_topic import (
+    BUNDLED_COMPLIANCE,
     BUNDLED_EXAMPLES,
     BUNDLED_PRODUCTS,
     OffTopicExamples,
     OffTopicMatch,
     OtherProducts,
+    read_compliance_names,
 )
 from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
 from knowledge.store import KnowledgeStore
@@ -139,6 +141,9 @@ class ChatResult:
     # or (product_itself) that it asked about for themselves: "cancel my Slack plan".
     other_products: list[str] = field(default_factory=list)
     product_itself: bool = False
+    # With NO_MATCH: the regulations and certifications the question named that no document
+    # does ("is it HIPAA compliant?"); a person answers those.
+    compliance: list[str] = field(default_factory=list)
     # A greeting, thanks or goodbye, answered without a search or a model call.
     small_talk: bool = False
     # A message that named no topic ("it doesn't work") and found nothing: the customer was
@@ -186,6 +191,9 @@ class Retrieval:
     # themselves (their settings, account or plan).
     other_products: tuple[str, ...] = ()
     product_itself: bool = False
+    # With NO_MATCH: the regulations and certifications the question names that no document
+    # mentions ("hipaa").
+    compliance: tuple[str, ...] = ()
 
 
 @dataclass
@@ -399,6 +407,11 @@ class ChatService:
             return Retrieval(
                 query, hits, True, OFF_TOPIC, other_products=products, product_itself=True
             )
+        # "Is it HIPAA compliant?" sits close to a GDPR article; only a person can say what the
+        # company has signed or been audited for, when the documents never name it.
+        compliance = retriever.unmentioned_compliance(question)
+        if compliance:
+            return Retrieval(query, hits, True, NO_MATCH, compliance=compliance)
         if best is None or best < threshold:
             return Retrieval(query, hits, True, NO_MATCH)
         if retriever.off_topic is None:
@@ -431,7 +444,11 @@ class ChatService:
             if collection not in self._retrievers:
                 store = KnowledgeStore(self.settings.data_dir, self.store.embeddings, collection)
                 self._retrievers[collection] = _make_retriever(
-                    store, self.settings, self.off_topic, self.retriever.other_products
+                    store,
+                    self.settings,
+                    self.off_topic,
+                    self.retriever.other_products,
+                    self.retriever.compliance,
                 )
             return self._retrievers[collection]
 
@@ -463,6 +480,7 @@ class ChatService:
             handoff_reason=found.reason,
             other_products=list(found.other_products),
             product_itself=found.product_itself,
+            compliance=list(found.compliance),
         )
         result.timings_ms.update(retrieve=elapsed, total=elapsed)
         if _asks_detail(found, question, history):
@@ -539,6 +557,7 @@ class ChatService:
             handoff_reason=found.reason,
             other_products=list(found.other_products),
             product_itself=found.product_itself,
+            compliance=list(found.compliance),
             channel=channel,
             session_id=session_id,
         )
@@ -741,6 +760,7 @@ class ChatService:
             "handoff_reason": result.handoff_reason,
             "other_products": result.other_products,
             "product_itself": result.product_itself,
+            "compliance": result.compliance,
             "small_talk": result.small_talk,
             "asked_detail": result.asked_detail,
             "cut": result.cut,
@@ -929,6 +949,7 @@ def _make_retriever(
     settings: Settings,
     off_topic: OffTopicExamples | None = None,
     other_products: OtherProducts | None = None,
+    compliance: OtherProducts | None = None,
 ) -> HybridRetriever:
     cfg = settings.retrieval
     return HybridRetriever(
@@ -942,6 +963,7 @@ def _make_retriever(
         off_topic_overlap=cfg.off_topic_overlap,
         other_products=other_products,
         overview_margin=cfg.overview_margin,
+        compliance=compliance,
     )
 
 
@@ -971,7 +993,12 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
             cache_dir=settings.data_dir / "cache",
         )
         off_topic.vectors()  # embedded (or read from the cache) now, not on the first question
-    retriever = _make_retriever(store, settings, off_topic, other_products)
+    compliance = (
+        OtherProducts(read_compliance_names(cfg.compliance_names or BUNDLED_COMPLIANCE))
+        if cfg.compliance_check
+        else None
+    )
+    retriever = _make_retriever(store, settings, off_topic, other_products, compliance)
     model, counter, on_close, local_url = None, None, None, None
     if with_model:
         if settings.llm.provider == Provider.LOCAL:

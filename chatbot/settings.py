@@ -141,6 +141,15 @@ class RetrievalSettings(_Section):
         None,
         description="File of other companies' product names; empty uses the bundled list.",
     )
+    compliance_check: bool = Field(
+        True,
+        description="Hand a question that names a regulation or certification no document "
+        "mentions (HIPAA, SOC 2) to a person.",
+    )
+    compliance_names: Path | None = Field(
+        None,
+        description="File of regulation and certification names; empty uses the bundled list.",
+    )
     off_topic_overlap: float = Field(
         0.42,
         ge=-1,
@@ -196,7 +205,7 @@ class RetrievalSettings(_Section):
     )
     max_pdf_pages: int = Field(500, ge=1, description="Most pages a PDF may have.")
 
-    @field_validator("off_topic_examples", "other_products", mode="before")
+    @field_validator("off_topic_examples", "other_products", "compliance_names", mode="before")
     @classmethod
     def _empty_is_bundled(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -217,6 +226,15 @@ class RetrievalSettings(_Section):
             from knowledge.off_topic import read_product_names
 
             read_product_names(value)
+        return value
+
+    @field_validator("compliance_names")
+    @classmethod
+    def _compliance_file_is_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from knowledge.off_topic import read_compliance_names
+
+            read_compliance_names(value)
         return value
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "off_topic_examples.txt"
 BUNDLED_PRODUCTS = Path(__file__).resolve().parent / "other_products.txt"
+BUNDLED_COMPLIANCE = Path(__file__).resolve().parent / "compliance_names.txt"
 # Embedded beside the examples, so that a cache made by another model is recognised.
 CACHE_PROBE = "a fixed sentence that tells whether cached vectors came from this model"
 CACHE_PROBE_MIN_COSINE = 0.9999
@@ -101,6 +102,11 @@ def read_product_names(path: Path) -> list[str]:
     return _read_lines(path, "product names")
 
 
+def read_compliance_names(path: Path) -> list[str]:
+    """One regulation, standard or certification per line ("hipaa", "soc 2 | soc2")."""
+    return _read_lines(path, "compliance names")
+
+
 def _read_lines(path: Path, what: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -122,6 +128,9 @@ class OtherProducts:
     hardly tells "my profile photo on linkedin" from "my profile photo"; the name does. A line
     may give one product several names, separated by "|": the first is the one reported, and a
     document that uses any of them mentions the product.
+
+    The same matching serves for the names of regulations and certifications (HIPAA, SOC 2):
+    ``named_in`` and ``not_mentioned`` work for any list of names.
     """
 
     def __init__(self, names: Sequence[str]):

@@ -191,6 +191,8 @@ class _Indexes:
     own_names: frozenset[str] = frozenset()
     # The other companies' products that no document mentions.
     not_mentioned: frozenset[str] = frozenset()
+    # The regulations and certifications that no document mentions.
+    compliance_not_mentioned: frozenset[str] = frozenset()
     # Overview pages and the documents each lists (see overviews).
     overviews: dict[str, frozenset[str]] = field(default_factory=dict)
 
@@ -339,10 +341,13 @@ class HybridRetriever:
         off_topic_overlap: float = 0.42,
         other_products: OtherProducts | None = None,
         overview_margin: float = 0.1,
+        compliance: OtherProducts | None = None,
     ):
         """``overview_margin``: how far below an overview page an article it lists may score and
-        still come first (0: the order of the scores)."""
+        still come first (0: the order of the scores). ``compliance``: names of regulations and
+        certifications (see ``unmentioned_compliance``)."""
         self.store = store
+        self.compliance = compliance
         self.overview_margin = overview_margin
         self.off_topic = off_topic
         self.other_products = other_products
@@ -389,12 +394,14 @@ class HybridRetriever:
             else:
                 chunks = self.store.live_chunks()
             keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
+            texts = [f"{c.title}\n{c.heading}\n{c.text}" for c in chunks]
             not_mentioned = (
-                self.other_products.not_mentioned(
-                    f"{c.title}\n{c.heading}\n{c.text}" for c in chunks
-                )
+                self.other_products.not_mentioned(texts)
                 if self.other_products is not None
                 else frozenset()
+            )
+            compliance = (
+                self.compliance.not_mentioned(texts) if self.compliance is not None else frozenset()
             )
             self._indexes_built = _Indexes(
                 keywords,
@@ -402,6 +409,7 @@ class HybridRetriever:
                 off_topic,
                 names,
                 not_mentioned,
+                compliance,
                 overviews(chunks) if self.overview_margin > 0 else {},
             )
             self._generation = generation
@@ -411,6 +419,12 @@ class HybridRetriever:
                 products = (
                     f"; {len(not_mentioned)} other products' names in use (your documents "
                     f"mention {', '.join(mentioned) or 'none of them'})"
+                )
+            if self.compliance is not None:
+                covered = [n for n in self.compliance.names if n not in compliance]
+                products += (
+                    f"; regulations and certifications your documents mention: "
+                    f"{', '.join(covered) or 'none'}"
                 )
             log.info(
                 "search indexes built for %d chunks in %.2f s%s%s",
@@ -469,6 +483,14 @@ class HybridRetriever:
             return ()
         not_mentioned = self._indexes().not_mentioned
         return tuple(n for n in self.other_products.named_in(text) if n in not_mentioned)
+
+    def unmentioned_compliance(self, text: str) -> tuple[str, ...]:
+        """The regulations and certifications ``text`` names ("is it HIPAA compliant?") that no
+        live chunk mentions: whatever the product does about them, the documents do not say."""
+        if self.compliance is None:
+            return ()
+        not_mentioned = self._indexes().compliance_not_mentioned
+        return tuple(n for n in self.compliance.named_in(text) if n in not_mentioned)
 
     def products_asked_about(self, text: str, best_title: str = "") -> tuple[str, ...]:
         """The other companies' products that ``text`` names and asks about for themselves

@@ -195,6 +195,8 @@ def prompt_text(result: ChatResult, threshold: float, found: Retrieval | None = 
             # ``found`` is a second search: it explains this hand-off only if it agrees.
             agrees = found is not None and found.reason == OFF_TOPIC
             return off_topic_text(found.off_topic if agrees else None)
+        if result.compliance:
+            return compliance_text(result.compliance)
         return (
             "No model call: nothing retrieved reached the relevance threshold "
             f"({threshold:.2f}), so the hand-off answer was given."
@@ -263,6 +265,14 @@ def other_products_text(products: Sequence[str], itself: bool = False) -> str:
     return (
         f"No model call: the question names {names}, another company's product that none of "
         "your documents mentions (retrieval.other_products), so the hand-off answer was given."
+    )
+
+
+def compliance_text(names: Sequence[str]) -> str:
+    return (
+        f"No model call: the question names {', '.join(repr(n) for n in names)}, a regulation "
+        "or certification that none of your documents mentions (retrieval.compliance_names); "
+        "only a person can say what the company does about it, so the hand-off answer was given."
     )
 
 

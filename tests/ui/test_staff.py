@@ -847,3 +847,15 @@ def test_a_conversation_says_why_each_turn_was_handed_off(app):
     assert "Handed off: off-topic (names linkedin)" in page.text
     assert "asks about" not in page.text
     assert "&lt;b&gt;linkedin&lt;/b&gt;" in page.text and "<b>linkedin" not in page.text
+
+
+def test_a_conversation_says_which_regulation_a_turn_named(app):
+    service = app.state.chat.service
+    session = service.start_session()
+    service.conversations.add_turn(session, "user", "is it hipaa compliant?", 5, {})
+    meta = {"handoff": True, "handoff_reason": "no_match", "compliance": ["hipaa", "baa"]}
+    service.conversations.add_turn(session, "assistant", "I couldn't find that.", 5, meta)
+
+    page = signed_in(app, "staff").get(f"/staff/conversations/{session}")
+
+    assert "Handed off: nothing relevant found (names hipaa, baa)" in page.text

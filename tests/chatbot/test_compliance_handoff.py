@@ -1,0 +1,122 @@
+"""Questions naming a regulation or certification the documents never mention go to a person."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot.prompts import HANDOFF_ANSWER
+from chatbot.service import NO_MATCH, ChatResult, ChatService
+from chatbot.settings import SettingsError, load_settings
+from knowledge.off_topic import (
+    BUNDLED_COMPLIANCE,
+    OffTopicExamplesError,
+    OtherProducts,
+    read_compliance_names,
+)
+from knowledge.retriever import HybridRetriever
+from tests.conftest import TEST_PROFILE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def compliance() -> OtherProducts:
+    return OtherProducts(read_compliance_names(BUNDLED_COMPLIANCE))
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Is Lumora HIPAA compliant? Will you sign a BAA?", ["hipaa", "baa"]),
+        ("can you send our auditors your SOC-2 type II report", ["soc 2"]),
+        ("we need your soc2 and ISO/IEC 27001 certificates", ["soc 2", "iso 27001"]),
+        ("are you FedRAMP authorized?", ["fedramp"]),
+        ("is checkout pci-dss compliant", ["pci dss"]),
+        # Inside other words or near misses: nothing.
+        ("my guitar and socks are in the photo", []),
+        ("the hippo app is down", []),
+    ],
+)
+def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, names):
+    assert compliance.named_in(text) == names
+
+
+def test_only_names_no_document_mentions_count(sample_store, compliance):
+    retriever = HybridRetriever(sample_store, compliance=compliance)
+
+    # The sample help center's privacy article names GDPR and CCPA.
+    assert retriever.unmentioned_compliance("is Lumora GDPR compliant?") == ()
+    assert retriever.unmentioned_compliance("what about ccpa requests") == ()
+    assert retriever.unmentioned_compliance("is Lumora HIPAA compliant?") == ("hipaa",)
+    assert HybridRetriever(sample_store).unmentioned_compliance("HIPAA?") == ()
+
+
+def _service(settings, store, compliance) -> ChatService:
+    return ChatService(settings, store, HybridRetriever(store, compliance=compliance), None)
+
+
+def test_such_a_question_is_handed_to_a_person_without_a_model_call(
+    settings, sample_store, compliance
+):
+    question = "Is Lumora HIPAA compliant? We're a small clinic and need a BAA signed."
+    service = _service(settings, sample_store, compliance)
+
+    found = service.retrieve(question)
+    # No model: answering would fail. The hand-off is the one for what the documents lack, so
+    # the web chat opens a ticket for it (handoff.on_no_answer).
+    result = service.retrieval_only(question)
+
+    assert found.handoff and found.reason == NO_MATCH
+    assert found.compliance == ("hipaa", "baa")
+    best = max(h.similarity for h in found.hits)
+    assert best >= settings.retrieval.relevance_threshold, "the threshold alone would answer it"
+    assert result.handoff and result.compliance == ["hipaa", "baa"]
+    assert result.to_dict()["compliance"] == ["hipaa", "baa"]
+    # Without the check the same question goes on to the model.
+    assert not _service(settings, sample_store, None).retrieve(question).handoff
+
+
+def test_a_question_about_a_regulation_the_documents_cover_is_answered(
+    settings, sample_store, compliance
+):
+    found = _service(settings, sample_store, compliance).retrieve(
+        "how do i make a GDPR request for my data?"
+    )
+
+    assert not found.handoff
+    assert found.hits[0].source == "privacy-and-data.md"
+
+
+def test_the_check_is_on_by_default_and_can_be_turned_off(tmp_path, monkeypatch):
+    assert load_settings(TEST_PROFILE, data_dir=tmp_path).retrieval.compliance_check
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__COMPLIANCE_CHECK", "false")
+    assert not load_settings(TEST_PROFILE, data_dir=tmp_path).retrieval.compliance_check
+
+
+def test_a_names_file_that_cannot_be_used_stops_start_up(tmp_path, monkeypatch):
+    empty = tmp_path / "names.txt"
+    empty.write_text("# nothing but a comment\n")
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__COMPLIANCE_NAMES", str(empty))
+
+    with pytest.raises(SettingsError, match="compliance_names") as caught:
+        load_settings(TEST_PROFILE, data_dir=tmp_path)
+    assert "holds no compliance names" in str(caught.value)
+    with pytest.raises(OffTopicExamplesError, match="cannot read compliance names"):
+        read_compliance_names(tmp_path / "missing.txt")
+
+
+def test_the_playground_says_why():
+    from ui.playground import prompt_text
+
+    result = ChatResult(
+        answer=HANDOFF_ANSWER,
+        sources=[],
+        handoff=True,
+        handoff_reason=NO_MATCH,
+        compliance=["hipaa"],
+    )
+
+    text = prompt_text(result, 0.3)
+
+    assert text.startswith("No model call: the question names 'hipaa', a regulation")
+    assert "relevance threshold" not in text
