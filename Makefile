@@ -60,6 +60,7 @@ eval: setup
 	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_followup_questions.jsonl --retrieval-only
 	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_same_articles_questions.jsonl --retrieval-only
 	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_product_questions.jsonl --retrieval-only
+	CHATBOT_DATA_DIR=$(EVAL_STORE) $(VENV)/bin/chatbot eval --profile $(EVAL_PROFILE) tests/data/zulip_compliance_questions.jsonl --retrieval-only
 
 # The same with the accurate profile, in its own scratch store.
 eval-accurate: setup-accurate

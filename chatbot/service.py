@@ -46,6 +46,7 @@ from knowledge.off_topic import (
     BUNDLED_COMPLIANCE,
     BUNDLED_EXAMPLES,
     BUNDLED_PRODUCTS,
+    ComplianceNames,
     OffTopicExamples,
     OffTopicMatch,
     OtherProducts,
@@ -949,7 +950,7 @@ def _make_retriever(
     settings: Settings,
     off_topic: OffTopicExamples | None = None,
     other_products: OtherProducts | None = None,
-    compliance: OtherProducts | None = None,
+    compliance: ComplianceNames | None = None,
 ) -> HybridRetriever:
     cfg = settings.retrieval
     return HybridRetriever(
@@ -994,7 +995,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         )
         off_topic.vectors()  # embedded (or read from the cache) now, not on the first question
     compliance = (
-        OtherProducts(read_compliance_names(cfg.compliance_names or BUNDLED_COMPLIANCE))
+        ComplianceNames(read_compliance_names(cfg.compliance_names or BUNDLED_COMPLIANCE))
         if cfg.compliance_check
         else None
     )

@@ -223,6 +223,63 @@ class OtherProducts:
         return frozenset(self.names) - mentioned
 
 
+# A question asks for a compliance claim when the regulation or certification is the vendor's:
+# "is zulip HIPAA compliant?", "send us your SOC 2 report", "do you sign a BAA?", "does it meet
+# PIPEDA?". Not when it is the customer's own reason for a how-to: "our HIPAA policy says old
+# messages must go, how do i set that up?", "for HIPAA compliance we need ...".
+_A_WORD = r"[\w.'/-]+"
+_STATUS_WORDS = (
+    r"(?:complian(?:t|ce)|certifi(?:ed|cations?|cates?)|attest(?:ed|ations?)|reports?|"
+    r"authori[sz](?:ed|ations?)|assess(?:ed|ments?)|accredit(?:ed|ations?)|conforman(?:t|ce)|"
+    r"validated|approved|ready)"
+)
+_CLAIM_VERBS = (
+    r"(?:compl(?:y|ies|iant)|conforms?|meets?|satisf(?:y|ies)|adheres?|follows?|supports?|"
+    r"covers?|ha(?:ve|s)|holds?|offers?|provides?|signs?|passe[sd]?)"
+)
+# Before a status word, these say whose the standard is: the customer's ("for HIPAA
+# compliance", "our SOC 2 report", "as part of GLBA compliance"), not the vendor's.
+_CUSTOMER_CONTEXT_BEFORE = frozenset(
+    ["for", "under", "per", "our", "my", "their", "because", "due", "with", "regarding", "part"]
+)
+
+
+class ComplianceNames(OtherProducts):
+    """Names of regulations and certifications ("hipaa", "soc 2 | soc2"), and whether a
+    question asks for a claim about one (see ``claimed``)."""
+
+    def claimed(self, text: str, names: Iterable[str], own_names: Iterable[str] = ()) -> list[str]:
+        """The names of ``names`` that ``text`` asks the vendor's standing on.
+
+        One of: "your" shortly before the name ("your SOC 2 Type II report"); a status word
+        shortly after it ("HIPAA compliant", "FedRAMP Moderate authorization"), unless "for",
+        "our", "under" and the like come just before the name ("for HIPAA compliance"); or the
+        vendor ("you", "it", the product's own name) with a verb such as comply, meet, have,
+        hold or sign shortly before it ("do you sign a BAA", "does Zulip meet PIPEDA").
+        """
+        lowered = text.lower()
+        vendor_words = ["you", "it", *(re.escape(n.lower()) for n in own_names)]
+        vendor = rf"\b(?:{'|'.join(vendor_words)})"
+        gap = rf"(?:\s+{_A_WORD}){{0,2}}"
+        found = []
+        for name in names:
+            names_of = self._any_name.get(name)
+            if not names_of:
+                continue
+            standard = rf"{_START}(?:{names_of})(?![\w-])"
+            yours = rf"\byour{gap}\s+{standard}"
+            by_vendor = rf"{vendor}{gap}\s+{_CLAIM_VERBS}\b{gap}\s+{standard}"
+            if re.search(yours, lowered) or re.search(by_vendor, lowered):
+                found.append(name)
+                continue
+            for match in re.finditer(rf"{standard}{gap}\s+{_STATUS_WORDS}(?!\w)", lowered):
+                before = _WORD_RE.findall(lowered[max(0, match.start() - 60) : match.start()])
+                if not _CUSTOMER_CONTEXT_BEFORE.intersection(before[-2:]):
+                    found.append(name)
+                    break
+        return found
+
+
 def _as_place(text: str, pattern: str) -> bool:
     """Whether ``pattern`` matches ``text`` somewhere not shortly after a word such as "with"."""
     for match in re.finditer(pattern, text):

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from knowledge.off_topic import OffTopicExamples, OffTopicIndex, OffTopicMatch, OtherProducts
+from knowledge.off_topic import (
+    ComplianceNames,
+    OffTopicExamples,
+    OffTopicIndex,
+    OffTopicMatch,
+    OtherProducts,
+)
 from knowledge.store import KnowledgeStore, StoredChunk
 from knowledge.vectors import unit_rows
 
@@ -341,7 +347,7 @@ class HybridRetriever:
         off_topic_overlap: float = 0.42,
         other_products: OtherProducts | None = None,
         overview_margin: float = 0.1,
-        compliance: OtherProducts | None = None,
+        compliance: ComplianceNames | None = None,
     ):
         """``overview_margin``: how far below an overview page an article it lists may score and
         still come first (0: the order of the scores). ``compliance``: names of regulations and
@@ -485,12 +491,17 @@ class HybridRetriever:
         return tuple(n for n in self.other_products.named_in(text) if n in not_mentioned)
 
     def unmentioned_compliance(self, text: str) -> tuple[str, ...]:
-        """The regulations and certifications ``text`` names ("is it HIPAA compliant?") that no
-        live chunk mentions: whatever the product does about them, the documents do not say."""
+        """The regulations and certifications that ``text`` asks the vendor's standing on ("is
+        it HIPAA compliant?", "send us your SOC 2 report") and that no live chunk mentions:
+        whatever the company has signed or been audited for, the documents do not say. A name
+        given only as the customer's reason ("our HIPAA policy says ...") does not count."""
         if self.compliance is None:
             return ()
-        not_mentioned = self._indexes().compliance_not_mentioned
-        return tuple(n for n in self.compliance.named_in(text) if n in not_mentioned)
+        indexes = self._indexes()
+        named = [n for n in self.compliance.named_in(text) if n in indexes.compliance_not_mentioned]
+        if not named:
+            return ()
+        return tuple(self.compliance.claimed(text, named, indexes.own_names))
 
     def products_asked_about(self, text: str, best_title: str = "") -> tuple[str, ...]:
         """The other companies' products that ``text`` names and asks about for themselves

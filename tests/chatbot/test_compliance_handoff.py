@@ -9,8 +9,8 @@ from chatbot.service import NO_MATCH, ChatResult, ChatService
 from chatbot.settings import SettingsError, load_settings
 from knowledge.off_topic import (
     BUNDLED_COMPLIANCE,
+    ComplianceNames,
     OffTopicExamplesError,
-    OtherProducts,
     read_compliance_names,
 )
 from knowledge.retriever import HybridRetriever
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def compliance() -> OtherProducts:
-    return OtherProducts(read_compliance_names(BUNDLED_COMPLIANCE))
+def compliance() -> ComplianceNames:
+    return ComplianceNames(read_compliance_names(BUNDLED_COMPLIANCE))
 
 
 @pytest.mark.parametrize(
@@ -41,14 +41,43 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
     assert compliance.named_in(text) == names
 
 
+@pytest.mark.parametrize(
+    ("text", "claimed"),
+    [
+        # The vendor's standing: a status word after the name, "your" before it, or the vendor
+        # with a verb such as comply, meet, have, hold or sign.
+        ("is lumora hipaa compliant?", ["hipaa"]),
+        ("Are you ISO-27001 certified?", ["iso 27001"]),
+        ("does lumora cloud have a FedRAMP Moderate authorization", ["fedramp"]),
+        ("can u send over your SOC2 Type II report?", ["soc 2"]),
+        ("do you sign a HIPAA BAA?", ["hipaa", "baa"]),
+        ("Does Lumora meet PIPEDA requirements?", ["pipeda"]),
+        ("does it comply with coppa", ["coppa"]),
+        ("we need a BSI C5 Type 2 attestation from every vendor. do you have one?", ["bsi c5"]),
+        # The customer's own reason for a how-to.
+        ("our HIPAA policy says old messages must be deleted. how do i set that up?", []),
+        ("for HIPAA compliance we need automatic deletion after 30 days", []),
+        ("As part of GLBA compliance (we're a bank), can i turn off public channels?", []),
+        ("For our SOX audit I need all messages from two users as a CSV", []),
+        ("SOC 2 auditors want SSO on every app. how do we set up SAML?", []),
+        ("ISO 27001 access control: can Lumora deactivate users through SCIM?", []),
+        ("we need to comply with HIPAA, how do i hide message text in emails?", []),
+        ("testing against WCAG 2.1 AA flagged the faint timestamps", []),
+    ],
+)
+def test_only_a_question_about_the_vendors_standing_is_a_claim(compliance, text, claimed):
+    assert compliance.claimed(text, compliance.named_in(text), own_names=["lumora"]) == claimed
+
+
 def test_only_names_no_document_mentions_count(sample_store, compliance):
     retriever = HybridRetriever(sample_store, compliance=compliance)
 
     # The sample help center's privacy article names GDPR and CCPA.
     assert retriever.unmentioned_compliance("is Lumora GDPR compliant?") == ()
-    assert retriever.unmentioned_compliance("what about ccpa requests") == ()
+    assert retriever.unmentioned_compliance("are you ccpa compliant") == ()
     assert retriever.unmentioned_compliance("is Lumora HIPAA compliant?") == ("hipaa",)
-    assert HybridRetriever(sample_store).unmentioned_compliance("HIPAA?") == ()
+    assert retriever.unmentioned_compliance("our HIPAA policy says: how do i delete my data?") == ()
+    assert HybridRetriever(sample_store).unmentioned_compliance("are you HIPAA compliant?") == ()
 
 
 def _service(settings, store, compliance) -> ChatService:
@@ -58,7 +87,7 @@ def _service(settings, store, compliance) -> ChatService:
 def test_such_a_question_is_handed_to_a_person_without_a_model_call(
     settings, sample_store, compliance
 ):
-    question = "Is Lumora HIPAA compliant? We're a small clinic and need a BAA signed."
+    question = "Is Lumora HIPAA compliant? We're a small clinic. Will you sign a BAA?"
     service = _service(settings, sample_store, compliance)
 
     found = service.retrieve(question)
@@ -76,14 +105,20 @@ def test_such_a_question_is_handed_to_a_person_without_a_model_call(
     assert not _service(settings, sample_store, None).retrieve(question).handoff
 
 
-def test_a_question_about_a_regulation_the_documents_cover_is_answered(
-    settings, sample_store, compliance
+@pytest.mark.parametrize(
+    "question",
+    [
+        # A regulation the documents cover, and one given only as the customer's reason.
+        "is lumora gdpr compliant? how do i make a GDPR request for my data?",
+        "our HIPAA policy says we must be able to delete personal data. how do i request that?",
+    ],
+)
+def test_a_question_the_documents_can_answer_is_answered(
+    settings, sample_store, compliance, question
 ):
-    found = _service(settings, sample_store, compliance).retrieve(
-        "how do i make a GDPR request for my data?"
-    )
+    found = _service(settings, sample_store, compliance).retrieve(question)
 
-    assert not found.handoff
+    assert not found.handoff and not found.compliance
     assert found.hits[0].source == "privacy-and-data.md"
 
 

@@ -6,7 +6,9 @@ The follow-up set (follow-ups with one earlier exchange, and questions that need
 asks about none of the development set's articles. The same-articles set asks about the
 development set's own articles in other words, as a held-out set on them would. The product set
 names another company's product in every question: half ask how it meets Zulip (an import, a
-sign-in, a link), half ask about that product itself.
+sign-in, a link), half ask about that product itself. The compliance set's answerable questions
+give a regulation or audit as the customer's reason for a how-to; its out-of-scope ones ask
+about the vendor's own compliance, certifications and assurances.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ TUNING = DATA / "zulip_tuning_questions.jsonl"
 FOLLOW_UPS = DATA / "zulip_followup_questions.jsonl"
 SAME_ARTICLES = DATA / "zulip_same_articles_questions.jsonl"
 PRODUCTS = DATA / "zulip_product_questions.jsonl"
+COMPLIANCE = DATA / "zulip_compliance_questions.jsonl"
 SETS = {UNSEEN: (60, 30), TUNING: (60, 40)}
 
 
@@ -139,3 +142,23 @@ def test_product_set_asks_about_real_articles(shared_kb):
     for q in load_questions(PRODUCTS):
         for gold in q.gold_docs:
             assert (shared_kb / "help" / gold).is_file(), (q.id, gold)
+
+
+def test_compliance_set_is_two_authors_halves_of_answerable_and_out_of_scope_questions():
+    questions = load_questions(COMPLIANCE)
+
+    assert Counter(q.kind for q in questions) == {"answerable": 55, OUT_OF_SCOPE: 55}
+    assert Counter(q.id[:2] for q in questions) == {"cq": 60, "cr": 50}
+    assert len({q.id for q in questions}) == len(questions)
+    assert len({q.question.lower() for q in questions}) == len(questions)
+    for q in questions:
+        assert bool(q.gold_docs) == (q.kind != OUT_OF_SCOPE), q.id
+        assert not q.history, q.id
+
+
+def test_compliance_set_asks_about_real_articles(shared_kb):
+    include = shared_kb / "help" / "include"
+    for q in load_questions(COMPLIANCE):
+        texts = [_with_snippets(shared_kb / "help" / gold, include) for gold in q.gold_docs]
+        for fact in q.must_include:
+            assert any(fact.lower() in text for text in texts), (q.id, fact)
