@@ -143,8 +143,8 @@ class RetrievalSettings(_Section):
     )
     compliance_check: bool = Field(
         True,
-        description="Hand a question that names a regulation or certification no document "
-        "mentions (HIPAA, SOC 2) to a person.",
+        description="Hand a question about the vendor's standing on a regulation or "
+        "certification no document mentions (HIPAA, SOC 2) to a person.",
     )
     compliance_names: Path | None = Field(
         None,
