@@ -137,7 +137,7 @@ class OtherProducts:
         products: dict[str, list[str]] = {}
         for line in names:
             spellings = [" ".join(n.lower().split()) for n in line.split("|")]
-            spellings = [n for n in spellings if n]
+            spellings = [n for n in spellings if re.search(r"\w", n)]
             if spellings:
                 products.setdefault(spellings[0], []).extend(spellings)
         if not products:
@@ -224,60 +224,293 @@ class OtherProducts:
 
 
 # A question asks for a compliance claim when the regulation or certification is the vendor's:
-# "is zulip HIPAA compliant?", "send us your SOC 2 report", "do you sign a BAA?", "does it meet
-# PIPEDA?". Not when it is the customer's own reason for a how-to: "our HIPAA policy says old
-# messages must go, how do i set that up?", "for HIPAA compliance we need ...".
-_A_WORD = r"[\w.'/-]+"
-_STATUS_WORDS = (
-    r"(?:complian(?:t|ce)|certifi(?:ed|cations?|cates?)|attest(?:ed|ations?)|reports?|"
-    r"authori[sz](?:ed|ations?)|assess(?:ed|ments?)|accredit(?:ed|ations?)|conforman(?:t|ce)|"
-    r"validated|approved|ready)"
+# "is zulip HIPAA compliant?", "send us your SOC 2 report", "do you sign a BAA?", "HIPAA
+# compliant?". Not when it is the customer's own reason for a how-to: "our HIPAA policy says old
+# messages must go, how do i set that up?", "we have to be HIPAA compliant, so how do i ...?".
+# The rule reads one clause at a time (split at sentence ends, colons, semicolons, commas,
+# dashes and brackets), so a "your" or a "we" in another sentence does not count.
+_CLAUSE_END = re.compile(r"[.?!;:,]+(?=\s|$)|\s[-\u2013\u2014]+\s|[()]")
+_FIRST_PERSON = frozenset(
+    [
+        "i",
+        "me",
+        "my",
+        "mine",
+        "myself",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "ourselves",
+        "i'm",
+        "im",
+        "i've",
+        "ive",
+        "i'd",
+        "we're",
+        "were",
+        "we've",
+        "weve",
+        "we'd",
+        "we'll",
+    ]
 )
-_CLAIM_VERBS = (
-    r"(?:compl(?:y|ies|iant)|conforms?|meets?|satisf(?:y|ies)|adheres?|follows?|supports?|"
-    r"covers?|ha(?:ve|s)|holds?|offers?|provides?|signs?|passe[sd]?)"
+# Words a clause may open with before its question ("so", "and", "also", "hi").
+_OPENERS = frozenset(
+    [
+        "so",
+        "and",
+        "also",
+        "but",
+        "then",
+        "ok",
+        "okay",
+        "hi",
+        "hello",
+        "hey",
+        "btw",
+        "just",
+        "please",
+        "pls",
+        "plz",
+        "quick",
+        "question",
+        "one",
+        "more",
+        "thing",
+        "sorry",
+        "thanks",
+    ]
 )
-# Before a status word, these say whose the standard is: the customer's ("for HIPAA
-# compliance", "our SOC 2 report", "as part of GLBA compliance"), not the vendor's.
-_CUSTOMER_CONTEXT_BEFORE = frozenset(
-    ["for", "under", "per", "our", "my", "their", "because", "due", "with", "regarding", "part"]
+_AUXILIARIES = frozenset(
+    [
+        "is",
+        "are",
+        "does",
+        "do",
+        "has",
+        "have",
+        "can",
+        "could",
+        "will",
+        "would",
+        "did",
+        "was",
+        "were",
+        "isn't",
+        "aren't",
+        "doesn't",
+        "don't",
+        "hasn't",
+        "haven't",
+        "won't",
+    ]
 )
+# After "is it", these make "it" a dummy subject: "is it possible to meet HIPAA rules with ...".
+_DUMMY_IT_NEXT = frozenset(
+    [
+        "possible",
+        "ok",
+        "okay",
+        "safe",
+        "allowed",
+        "necessary",
+        "required",
+        "enough",
+        "true",
+        "hard",
+        "easy",
+        "worth",
+        "normal",
+        "common",
+        "better",
+        "best",
+        "recommended",
+        "advisable",
+        "legal",
+        "wise",
+        "smart",
+        "fine",
+    ]
+)
+_VENDOR_NOUNS = (
+    r"(?:apps?|products?|service|platform|software|company|vendor|cloud|hosting|servers?|"
+    r"data\s+cent(?:er|re)s?|tool|infrastructure)"
+)
+# Words besides the names that a bare question about them may hold: "HIPAA compliant?", "and
+# SOC 2?", "what about FedRAMP?".
+_FRAGMENT_WORDS = frozenset(
+    [
+        "and",
+        "or",
+        "also",
+        "what",
+        "about",
+        "how",
+        "so",
+        "too",
+        "then",
+        "plus",
+        "type",
+        "i",
+        "ii",
+        "iii",
+        "1",
+        "2",
+        "3",
+        "level",
+        "moderate",
+        "high",
+        "low",
+        "compliant",
+        "compliance",
+        "certified",
+        "certification",
+        "certificate",
+        "attested",
+        "attestation",
+        "report",
+        "authorized",
+        "authorised",
+        "authorization",
+        "authorisation",
+        "accredited",
+        "approved",
+        "ready",
+        "validated",
+        "audited",
+        "status",
+        "any",
+        "update",
+        "on",
+        "re",
+        "regarding",
+        "yet",
+        "now",
+    ]
+)
+# Names that are documents the vendor signs or gives out, and words for such documents.
+_DOCUMENT_NAMES = frozenset(["baa", "vpat", "hecvat"])
+_DOCUMENT_WORDS = (
+    r"(?:reports?|certificates?|attestations?|letters?|documentation|documents?|copy|proof|"
+    r"evidence|agreements?|addend(?:um|a))"
+)
+_REQUEST_VERBS = (
+    r"(?:send|share|provide|give|forward|attach|email|e-mail|get|download|obtain|request|see|"
+    r"view|receive)"
+)
+_VENDOR_GAP_WORDS = 4
 
 
 class ComplianceNames(OtherProducts):
     """Names of regulations and certifications ("hipaa", "soc 2 | soc2"), and whether a
-    question asks for a claim about one (see ``claimed``)."""
+    question asks about the vendor's standing on one (see ``claimed``)."""
+
+    @classmethod
+    def from_file(cls, path: Path) -> ComplianceNames:
+        return cls(read_compliance_names(path))
 
     def claimed(self, text: str, names: Iterable[str], own_names: Iterable[str] = ()) -> list[str]:
         """The names of ``names`` that ``text`` asks the vendor's standing on.
 
-        One of: "your" shortly before the name ("your SOC 2 Type II report"); a status word
-        shortly after it ("HIPAA compliant", "FedRAMP Moderate authorization"), unless "for",
-        "our", "under" and the like come just before the name ("for HIPAA compliance"); or the
-        vendor ("you", "it", the product's own name) with a verb such as comply, meet, have,
-        hold or sign shortly before it ("do you sign a BAA", "does Zulip meet PIPEDA").
+        Read one clause at a time; a clause asks about the vendor's standing on a name in it
+        when one of these holds:
+
+        - "your", or the product's own name with 's, comes before the name ("send us your SOC 2
+          Type II report", "what is Zulip's HIPAA stance?");
+        - the clause is a question to or about the vendor: it opens (after "so", "and", "hi"
+          and the like) with "is", "does", "can", "will" ... and then "you", "it", the product's
+          own name or "the app", with the name at most four words later and no "we", "our" or
+          "I" before it ("does Zulip Cloud meet PIPEDA requirements?", "can you share the SOC 2
+          report?", not "can you help us meet HIPAA by ..."); or it opens with "is there" and
+          the name follows at once ("is there a BAA for Zulip Cloud?");
+        - the clause is a bare question about names: nothing but names and words such as
+          "compliant", "certified", "and", "what about", ending in "?" ("HIPAA compliant?");
+        - it asks for a document: the name is one (a BAA, a VPAT) or comes with "report",
+          "certificate", "copy" ..., after a verb such as send, share, get or download, and no
+          "our" or "my" claims the document ("can we get a copy of the SOC 2 report?"), in a
+          clause that does not open with "how".
         """
+        own = [n.lower() for n in own_names]
+        wanted = [n for n in names if n in self._each]
+        if not wanted:
+            return []
+        found: list[str] = []
         lowered = text.lower()
-        vendor_words = ["you", "it", *(re.escape(n.lower()) for n in own_names)]
-        vendor = rf"\b(?:{'|'.join(vendor_words)})"
-        gap = rf"(?:\s+{_A_WORD}){{0,2}}"
-        found = []
-        for name in names:
-            names_of = self._any_name.get(name)
-            if not names_of:
-                continue
-            standard = rf"{_START}(?:{names_of})(?![\w-])"
-            yours = rf"\byour{gap}\s+{standard}"
-            by_vendor = rf"{vendor}{gap}\s+{_CLAIM_VERBS}\b{gap}\s+{standard}"
-            if re.search(yours, lowered) or re.search(by_vendor, lowered):
-                found.append(name)
-                continue
-            for match in re.finditer(rf"{standard}{gap}\s+{_STATUS_WORDS}(?!\w)", lowered):
-                before = _WORD_RE.findall(lowered[max(0, match.start() - 60) : match.start()])
-                if not _CUSTOMER_CONTEXT_BEFORE.intersection(before[-2:]):
+        pieces = _CLAUSE_END.split(lowered)
+        ends = [m.group(0) for m in _CLAUSE_END.finditer(lowered)]
+        for index, clause in enumerate(pieces):
+            asks = "?" in (ends[index] if index < len(ends) else "")
+            unnamed = self._pattern.sub(" ", clause)  # without any name of the list
+            for name in wanted:
+                if name in found:
+                    continue
+                match = self._each[name].search(clause)
+                if match is not None and _claims(clause, unnamed, match, name, own, asks):
                     found.append(name)
-                    break
-        return found
+        return [n for n in wanted if n in found]
+
+
+def _claims(
+    clause: str, unnamed: str, match: re.Match, name: str, own: list[str], asks: bool
+) -> bool:
+    """Whether ``clause`` asks the vendor's standing on the name ``match`` found in it;
+    ``unnamed`` is the clause without any name of the list."""
+    words_before = re.findall(r"[\w'\u2019]+", clause[: match.start()])
+    words_before = [w.replace("\u2019", "'") for w in words_before]
+    # "your SOC 2 report", "Zulip's HIPAA stance"
+    possessives = {"your", *(f"{n}'s" for n in own)}
+    if possessives.intersection(words_before[-4:]):
+        return True
+    start = 0
+    while start < len(words_before) and words_before[start] in _OPENERS:
+        start += 1
+    opening = words_before[start:]
+    if _asks_the_vendor(opening, own):
+        return True
+    if opening[:2] == ["is", "there"] and len(opening) <= 3:
+        return True
+    # "HIPAA compliant?", "CCPA and LGPD?", "what about FedRAMP?", "Zulip HIPAA?"
+    words = re.findall(r"[\w']+", unnamed)
+    if asks and all(w in _FRAGMENT_WORDS or w in own for w in words):
+        return True
+    # "we need proof of SOC 2 compliance", "a copy of the SOC 2 Type II"
+    if re.search(
+        r"\b(?:proof|evidence|cop(?:y|ies)|confirmation)\s+of\s+(?:(?:the|your|a|an)\s+)?"
+        r"(?:[\w-]+\s+)?$",
+        clause[: match.start()],
+    ):
+        return True
+    # "can we get a copy of the SOC 2 report?", "where can i download the VPAT?"
+    if opening[:1] != ["how"] and re.search(rf"\b{_REQUEST_VERBS}\b", clause[: match.start()]):
+        document = name in _DOCUMENT_NAMES or re.search(
+            rf"\b{_DOCUMENT_WORDS}\b", clause[max(0, match.start() - 40) : match.end() + 40]
+        )
+        if document and not {"our", "my", "their"}.intersection(words_before[-3:]):
+            return True
+    return False
+
+
+def _asks_the_vendor(opening: list[str], own: list[str]) -> bool:
+    """Whether the words before a name open a question to or about the vendor, with the name at
+    most four words after the vendor and no first person before it."""
+    if len(opening) < 2 or opening[0] not in _AUXILIARIES:
+        return False
+    if _FIRST_PERSON.intersection(opening):
+        return False
+    rest = " ".join(opening[1:])
+    own_pattern = "|".join(re.escape(n) for n in own) or r"(?!)"
+    vendor = re.match(
+        rf"(?:you|u|it|they|(?:{own_pattern})(?:'s)?|the\s+(?:[\w']+\s+){{0,2}}?"
+        rf"(?:{_VENDOR_NOUNS}|{own_pattern}))(?:\s+(?:{_VENDOR_NOUNS}|guys|all))*\b",
+        rest,
+    )
+    if vendor is None:
+        return False
+    if vendor.group(0) == "it" and len(opening) > 2 and opening[2] in _DUMMY_IT_NEXT:
+        return False
+    between = rest[vendor.end() :].split()
+    return len(between) <= _VENDOR_GAP_WORDS
 
 
 def _as_place(text: str, pattern: str) -> bool:

@@ -76,6 +76,8 @@ NEAREST_FOR_COMPARISON = 10
 NAMELESS_MIN_SIMILARITY = 0.55
 # A document that lists at least this many other documents by title is an overview page.
 OVERVIEW_MIN_LISTED = 3
+# Overview pages give way to the articles they list among this many first documents (or top_k).
+OVERVIEW_WINDOW = 5
 # A list item: a bullet ("*", "-", "+", "•") or a number ("1." or "1)") at the start of a line.
 LIST_ITEM_RE = re.compile(r"^\s*(?:[*+•-]|\d{1,3}[.)])\s+(.+)$")
 
@@ -246,7 +248,7 @@ def own_names(chunks: Sequence[StoredChunk], vocabulary: frozenset[str]) -> froz
 
 
 def _title_key(text: str) -> str:
-    return " ".join(text.split()).rstrip(".:;").casefold()
+    return " ".join(text.split()).rstrip(".:;?!").casefold()
 
 
 def overviews(chunks: Sequence[StoredChunk]) -> dict[str, frozenset[str]]:
@@ -278,22 +280,32 @@ def overviews_give_way(
     hits: list[DocumentHit], listed: dict[str, frozenset[str]], margin: float
 ) -> list[DocumentHit]:
     """``hits`` (best first) with the articles an overview page lists, of those scoring less than
-    ``margin`` below it, moved to just before it, in their own order.
+    ``margin`` below it, moved to just before it, in their own order; an article that is itself
+    an overview gives way in turn ("Index" > "Formatting" > "Tables": "Tables" first).
 
     Scores are left as they are; only the order changes, and only within ``hits``.
     """
     if margin <= 0 or not listed:
         return hits
-    # Sort key: the score of the place taken, then 1 for an article moved before its overview.
-    place = {h.source: (h.score, 0, h.score) for h in hits}
-    for overview in hits:
-        for hit in hits:
-            if (
-                hit.source in listed.get(overview.source, ())
-                and 0 <= overview.score - hit.score < margin
-            ):
-                place[hit.source] = max(place[hit.source], (overview.score, 1, hit.score))
-    return sorted(hits, key=lambda h: place[h.source], reverse=True)
+    ordered = list(hits)
+    # Each move puts a lower-scored article before a higher-scored overview, so a few passes
+    # settle it; the bound only guards against a cycle no real store makes.
+    for _ in range(len(ordered) ** 2):
+        move = next(
+            (
+                (i, j)
+                for i, overview in enumerate(ordered)
+                for j in range(i + 1, len(ordered))
+                if ordered[j].source in listed.get(overview.source, ())
+                and 0 <= overview.score - ordered[j].score < margin
+            ),
+            None,
+        )
+        if move is None:
+            break
+        i, j = move
+        ordered.insert(i, ordered.pop(j))
+    return ordered
 
 
 def named(text: str, words: frozenset[str]) -> set[str]:
@@ -396,9 +408,12 @@ class HybridRetriever:
                     }
                 if self.off_topic is not None:
                     off_topic = self.off_topic.index_for(vectors, self.off_topic_overlap)
-                    names = own_names(chunks, dictionary) if dictionary else frozenset()
             else:
                 chunks = self.store.live_chunks()
+            # The product's own name: for the off-topic check, and as the vendor in a
+            # compliance question ("does Lumora meet HIPAA?").
+            if (self.off_topic is not None or self.compliance is not None) and dictionary:
+                names = own_names(chunks, dictionary)
             keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
             texts = [f"{c.title}\n{c.heading}\n{c.text}" for c in chunks]
             not_mentioned = (
@@ -577,8 +592,11 @@ class HybridRetriever:
                 hits[source].score += self.weights.title * similarity
         for hit in hits.values():
             hit.score += ranked.get(hit.source, hit.similarity)
-        best = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:k]
-        return overviews_give_way(best, indexes.overviews, self.overview_margin)
+        # Overviews give way among the first OVERVIEW_WINDOW (or k) documents, whatever k is,
+        # so a smaller k shows the first of the same order.
+        best = sorted(hits.values(), key=lambda h: h.score, reverse=True)
+        window = best[: max(k, OVERVIEW_WINDOW)]
+        return overviews_give_way(window, indexes.overviews, self.overview_margin)[:k]
 
     def _add_keywords(self, hits: dict[str, DocumentHit], text: str, index: _KeywordIndex) -> None:
         scores = index.scores(text)

@@ -269,10 +269,13 @@ def other_products_text(products: Sequence[str], itself: bool = False) -> str:
 
 
 def compliance_text(names: Sequence[str]) -> str:
+    quoted = [repr(n) for n in names]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
     return (
-        f"No model call: the question names {', '.join(repr(n) for n in names)}, a regulation "
-        "or certification that none of your documents mentions (retrieval.compliance_names); "
-        "only a person can say what the company does about it, so the hand-off answer was given."
+        f"No model call: the question asks about the company's own standing on {listed} "
+        "(compliance, a certification, a report or an agreement), which none of your documents "
+        "mentions (retrieval.compliance_names); only a person can say, so the hand-off answer "
+        "was given."
     )
 
 

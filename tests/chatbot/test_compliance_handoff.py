@@ -44,29 +44,59 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
 @pytest.mark.parametrize(
     ("text", "claimed"),
     [
-        # The vendor's standing: a status word after the name, "your" before it, or the vendor
-        # with a verb such as comply, meet, have, hold or sign.
+        # A question to or about the vendor, whatever else the message says.
         ("is lumora hipaa compliant?", ["hipaa"]),
+        ("Is Lumora HIPAA-compliant?", ["hipaa"]),
         ("Are you ISO-27001 certified?", ["iso 27001"]),
         ("does lumora cloud have a FedRAMP Moderate authorization", ["fedramp"]),
-        ("can u send over your SOC2 Type II report?", ["soc 2"]),
         ("do you sign a HIPAA BAA?", ["hipaa", "baa"]),
-        ("Does Lumora meet PIPEDA requirements?", ["pipeda"]),
+        ("Do you guys sign BAAs?", ["baa"]),
+        ("We're a credit union. Does Lumora meet PIPEDA requirements?", ["pipeda"]),
         ("does it comply with coppa", ["coppa"]),
-        ("we need a BSI C5 Type 2 attestation from every vendor. do you have one?", ["bsi c5"]),
-        # The customer's own reason for a how-to.
+        ("Is the Lumora mobile app WCAG 2.1 AA compliant?", ["wcag"]),
+        ("Is there a BAA available for Lumora?", ["baa"]),
+        # "your", or the product's own name with 's, before the name.
+        ("can u send over your SOC2 Type II report?", ["soc 2"]),
+        ("What is Lumora's HIPAA stance?", ["hipaa"]),
+        # A bare question about names.
+        ("Evaluating Lumora for our clinic. HIPAA compliant?", ["hipaa"]),
+        ("south african company here - POPIA?", ["popia"]),
+        ("what about CCPA and LGPD?", ["lgpd"]),  # the sample documents name CCPA
+        # A request for the vendor's document.
+        ("Can we get a copy of the SOC 2 Type II?", ["soc 2"]),
+        ("Where can I download the VPAT?", ["vpat"]),
+        ("We need proof of SOC 2 compliance before we sign.", ["soc 2"]),
+        # The customer's own reason for a how-to, in one clause or another.
         ("our HIPAA policy says old messages must be deleted. how do i set that up?", []),
         ("for HIPAA compliance we need automatic deletion after 30 days", []),
+        ("We have to be HIPAA compliant, so how do I make messages auto-delete?", []),
+        ("Our company is ISO 27001 certified; how do I export the list of admins?", []),
         ("As part of GLBA compliance (we're a bank), can i turn off public channels?", []),
         ("For our SOX audit I need all messages from two users as a CSV", []),
+        ("I need to generate SOX reports from the audit log. Where is it?", []),
         ("SOC 2 auditors want SSO on every app. how do we set up SAML?", []),
         ("ISO 27001 access control: can Lumora deactivate users through SCIM?", []),
         ("we need to comply with HIPAA, how do i hide message text in emails?", []),
+        ("Can you help us meet HIPAA by turning off previews in email?", []),
+        ("Is it possible to meet HIPAA retention rules with a retention policy?", []),
+        ("How can I make it meet our SOX retention rules?", []),
+        ("Do you have a guide on setting retention for HIPAA?", []),
+        ("I read your docs. HIPAA requires us to purge messages; how do I set that up?", []),
         ("testing against WCAG 2.1 AA flagged the faint timestamps", []),
     ],
 )
 def test_only_a_question_about_the_vendors_standing_is_a_claim(compliance, text, claimed):
-    assert compliance.claimed(text, compliance.named_in(text), own_names=["lumora"]) == claimed
+    names = [n for n in compliance.named_in(text) if n != "ccpa"]
+    assert compliance.claimed(text, names, own_names=["lumora"]) == claimed
+
+
+def test_a_names_line_without_letters_or_digits_names_nothing():
+    names = ComplianceNames(["-", "hipaa | ."])
+
+    assert names.names == ["hipaa"]
+    assert names.named_in("is it - . compliant") == []
+    with pytest.raises(OffTopicExamplesError):
+        ComplianceNames(["-", "  / "])
 
 
 def test_only_names_no_document_mentions_count(sample_store, compliance):
@@ -77,7 +107,8 @@ def test_only_names_no_document_mentions_count(sample_store, compliance):
     assert retriever.unmentioned_compliance("are you ccpa compliant") == ()
     assert retriever.unmentioned_compliance("is Lumora HIPAA compliant?") == ("hipaa",)
     assert retriever.unmentioned_compliance("our HIPAA policy says: how do i delete my data?") == ()
-    assert HybridRetriever(sample_store).unmentioned_compliance("are you HIPAA compliant?") == ()
+    # The product's own name is the vendor even with the off-topic check off.
+    assert retriever.unmentioned_compliance("Does Lumora meet HIPAA requirements?") == ("hipaa",)
 
 
 def _service(settings, store, compliance) -> ChatService:
@@ -122,10 +153,21 @@ def test_a_question_the_documents_can_answer_is_answered(
     assert found.hits[0].source == "privacy-and-data.md"
 
 
-def test_the_check_is_on_by_default_and_can_be_turned_off(tmp_path, monkeypatch):
-    assert load_settings(TEST_PROFILE, data_dir=tmp_path).retrieval.compliance_check
+def test_the_check_is_on_by_default_and_can_be_turned_off_or_given_another_list(
+    tmp_path, monkeypatch
+):
+    from chatbot.service import create_service
+
+    default = create_service(load_settings(TEST_PROFILE, data_dir=tmp_path), with_model=False)
+    assert "hipaa" in default.retriever.compliance.names
+    own = tmp_path / "names.txt"
+    own.write_text("# ours\nacme seal | acme-seal\n")
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__COMPLIANCE_NAMES", str(own))
+    listed = create_service(load_settings(TEST_PROFILE, data_dir=tmp_path), with_model=False)
+    assert listed.retriever.compliance.names == ["acme seal"]
     monkeypatch.setenv("CHATBOT_RETRIEVAL__COMPLIANCE_CHECK", "false")
-    assert not load_settings(TEST_PROFILE, data_dir=tmp_path).retrieval.compliance_check
+    off = create_service(load_settings(TEST_PROFILE, data_dir=tmp_path), with_model=False)
+    assert off.retriever.compliance is None
 
 
 def test_a_names_file_that_cannot_be_used_stops_start_up(tmp_path, monkeypatch):
@@ -148,10 +190,13 @@ def test_the_playground_says_why():
         sources=[],
         handoff=True,
         handoff_reason=NO_MATCH,
-        compliance=["hipaa"],
+        compliance=["hipaa", "soc 2", "baa"],
     )
 
     text = prompt_text(result, 0.3)
 
-    assert text.startswith("No model call: the question names 'hipaa', a regulation")
+    assert text.startswith(
+        "No model call: the question asks about the company's own standing on 'hipaa', "
+        "'soc 2' and 'baa' (compliance"
+    )
     assert "relevance threshold" not in text

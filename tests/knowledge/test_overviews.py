@@ -117,6 +117,25 @@ def test_nothing_moves_with_margin_zero_or_when_the_article_is_ahead_already():
     assert order(ahead) == ["tables.md", "formatting.md", "latex.md"]
 
 
+def test_an_article_that_is_itself_an_overview_gives_way_in_turn():
+    listed = {
+        "index.md": frozenset({"formatting.md", "pins.md"}),
+        "formatting.md": frozenset({"tables.md"}),
+    }
+    hits = [hit("index.md", 0.80), hit("formatting.md", 0.75), hit("tables.md", 0.70)]
+
+    moved = overviews_give_way(hits, listed, 0.1)
+
+    assert [h.source for h in moved] == ["tables.md", "formatting.md", "index.md"]
+
+
+def test_two_overviews_listing_each_other_settle():
+    listed = {"a.md": frozenset({"b.md"}), "b.md": frozenset({"a.md"})}
+    hits = [hit("a.md", 0.80), hit("b.md", 0.75)]
+
+    assert [h.source for h in overviews_give_way(hits, listed, 0.1)] == ["b.md", "a.md"]
+
+
 def test_scores_are_left_as_they_are():
     hits = [hit("formatting.md", 0.70), hit("tables.md", 0.62)]
 
@@ -157,9 +176,9 @@ def _first(retriever: HybridRetriever, question: str) -> str:
 
 
 def test_a_real_store_finds_its_overview_and_puts_the_listed_article_first(formatting_store):
-    question = "how do i format a table in my message"
+    question = "quote formatting in a message"
     plain = HybridRetriever(formatting_store, overview_margin=0)
-    giving_way = HybridRetriever(formatting_store, overview_margin=0.2)
+    giving_way = HybridRetriever(formatting_store)  # the default margin, 0.1
 
     assert giving_way._indexes().overviews == {
         "formatting.md": frozenset(
@@ -168,9 +187,16 @@ def test_a_real_store_finds_its_overview_and_puts_the_listed_article_first(forma
     }
     assert plain._indexes().overviews == {}, "margin 0: not even looked for"
     assert _first(plain, question) == "formatting.md", "the overview scores highest"
-    assert _first(giving_way, question) == "tables.md"
+    assert _first(giving_way, question) == "quotes.md"
+    # The same order whatever k is: the overview gives way among the first five.
+    assert [h.source for h in giving_way.retrieve([WeightedQuery(question)], k=1)] == ["quotes.md"]
     # A question about formatting in general is far closer to the overview: it stays first.
     assert _first(giving_way, "what formatting can i use in a message") == "formatting.md"
+    # Further below than the margin, the listed article stays behind ...
+    assert _first(giving_way, "how do i format a table in my message") == "formatting.md"
+    # ... unless the margin is wider.
+    wider = HybridRetriever(formatting_store, overview_margin=0.2)
+    assert _first(wider, "how do i format a table in my message") == "tables.md"
 
 
 def test_the_setting_reaches_the_service_retriever(settings):

@@ -144,11 +144,14 @@ def test_product_set_asks_about_real_articles(shared_kb):
             assert (shared_kb / "help" / gold).is_file(), (q.id, gold)
 
 
-def test_compliance_set_is_two_authors_halves_of_answerable_and_out_of_scope_questions():
+def test_compliance_set_is_three_authors_halves_of_answerable_and_out_of_scope_questions():
     questions = load_questions(COMPLIANCE)
 
-    assert Counter(q.kind for q in questions) == {"answerable": 55, OUT_OF_SCOPE: 55}
-    assert Counter(q.id[:2] for q in questions) == {"cq": 60, "cr": 50}
+    assert Counter(q.kind for q in questions) == {"answerable": 85, OUT_OF_SCOPE: 85}
+    assert Counter(q.id[:2] for q in questions) == {"cq": 60, "cr": 50, "cs": 60}
+    for part in ("cq", "cr", "cs"):
+        kinds = Counter(q.kind for q in questions if q.id.startswith(part))
+        assert kinds["answerable"] == kinds[OUT_OF_SCOPE], part
     assert len({q.id for q in questions}) == len(questions)
     assert len({q.question.lower() for q in questions}) == len(questions)
     for q in questions:

@@ -858,4 +858,4 @@ def test_a_conversation_says_which_regulation_a_turn_named(app):
 
     page = signed_in(app, "staff").get(f"/staff/conversations/{session}")
 
-    assert "Handed off: nothing relevant found (names hipaa, baa)" in page.text
+    assert "Handed off: nothing relevant found (asks about hipaa, baa)" in page.text
