@@ -470,6 +470,12 @@ def _claims(
         return True
     if opening[:2] == ["is", "there"] and len(opening) <= 3:
         return True
+    # "what uptime SLA does Zulip Cloud guarantee?", "which SOC 2 report do you have?"
+    if opening[:1] in (["what"], ["which"], ["whats"], ["what's"]) and len(opening) <= 3:
+        after = re.findall(r"[\w'\u2019]+", clause[match.end() :])
+        for at in range(min(3, len(after))):
+            if after[at] in _AUXILIARIES and _asks_the_vendor(after[at:], own):
+                return True
     # "HIPAA compliant?", "CCPA and LGPD?", "what about FedRAMP?", "Zulip HIPAA?"
     words = re.findall(r"[\w']+", unnamed)
     if asks and all(w in _FRAGMENT_WORDS or w in own for w in words):
