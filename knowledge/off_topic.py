@@ -35,7 +35,7 @@ CACHE_PROBE_MIN_COSINE = 0.9999
 STALE_TEMPORARY_S = 3600
 _WORD_RE = re.compile(r"\w+")
 # Where a product name may start: not inside a word, nor after an apostrophe ("doesn't").
-_START = r"(?<![\w'\u2019])"
+_START = r"(?<!\w)(?<!\w['\u2019])"
 
 
 # A question asks about another product itself when the product is where it happens ("mute a
@@ -109,7 +109,7 @@ def read_compliance_names(path: Path) -> list[str]:
 
 def _read_lines(path: Path, what: str) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise OffTopicExamplesError(f"cannot read {what} {path}: {exc}") from exc
     lines = [line.strip() for line in text.splitlines()]
@@ -223,183 +223,76 @@ class OtherProducts:
         return frozenset(self.names) - mentioned
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # A question asks for a compliance claim when the regulation or certification is the vendor's:
 # "is zulip HIPAA compliant?", "send us your SOC 2 report", "do you sign a BAA?", "HIPAA
 # compliant?". Not when it is the customer's own reason for a how-to: "our HIPAA policy says old
 # messages must go, how do i set that up?", "we have to be HIPAA compliant, so how do i ...?".
-# The rule reads one clause at a time (split at sentence ends, colons, semicolons, commas,
-# dashes and brackets), so a "your" or a "we" in another sentence does not count.
-_CLAUSE_END = re.compile(r"[.?!;:,]+(?=\s|$)|\s[-\u2013\u2014]+\s|[()]")
-_FIRST_PERSON = frozenset(
-    [
-        "i",
-        "me",
-        "my",
-        "mine",
-        "myself",
-        "we",
-        "us",
-        "our",
-        "ours",
-        "ourselves",
-        "i'm",
-        "im",
-        "i've",
-        "ive",
-        "i'd",
-        "we're",
-        "were",
-        "we've",
-        "weve",
-        "we'd",
-        "we'll",
-    ]
+# The rule reads one clause at a time (split at sentence ends, question marks, colons,
+# semicolons, commas, dashes, brackets, and "and"/"or"/"but" before a new question), so a
+# "your" or a "we" in another clause does not count.
+_CLAUSE_END = re.compile(
+    r"[.!;:,]+(?=\s|$)|\?+|\s[-\u2013\u2014]+\s|[()]"
+    r"|\s(?:and|or|but)\s(?=(?:is|are|does|do|can|could|will|would|has|have)\b)"
 )
-# Words a clause may open with before its question ("so", "and", "also", "hi").
-_OPENERS = frozenset(
-    [
-        "so",
-        "and",
-        "also",
-        "but",
-        "then",
-        "ok",
-        "okay",
-        "hi",
-        "hello",
-        "hey",
-        "btw",
-        "just",
-        "please",
-        "pls",
-        "plz",
-        "quick",
-        "question",
-        "one",
-        "more",
-        "thing",
-        "sorry",
-        "thanks",
-    ]
+_FIRST_PERSON = _words(
+    "i me my mine myself we us our ours ourselves i'm im i've ive i'd we're were we've weve "
+    "we'd we'll"
 )
-_AUXILIARIES = frozenset(
-    [
-        "is",
-        "are",
-        "does",
-        "do",
-        "has",
-        "have",
-        "can",
-        "could",
-        "will",
-        "would",
-        "did",
-        "was",
-        "were",
-        "isn't",
-        "aren't",
-        "doesn't",
-        "don't",
-        "hasn't",
-        "haven't",
-        "won't",
-    ]
+_AUXILIARIES = _words(
+    "is are does do has have can could will would did was were isn't aren't doesn't don't "
+    "hasn't haven't won't wasn't weren't r"
+)
+# Who "you" may be: the vendor, in words customers use ("you guys", "y'all", "r u").
+_VENDOR_WORDS = _words("you u ya yall y'all it they you're youre")
+# Words after the vendor that are still the vendor ("Zulip Cloud", "you guys", "the mobile app").
+_VENDOR_TAIL = _words(
+    "cloud guys all folks team app apps product service platform software company hosting "
+    "servers server infrastructure mobile desktop web"
 )
 # After "is it", these make "it" a dummy subject: "is it possible to meet HIPAA rules with ...".
-_DUMMY_IT_NEXT = frozenset(
-    [
-        "possible",
-        "ok",
-        "okay",
-        "safe",
-        "allowed",
-        "necessary",
-        "required",
-        "enough",
-        "true",
-        "hard",
-        "easy",
-        "worth",
-        "normal",
-        "common",
-        "better",
-        "best",
-        "recommended",
-        "advisable",
-        "legal",
-        "wise",
-        "smart",
-        "fine",
-    ]
+_DUMMY_IT_NEXT = _words(
+    "possible ok okay safe allowed necessary required enough true hard easy worth normal common "
+    "better best recommended advisable legal wise smart fine"
 )
-_VENDOR_NOUNS = (
-    r"(?:apps?|products?|service|platform|software|company|vendor|cloud|hosting|servers?|"
-    r"data\s+cent(?:er|re)s?|tool|infrastructure)"
+# Words that say a standing when the name follows "for", "under" or "per": "is Zulip approved
+# for HIPAA?" (not "does Zulip support SAML for SOC 2?", a feature for the customer's purpose).
+_STANDING_WORDS = _words(
+    "approved suitable certified compliant ready eligible authorized authorised validated "
+    "audited assessed accredited safe ok okay good fit appropriate usable covered sufficient "
+    "adequate designed built attested used"
 )
+# Joiners in a list of names, not counted between the vendor and a name.
+_JOINERS = _words("and or nor like such as e.g. eg including incl plus")
 # Words besides the names that a bare question about them may hold: "HIPAA compliant?", "and
 # SOC 2?", "what about FedRAMP?".
-_FRAGMENT_WORDS = frozenset(
-    [
-        "and",
-        "or",
-        "also",
-        "what",
-        "about",
-        "how",
-        "so",
-        "too",
-        "then",
-        "plus",
-        "type",
-        "i",
-        "ii",
-        "iii",
-        "1",
-        "2",
-        "3",
-        "level",
-        "moderate",
-        "high",
-        "low",
-        "compliant",
-        "compliance",
-        "certified",
-        "certification",
-        "certificate",
-        "attested",
-        "attestation",
-        "report",
-        "authorized",
-        "authorised",
-        "authorization",
-        "authorisation",
-        "accredited",
-        "approved",
-        "ready",
-        "validated",
-        "audited",
-        "status",
-        "any",
-        "update",
-        "on",
-        "re",
-        "regarding",
-        "yet",
-        "now",
-    ]
+_FRAGMENT_WORDS = _words(
+    "and or also what about how so too then plus type i ii iii 1 2 3 level moderate high low "
+    "compliant compliance certified certification certificate attested attestation report "
+    "authorized authorised authorization authorisation accredited approved ready validated "
+    "audited status any update on re regarding yet now"
 )
-# Names that are documents the vendor signs or gives out, and words for such documents.
-_DOCUMENT_NAMES = frozenset(["baa", "vpat", "hecvat"])
-_DOCUMENT_WORDS = (
-    r"(?:reports?|certificates?|attestations?|letters?|documentation|documents?|copy|proof|"
-    r"evidence|agreements?|addend(?:um|a))"
+# Names that are documents the vendor signs, fills in or gives out: "will you sign our BAA?"
+# asks for the vendor's signature, however much the BAA is the customer's.
+_DOCUMENT_NAMES = frozenset(["baa", "vpat", "hecvat", "dpa", "security questionnaire"])
+_DOCUMENT_AFTER_NAME = re.compile(
+    r"^\s*(?:[\w.-]+\s+){0,2}?(?:reports?|certificates?|attestations?|letters?|agreements?|"
+    r"addend(?:um|a)|summary|summaries|results)\b"
 )
-_REQUEST_VERBS = (
-    r"(?:send|share|provide|give|forward|attach|email|e-mail|get|download|obtain|request|see|"
-    r"view|receive)"
+_REQUEST_VERBS = re.compile(
+    r"\b(?:send|share|provide|give|forward|attach|email|e-mail|get|download|obtain|request|see|"
+    r"view|receive)\b"
 )
+_COPY_OF = re.compile(
+    r"\b(?:proof|evidence|cop(?:y|ies)|confirmation)\s+of\s+(?:(?:the|your|a|an)\s+)?"
+    r"(?:[\w-]+\s+)?$"
+)
+_CUSTOMER_OWNED = _words("our my their for")
 _VENDOR_GAP_WORDS = 4
+_WORD = re.compile(r"[\w'\u2019]+(?:[-.][\w]+)*")
 
 
 class ComplianceNames(OtherProducts):
@@ -414,109 +307,144 @@ class ComplianceNames(OtherProducts):
         """The names of ``names`` that ``text`` asks the vendor's standing on.
 
         Read one clause at a time; a clause asks about the vendor's standing on a name in it
-        when one of these holds:
+        (any of its mentions) when one of these holds:
 
-        - "your", or the product's own name with 's, comes before the name ("send us your SOC 2
-          Type II report", "what is Zulip's HIPAA stance?");
-        - the clause is a question to or about the vendor: it opens (after "so", "and", "hi"
-          and the like) with "is", "does", "can", "will" ... and then "you", "it", the product's
-          own name or "the app", with the name at most four words later and no "we", "our" or
-          "I" before it ("does Zulip Cloud meet PIPEDA requirements?", "can you share the SOC 2
-          report?", not "can you help us meet HIPAA by ..."); or it opens with "is there" and
-          the name follows at once ("is there a BAA for Zulip Cloud?");
-        - the clause is a bare question about names: nothing but names and words such as
-          "compliant", "certified", "and", "what about", ending in "?" ("HIPAA compliant?");
-        - it asks for a document: the name is one (a BAA, a VPAT) or comes with "report",
-          "certificate", "copy" ..., after a verb such as send, share, get or download, and no
-          "our" or "my" claims the document ("can we get a copy of the SOC 2 report?"), in a
-          clause that does not open with "how".
+        - "your", or the product's own name with 's, comes just before the name ("send us your
+          SOC 2 Type II report", "what is Zulip's HIPAA stance?"), in a clause that does not
+          open with "how";
+        - the vendor is asked or spoken of: "is", "does", "can", "will" ... and then "you",
+          "it", the product's own name or "the app" ("does Zulip Cloud meet PIPEDA?", "so is
+          Zulip HIPAA compliant?"), or the vendor and then "is" or "are" ("Zulip is SOC 2
+          certified?", "whether Zulip Cloud is HIPAA compliant"), with the name at most four
+          words later (other names, "and" and "or" aside), no "we", "our" or "I" between, and,
+          when "for", "under" or "per" comes just before the name, a word of standing between
+          ("approved for HIPAA", not "support SAML for SOC 2");
+        - it opens with "what" or "which", and the vendor is asked just after the name ("what
+          uptime SLA does Zulip Cloud guarantee?"), or with "is there" and the name follows
+          ("is there a BAA for Zulip Cloud?");
+        - it is a bare question about names ("HIPAA compliant?", "what about CCPA and LGPD?");
+        - it asks for the vendor's document: "proof of" or "a copy of" before the name, or,
+          after a verb such as send, share, get or download, a BAA or VPAT, or the name with
+          "report", "certificate" and the like just after it, with no "for", "our" or "my"
+          just before it, in a clause that does not open with "how".
         """
         own = [n.lower() for n in own_names]
         wanted = [n for n in names if n in self._each]
         if not wanted:
             return []
-        found: list[str] = []
-        lowered = text.lower()
+        found: set[str] = set()
+        lowered = text.lower().replace("\u2019", "'")
         pieces = _CLAUSE_END.split(lowered)
         ends = [m.group(0) for m in _CLAUSE_END.finditer(lowered)]
         for index, clause in enumerate(pieces):
             asks = "?" in (ends[index] if index < len(ends) else "")
-            unnamed = self._pattern.sub(" ", clause)  # without any name of the list
             for name in wanted:
                 if name in found:
                     continue
-                match = self._each[name].search(clause)
-                if match is not None and _claims(clause, unnamed, match, name, own, asks):
-                    found.append(name)
+                for match in self._each[name].finditer(clause):
+                    # The words before this mention, without any name of the list.
+                    before = _WORD.findall(self._pattern.sub(" ", clause[: match.start()]))
+                    unnamed = self._pattern.sub(" ", clause)
+                    if _claims(clause, before, unnamed, match, name, own, asks):
+                        found.add(name)
+                        break
         return [n for n in wanted if n in found]
 
 
 def _claims(
-    clause: str, unnamed: str, match: re.Match, name: str, own: list[str], asks: bool
+    clause: str,
+    before: list[str],
+    unnamed: str,
+    match: re.Match,
+    name: str,
+    own: list[str],
+    asks: bool,
 ) -> bool:
-    """Whether ``clause`` asks the vendor's standing on the name ``match`` found in it;
-    ``unnamed`` is the clause without any name of the list."""
-    words_before = re.findall(r"[\w'\u2019]+", clause[: match.start()])
-    words_before = [w.replace("\u2019", "'") for w in words_before]
-    # "your SOC 2 report", "Zulip's HIPAA stance"
-    possessives = {"your", *(f"{n}'s" for n in own)}
-    if possessives.intersection(words_before[-4:]):
+    """Whether ``clause`` asks the vendor's standing on the name ``match`` found in it.
+
+    ``before``: the clause's words before the name, without names of the list; ``unnamed``:
+    the clause without any name of the list."""
+    opens_how = before[:1] == ["how"]
+    # "your SOC 2 report", "Zulip's HIPAA stance", "Zulip Cloud's SOC 2 report"
+    near = before[-3:]
+    possessive = any(
+        w == "your" or (w.endswith("'s") and (w[:-2] in own or (i > 0 and near[i - 1] in own)))
+        for i, w in enumerate(near)
+    )
+    if possessive and not opens_how:
         return True
-    start = 0
-    while start < len(words_before) and words_before[start] in _OPENERS:
-        start += 1
-    opening = words_before[start:]
-    if _asks_the_vendor(opening, own):
+    if _vendor_asked(before, own, document=name in _DOCUMENT_NAMES):
         return True
-    if opening[:2] == ["is", "there"] and len(opening) <= 3:
-        return True
-    # "what uptime SLA does Zulip Cloud guarantee?", "which SOC 2 report do you have?"
-    if opening[:1] in (["what"], ["which"], ["whats"], ["what's"]) and len(opening) <= 3:
-        after = re.findall(r"[\w'\u2019]+", clause[match.end() :])
-        for at in range(min(3, len(after))):
-            if after[at] in _AUXILIARIES and _asks_the_vendor(after[at:], own):
+    if before[:1] in (["what"], ["which"], ["whats"], ["what's"]) and len(before) <= 3:
+        after = _WORD.findall(clause[match.end() :])[:4]
+        for at, word in enumerate(after[:-1]):
+            if word in _AUXILIARIES and _is_vendor(after[at + 1], own):
                 return True
+    if before[:2] == ["is", "there"] and len(before) <= 3:
+        return True
     # "HIPAA compliant?", "CCPA and LGPD?", "what about FedRAMP?", "Zulip HIPAA?"
-    words = re.findall(r"[\w']+", unnamed)
-    if asks and all(w in _FRAGMENT_WORDS or w in own for w in words):
+    words = _WORD.findall(unnamed)
+    fragment = _FRAGMENT_WORDS | _VENDOR_TAIL | {"for", *own}
+    if asks and all(w in fragment for w in words):
         return True
     # "we need proof of SOC 2 compliance", "a copy of the SOC 2 Type II"
-    if re.search(
-        r"\b(?:proof|evidence|cop(?:y|ies)|confirmation)\s+of\s+(?:(?:the|your|a|an)\s+)?"
-        r"(?:[\w-]+\s+)?$",
-        clause[: match.start()],
-    ):
+    if _COPY_OF.search(clause[: match.start()]):
         return True
-    # "can we get a copy of the SOC 2 report?", "where can i download the VPAT?"
-    if opening[:1] != ["how"] and re.search(rf"\b{_REQUEST_VERBS}\b", clause[: match.start()]):
-        document = name in _DOCUMENT_NAMES or re.search(
-            rf"\b{_DOCUMENT_WORDS}\b", clause[max(0, match.start() - 40) : match.end() + 40]
-        )
-        if document and not {"our", "my", "their"}.intersection(words_before[-3:]):
-            return True
+    # "can we get the SOC 2 report?", "where can i download the VPAT?"
+    if opens_how or not _REQUEST_VERBS.search(clause[: match.start()]):
+        return False
+    document = name in _DOCUMENT_NAMES or _DOCUMENT_AFTER_NAME.match(clause[match.end() :])
+    close = [w for w in before[-2:] if w not in ("the", "a", "an")]
+    return bool(document) and not _CUSTOMER_OWNED.intersection(close)
+
+
+def _is_vendor(word: str, own: list[str]) -> bool:
+    return word in _VENDOR_WORDS or word in own or word == "the"
+
+
+def _vendor_asked(before: list[str], own: list[str], document: bool = False) -> bool:
+    """Whether the words before a name ask or speak of the vendor shortly before it: an
+    auxiliary and the vendor ("is Zulip", "can you"), or the vendor and "is"/"are".
+
+    ``document``: the name is a document the vendor signs or fills in, so "our" may come
+    between ("will you sign our BAA?")."""
+    for at in range(len(before) - 1, -1, -1):
+        word = before[at]
+        if word in _AUXILIARIES and at + 1 < len(before) and _is_vendor(before[at + 1], own):
+            vendor_end = at + 2
+        elif word in ("you're", "youre"):
+            vendor_end = at + 1
+        elif word in own or word in ("you", "they"):
+            # "Zulip is", "Zulip Cloud is", "you guys are"
+            verb = at + 1
+            while verb < len(before) and before[verb] in _VENDOR_TAIL:
+                verb += 1
+            if before[verb : verb + 1] not in (["is"], ["are"]):
+                continue
+            vendor_end = verb + 1
+        else:
+            continue
+        if before[at + 1 : at + 2] == ["the"]:
+            # "is the (Zulip) mobile app ...": the vendor only if its own name or a word such
+            # as app or service follows within three words.
+            tail = before[at + 2 : at + 5]
+            if not any(w in own or w in _VENDOR_TAIL for w in tail):
+                continue
+        while vendor_end < len(before) and (
+            before[vendor_end] in _VENDOR_TAIL or before[vendor_end] in own
+        ):
+            vendor_end += 1
+        between = [w for w in before[vendor_end:] if w not in _JOINERS]
+        if before[at + 1 : at + 2] == ["it"] and between[:1] and between[0] in _DUMMY_IT_NEXT:
+            return False
+        if len(between) > _VENDOR_GAP_WORDS:
+            return False
+        if _FIRST_PERSON.intersection(between) and not document:
+            return False
+        if before[-1:] and before[-1] in ("for", "under", "per"):
+            return bool(_STANDING_WORDS.intersection(between))
+        return True
     return False
-
-
-def _asks_the_vendor(opening: list[str], own: list[str]) -> bool:
-    """Whether the words before a name open a question to or about the vendor, with the name at
-    most four words after the vendor and no first person before it."""
-    if len(opening) < 2 or opening[0] not in _AUXILIARIES:
-        return False
-    if _FIRST_PERSON.intersection(opening):
-        return False
-    rest = " ".join(opening[1:])
-    own_pattern = "|".join(re.escape(n) for n in own) or r"(?!)"
-    vendor = re.match(
-        rf"(?:you|u|it|they|(?:{own_pattern})(?:'s)?|the\s+(?:[\w']+\s+){{0,2}}?"
-        rf"(?:{_VENDOR_NOUNS}|{own_pattern}))(?:\s+(?:{_VENDOR_NOUNS}|guys|all))*\b",
-        rest,
-    )
-    if vendor is None:
-        return False
-    if vendor.group(0) == "it" and len(opening) > 2 and opening[2] in _DUMMY_IT_NEXT:
-        return False
-    between = rest[vendor.end() :].split()
-    return len(between) <= _VENDOR_GAP_WORDS
 
 
 def _as_place(text: str, pattern: str) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from chatbot.prompts import HANDOFF_ANSWER
-from chatbot.service import NO_MATCH, ChatResult, ChatService
+from chatbot.service import NO_MATCH, OFF_TOPIC, ChatResult, ChatService
 from chatbot.settings import SettingsError, load_settings
 from knowledge.off_topic import (
     BUNDLED_COMPLIANCE,
+    BUNDLED_PRODUCTS,
     ComplianceNames,
     OffTopicExamplesError,
+    OtherProducts,
     read_compliance_names,
 )
 from knowledge.retriever import HybridRetriever
@@ -125,3 +127,18 @@ def test_the_playground_says_why():
         "'soc 2' and 'baa' (compliance"
     )
     assert "relevance threshold" not in text
+
+
+def test_another_products_compliance_is_that_products_question(settings, sample_store, compliance):
+    retriever = HybridRetriever(
+        sample_store,
+        compliance=compliance,
+        other_products=OtherProducts.from_file(BUNDLED_PRODUCTS),
+    )
+    service = ChatService(settings, sample_store, retriever, None)
+
+    found = service.retrieve("is microsoft teams hipaa compliant?")
+
+    # Off-topic (no ticket by default), not a question for the vendor's compliance team.
+    assert found.handoff and found.reason == OFF_TOPIC
+    assert found.other_products == ("microsoft teams",) and found.compliance == ()

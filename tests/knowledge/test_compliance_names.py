@@ -48,7 +48,19 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
         ("does it comply with coppa", ["coppa"]),
         ("Is the Lumora mobile app WCAG 2.1 AA compliant?", ["wcag"]),
         ("Is there a BAA available for Lumora?", ["baa"]),
-        ("what uptime SLA does Lumora Cloud guarantee?", ["sla"]),
+        ("what uptime SLA does Lumora Cloud guarantee?", ["uptime sla"]),
+        ("We need HIPAA so is Lumora HIPAA compliant?", ["hipaa"]),
+        ("Were you SOC 2 audited last year?", ["soc 2"]),
+        ("Is Lumora GDPR compliant and does it also meet HIPAA?", ["gdpr", "hipaa"]),
+        ("Does Lumora hold any certifications like SOC 2 or ISO 27001?", ["soc 2", "iso 27001"]),
+        ("Can you please confirm whether Lumora Cloud is HIPAA compliant?", ["hipaa"]),
+        ("Lumora is SOC 2 certified?", ["soc 2"]),
+        ("Is Lumora 'HIPAA compliant'?", ["hipaa"]),
+        ("Is Lumora PCI certified?", ["pci dss"]),
+        ("Has Lumora ever had a third-party penetration test?", ["penetration test"]),
+        ("r u hipaa compliant", ["hipaa"]),
+        ("Will you sign our BAA?", ["baa"]),
+        ("Can Lumora Cloud be used for HIPAA workloads?", ["hipaa"]),
         ("which SOC 2 report do you have?", ["soc 2"]),
         # "your", or the product's own name with 's, before the name.
         ("can u send over your SOC2 Type II report?", ["soc 2"]),
@@ -80,6 +92,14 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
         ("I read your docs. HIPAA requires us to purge messages; how do I set that up?", []),
         ("testing against WCAG 2.1 AA flagged the faint timestamps", []),
         ("what HIPAA settings do we need to change?", []),
+        ("HIPAA compliant", []),  # a bare mention, not a question
+        ("HIPAA, SOX and FINRA all apply to us. how do I keep every message?", []),
+        ("Does Lumora support SAML for SOC 2?", []),
+        ("Can it export to CSV for SOX?", []),
+        ("Where can I download the audit log for SOX evidence?", []),
+        ("Where do I get the message export for the SOX audit report?", []),
+        ("How do I use your retention feature for HIPAA?", []),
+        ("Is there SLA tracking in Lumora?", []),
         ("our SLA says we answer within an hour. how do i get notified of every message?", []),
     ],
 )
@@ -95,3 +115,10 @@ def test_a_names_line_without_letters_or_digits_names_nothing():
     assert names.named_in("is it - . compliant") == []
     with pytest.raises(OffTopicExamplesError):
         ComplianceNames(["-", "  / "])
+
+
+def test_a_names_file_with_a_byte_order_mark_reads_its_first_name(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_bytes("\ufeffhipaa\nsoc 2\n".encode())
+
+    assert ComplianceNames.from_file(names).named_in("HIPAA and SOC 2?") == ["hipaa", "soc 2"]
