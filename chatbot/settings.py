@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # The repository's configs/ folder; an installed copy (e.g. in the Docker image) finds them in the
@@ -219,22 +227,15 @@ class RetrievalSettings(_Section):
             read_examples(value)  # names the file and what is wrong with it
         return value
 
-    @field_validator("other_products")
+    @field_validator("other_products", "compliance_names")
     @classmethod
-    def _names_file_is_usable(cls, value: Path | None) -> Path | None:
+    def _names_file_is_usable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None:
-            from knowledge.off_topic import read_product_names
+            from knowledge.off_topic import read_compliance_names, read_product_names
 
-            read_product_names(value)
-        return value
-
-    @field_validator("compliance_names")
-    @classmethod
-    def _compliance_file_is_usable(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            from knowledge.off_topic import read_compliance_names
-
-            read_compliance_names(value)
+            compliance = info.field_name == "compliance_names"
+            read = read_compliance_names if compliance else read_product_names
+            read(value)  # names the file and what is wrong with it
         return value
 
     @model_validator(mode="after")
