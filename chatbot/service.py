@@ -965,6 +965,7 @@ def _make_retriever(
         other_products=other_products,
         overview_margin=cfg.overview_margin,
         compliance=compliance,
+        product_names=cfg.product_names,
     )
 
 

@@ -204,6 +204,10 @@ class RetrievalSettings(_Section):
     synonyms: dict[str, list[str]] = Field(
         default_factory=dict, description="Query words and the words the documents use instead."
     )
+    product_names: list[str] = Field(
+        default_factory=list,
+        description="Your product's own name, one word each, besides those found in the documents.",
+    )
     sample_knowledge: bool = Field(
         True, description="Ingest the bundled sample help center if empty."
     )
@@ -237,6 +241,18 @@ class RetrievalSettings(_Section):
             read = read_compliance_names if compliance else read_product_names
             read(value)  # names the file and what is wrong with it
         return value
+
+    @field_validator("product_names")
+    @classmethod
+    def _one_word_each(cls, value: list[str]) -> list[str]:
+        names = [n.strip().lower() for n in value]
+        for name in names:
+            if not re.fullmatch(r"[a-z]+", name):
+                raise ValueError(
+                    f"each must be one word of letters, e.g. [acme] (got {name!r}); a name of "
+                    "several words is found by its most distinctive word"
+                )
+        return names
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RetrievalSettings:

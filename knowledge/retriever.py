@@ -360,11 +360,15 @@ class HybridRetriever:
         other_products: OtherProducts | None = None,
         overview_margin: float = 0.1,
         compliance: ComplianceNames | None = None,
+        product_names: Sequence[str] = (),
     ):
         """``overview_margin``: how far below an overview page an article it lists may score and
         still come first (0: the order of the scores). ``compliance``: names of regulations and
-        certifications (see ``unmentioned_compliance``)."""
+        certifications (see ``unmentioned_compliance``). ``product_names``: the product's own
+        name, one lower-case word each, besides those found in the documents (see
+        ``own_names``)."""
         self.store = store
+        self.product_names = frozenset(product_names)
         self.compliance = compliance
         self.overview_margin = overview_margin
         self.off_topic = off_topic
@@ -414,6 +418,7 @@ class HybridRetriever:
             # compliance question ("does Lumora meet HIPAA?").
             if (self.off_topic is not None or self.compliance is not None) and dictionary:
                 names = own_names(chunks, dictionary)
+            names = names | self.product_names
             keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
             texts = [f"{c.title}\n{c.heading}\n{c.text}" for c in chunks]
             not_mentioned = (

@@ -142,3 +142,24 @@ def test_another_products_compliance_is_that_products_question(settings, sample_
     # Off-topic (no ticket by default), not a question for the vendor's compliance team.
     assert found.handoff and found.reason == OFF_TOPIC
     assert found.other_products == ("microsoft teams",) and found.compliance == ()
+
+
+def test_a_product_name_in_the_settings_is_the_vendor_too(sample_store, compliance):
+    question = "Is Acme HIPAA compliant?"
+    named = HybridRetriever(sample_store, compliance=compliance, product_names=["acme"])
+
+    assert {"acme", "lumora"} <= named.own_names()
+    assert named.unmentioned_compliance(question) == ("hipaa",)
+    assert (
+        HybridRetriever(sample_store, compliance=compliance).unmentioned_compliance(question) == ()
+    )
+
+
+def test_product_names_are_single_words(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__PRODUCT_NAMES", '["Acme"]')
+    assert load_settings(TEST_PROFILE, data_dir=tmp_path).retrieval.product_names == ["acme"]
+
+    monkeypatch.setenv("CHATBOT_RETRIEVAL__PRODUCT_NAMES", '["Help Scout"]')
+    with pytest.raises(SettingsError, match="product_names") as refused:
+        load_settings(TEST_PROFILE, data_dir=tmp_path)
+    assert "one word of letters" in str(refused.value)
