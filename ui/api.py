@@ -95,7 +95,8 @@ class ChatAnswer(BaseModel):
     sources: list[SourceLink]
     handoff: bool
     handoff_reason: Literal["no_match", "off_topic", "declined"] | None = Field(
-        description="Why the bot handed this turn off: no_match (nothing relevant found), "
+        description="Why the bot handed this turn off: no_match (nothing relevant found, or "
+        "a question about the company's own compliance that the documents never mention), "
         "off_topic (about another company's product, or nothing the help center covers), "
         "declined (the sources did not answer it); null when it did not (a person the "
         "customer asked for is in handoff_ticket)."
