@@ -402,7 +402,12 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
             continue
         style = (block.style.name if block.style is not None else "") or ""
         level = {"Title": 1, "Heading 1": 1, "Heading 2": 2, "Heading 3": 3}.get(style)
-        lines.append(("#" * level + " " + text) if level else text)
+        if level:
+            lines.append("#" * level + " " + text)
+        elif style.startswith("List"):  # "List Bullet", "List Number 2", "List Paragraph"
+            lines.append("- " + text)  # an item, as HTML's <li> is read
+        else:
+            lines.append(text)
     title = (document.core_properties.title or "").strip()
     text = "\n\n".join(lines)
     return title or _first_heading(text), text, "docx"

@@ -296,6 +296,23 @@ def test_docx_headings_become_markdown_headings(tmp_path, make_docx):
     ]
 
 
+def test_docx_list_items_stay_list_items(tmp_path, make_docx):
+    path = make_docx(
+        tmp_path / "formatting.docx",
+        [
+            ("Heading 1", "Format your message"),
+            ("Normal", "Everything you can format:"),
+            ("List Bullet", "Tables"),
+            ("List Number", "Quotes"),
+        ],
+    )
+
+    text = load_document(path, "formatting.docx").text
+
+    # So an overview page written in Word is read as one (see knowledge.retriever.overviews).
+    assert text.splitlines()[-3:] == ["- Tables", "", "- Quotes"]
+
+
 def test_docx_tables_are_read_in_place_one_line_per_row(tmp_path):
     from docx import Document
 
