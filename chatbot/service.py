@@ -50,7 +50,6 @@ from knowledge.off_topic import (
     OffTopicExamples,
     OffTopicMatch,
     OtherProducts,
-    read_compliance_names,
 )
 from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
 from knowledge.store import KnowledgeStore
@@ -996,7 +995,7 @@ def create_service(settings: Settings, *, with_model: bool = True) -> ChatServic
         )
         off_topic.vectors()  # embedded (or read from the cache) now, not on the first question
     compliance = (
-        ComplianceNames(read_compliance_names(cfg.compliance_names or BUNDLED_COMPLIANCE))
+        ComplianceNames.from_file(cfg.compliance_names or BUNDLED_COMPLIANCE)
         if cfg.compliance_check
         else None
     )

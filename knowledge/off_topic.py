@@ -338,13 +338,13 @@ class ComplianceNames(OtherProducts):
         ends = [m.group(0) for m in _CLAUSE_END.finditer(lowered)]
         for index, clause in enumerate(pieces):
             asks = "?" in (ends[index] if index < len(ends) else "")
+            unnamed = self._pattern.sub(" ", clause)
             for name in wanted:
                 if name in found:
                     continue
                 for match in self._each[name].finditer(clause):
                     # The words before this mention, without any name of the list.
                     before = _WORD.findall(self._pattern.sub(" ", clause[: match.start()]))
-                    unnamed = self._pattern.sub(" ", clause)
                     if _claims(clause, before, unnamed, match, name, own, asks):
                         found.add(name)
                         break
