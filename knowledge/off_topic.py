@@ -376,9 +376,14 @@ def _claims(
     if _vendor_asked(before, own, document=name in _DOCUMENT_NAMES):
         return True
     if before[:1] in (["what"], ["which"], ["whats"], ["what's"]) and len(before) <= 3:
-        after = _WORD.findall(clause[match.end() :])[:4]
-        for at, word in enumerate(after[:-1]):
-            if word in _AUXILIARIES and _is_vendor(after[at + 1], own):
+        after = _WORD.findall(clause[match.end() :])
+        for at, word in enumerate(after[:3]):
+            if (
+                word in _AUXILIARIES
+                and at + 1 < len(after)
+                and _is_vendor(after[at + 1], own)
+                and (after[at + 1] != "the" or _the_vendor(after[at + 2 : at + 5], own))
+            ):
                 return True
     if before[:2] == ["is", "there"] and len(before) <= 3:
         return True
@@ -400,6 +405,12 @@ def _claims(
 
 def _is_vendor(word: str, own: list[str]) -> bool:
     return word in _VENDOR_WORDS or word in own or word == "the"
+
+
+def _the_vendor(tail: list[str], own: list[str]) -> bool:
+    """Whether "the" and then ``tail`` (the next three words) is the vendor: "the (Zulip) mobile
+    app", "the service", not "the auditor" or "the settings"."""
+    return any(w in own or w in _VENDOR_TAIL for w in tail)
 
 
 def _vendor_asked(before: list[str], own: list[str], document: bool = False) -> bool:
@@ -424,12 +435,8 @@ def _vendor_asked(before: list[str], own: list[str], document: bool = False) -> 
             vendor_end = verb + 1
         else:
             continue
-        if before[at + 1 : at + 2] == ["the"]:
-            # "is the (Zulip) mobile app ...": the vendor only if its own name or a word such
-            # as app or service follows within three words.
-            tail = before[at + 2 : at + 5]
-            if not any(w in own or w in _VENDOR_TAIL for w in tail):
-                continue
+        if before[at + 1 : at + 2] == ["the"] and not _the_vendor(before[at + 2 : at + 5], own):
+            continue
         while vendor_end < len(before) and (
             before[vendor_end] in _VENDOR_TAIL or before[vendor_end] in own
         ):

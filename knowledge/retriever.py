@@ -439,16 +439,16 @@ class HybridRetriever:
                 overviews(chunks) if self.overview_margin > 0 else {},
             )
             self._generation = generation
-            products = ""
+            lists = ""
             if self.other_products is not None:
                 mentioned = [n for n in self.other_products.names if n not in not_mentioned]
-                products = (
+                lists = (
                     f"; {len(not_mentioned)} other products' names in use (your documents "
                     f"mention {', '.join(mentioned) or 'none of them'})"
                 )
             if self.compliance is not None:
                 covered = [n for n in self.compliance.names if n not in compliance]
-                products += (
+                lists += (
                     f"; regulations and certifications your documents mention: "
                     f"{', '.join(covered) or 'none'}"
                 )
@@ -460,7 +460,7 @@ class HybridRetriever:
                 if off_topic is None
                 else f"; {len(off_topic)} off-topic examples in use; own names: "
                 f"{', '.join(sorted(names)) or 'none'}",
-                products,
+                lists,
             )
             return self._indexes_built
 

@@ -62,6 +62,8 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
         ("Will you sign our BAA?", ["baa"]),
         ("Can Lumora Cloud be used for HIPAA workloads?", ["hipaa"]),
         ("which SOC 2 report do you have?", ["soc 2"]),
+        ("what uptime SLA does the Lumora service guarantee?", ["uptime sla"]),
+        ("which HIPAA safeguards does the mobile app have?", ["hipaa"]),
         # "your", or the product's own name with 's, before the name.
         ("can u send over your SOC2 Type II report?", ["soc 2"]),
         ("What is Lumora's HIPAA stance?", ["hipaa"]),
@@ -92,6 +94,9 @@ def test_the_bundled_names_are_found_in_their_usual_spellings(compliance, text, 
         ("I read your docs. HIPAA requires us to purge messages; how do I set that up?", []),
         ("testing against WCAG 2.1 AA flagged the faint timestamps", []),
         ("what HIPAA settings do we need to change?", []),
+        # "the" is the vendor only when its name or a word such as app or service follows.
+        ("what SOC 2 evidence does the auditor want?", []),
+        ("which HIPAA rules do the settings cover?", []),
         ("HIPAA compliant", []),  # a bare mention, not a question
         ("HIPAA, SOX and FINRA all apply to us. how do I keep every message?", []),
         ("Does Lumora support SAML for SOC 2?", []),
