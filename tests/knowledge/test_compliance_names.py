@@ -25,6 +25,10 @@ def compliance() -> ComplianceNames:
         ("we need your soc2 and ISO/IEC 27001 certificates", ["soc 2", "iso 27001"]),
         ("are you FedRAMP authorized?", ["fedramp"]),
         ("is checkout pci-dss compliant", ["pci dss"]),
+        ("Is Lumora 21 CFR Part 11 compliant?", ["21 cfr part 11"]),
+        ("Is Lumora DORA compliant?", ["digital operational resilience act"]),
+        ("are you HDS certified?", ["hds certification"]),
+        ("can you add Dora to the channel?", []),  # a person's name, not the regulation
         # Inside other words or near misses: nothing.
         ("my guitar and socks are in the photo", []),
         ("the hippo app is down", []),
