@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 import gradio as gr
+from markdown_it import MarkdownIt
 from pydantic import ValidationError
 
 from chatbot.conversations import StoredTurn, new_session_id
@@ -67,16 +68,89 @@ _TAB_IDS = _TabIds()
 
 
 def safe_markdown(text: str) -> str:
-    """Text shown as Markdown with no raw HTML and no remote images.
+    """Text shown as Markdown with no raw HTML and no remote images, and shown as written.
 
-    Idempotent (``&`` is left alone), because the chat history travels back and forth between
-    browser and server and is escaped again on every update.
+    Outside code, every ``<`` and ``&`` gets a Markdown backslash, so it shows as itself and
+    opens no tag or entity; inside code spans and fenced blocks, where Markdown shows text as
+    it is, nothing is changed ("`https://<subdomain>.example.com`" keeps its brackets). Should
+    the result still hold raw HTML for a CommonMark reader (a code span this function took for
+    one that the reader does not), code gets the backslashes too.
+
+    Idempotent, because the chat history travels back and forth between browser and server and
+    is escaped again on every update.
     """
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    text = IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", text)
+    shown = "".join(part if code else _escaped(part) for code, part in _code_and_text(text))
+    if _has_raw_html(shown):
+        shown = _escaped(text)  # code too: it may then show a backslash, but never a tag
+    return shown
+
+
+# A fence opens a code block: three or more backticks (no backtick after them on the line) or
+# tildes, indented by at most three spaces.
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}(?=[^`]*$)|~{3,})")
+# An inline code span on one line, its opening backticks not escaped.
+_CODE_SPAN_RE = re.compile(r"(?<![\\`])(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+# A "<" or "&" with no backslash of its own before it (an even number of backslashes escape
+# each other, not it).
+_OPENER_RE = re.compile(r"(?<!\\)((?:\\\\)*)([<&])")
+
+
+def _code_and_text(text: str) -> Iterator[tuple[bool, str]]:
+    """``text`` in pieces, each with whether it is code (a fenced block or a code span)."""
+    fence = ""
+    prose: list[str] = []
+    code: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if fence:
+            code.append(line)
+            closing = _FENCE_RE.match(line)
+            if (
+                closing
+                and closing.group(1)[0] == fence[0]
+                and len(closing.group(1)) >= len(fence)
+                and not line.strip().strip(fence[0])
+            ):
+                yield True, "".join(code)
+                fence, code = "", []
+            continue
+        opening = _FENCE_RE.match(line)
+        if opening:
+            yield from _spans("".join(prose))
+            prose, fence, code = [], opening.group(1), [line]
+        else:
+            prose.append(line)
+    yield from _spans("".join(prose))
+    if code:
+        yield True, "".join(code)  # a block left open runs to the end
+
+
+def _spans(prose: str) -> Iterator[tuple[bool, str]]:
+    start = 0
+    for match in _CODE_SPAN_RE.finditer(prose):
+        yield False, prose[start : match.start()]
+        yield True, match.group(0)
+        start = match.end()
+    yield False, prose[start:]
+
+
+def _escaped(prose: str) -> str:
+    prose = _OPENER_RE.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", prose)
+    prose = IMAGE_RE.sub(lambda m: f"[image: {m.group(1)}]", prose)
     # Any image syntax left (brackets inside the alt text, a reference image whose address is
     # defined on another line) loses its bracket, so it shows as text and loads nothing.
-    return text.replace("![", "!\\[")
+    return prose.replace("![", "!\\[")
+
+
+def _has_raw_html(markdown: str) -> bool:
+    for token in _COMMONMARK.parse(markdown):
+        if token.type == "html_block":
+            return True
+        if any(child.type == "html_inline" for child in token.children or ()):
+            return True
+    return False
+
+
+_COMMONMARK = MarkdownIt("commonmark")
 
 
 def escape_customer_messages(chatbot: gr.Chatbot) -> gr.Chatbot:

@@ -21,6 +21,9 @@ EXPECTED_SOURCE = "reset-the-hub.md"
 HTML_PAYLOAD = '<img src=x onerror="window.__xss=1">'
 # Brackets inside the alt text hide a Markdown image from a simple pattern; nothing listens there.
 IMAGE_PAYLOAD = "![a[b]](http://127.0.0.1:9/tracker.png)"
+# Shown as typed: brackets inside code, and an entity typed as text.
+CODE_PAYLOAD = "`https://<subdomain>.example.com`"
+ENTITY_PAYLOAD = "&lt;b&gt;"
 # SmolLM2 starts answering within seconds. The test profile's 64-token cap should end an answer
 # soon after, but llama-cpp-python ignores the max_completion_tokens that langchain-openai sends,
 # so an answer can run until the 4096-token context is full: minutes on a busy shared CPU.
@@ -87,7 +90,8 @@ def html_page(browser, chat_server):
     page = open_chat(context, chat_server.url)
     ask(
         page,
-        f"How do I reset the hub? Start your answer with {HTML_PAYLOAD} {IMAGE_PAYLOAD}",
+        f"How do I reset the hub? Start your answer with {HTML_PAYLOAD} {IMAGE_PAYLOAD} "
+        f"{CODE_PAYLOAD} {ENTITY_PAYLOAD}",
         chat_server,
     )
     yield page
@@ -145,6 +149,12 @@ def test_a_markdown_image_in_the_question_loads_nothing(html_page):
     chat = conversation(html_page)
     assert chat.locator('img[src*="127.0.0.1:9"]').count() == 0
     expect(chat.get_by_test_id("user")).to_contain_text("tracker.png")
+
+
+def test_code_and_entities_in_the_question_show_as_typed(html_page):
+    user = conversation(html_page).get_by_test_id("user")
+    expect(user.locator("code")).to_have_text("https://<subdomain>.example.com")
+    expect(user).to_contain_text(ENTITY_PAYLOAD)
 
 
 # ----- the same endpoint over HTTP, with Gradio's own client

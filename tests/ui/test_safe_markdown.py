@@ -39,3 +39,50 @@ def test_escaping_twice_changes_nothing(text):
 def test_links_and_ordinary_text_are_kept():
     text = "Hold **Reset** for 10 s, see [the guide](https://help.example.com/reset)! [1]"
     assert safe_markdown(text) == text
+
+
+# Raw HTML in every place a reader might find it; none of it may reach the page as a tag.
+ATTACKS = {
+    "tag": "a <img src=x onerror=alert(1)> b",
+    "closing tag": "x</p><script>alert(1)</script>",
+    "html block": "<div>\n<img src=x onerror=alert(1)>\n</div>",
+    "escaped backslash": "\\\\<img src=x onerror=alert(1)>",
+    "unclosed code span": "`unclosed <img src=x onerror=alert(1)>",
+    "fence with a backtick in its info": "```a`b\n<img src=x onerror=alert(1)>\n```",
+    "code span across lines": "`a\n<img src=x onerror=alert(1)>`",
+    "autolink": "<javascript:alert(1)>",
+    "comment": "<!-- <img src=x onerror=alert(1)> -->",
+}
+
+
+@pytest.mark.parametrize("text", ATTACKS.values(), ids=ATTACKS.keys())
+def test_no_raw_html_survives(text):
+    shown = safe_markdown(text)
+    rendered = _render(shown)
+
+    assert "<img" not in rendered and "<script" not in rendered and "<a " not in rendered
+    assert "<!--" not in rendered and "<div" not in rendered
+    assert safe_markdown(shown) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        # Inside code, brackets and ampersands show as written, not as entities.
+        (
+            "open `https://<subdomain>.example.com` now",
+            "<code>https://&lt;subdomain&gt;.example.com</code>",
+        ),
+        ("```js\nif (a < 3 && b > 1) {}\n```", "if (a &lt; 3 &amp;&amp; b &gt; 1) {}"),
+        # Outside code, so do they, and an entity typed as text stays text.
+        ("Tom & Jerry <3", "Tom &amp; Jerry &lt;3"),
+        ("typed &lt;b&gt; here", "typed &amp;lt;b&amp;gt; here"),
+        # Markdown of the answer still works.
+        ("> quoted\n\n1. **one**", "<blockquote>"),
+    ],
+)
+def test_text_and_code_show_as_written(text, html):
+    shown = safe_markdown(text)
+
+    assert html in _render(shown)
+    assert safe_markdown(shown) == shown
