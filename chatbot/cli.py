@@ -138,6 +138,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from knowledge.store import EMBED_BATCH
 
     settings = _settings(args)
+    if any(not p.strip() for p in args.paths):
+        # Path("") is the current folder: an unset variable would ingest (or, with --prune,
+        # empty the store against) wherever the command happens to run.
+        return _fail("an empty path was given (an unset variable?): name a file or folder", 2)
     missing = [p for p in args.paths if not Path(p).exists()]
     if args.prune and missing:
         # Pruning against a mistyped folder would empty the store.

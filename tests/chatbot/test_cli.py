@@ -266,6 +266,13 @@ def test_ingest_prune_removes_deleted_files_and_refuses_a_missing_path(tmp_path)
     assert error_lines(typo) == [
         f"error: --prune needs every path to exist: no such file or folder: {tmp_path / 'dcos'}"
     ]
+    # An unset variable: "" would be the current folder, and pruning against it empty the store.
+    for empty in ("", " "):
+        unset = run_cli("ingest", "--prune", empty, data_dir=data)
+        assert unset.returncode == 2
+        assert error_lines(unset) == [
+            "error: an empty path was given (an unset variable?): name a file or folder"
+        ]
 
     pruned = run_cli("ingest", "-v", "--prune", docs, data_dir=data)
     assert pruned.returncode == 0, pruned.stderr
