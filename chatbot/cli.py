@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -57,9 +58,9 @@ def _fail(message: str, code: int = 1) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     updates = {}
-    if args.host:
+    if args.host is not None:
         updates["host"] = args.host
-    if args.port:
+    if args.port is not None:
         updates["port"] = args.port
     if updates:
         settings = settings.model_copy(
@@ -73,9 +74,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         listening = listen(host, port)
     except OSError as exc:
+        if not isinstance(exc, socket.gaierror) and exc.errno != errno.EADDRNOTAVAIL:
+            return _fail(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop the program using "
+                "it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
+            )
         return _fail(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop the program using "
-            "it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
+            f"cannot listen on {host}: {exc.strerror or exc}. Give an address of this machine "
+            "with --host (or CHATBOT_SERVER__HOST), such as 127.0.0.1 or 0.0.0.0."
         )
     # SIGTERM (docker stop, systemd) must clean up like Ctrl-C: the local model server runs in
     # its own process group and would otherwise outlive the app.
@@ -288,7 +294,14 @@ def _cannot_read(path: str, exc: OSError | UnicodeDecodeError) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.k:
+    if args.out:
+        # Checked before the questions are answered, which can take a while.
+        out = Path(args.out)
+        if out.is_dir():
+            return _fail(f"cannot write {out}: it is a folder", 2)
+        if not out.parent.is_dir():
+            return _fail(f"cannot write {out}: there is no folder {out.parent}", 2)
+    if args.k is not None:
         settings = settings.model_copy(
             update={"retrieval": settings.retrieval.model_copy(update={"top_k": args.k})}
         )
@@ -458,14 +471,40 @@ def cmd_bench_verbosity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole_number(text: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        where = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number {where}")
+    return number
+
+
+def _port_number(text: str) -> int:
+    return _whole_number(text, 1, 65535)
+
+
+def _address(text: str) -> str:
+    if not text.strip():
+        # An empty address would listen on every interface.
+        raise argparse.ArgumentTypeError("give an address, such as 127.0.0.1 or 0.0.0.0")
+    return text.strip()
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatbot", description=__doc__)
     parser.add_argument("--profile", help="configs/<PROFILE>.yaml over configs/default.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="start the chat web app")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", type=_address)
+    serve.add_argument("--port", type=_port_number)
     serve.set_defaults(func=cmd_serve)
 
     ingest = sub.add_parser("ingest", help="add or update documents in the knowledge store")
@@ -494,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("questions", metavar="QUESTIONS.jsonl")
     evaluate.add_argument("--out", metavar="ANSWERS.jsonl")
     evaluate.add_argument("--retrieval-only", action="store_true", help="skip writing answers")
-    evaluate.add_argument("--k", type=int, help="documents per question (default retrieval.top_k)")
+    evaluate.add_argument(
+        "--k", type=_positive, help="documents per question (default retrieval.top_k)"
+    )
     evaluate.add_argument("--json", action="store_true", help="also print the summary as JSON")
     evaluate.set_defaults(func=cmd_eval)
     users = sub.add_parser(

@@ -576,6 +576,55 @@ def test_serve_on_a_port_in_use_says_so_before_loading_anything(tmp_path):
     assert not (tmp_path / "data").exists(), "nothing was loaded or created"
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "0"], "argument --port: '0' is not a whole number from 1 to 65535"),
+        (["serve", "--port", "99999"], "--port: '99999' is not a whole number from 1 to 65535"),
+        (["serve", "--port", "-5"], "--port: '-5' is not a whole number from 1 to 65535"),
+        (["serve", "--host", ""], "argument --host: give an address, such as 127.0.0.1"),
+        (["eval", "q.jsonl", "--k", "0"], "argument --k: '0' is not a whole number of at least 1"),
+        (["eval", "q.jsonl", "--k", "-1"], "--k: '-1' is not a whole number of at least 1"),
+    ],
+)
+def test_a_bad_option_value_is_refused_before_anything_runs(tmp_path, args, says):
+    proc = run_cli(*args, data_dir=tmp_path / "data")
+
+    assert proc.returncode == 2
+    assert says in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists(), "nothing was loaded or created"
+
+
+def test_serve_on_an_address_of_no_interface_says_to_give_another(tmp_path):
+    # 192.0.2.1 is set aside for documentation: no machine has it.
+    proc = run_cli("serve", "--host", "192.0.2.1", "--port", "7861", data_dir=tmp_path / "data")
+
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        "error: cannot listen on 192.0.2.1: Cannot assign requested address. Give an address of "
+        "this machine with --host (or CHATBOT_SERVER__HOST), such as 127.0.0.1 or 0.0.0.0."
+    ]
+
+
+@pytest.mark.parametrize("where", ["missing folder", "folder"])
+def test_eval_refuses_an_answers_file_it_cannot_write_before_answering(tmp_path, where):
+    out = tmp_path / "no-such-folder" / "answers.jsonl" if where == "missing folder" else tmp_path
+    says = f"there is no folder {out.parent}" if where == "missing folder" else "it is a folder"
+
+    proc = run_cli(
+        "eval",
+        REPO / "knowledge" / "sample_questions.jsonl",
+        "--retrieval-only",
+        "--out",
+        out,
+        data_dir=tmp_path / "data",
+    )
+
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: cannot write {out}: {says}"]
+
+
 def test_a_missing_model_file_is_one_plain_line(tmp_path):
     proc = run_cli(
         "ask",
