@@ -196,7 +196,7 @@ def history_turns(history: list) -> list[Turn]:
             continue
         role = item.get("role")
         if role in ("user", "assistant"):
-            text = SURROGATES.sub("", html.unescape(_text_of(item.get("content"))))
+            text = SURROGATES.sub("", unescaped(_text_of(item.get("content"))))
             turns.append(Turn(role, text))
     return turns
 
@@ -359,7 +359,16 @@ def _comparable(text: str) -> str:
 
 def _shown(text: str) -> str:
     """Text as compared between the page and the store: unescaped, whitespace collapsed."""
-    return " ".join(html.unescape(text).split())
+    return " ".join(unescaped(text).split())
+
+
+def unescaped(text: str) -> str:
+    """A page's message as written: without the backslashes ``safe_markdown`` adds, nor the
+    entities that pages opened before it used them may still hold."""
+    return html.unescape(_MARKDOWN_ESCAPE.sub(r"\1", text))
+
+
+_MARKDOWN_ESCAPE = re.compile(r"\\([<&\[])")
 
 
 def answer_turn(history: list, index: int, answers: list[StoredTurn]) -> StoredTurn | None:

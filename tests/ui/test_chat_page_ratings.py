@@ -24,12 +24,13 @@ HISTORY = [
     {"role": "user", "content": "how do i reset the hub?"},
     {
         "role": "assistant",
-        "content": "Hold the button for 10 seconds, until the light is &lt;amber&gt;.",
+        "content": "Hold the button for 10 seconds, until the light is \\<amber>.",
     },
     {"role": "assistant", "content": "1. **Reset the hub**", "metadata": {"title": SOURCES_TITLE}},
     {"role": "user", "content": "and then?"},
     {"role": "assistant", "content": SORRY},  # an error: nothing stored
     {"role": "user", "content": "and then?"},
+    # As a page opened before the upgrade to backslashes shows it.
     {"role": "assistant", "content": [{"type": "text", "text": "Open **Devices** &gt; Hub."}]},
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from ui.gradio_app import safe_markdown
+from ui.gradio_app import history_turns, safe_markdown
 
 IMAGES = {
     "inline": "see ![the hub](http://tracker.example/a.png)",
@@ -86,3 +86,10 @@ def test_text_and_code_show_as_written(text, html):
 
     assert html in _render(shown)
     assert safe_markdown(shown) == shown
+
+
+def test_the_page_s_messages_come_back_as_written():
+    said = ["the light is <amber>", "Tom & Jerry <3", "use `https://<sub>.example.com`"]
+    page = [{"role": "user", "content": safe_markdown(text)} for text in said]
+
+    assert [turn.content for turn in history_turns(page)] == said
