@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvironmentParseError
 
 # The repository's configs/ folder; an installed copy (e.g. in the Docker image) finds them in the
 # working directory or in CHATBOT_CONFIG_DIR instead.
@@ -242,6 +244,11 @@ class RetrievalSettings(_Section):
             read(value)  # names the file and what is wrong with it
         return value
 
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        return check_collection_name(value)
+
     @field_validator("product_names")
     @classmethod
     def _one_word_each(cls, value: list[str]) -> list[str]:
@@ -345,6 +352,33 @@ class RateLimitSettings(_Section):
         "count; the client is the last address in X-Forwarded-For that is not one of them.",
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"each must be an address or network, such as 10.0.0.1 or 10.0.0.0/8 (got "
+                    f"{entry!r}); name your proxies, since a client's own X-Forwarded-For "
+                    "would otherwise choose its address"
+                ) from None
+        return [entry.strip() for entry in value]
+
+
+# What Chroma takes as a collection's name.
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{1,510})[A-Za-z0-9]")
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"a collection name must be 3 to 512 letters, digits, '.', '_' or '-', starting "
+            f"and ending with a letter or digit (got {name!r})"
+        )
+    return name
+
 
 class SiteSettings(_Section):
     """A website that embeds the widget: its public key, origins and customer-chat policy."""
@@ -375,6 +409,11 @@ class SiteSettings(_Section):
     greeting: str = Field(
         "Hi! Ask me anything about our product.", description="First message in the panel."
     )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str | None) -> str | None:
+        return check_collection_name(value) if value else value
 
     @field_validator("source_url")
     @classmethod
@@ -601,6 +640,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path} is not UTF-8 text") from exc
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"{path} must hold a mapping of settings")
     return data
@@ -641,6 +684,8 @@ def load_settings(
         settings = Settings(**data)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from exc
+    except EnvironmentParseError as exc:
+        raise SettingsError(_explain_environment(exc)) from exc
     for variable in unused_variables(settings, os.environ):
         log.warning(
             "%s is not a setting and is ignored: a setting inside a section takes two "
@@ -699,6 +744,20 @@ _BOUNDS = {
 }
 
 
+def _explain_environment(exc: EnvironmentParseError) -> str:
+    """Which CHATBOT_* variables could not be read, and how a list or section is written."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    name = field.group(1) if field else ""
+    prefix = f"CHATBOT_{name.upper()}"
+    variables = sorted(v for v in os.environ if v == prefix or v.startswith(prefix + "__"))
+    return (
+        f"cannot read {', '.join(variables) or 'a CHATBOT_ variable'}: a list or a section of "
+        f"setting '{name or '?'}' must be written as JSON, such as "
+        "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES='[\"10.0.0.1\"]' or "
+        'CHATBOT_LENGTH_POLICY__WIDGET=\'{"target_words": 60, "max_tokens": 200}\''
+    )
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
@@ -709,6 +768,10 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"'{key}' is not a setting{got}{_did_you_mean(error['loc'])}")
             continue
         message = error["msg"].replace("Input should be", "should be")
+        if error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+            if "(got " in message:
+                got = ""
         if ctx.get("expected"):
             message = f"must be one of {ctx['expected']}"
         elif error["type"] in _KINDS:

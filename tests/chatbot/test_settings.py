@@ -148,6 +148,30 @@ def test_an_unknown_yaml_key_is_refused(tmp_path, text, key):
         ("CHATBOT_RETRIEVAL__TOP_K", "0", "'retrieval.top_k' must be at least 1 (got '0')"),
         ("CHATBOT_LLM__TEMPERATURE", "hot", "'llm.temperature' must be a number (got 'hot')"),
         ("CHATBOT_LENGTH_POLICY__ENABLED", "maybe", "must be true or false (got 'maybe')"),
+        # Chroma's own rule for a name, said at start-up rather than at the first search.
+        (
+            "CHATBOT_RETRIEVAL__COLLECTION",
+            "",
+            "setting 'retrieval.collection' a collection name must be 3 to 512 letters, digits, "
+            "'.', '_' or '-', starting and ending with a letter or digit (got '')",
+        ),
+        ("CHATBOT_SITES", '[{"key": "site-key-1", "collection": "ab"}]', "(got 'ab')"),
+        # "*" would let every client choose its own address through X-Forwarded-For.
+        (
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES",
+            '["10.0.0.0/8", "*"]',
+            "setting 'rate_limits.trusted_proxies' each must be an address or network, such as "
+            "10.0.0.1 or 10.0.0.0/8 (got '*')",
+        ),
+        # A list or a section that is not JSON names the variable and shows the form.
+        (
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES",
+            "10.0.0.1",
+            "cannot read CHATBOT_RATE_LIMITS__TRUSTED_PROXIES: a list or a section of setting "
+            "'rate_limits' must be written as JSON, such as "
+            "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES='[\"10.0.0.1\"]'",
+        ),
+        ("CHATBOT_SITES", "notalist", "cannot read CHATBOT_SITES: a list or a section"),
     ],
 )
 def test_a_bad_value_or_key_says_what_is_allowed_in_words(monkeypatch, variable, value, says):
@@ -233,6 +257,14 @@ def test_invalid_yaml_is_a_settings_error(tmp_path):
 
     with pytest.raises(SettingsError, match="default.yaml"):
         load_settings(config_dir=tmp_path)
+
+
+def test_a_profile_that_is_not_text_is_a_settings_error_naming_it(tmp_path):
+    (tmp_path / "default.yaml").write_text("{}\n", encoding="utf-8")
+    (tmp_path / "odd.yaml").write_bytes(b"\xff\xfe\x00llm")
+
+    with pytest.raises(SettingsError, match=r"odd\.yaml is not UTF-8 text"):
+        load_settings("odd", config_dir=tmp_path)
 
 
 # ----- configs/default.yaml documents every key
