@@ -316,6 +316,7 @@ HTTP_ERRORS = {
     405: ("method_not_allowed", "Not allowed"),
     409: ("conflict", "Conflict"),
     413: ("too_large", "Too large"),
+    415: ("unsupported_media_type", "Not JSON"),
     422: ("invalid_request", "Bad request"),
 }
 
@@ -326,11 +327,26 @@ def install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == BODY_NOT_DECODED:
+            # A body that is not UTF-8 is as unreadable as one that is not JSON: one answer.
+            return _error(request, 422, NOT_JSON)
         return _error(request, exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+        if whole_body and media and media != "application/json" and not media.endswith("+json"):
+            # A form or plain text where the route reads JSON: say what to send.
+            return _error(
+                request, 415, "Send the body as JSON, with Content-Type: application/json."
+            )
         return _error(request, 422, _validation_message(exc))
+
+
+# FastAPI's detail for a body it could not decode (not UTF-8).
+BODY_NOT_DECODED = "There was an error parsing the body"
+NOT_JSON = "The request body is not valid JSON."
 
 
 def _error(request: Request, status: int, message: str, headers=None) -> Response:
@@ -350,7 +366,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         if error.get("type") == "json_invalid":
-            return "The request body is not valid JSON."
+            return NOT_JSON
         where = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(where)
         message = error.get("msg", "invalid")

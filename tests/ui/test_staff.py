@@ -443,6 +443,21 @@ def test_errors_are_pages_for_a_browser_and_error_objects_for_the_api(app, anony
     )
     assert not_json.status_code == 422
     assert not_json.json()["error"]["message"] == "The request body is not valid JSON."
+    not_utf8 = anonymous.post(
+        "/api/v1/feedback", content=b'{"a": "\xff"}', headers={"Content-Type": "application/json"}
+    )
+    assert not_utf8.status_code == 422
+    assert not_utf8.json()["error"] == not_json.json()["error"]
+    for form in (
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "text/plain"},
+    ):
+        sent = anonymous.post("/api/v1/feedback", content=b"rating=up", headers=form)
+        assert sent.status_code == 415, sent.text
+        assert sent.json()["error"] == {
+            "code": "unsupported_media_type",
+            "message": "Send the body as JSON, with Content-Type: application/json.",
+        }
 
 
 def test_another_site_can_neither_sign_a_browser_in_nor_out(app, anonymous):
