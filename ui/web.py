@@ -58,6 +58,22 @@ MAX_API_BODY_BYTES = 64 * 1024
 # The chat page sends the conversation it shows with each message: a long one fits.
 MAX_PAGE_BODY_BYTES = 1024 * 1024
 PLAYGROUND = "/staff/playground"
+# When the sign-in ends (signed out in another tab, idle too long), the playground's own calls
+# get 401 from the staff gate, which Gradio would show as "Connection to the server was lost":
+# the page goes to the sign-in page instead, which leads back here.
+PLAYGROUND_HEAD = """<script>
+(() => {
+  const signIn = "/login?next=" + encodeURIComponent("PLAYGROUND/");
+  const fetched = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetched(...args);
+    if (response.status === 401 && new URL(response.url, location.href).origin === location.origin) {
+      location.assign(signIn);
+    }
+    return response;
+  };
+})();
+</script>""".replace("PLAYGROUND", PLAYGROUND)
 CORS_HEADERS = "Authorization, Content-Type, X-Site-Key"
 # Routes a widget on another website calls; staff routes get no CORS and no cross-site use.
 CUSTOMER_PATHS = tuple(
@@ -343,6 +359,7 @@ def create_web_app(
         app,
         playground,
         path=PLAYGROUND,
+        head=PLAYGROUND_HEAD,
         show_error=False,
         # Its only upload is a question set; without a cap any file of any size would land on
         # the server's disk.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from chatbot.settings import DEMO_SITE
@@ -564,6 +565,30 @@ def test_signing_out_ends_the_session(browser, staff_app, accounts):
         replayed = httpx.get(f"{staff_app.url}/staff/tickets", cookies=cookies, timeout=30)
         assert replayed.status_code == 401
         tab.assert_no_unexpected_errors()
+
+
+def test_a_playground_whose_sign_in_ended_goes_to_the_sign_in_page(browser, staff_app, accounts):
+    with signed_in(browser, staff_app, STAFF) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/playground/")
+        question = page.locator("#playground-question textarea")
+        expect(question).to_be_editable(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+        page.context.clear_cookies()  # signed out elsewhere, or the session ran out
+
+        # The page's next call to the server (Ask, or one of Gradio's own) is refused. Not
+        # Gradio's "Connection to the server was lost", but the sign-in page, which leads back
+        # to the playground.
+        with contextlib.suppress(PlaywrightError):  # it may already be on its way
+            page.locator("#playground-ask").click(timeout=5_000)
+        page.wait_for_url(f"{staff_app.url}/login?next=%2Fstaff%2Fplayground%2F", timeout=30_000)
+        page.get_by_label("User name").fill(STAFF[0])
+        page.get_by_label("Password").fill(STAFF[1])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{staff_app.url}/staff/playground/", timeout=30_000)
+        expect(page.locator("#playground-user")).to_contain_text(
+            f"Signed in as {STAFF[0]}", timeout=PLAYGROUND_LOAD_TIMEOUT_MS
+        )
+        tab.assert_no_unexpected_errors(GRADIO_UNLOAD)
 
 
 def test_the_playground_signs_out_too(browser, staff_app, accounts):
