@@ -567,12 +567,17 @@ def test_signing_out_ends_the_session(browser, staff_app, accounts):
         tab.assert_no_unexpected_errors()
 
 
+def open_playground(tab: Tab, app: ServedApp) -> Page:
+    """The playground in ``tab``, once it can be used."""
+    tab.page.goto(f"{app.url}/staff/playground/")
+    question = tab.page.locator("#playground-question textarea")
+    expect(question).to_be_editable(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+    return tab.page
+
+
 def test_a_playground_whose_sign_in_ended_goes_to_the_sign_in_page(browser, staff_app, accounts):
     with signed_in(browser, staff_app, STAFF) as tab:
-        page = tab.page
-        page.goto(f"{staff_app.url}/staff/playground/")
-        question = page.locator("#playground-question textarea")
-        expect(question).to_be_editable(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+        page = open_playground(tab, staff_app)
         page.context.clear_cookies()  # signed out elsewhere, or the session ran out
 
         # The page's next call to the server (Ask, or one of Gradio's own) is refused. Not
@@ -593,10 +598,9 @@ def test_a_playground_whose_sign_in_ended_goes_to_the_sign_in_page(browser, staf
 
 def test_the_playground_signs_out_too(browser, staff_app, accounts):
     with signed_in(browser, staff_app, STAFF) as tab:
-        page = tab.page
-        page.goto(f"{staff_app.url}/staff/playground/")
+        page = open_playground(tab, staff_app)
         sign_out = page.locator("#playground-sign-out")
-        expect(sign_out).to_be_visible(timeout=PLAYGROUND_LOAD_TIMEOUT_MS)
+        expect(sign_out).to_be_visible()
         tab.assert_no_unexpected_errors()
         sign_out.click()
         # The form posts to /logout, which answers with a redirect to the sign-in page.
