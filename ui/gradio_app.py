@@ -80,7 +80,8 @@ def safe_markdown(text: str) -> str:
     is escaped again on every update.
     """
     shown = "".join(part if code else _escaped(part) for code, part in _code_and_text(text))
-    if _has_raw_html(shown):
+    # Raw HTML needs a "<": most answers have none and skip the parse.
+    if "<" in text and _has_raw_html(shown):
         shown = _escaped(text)  # code too: it may then show a backslash, but never a tag
     return shown
 
