@@ -74,14 +74,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         listening = listen(host, port)
     except OSError as exc:
-        if not isinstance(exc, socket.gaierror) and exc.errno != errno.EADDRNOTAVAIL:
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
             return _fail(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop the program using "
-                "it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
+                f"cannot listen on {host}: {exc.strerror or exc}. Give an address of this "
+                "machine with --host (or CHATBOT_SERVER__HOST), such as 127.0.0.1 or 0.0.0.0."
             )
         return _fail(
-            f"cannot listen on {host}: {exc.strerror or exc}. Give an address of this machine "
-            "with --host (or CHATBOT_SERVER__HOST), such as 127.0.0.1 or 0.0.0.0."
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Stop the program using "
+            "it, or choose another port with --port N (or CHATBOT_SERVER__PORT=N make run)."
         )
     # SIGTERM (docker stop, systemd) must clean up like Ctrl-C: the local model server runs in
     # its own process group and would otherwise outlive the app.
