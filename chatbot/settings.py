@@ -355,16 +355,17 @@ class RateLimitSettings(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        for entry in value:
+        entries = [entry.strip() for entry in value]
+        for entry in entries:
             try:
-                ipaddress.ip_network(entry.strip(), strict=False)
+                ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(
                     f"each must be an address or network, such as 10.0.0.1 or 10.0.0.0/8 (got "
                     f"{entry!r}); name your proxies, since a client's own X-Forwarded-For "
                     "would otherwise choose its address"
                 ) from None
-        return [entry.strip() for entry in value]
+        return entries
 
 
 # What Chroma takes as a collection's name.
@@ -372,12 +373,19 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{1,510})[A-Za-z0-9]"
 
 
 def check_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.fullmatch(name) or ".." in name:
+    """``name`` if Chroma takes it as a collection's name; a ValueError saying why not."""
+    if not _COLLECTION_NAME.fullmatch(name):
         raise ValueError(
             f"a collection name must be 3 to 512 letters, digits, '.', '_' or '-', starting "
             f"and ending with a letter or digit (got {name!r})"
         )
-    return name
+    if ".." in name:
+        raise ValueError(f"a collection name may not hold '..' (got {name!r})")
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return name
+    raise ValueError(f"a collection name may not be an IP address (got {name!r})")
 
 
 class SiteSettings(_Section):

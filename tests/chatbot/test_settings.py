@@ -156,6 +156,8 @@ def test_an_unknown_yaml_key_is_refused(tmp_path, text, key):
             "'.', '_' or '-', starting and ending with a letter or digit (got '')",
         ),
         ("CHATBOT_SITES", '[{"key": "site-key-1", "collection": "ab"}]', "(got 'ab')"),
+        ("CHATBOT_RETRIEVAL__COLLECTION", "kb..old", "may not hold '..' (got 'kb..old')"),
+        ("CHATBOT_RETRIEVAL__COLLECTION", "10.0.0.1", "may not be an IP address (got '10.0.0.1')"),
         # "*" would let every client choose its own address through X-Forwarded-For.
         (
             "CHATBOT_RATE_LIMITS__TRUSTED_PROXIES",
