@@ -139,7 +139,7 @@ PROGRESS_EVERY_S = 10.0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from knowledge.ingest import UNSUPPORTED
+    from knowledge.ingest import UNSUPPORTED, not_a_document
     from knowledge.loaders import SUPPORTED_SUFFIXES
     from knowledge.store import EMBED_BATCH
 
@@ -213,10 +213,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(_counts(report))
     if report.ok and not (report.added or report.updated or report.unchanged):
         # Skipped as documents (a duplicate, a page of links only), not for their file type.
-        passed_over = [s for s, reason in report.skipped if not reason.startswith(UNSUPPORTED)]
+        passed_over = [s for s, reason in report.skipped if not not_a_document(reason)]
         if not passed_over:
+            # Nothing that is a document: other file types, links to folders, pipes.
             kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
-            return _fail(f"no documents to ingest in {', '.join(args.paths)} (supported: {kinds})")
+            links = [s for s, reason in report.skipped if not reason.startswith(UNSUPPORTED)]
+            hint = (
+                f"; {len(links)} {'link or special file' if len(links) == 1 else 'links or special files'}"
+                " passed over (-v says why)"
+                if links and not args.verbose
+                else ""
+            )
+            return _fail(
+                f"no documents to ingest in {', '.join(args.paths)} (supported: {kinds}){hint}"
+            )
         if not args.verbose:
             print(f"nothing ingested: {len(passed_over)} skipped (-v says why)", file=sys.stderr)
     return 0 if report.ok else 1

@@ -33,6 +33,20 @@ CHUNKING_VERSION = "3"
 
 # The reason given for a file in a folder that is not of a supported type.
 UNSUPPORTED = "unsupported file type"
+LINK_TO_FOLDER = "a link to a folder, not followed (name that folder itself to ingest it)"
+BROKEN_LINK = "a broken link"
+LINK_OUTSIDE = "a link to a file outside the folder"
+
+
+def not_a_document(reason: str) -> bool:
+    """Whether a skipped entry was passed over as no document at all (a file type that is not
+    read, a link, a pipe), rather than as a document (a duplicate, a page of links only)."""
+    return reason.startswith(UNSUPPORTED) or reason in (
+        LINK_TO_FOLDER,
+        BROKEN_LINK,
+        LINK_OUTSIDE,
+        NOT_A_REGULAR_FILE,
+    )
 
 
 def source_name(name: str) -> str:
@@ -146,9 +160,9 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_symlink():
         if path.is_dir():
             # Links to folders could loop or reach far outside; name the folder itself.
-            return "a link to a folder, not followed (name that folder itself to ingest it)"
+            return LINK_TO_FOLDER
         if not path.exists():
-            return "a broken link"
+            return BROKEN_LINK
     if path.is_dir():
         return None
     return NOT_A_REGULAR_FILE
@@ -215,7 +229,7 @@ def ingest_paths(
             continue
         if folder is not None and not file.resolve().is_relative_to(folder.resolve()):
             # A link in the folder to a file elsewhere (say /etc/passwd) is not the folder's.
-            report.skipped.append((source, "a link to a file outside the folder"))
+            report.skipped.append((source, LINK_OUTSIDE))
             continue
         if folder is not None and file.suffix.lower() not in SUPPORTED_SUFFIXES:
             # A folder may hold images or scripts beside its articles; a file named directly

@@ -202,6 +202,28 @@ def test_ingest_says_so_when_there_is_nothing_to_ingest_and_stays_quiet_otherwis
 
 
 @pytest.mark.slow
+def test_ingest_of_a_folder_holding_only_links_fails_like_one_of_other_file_types(tmp_path):
+    docs = kettle_docs(tmp_path)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "latest").symlink_to(docs, target_is_directory=True)
+    (links / "gone.md").symlink_to(tmp_path / "nowhere.md")
+
+    quiet = run_cli("ingest", links, data_dir=tmp_path / "data")
+    verbose = run_cli("ingest", "-v", links, data_dir=tmp_path / "data")
+
+    assert quiet.returncode == 1
+    assert error_lines(quiet) == [
+        f"error: no documents to ingest in {links} (supported: .docx, .htm, .html, .markdown, "
+        ".md, .pdf, .txt); 2 links or special files passed over (-v says why)"
+    ]
+    assert verbose.returncode == 1
+    assert "skipped: latest: a link to a folder, not followed" in verbose.stderr
+    assert "skipped: gone.md: a broken link" in verbose.stderr
+    assert "passed over" not in verbose.stderr
+
+
+@pytest.mark.slow
 def test_ingest_verbose_says_how_large_a_file_is_being_embedded(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
