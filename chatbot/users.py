@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import sqlite3
@@ -291,14 +292,6 @@ class UserDirectory:
         return user, token
 
     def _check_credentials(self, username: str, password: str, client: str):
-        key = f"{username.lower()}|{client}"
-        wait = self._failures.blocked(key)
-        if wait:
-            raise AccountError(
-                "too_many_attempts",
-                f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} min.",
-                retry_after=wait,
-            )
         with self._db() as db:
             row = db.execute(
                 "SELECT id, username, role, created_at, password_hash FROM users"
@@ -306,6 +299,16 @@ class UserDirectory:
                 (username,),
             ).fetchone()
         stored = row[4].encode() if row else self._dummy_hash
+        # Failures count against the password being guessed: once an admin resets it (from
+        # any process, the command line too), the user can sign in with the new one at once.
+        key = f"{username.lower()}|{client}|{_hash_token(stored.decode())[:16]}"
+        wait = self._failures.blocked(key)
+        if wait:
+            raise AccountError(
+                "too_many_attempts",
+                f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} min.",
+                retry_after=wait,
+            )
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
             raise AccountError("bad_credentials", "Wrong user name or password.")

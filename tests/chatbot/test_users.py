@@ -89,6 +89,46 @@ def test_failed_sign_ins_are_limited_even_with_the_right_password_after(users, c
     users.sign_in("ana", PASSWORD, "1.2.3.4")
 
 
+def lock_out(users: UserDirectory, username: str) -> None:
+    for _ in range(users.settings.max_failed_signins):
+        with pytest.raises(AccountError, match="Wrong user name or password"):
+            users.sign_in(username, "wrong password!", "1.2.3.4")
+    with pytest.raises(AccountError, match="Too many failed sign-ins"):
+        users.sign_in(username, PASSWORD, "1.2.3.4")
+
+
+@pytest.mark.parametrize("where", ["same process", "another process"])
+def test_a_password_reset_lifts_the_lockout_for_the_new_password(users, tmp_path, clock, where):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    lock_out(users, "ana")
+    # The command line resets from a process of its own, on the same file.
+    admin = (
+        users
+        if where == "same process"
+        else UserDirectory(users.path, AuthSettings(bcrypt_rounds=4), clock=clock)
+    )
+
+    admin.set_password("ana", "a fresh passphrase", actor="admin")
+
+    user, _ = users.sign_in("ana", "a fresh passphrase", "1.2.3.4")
+    assert user.username == "ana"
+    # Guessing goes on being counted against the new password.
+    lock_out(users, "ana")
+    with pytest.raises(AccountError, match="Too many failed sign-ins"):
+        users.sign_in("ana", "a fresh passphrase", "1.2.3.4")
+
+
+def test_a_user_removed_and_added_again_is_not_locked_out(users):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    users.add_user("root", PASSWORD, Role.ADMIN, actor="test")
+    lock_out(users, "ana")
+
+    users.remove("ana", actor="root")
+    users.add_user("ana", "another passphrase", Role.STAFF, actor="root")
+
+    assert users.sign_in("ana", "another passphrase", "1.2.3.4")[0].username == "ana"
+
+
 def test_unknown_user_and_wrong_password_look_the_same(users):
     users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
 
