@@ -457,7 +457,7 @@ class ChatService:
         return [
             Source(
                 source=h.source,
-                title=h.title,
+                title=readable(h.title),
                 score=round(h.similarity, 4),
                 snippet=_snippet(h.chunks[0].text if h.chunks else ""),
                 heading=h.chunks[0].heading if h.chunks else "",

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot.customer_chat import CustomerChat
 from chatbot.handoff import HandoffDesk
+from chatbot.prompts import readable
 from chatbot.service import ChatService
 from chatbot.settings import Settings
 from chatbot.users import Role, UserDirectory
@@ -279,11 +280,14 @@ def pages(app: FastAPI, service: ChatService, chat: CustomerChat) -> None:
                 "Not found", "<h1>Not found</h1><p>No help article has this name.</p>", 404
             )
         # Chunks overlap by a few sentences; the preview shows each one once, in order.
+        # Inline HTML reads as the sources in an answer do ("Press <kbd>Enter</kbd>": "Press
+        # Enter", icons left out, images by their alt text); the rest is shown as text.
         body = "".join(
-            f"<section>{markdown.render(_heading(c.heading) + c.text)}</section>" for c in chunks
+            f"<section>{markdown.render(_heading(readable(c.heading)) + readable(c.text))}</section>"
+            for c in chunks
         )
-        title = html.escape(chunks[0].title or source)
-        return _page(chunks[0].title or source, f"<h1>{title}</h1>{body}")
+        title = readable(chunks[0].title) or source
+        return _page(title, f"<h1>{html.escape(title)}</h1>{body}")
 
 
 def api_docs(app: FastAPI) -> None:

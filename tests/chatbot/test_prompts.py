@@ -136,10 +136,11 @@ def test_an_answer_is_no_decline(answer):
     assert not is_decline(answer)
 
 
-def test_a_sources_snippet_has_no_inline_html():
+def test_a_sources_snippet_and_title_have_no_inline_html():
     text = 'Press <kbd>Enter</kbd> or click the <i class="fa fa-send"></i> button.'
-    hit = DocumentHit("send.md", "Send", 0.9, 0.5, [chunk(0, text)])
+    hit = DocumentHit("send.md", "Send with <kbd>Enter</kbd>", 0.9, 0.5, [chunk(0, text)])
 
     (source,) = ChatService.sources_of([hit])
 
     assert source.snippet == "Press Enter or click the button."
+    assert source.title == "Send with Enter"

@@ -397,6 +397,33 @@ def test_a_site_with_its_own_collection_links_to_articles_from_it(
     assert "No help article" in client.get("/help/descale-the-kettle.md?site=nope").text
 
 
+def test_help_page_reads_inline_html_as_the_sources_do(make_client, settings, embeddings, tmp_path):
+    docs = tmp_path / "kettle-docs"
+    docs.mkdir()
+    (docs / "keys.md").write_text(
+        "# Kettle <b>keys</b>\n\n## The <kbd>Brew</kbd> key\n\nPress <kbd>Brew</kbd>, then the "
+        '<i class="fa fa-cog"></i> icon <img src=x onerror=alert(9)> and '
+        '<img src="lid.png" alt="the lid"> for `<kbd>` help. Open https://<subdomain>.example.com.\n',
+        encoding="utf-8",
+    )
+    kettle = KnowledgeStore(settings.data_dir, embeddings, "kettle")
+    assert ingest_paths(kettle, [docs]).ok
+    site = SiteSettings(
+        key=SITE_KEY, name="Kettle shop", allowed_origins=[SHOP], collection="kettle"
+    )
+    with unreachable_base_url() as url:
+        client = make_client(url, sites=[site])
+
+        page = client.get(f"/help/keys.md?site={SITE_KEY}").text
+
+    assert "<title>Kettle keys</title>" in page and "<h1>Kettle keys</h1>" in page
+    assert "<h2>The Brew key</h2>" in page
+    assert "Press Brew, then the icon and the lid for <code>&lt;kbd&gt;</code> help." in page
+    # A placeholder in angle brackets is text, as it is in the answer's sources.
+    assert "https://&lt;subdomain&gt;.example.com" in page
+    assert "onerror" not in page and "&lt;img" not in page and "&lt;b&gt;" not in page
+
+
 def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, clock):
     limits = settings.rate_limits.model_copy(update={"per_session_per_minute": 2})
     with unreachable_base_url() as url:
