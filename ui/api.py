@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from chatbot.customer_chat import (
     CustomerChat,
@@ -191,6 +192,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> JSONResponse:
         return error_response(exc.code, exc.message, exc.retry_after)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # A closed tab or a dropped network during an upload: nothing was done with the part
+        # that arrived, and it is no server fault. The answer reaches nobody.
+        log.info(
+            "%s %s: the client went away before its request was complete",
+            request.method,
+            request.url.path,
+        )
+        return error_response(
+            "incomplete_request", "The request ended before all of it arrived. Send it again."
+        )
 
 
 def ticket_info(event: TicketEvent | None) -> TicketInfo | None:

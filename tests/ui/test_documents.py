@@ -3,6 +3,7 @@ upload, a replacement or a deletion (real Chroma store, real embedder)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -404,6 +405,54 @@ def test_a_request_larger_than_any_upload_is_refused_before_it_is_read(make_app,
 
     assert response.status_code == 413
     assert "at most 50 files of at most 10 bytes each" in response.json()["error"]["message"]
+
+
+def test_an_upload_whose_sender_goes_away_is_logged_as_such_and_indexes_nothing(app, store, caplog):
+    import asyncio
+
+    _, token = app.state.users.create_token("content_owner", "uploads", actor="test")
+    part = (
+        b'--XB\r\nContent-Disposition: form-data; name="files"; filename="cut.md"\r\n\r\n'
+        b"# Cut off\n\nThe lantern glows"
+    )
+    arriving = [{"type": "http.request", "body": part, "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        # The tab was closed: the rest of the body never comes.
+        return arriving.pop(0) if arriving else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/documents",
+        "raw_path": b"/api/v1/documents",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"multipart/form-data; boundary=XB"),
+            (b"content-length", b"9999"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    before = store.chunk_count()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("went away before its request was complete" in r.message for r in caplog.records)
+    assert store.chunk_count() == before and consistent(store)
 
 
 def test_an_over_size_file_is_dropped_while_it_streams(tmp_path):
