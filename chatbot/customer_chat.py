@@ -19,7 +19,7 @@ from chatbot.conversations import SessionRecord, Ticket
 from chatbot.errors import Refused
 from chatbot.handoff import HandoffDesk, accepts_offer, wants_person
 from chatbot.prompts import HANDOFF_OFFER
-from chatbot.rate_limit import RateLimiter
+from chatbot.rate_limit import RateLimiter, whole_seconds
 from chatbot.service import (
     DECLINED,
     NO_MATCH,
@@ -170,7 +170,7 @@ class CustomerChat:
         if wait:
             raise CustomerError(
                 "rate_limited",
-                f"Too many {what} in a short time. Please wait {max(1, round(wait))} s.",
+                f"Too many {what} in a short time. Please wait {whole_seconds(wait)} s.",
                 retry_after=wait,
             )
         for limiter, key in limits:

@@ -65,6 +65,12 @@ class RateLimiter:
             del self._hits[key]
 
 
+def whole_seconds(seconds: float) -> int:
+    """A wait in whole seconds, rounded up and never 0 while still limited: the number a
+    message tells the customer and the Retry-After header are the same."""
+    return max(1, math.ceil(seconds))
+
+
 def retry_after_header(seconds: float) -> str:
-    """Whole seconds for a Retry-After header, never 0 while still limited."""
-    return str(max(1, math.ceil(seconds)))
+    """Whole seconds for a Retry-After header."""
+    return str(whole_seconds(seconds))

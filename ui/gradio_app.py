@@ -17,7 +17,7 @@ from chatbot.conversations import StoredTurn, new_session_id
 from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
-from chatbot.rate_limit import RateLimiter
+from chatbot.rate_limit import RateLimiter, whole_seconds
 from chatbot.service import (
     SURROGATES,
     ChatService,
@@ -236,7 +236,7 @@ def make_respond(
         client = request.client.host if request is not None and request.client else "unknown"
         wait = limiter.hit(f"client:{client}") if limiter is not None else 0
         if wait:
-            note = f"You're sending messages quickly. Please wait {max(1, round(wait))} s."
+            note = f"You're sending messages quickly. Please wait {whole_seconds(wait)} s."
             yield [gr.ChatMessage(role="assistant", content=note)], session_id
             return
         try:
@@ -464,7 +464,7 @@ def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateL
         # Counted as a message, as in the widget: each request may send the team an update.
         wait = limiter.hit(f"client:{client}")
         if wait:
-            gr.Warning(f"You're sending requests quickly. Please wait {max(1, round(wait))} s.")
+            gr.Warning(f"You're sending requests quickly. Please wait {whole_seconds(wait)} s.")
             return session_id, gr.update()
         try:
             tab = request.session_hash if request is not None else None

@@ -432,7 +432,7 @@ def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, cl
 
         first = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
         second = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
-        clock.now += 10
+        clock.now += 10.6  # 49.4 s to wait: the message says as much as the header
         limited = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
         clock.now += 51
         after_reset = chat(client, session_id, headers, OFF_TOPIC_QUESTION)
@@ -441,6 +441,7 @@ def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, cl
     assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
     assert limited.headers["retry-after"] == "50"
     assert limited.json()["error"]["retry_after"] == 50
+    assert limited.json()["error"]["message"].endswith("Please wait 50 s.")
     assert after_reset.status_code == 200
     history = client.get(f"/api/v1/sessions/{session_id}", headers=headers).json()
     assert len(history["messages"]) == 6, "the refused message was not stored"
