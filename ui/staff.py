@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import secrets
 import threading
 import time
@@ -404,23 +405,41 @@ class TranscriptQuery(BaseModel):
     until: str = ""
 
     def to_filter(self) -> SessionFilter:
+        since, until = _day(self.since, "From"), _day(self.until, "To")
+        if since and until and since > until:
+            raise ValueError("From is after To: no conversation can match. Swap the dates.")
         return SessionFilter(
             rating=self.rating or None,
             handoff=None if not self.handoff else self.handoff == "yes",
-            since=_day(self.since, "From"),
-            until=_day(self.until, "To", end=True),
+            since=_moment(since),
+            until=_moment(until, end=True),
             text=self.q.strip() or None,
         )
 
 
-def _day(value: str, name: str, end: bool = False) -> float | None:
+def _day(value: str, name: str) -> dt.date | None:
     if not value:
         return None
     try:
-        day = dt.datetime.strptime(value, "%Y-%m-%d")
-        return (day + dt.timedelta(days=1 if end else 0)).timestamp()
-    except (ValueError, OverflowError):  # not a date, or the day after 9999-12-31
+        return dt.datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
         raise ValueError(f"{name} must be a date like 2026-01-31.") from None
+
+
+def _moment(day: dt.date | None, end: bool = False) -> float | None:
+    """The start of ``day`` in local time (of the day after, for the ``end`` of a range); None
+    for no bound."""
+    if day is None:
+        return None
+    try:
+        return (dt.datetime.combine(day, dt.time()) + dt.timedelta(days=int(end))).timestamp()
+    except (ValueError, OverflowError):
+        # Out of the clock's range (0001-01-01, the day after 9999-12-31): every conversation
+        # is after such a day, or before it.
+        future = day.year > dt.MAXYEAR // 2
+        if future == end:
+            return None  # from the distant past, or up to the distant future: no bound
+        return math.inf if future else -math.inf
 
 
 def _transcript(conversations, session_id: str) -> list[dict]:
