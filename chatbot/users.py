@@ -113,6 +113,10 @@ class AuditEntry:
     detail: dict
 
 
+# Longest name an API token may have.
+TOKEN_NAME_MAX_CHARS = 100
+
+
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -233,6 +237,11 @@ class UserDirectory:
 
     def remove(self, username: str, *, actor: str) -> None:
         user = self._require(username)
+        if user.username.casefold() == actor.casefold():
+            # It would end the sign-in the admin is using mid-action; another admin can.
+            raise AccountError(
+                "own_account", "You cannot remove your own account; ask another admin to."
+            )
         with self._db() as db:
             removed = db.execute(
                 f"DELETE FROM users WHERE id = ? AND NOT {_LAST_ADMIN}", (user.id,)
@@ -347,12 +356,19 @@ class UserDirectory:
     def create_token(self, username: str, name: str, *, actor: str) -> tuple[ApiToken, str]:
         """A new API token for the user; the secret is returned once and never stored."""
         user = self._require(username)
+        name = " ".join(name.split())
+        if not name or len(name) > TOKEN_NAME_MAX_CHARS:
+            raise AccountError(
+                "invalid_token_name",
+                f"Name the token in 1-{TOKEN_NAME_MAX_CHARS} characters, after the program or "
+                "person that will use it, so that it can be told apart when it is revoked.",
+            )
         secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._clock()
         with self._db() as db:
             cursor = db.execute(
                 "INSERT INTO api_tokens(user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                (user.id, name.strip() or "token", _hash_token(secret), now),
+                (user.id, name, _hash_token(secret), now),
             )
         self.audit(actor, "token.create", username, {"name": name})
         return ApiToken(int(cursor.lastrowid or 0), user.id, name, now, None, None), secret

@@ -175,6 +175,39 @@ def test_api_tokens_are_hashed_and_revocable(users):
     assert users.token_user(secret) is None
 
 
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+def test_a_token_needs_a_name(users, name):
+    users.add_user("sync", PASSWORD, Role.CONTENT_OWNER, actor="test")
+
+    with pytest.raises(AccountError) as refused:
+        users.create_token("sync", name, actor="admin")
+
+    assert refused.value.code == "invalid_token_name"
+    assert users.tokens("sync") == []
+
+
+def test_a_tokens_name_is_stored_and_audited_as_shown(users):
+    users.add_user("sync", PASSWORD, Role.CONTENT_OWNER, actor="test")
+
+    record, _ = users.create_token("sync", "  cms \t nightly ", actor="admin")
+
+    assert record.name == "cms nightly"
+    assert [t.name for _, t in users.tokens("sync")] == ["cms nightly"]
+    created = [e for e in users.audit_log() if e.action == "token.create"]
+    assert [e.detail for e in created] == [{"name": "cms nightly"}]
+
+
+def test_an_admin_cannot_remove_their_own_account(users):
+    users.add_user("root", PASSWORD, Role.ADMIN, actor="test")
+    users.add_user("ada", PASSWORD, Role.ADMIN, actor="test")
+
+    with pytest.raises(AccountError, match="your own account"):
+        users.remove("ADA", actor="ada")
+    users.remove("ada", actor="root")
+
+    assert [u.username for u in users.users()] == ["root"]
+
+
 def test_the_last_admin_stays(users):
     users.add_user("root", PASSWORD, Role.ADMIN, actor="test")
 

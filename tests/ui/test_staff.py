@@ -729,6 +729,23 @@ def test_admin_manages_users_and_tokens_from_the_page(app, anonymous):
         assert action in page
 
 
+def test_an_admin_page_form_refuses_a_nameless_token_and_removing_yourself(app):
+    app.state.users.add_user("other-admin", PASSWORD, "admin", actor="test")
+    admin = signed_in(app, "admin")
+
+    nameless = admin.post("/staff/admin/tokens", data={"username": "staff", "name": "   "})
+    page = admin.get("/staff/admin").text
+    yourself = admin.post("/staff/admin/users/admin/remove")
+
+    assert nameless.status_code == 400 and "Name the token" in nameless.text
+    assert app.state.users.tokens("staff") == []
+    assert 'action="/staff/admin/users/admin/remove"' not in page
+    assert 'action="/staff/admin/users/other-admin/remove"' in page
+    assert yourself.status_code == 400 and "your own account" in yourself.text
+    assert app.state.users.get("admin") is not None
+    assert admin.get("/staff/admin").status_code == 200, "still signed in"
+
+
 def test_a_reload_after_an_admin_form_repeats_nothing(app):
     app.state.users.add_user("other-admin", PASSWORD, "admin", actor="test")
     admin = signed_in(app, "admin")
