@@ -173,7 +173,8 @@ class UserDirectory:
         if not USERNAME.match(username or ""):
             raise AccountError(
                 "invalid_username",
-                "User names are 2-64 letters, digits, dots, dashes, underscores or @.",
+                "User names are 2-64 characters: letters a-z (no accents), digits, dots, dashes, "
+                "underscores or @, starting with a letter or digit.",
             )
         role = _role(role)
         hashed = self._check_password(password).decode()

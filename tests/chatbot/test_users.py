@@ -49,6 +49,7 @@ def test_passwords_are_stored_as_bcrypt_hashes_only(users):
         ("ana", "x" * 80, "weak_password"),
         ("a", PASSWORD, "invalid_username"),
         ("ana smith", PASSWORD, "invalid_username"),
+        ("straße", PASSWORD, "invalid_username"),
     ],
 )
 def test_bad_accounts_are_refused(users, username, password, code):
