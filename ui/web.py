@@ -28,6 +28,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from markdown_it import MarkdownIt
+from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -222,6 +223,46 @@ class ChatPageLimits:
         await self.app(scope, receive, send)
 
 
+# Staff pages are never shown inside another site's frame (clickjacking the Remove and Revoke
+# buttons), and what they and the API return (transcripts, a new token) is not kept in caches.
+FRAMELESS_PREFIXES = ("/staff", "/login", "/logout")
+UNCACHED_PREFIXES = (*FRAMELESS_PREFIXES, PREFIX)
+UNCACHED_TYPES = (b"text/html", b"application/json", b"text/csv", b"application/x-ndjson")
+
+
+class PrivatePages:
+    """Anti-framing and no-store headers on the staff pages and the API. Pure ASGI, so that the
+    mounted playground gets them too; its scripts and styles keep their own caching."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(UNCACHED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        frameless = path.startswith(FRAMELESS_PREFIXES)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                kind = headers.get("content-type", "").encode()
+                if kind.startswith(UNCACHED_TYPES) and "no-cache" not in headers.get(
+                    "cache-control", ""
+                ):
+                    headers["Cache-Control"] = "no-store"
+                if frameless:
+                    headers["X-Frame-Options"] = "DENY"
+                    policy = headers.get("content-security-policy")
+                    headers["Content-Security-Policy"] = (
+                        f"{policy}; frame-ancestors 'none'" if policy else "frame-ancestors 'none'"
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -356,6 +397,7 @@ def create_web_app(
     app.add_middleware(SiteCORS, chat=chat)
     app.add_middleware(ChatPageLimits)
     app.add_middleware(StaffGate, users=users, prefixes={PLAYGROUND: Role.STAFF})
+    app.add_middleware(PrivatePages)
 
     playground = create_playground(service, settings)
     playground.queue(default_concurrency_limit=settings.server.concurrency)

@@ -689,6 +689,39 @@ def test_the_conversations_list_pages_through_every_match(app):
     assert len(listed) == 103, "every conversation on exactly one page"
 
 
+def test_staff_pages_may_not_be_framed_or_cached_and_customer_pages_are_left_alone(app, anonymous):
+    staff, admin = signed_in(app, "staff"), signed_in(app, "admin")
+
+    private = {
+        "login page": anonymous.get("/login"),
+        "refusal": anonymous.get("/staff/tickets"),
+        "tickets": staff.get("/staff/tickets"),
+        "admin": admin.get("/staff/admin"),
+        "export": staff.get("/staff/conversations/export?format=csv"),
+        "playground": staff.get("/staff/playground/"),
+    }
+    api = staff.get("/api/v1/tickets")
+    customer = {
+        "chat page": anonymous.get("/"),
+        "help article": anonymous.get("/help/reset-the-hub.md"),
+        "widget": anonymous.get("/widget.js"),
+    }
+
+    for name, response in private.items():
+        assert response.status_code in (200, 401), name
+        assert response.headers["x-frame-options"] == "DENY", name
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], name
+        assert response.headers["cache-control"] == "no-store", name
+    assert api.status_code == 200 and api.headers["cache-control"] == "no-store"
+    for name, response in customer.items():
+        assert response.status_code == 200, name
+        assert "x-frame-options" not in response.headers, name
+        assert "frame-ancestors" not in response.headers.get("content-security-policy", ""), name
+    # The article's own policy is kept, and the widget stays cacheable.
+    assert "default-src 'none'" in customer["help article"].headers["content-security-policy"]
+    assert customer["widget"].headers["cache-control"] == "public, max-age=300"
+
+
 # ----- admin
 
 
