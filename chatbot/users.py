@@ -150,8 +150,11 @@ class UserDirectory:
         # Sign-ins are checked one at a time: parallel guesses would all pass the failure
         # limit before the first of them was counted.
         self._signin_lock = threading.Lock()
-        self._failures = RateLimiter(
-            settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
+        window = settings.signin_window_minutes * 60
+        self._failures = RateLimiter(settings.max_failed_signins, window, clock=clock)
+        # One address trying a password on many names.
+        self._address_failures = RateLimiter(
+            settings.max_failed_signins_per_address, window, clock=clock
         )
 
     # ----- accounts
@@ -312,7 +315,7 @@ class UserDirectory:
         # Failures count against the password being guessed: once an admin resets it (from
         # any process, the command line too), the user can sign in with the new one at once.
         key = f"{username.lower()}|{client}|{_hash_token(stored.decode())[:16]}"
-        wait = self._failures.blocked(key)
+        wait = max(self._failures.blocked(key), self._address_failures.blocked(client))
         if wait:
             raise AccountError(
                 "too_many_attempts",
@@ -321,6 +324,7 @@ class UserDirectory:
             )
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
+            self._address_failures.hit(client)
             raise AccountError("bad_credentials", "Wrong user name or password.")
         return row
 
