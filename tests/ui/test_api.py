@@ -368,21 +368,27 @@ def test_a_body_sent_in_chunks_is_held_to_the_same_size_limit(client):
     assert history["messages"] == []
 
 
+def kettle_site(settings, embeddings, tmp_path, articles: dict[str, str]) -> SiteSettings:
+    """A site answering from a collection of its own that holds ``articles`` (name: text)."""
+    docs = tmp_path / "kettle-docs"
+    docs.mkdir()
+    for name, text in articles.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    kettle = KnowledgeStore(settings.data_dir, embeddings, "kettle")
+    assert ingest_paths(kettle, [docs]).ok
+    return SiteSettings(
+        key=SITE_KEY, name="Kettle shop", allowed_origins=[SHOP], collection="kettle"
+    )
+
+
 def test_a_site_with_its_own_collection_links_to_articles_from_it(
     make_client, settings, embeddings, tmp_path
 ):
-    docs = tmp_path / "kettle-docs"
-    docs.mkdir()
-    (docs / "descale-the-kettle.md").write_text(
+    descale = (
         "# Descale the kettle\n\nFill it with water and vinegar, then hold Brew for seven "
-        "seconds.\n",
-        encoding="utf-8",
+        "seconds.\n"
     )
-    kettle = KnowledgeStore(settings.data_dir, embeddings, "kettle")
-    assert ingest_paths(kettle, [docs]).ok
-    site = SiteSettings(
-        key=SITE_KEY, name="Kettle shop", allowed_origins=[SHOP], collection="kettle"
-    )
+    site = kettle_site(settings, embeddings, tmp_path, {"descale-the-kettle.md": descale})
     with unreachable_base_url() as url:
         client = make_client(url, sites=[site])
         session_id, headers = new_session(client)
@@ -398,19 +404,12 @@ def test_a_site_with_its_own_collection_links_to_articles_from_it(
 
 
 def test_help_page_reads_inline_html_as_the_sources_do(make_client, settings, embeddings, tmp_path):
-    docs = tmp_path / "kettle-docs"
-    docs.mkdir()
-    (docs / "keys.md").write_text(
+    keys = (
         "# Kettle <b>keys</b>\n\n## The <kbd>Brew</kbd> key\n\nPress <kbd>Brew</kbd>, then the "
         '<i class="fa fa-cog"></i> icon <img src=x onerror=alert(9)> and '
-        '<img src="lid.png" alt="the lid"> for `<kbd>` help. Open https://<subdomain>.example.com.\n',
-        encoding="utf-8",
+        '<img src="lid.png" alt="the lid"> for `<kbd>` help. Open https://<subdomain>.example.com.\n'
     )
-    kettle = KnowledgeStore(settings.data_dir, embeddings, "kettle")
-    assert ingest_paths(kettle, [docs]).ok
-    site = SiteSettings(
-        key=SITE_KEY, name="Kettle shop", allowed_origins=[SHOP], collection="kettle"
-    )
+    site = kettle_site(settings, embeddings, tmp_path, {"keys.md": keys})
     with unreachable_base_url() as url:
         client = make_client(url, sites=[site])
 
