@@ -215,7 +215,8 @@ class CustomerChat:
         return reasons | ({OFF_TOPIC: "off_topic"} if cfg.on_off_topic else {})
 
     def _offered_person(self, session: CustomerSession) -> bool:
-        """Whether the conversation's last turn is the bot's offer of a person, made recently.
+        """Whether the conversation's last turn is the bot's offer of a person, or a hand-off
+        (a ticket's confirmation, an answer the bot did not have), made recently.
 
         A ticket may already be open (a question without an answer opens one with
         ``handoff.on_no_answer``, or the widget's button was pressed): then the yes is answered
@@ -224,7 +225,7 @@ class CustomerChat:
         last = turns[-1] if turns else None
         if last is None or last.role != "assistant":
             return False
-        if not last.content.rstrip().endswith(HANDOFF_OFFER):
+        if not (last.content.rstrip().endswith(HANDOFF_OFFER) or last.meta.get("handoff")):
             return False
         return self._clock() - last.created_at <= OFFER_STANDS_S
 

@@ -205,6 +205,9 @@ class _Conversation:
     token_counts: list[int] | None
     summary: str = ""
     facts: list[str] = field(default_factory=list)
+    # The bot's last answer was a hand-off (no answer, a ticket's confirmation): it asked
+    # nothing, so a plain "no" after it is a goodbye.
+    handed_off: bool = False
 
 
 # Longest a message waits for the answer to the previous one in the same conversation.
@@ -349,12 +352,14 @@ class ChatService:
             raise InputRejected(
                 "unknown_session", "This conversation has ended. Please start a new one."
             ) from None
+        last = next((t for t in reversed(stored) if t.role == "assistant"), None)
         return _Conversation(
             session_id,
             [Turn(t.role, t.content) for t in stored],  # type: ignore[arg-type]
             [t.tokens for t in stored],
             session.summary,
             session.facts,
+            handed_off=bool(last and last.meta.get("handoff")),
         )
 
     # ----- policy
@@ -541,7 +546,7 @@ class ChatService:
         last_answer = next(
             (t.content for t in reversed(conversation.turns) if t.role == "assistant"), ""
         )
-        reply = small_talk_reply(question, last_answer)
+        reply = small_talk_reply(question, "" if conversation.handed_off else last_answer)
         if reply is not None:
             yield from self._small_talk(reply, session_id, channel, started)
             return

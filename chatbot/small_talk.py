@@ -114,10 +114,12 @@ def small_talk_reply(message: str, last_answer: str = "") -> str | None:
         found |= kind if isinstance(kind, set) else {kind}
     if "?" in text and found != {"greeting"}:
         return None  # "that's it?", "ok and?": a question
-    if found == {"no"} and not (
-        not last_answer.strip() or last_answer.rstrip().endswith(_ANSWERED_BY_NO)
-    ):
-        return None  # a no that answers the answer's own question ("no thanks, bye" is not)
+    if found == {"no"}:
+        asked_nothing = not last_answer.strip() or last_answer.rstrip().endswith(_ANSWERED_BY_NO)
+        # "no thanks" turns down what an answer offers, unless the answer asked a question.
+        polite = "thank" in text and "?" not in last_answer
+        if not (asked_nothing or polite):
+            return None  # a no that answers the answer's own question ("no thanks, bye" is not)
     return next(_REPLIES[k] for k, _ in _KINDS if k in found)
 
 

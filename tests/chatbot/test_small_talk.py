@@ -77,6 +77,14 @@ def test_a_no_with_a_goodbye_is_a_goodbye_after_any_answer():
     assert small_talk_reply("no thanks, bye", "Hold the button for 10 s.") == GOODBYE_REPLY
 
 
+def test_a_no_thanks_turns_down_an_answer_that_asked_nothing():
+    assert small_talk_reply("no thanks", "Hold the button for 10 s.") == GOODBYE_REPLY
+    assert small_talk_reply("no thank you", "Hold the button for 10 s.") == GOODBYE_REPLY
+    # The answer's own question it may answer: searched with the conversation, not a goodbye.
+    assert small_talk_reply("no thanks", "Unplug the hub. Is the light blinking?") is None
+    assert small_talk_reply("no", "Hold the button for 10 s.") is None
+
+
 @pytest.mark.parametrize(
     "message",
     [

@@ -22,7 +22,7 @@ from chatbot.prompts import HANDOFF_ANSWER, HANDOFF_OFFER, NO_ANSWER_TEXT
 from chatbot.providers import ModelProbe, make_chat_model
 from chatbot.service import ChatService
 from chatbot.settings import Settings, SiteSettings
-from chatbot.small_talk import DETAIL_REPLY, GREETING_REPLY, THANKS_REPLY
+from chatbot.small_talk import DETAIL_REPLY, GOODBYE_REPLY, GREETING_REPLY, THANKS_REPLY
 from knowledge.ingest import ingest_paths
 from knowledge.off_topic import BUNDLED_EXAMPLES, OffTopicExamples
 from knowledge.retriever import HybridRetriever
@@ -738,6 +738,32 @@ def test_a_yes_after_the_button_already_opened_a_ticket_confirms_that_ticket(off
     assert again["answer"] == handoff.already_open, "not asked as a new question"
     assert again["error"] is None, "no model call"
     assert len(client.app.state.desk.conversations.tickets()) == 1
+
+
+@pytest.mark.parametrize("first", [XBOX_QUESTION, "talk to a person"])
+def test_after_a_hand_off_a_yes_confirms_its_ticket_and_a_no_thanks_is_a_goodbye(
+    off_topic_client, first
+):
+    # The off-topic question opens a ticket at once; "talk to a person" asks for one.
+    client = off_topic_client(on_off_topic=True)
+    handoff = client.app.state.chat.settings.handoff
+    session_id, headers = new_session(client)
+    opened = chat(client, session_id, headers, first).json()
+    assert opened["handoff_ticket"]["status"] == "open"
+
+    yes = chat(client, session_id, headers, "yes please").json()
+    no = chat(client, session_id, headers, "no thanks").json()
+    other, other_headers = new_session(client)
+    chat(client, other, other_headers, first)
+    plain_no = chat(client, other, other_headers, "no").json()
+
+    assert yes["answer"] == handoff.already_open, "not searched as a question"
+    assert yes["handoff_ticket"]["ticket_id"] == opened["handoff_ticket"]["ticket_id"]
+    for goodbye in (no, plain_no):
+        assert goodbye["answer"] == GOODBYE_REPLY and goodbye["handoff"] is False
+    for body in (yes, no, plain_no):
+        assert body["error"] is None, "no model call"
+    assert len(client.app.state.desk.conversations.tickets()) == 2
 
 
 def test_pressing_the_button_again_says_the_team_already_has_the_conversation(off_topic_client):
