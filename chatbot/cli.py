@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from chatbot.settings import Settings, SettingsError, UnknownCollection, load_settings
 
@@ -315,17 +315,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"retrieval": settings.retrieval.model_copy(update={"top_k": args.k})}
         )
+    from chatbot.errors import InputRejected
     from chatbot.evaluation import format_summary, load_questions, run_eval
     from chatbot.service import create_service
 
+    doubts: list[str] = []
     try:
-        questions = load_questions(Path(args.questions))
+        questions = load_questions(Path(args.questions), warnings=doubts)
     except (OSError, UnicodeDecodeError) as exc:
         return _fail(_cannot_read(args.questions, exc), 2)
     except ValueError as exc:
         return _fail(str(exc), 2)
     service = create_service(settings, with_model=not args.retrieval_only)
     try:
+        # A question a customer could not send would stop the run half-way: refused first.
+        for q in questions:
+            try:
+                service.check_message(q.question)
+            except InputRejected as exc:
+                return _fail(
+                    f"{args.questions}:{q.line}: the question cannot be asked: {exc.message}", 2
+                )
+        stored = {PurePosixPath(d.source).name for d in service.retriever.store.documents()}
+        doubts += [
+            f"{args.questions}:{q.line}: gold document '{name}' is not in the knowledge store "
+            "(a misspelt name, or not ingested): it counts as a miss"
+            for q in questions
+            for name in dict.fromkeys(PurePosixPath(g).name for g in q.gold_docs)
+            if name not in stored
+        ]
+        for doubt in doubts:
+            print(f"warning: {doubt}", file=sys.stderr)
         if args.retrieval_only:
             answer = lambda q, h: service.retrieval_only(q, h).to_dict()  # noqa: E731
         else:

@@ -22,12 +22,22 @@ class Question:
     must_include: list[str]
     kind: str
     history: list[dict]
+    # Where it stands in its file (1-based), for messages about it.
+    line: int = 0
 
 
-def load_questions(path: Path, name: str | None = None) -> list[Question]:
+FIELDS = ("id", "question", "kind", "gold_docs", "must_include", "history")
+
+
+def load_questions(
+    path: Path, name: str | None = None, warnings: list[str] | None = None
+) -> list[Question]:
     """The questions of a JSONL file, each line checked before any is asked: a ValueError names
     the file (as ``name``, e.g. an upload's own name, else its path), the line and the field
-    that is wrong."""
+    that is wrong.
+
+    What is allowed but likely a mistake (a field of another name, which is ignored; an in-scope
+    question without gold documents) is added to ``warnings``, one line each."""
     label = name or str(path)
     questions: list[Question] = []
     seen: dict[str, int] = {}
@@ -37,11 +47,14 @@ def load_questions(path: Path, name: str | None = None) -> list[Question]:
         if not line.strip():
             continue
         try:
-            question = _question(json.loads(line))
+            item = json.loads(line)
+            question = _question(item, number)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{label}:{number}: not valid JSON ({exc})") from exc
         except ValueError as exc:
             raise ValueError(f"{label}:{number}: {exc}") from exc
+        if warnings is not None:
+            warnings.extend(f"{label}:{number}: {w}" for w in _doubts(item, question))
         if question.id in seen:
             raise ValueError(
                 f"{label}:{number}: the id '{question.id}' is already used on line "
@@ -54,11 +67,13 @@ def load_questions(path: Path, name: str | None = None) -> list[Question]:
     return questions
 
 
-def _question(item: object) -> Question:
+def _question(item: object, line: int = 0) -> Question:
     if not isinstance(item, dict):
         raise ValueError("each line must be one JSON object")
     if not isinstance(item.get("id"), str | int) or isinstance(item.get("id"), bool):
         raise ValueError('"id" must be a string or a number')
+    if not str(item["id"]).strip():
+        raise ValueError('"id" must not be blank')
     if not isinstance(item.get("question"), str) or not item["question"].strip():
         raise ValueError('"question" must be a non-empty string')
     lists = {}
@@ -80,7 +95,22 @@ def _question(item: object) -> Question:
         must_include=lists["must_include"],
         kind=kind,
         history=list(history),
+        line=line,
     )
+
+
+def _doubts(item: dict, question: Question) -> list[str]:
+    """What in a valid line is likely a mistake."""
+    doubts = [
+        f"the field '{key}' is not one of {', '.join(FIELDS)} and is ignored"
+        for key in item
+        if key not in FIELDS
+    ]
+    if question.kind != OUT_OF_SCOPE and not question.gold_docs:
+        doubts.append(f"this {question.kind} question has no gold_docs, so it can score no hit")
+    if question.kind == OUT_OF_SCOPE and question.gold_docs:
+        doubts.append("gold_docs of an out_of_scope question are not scored")
+    return doubts
 
 
 def _name(source: str) -> str:
@@ -97,7 +127,7 @@ def score_one(question: Question, result: dict, k: int, with_answers: bool) -> d
     if question.kind != OUT_OF_SCOPE:
         row["hit@1"] = bool(names) and names[0] in gold
         row["hit@k"] = bool(gold & set(names))
-        row["all_gold@k"] = gold <= set(names)
+        row["all_gold@k"] = bool(gold) and gold <= set(names)
         if with_answers and question.must_include:
             answer = (result.get("answer") or "").lower()
             row["must_include"] = all(term.lower() in answer for term in question.must_include)

@@ -450,9 +450,10 @@ class Playground:
         if not file:
             return _set_notice("Upload a JSONL question set first.")
         path = Path(getattr(file, "name", file))
+        doubts: list[str] = []
         try:
             # Named as uploaded: the server's folder for uploads is nobody's business.
-            questions = load_questions(path, name=path.name)
+            questions = load_questions(path, name=path.name, warnings=doubts)
         except OSError:
             return _set_notice(f"Cannot read the question set {path.name}: upload it again.")
         except (UnicodeDecodeError, ValueError) as exc:
@@ -497,6 +498,9 @@ class Playground:
             f"{len(questions)} questions, {mode}, top {k}, relevance threshold "
             f"{knobs.relevance_threshold:.2f}, in {seconds:.1f} s."
         )
+        if doubts:
+            more = f" (and {len(doubts) - 3} more)" if len(doubts) > 3 else ""
+            status += f" Check: {'; '.join(doubts[:3])}{more}."
         return table, summary_table(summary, k), status
 
     def _eval_answer(

@@ -488,6 +488,7 @@ def test_eval_retrieval_only_scores_the_sample_questions(data_dir, tmp_path):
     )
 
     assert proc.returncode == 0, proc.stderr
+    assert "warning:" not in proc.stderr, "every gold document is in the store"
     header, table, summary = read_table(proc.stdout)
     for column in ("hit@1", "hit@5", "decline_rate"):
         assert column in header
@@ -514,6 +515,34 @@ def test_eval_retrieval_only_scores_the_sample_questions(data_dir, tmp_path):
     assert summary["out_of_scope"]["n"] == 3
     assert 0.5 <= summary["out_of_scope"]["decline_rate"] <= 1
     assert "must_include" not in in_scope, "no answers, so nothing to check them against"
+
+
+@pytest.mark.slow
+def test_eval_refuses_a_question_no_customer_could_send_and_warns_of_unknown_gold(
+    data_dir, tmp_path
+):
+    reset = {"id": "q1", "question": "How do I reset the hub?", "gold_docs": ["reset-the-hub.md"]}
+    typo = reset | {"id": "q2", "gold_docs": ["reset-teh-hub.md"]}
+    long = reset | {"id": "q3", "question": "a" * 5000}
+    fine, too_long = tmp_path / "fine.jsonl", tmp_path / "long.jsonl"
+    fine.write_text(f"{json.dumps(reset)}\n{json.dumps(typo)}\n", encoding="utf-8")
+    too_long.write_text(f"{json.dumps(reset)}\n{json.dumps(long)}\n", encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+
+    warned = run_cli("eval", fine, "--retrieval-only", data_dir=data_dir)
+    refused = run_cli("eval", too_long, "--retrieval-only", "--out", out, data_dir=data_dir)
+
+    assert warned.returncode == 0, warned.stderr
+    assert [line for line in warned.stderr.splitlines() if line.startswith("warning:")] == [
+        f"warning: {fine}:2: gold document 'reset-teh-hub.md' is not in the knowledge store "
+        "(a misspelt name, or not ingested): it counts as a miss"
+    ]
+    assert refused.returncode == 2
+    assert error_lines(refused) == [
+        f"error: {too_long}:2: the question cannot be asked: Your message is 5,000 characters "
+        "long; please keep it to 4,000 or fewer."
+    ]
+    assert not out.exists(), "nothing was answered"
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ def test_a_good_set_with_a_byte_order_mark_and_blank_lines_loads(tmp_path):
         ("not json", "not valid JSON"),
         ("[1, 2]", "each line must be one JSON object"),
         (json.dumps({**GOOD, "id": None}), '"id" must be a string or a number'),
+        (json.dumps({**GOOD, "id": " "}), '"id" must not be blank'),
         (json.dumps({**GOOD, "question": None}), '"question" must be a non-empty string'),
         (json.dumps({**GOOD, "question": "  "}), '"question" must be a non-empty string'),
         (json.dumps({**GOOD, "gold_docs": "reset-the-hub.md"}), '"gold_docs" must be a list'),
@@ -55,6 +56,41 @@ def test_a_bad_line_is_named_with_its_fault(tmp_path, line, message):
 
     assert str(refused.value).startswith(f"{path}:2: ")
     assert message in str(refused.value)
+
+
+def test_likely_mistakes_are_warned_of_by_line_and_the_set_still_loads(tmp_path):
+    lines = [
+        {"id": "q1", "question": "how do i reset the hub", "gold_doc": ["reset-the-hub.md"]},
+        {"id": "q2", "question": "how do i reset the hub", "kind": "answerable"},
+        {
+            "id": "q3",
+            "question": "what is the meaning of life",
+            "kind": "out_of_scope",
+            "gold_docs": ["reset-the-hub.md"],
+        },
+        GOOD | {"id": "q4"},
+    ]
+    path = write(tmp_path, *(json.dumps(line) for line in lines))
+    warnings: list[str] = []
+
+    questions = load_questions(path, warnings=warnings)
+
+    assert [q.line for q in questions] == [1, 2, 3, 4]
+    assert warnings == [
+        f"{path}:1: the field 'gold_doc' is not one of id, question, kind, gold_docs, "
+        "must_include, history and is ignored",
+        f"{path}:2: this answerable question has no gold_docs, so it can score no hit",
+        f"{path}:3: gold_docs of an out_of_scope question are not scored",
+    ]
+
+
+def test_a_question_without_gold_docs_scores_no_all_gold_hit():
+    from chatbot.evaluation import Question, score_one
+
+    found = {"sources": [{"source": "reset-the-hub.md"}], "handoff": False}
+    row = score_one(Question("q", "a question", [], [], "answerable", []), found, 5, False)
+
+    assert (row["hit@1"], row["hit@k"], row["all_gold@k"]) == (False, False, False)
 
 
 def test_an_empty_set_is_refused(tmp_path):
