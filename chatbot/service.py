@@ -875,6 +875,9 @@ SURROGATES = re.compile("[\ud800-\udfff]")
 # Characters that show nothing: format characters (zero-width spaces and joiners), controls,
 # separators.
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+# Control characters other than tab and line breaks (NUL, bell, escape): nothing a customer
+# means to say, and trouble in stored transcripts and exports.
+CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 # What a customer's message leaves, beside the longest answer, for the instructions and at least
@@ -883,9 +886,10 @@ MESSAGE_ROOM_TOKENS = 1024
 
 
 def validate_message(question: str, limit: int) -> str:
-    """The message, stripped; InputRejected if it is empty (invisible characters only counts as
-    empty), holds text that is not valid Unicode, or is longer than ``limit`` characters."""
-    text = (question or "").strip()
+    """The message, stripped and without control characters; InputRejected if it is empty
+    (invisible characters only counts as empty), holds text that is not valid Unicode, or is
+    longer than ``limit`` characters."""
+    text = CONTROLS.sub("", question or "").strip()
     if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text):
         raise InputRejected("empty_message", "Please type a question first.")
     if SURROGATES.search(text):

@@ -26,7 +26,7 @@ DETAIL_REPLY = (
 # a "merci" must not reach the search (which finds nothing, and may open a ticket).
 _GREETING = (
     r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day)|yo)"
-    r"(?: there| all| team| everyone| folks| guys)?"
+    r"(?: there| all| team| everyone| folks| guys)?(?: again)?"
     r"|(?:can|could) (?:you|someone|anyone|somebody) help(?: me)?(?: please| out)?"
     r"|(?:please )?help(?: me)?(?: please)?"
     r"|i (?:need|could use) (?:some )?help|i have (?:a|some) questions?"
@@ -161,7 +161,6 @@ def needs_detail(message: str) -> bool:
     wrong ("it doesn't work", "why?", "help, error"). Sent before the bot has answered
     anything, such a message is answered by asking what the customer was doing (see the
     service), not handed off."""
+    # No word at all ("👎", "???", "..."): nothing to search for either.
     words = _WORDS.findall(message.lower().replace("\u2019", "'"))
-    return bool(words) and all(
-        w in COMMON_WORDS or w in _VAGUE_WORDS or w in _CONTRACTIONS for w in words
-    )
+    return all(w in COMMON_WORDS or w in _VAGUE_WORDS or w in _CONTRACTIONS for w in words)

@@ -162,6 +162,14 @@ def test_bad_messages_are_rejected_before_retrieval(offline_service, monkeypatch
         assert caught.value.message.endswith(".")
 
 
+def test_control_characters_are_taken_out_of_a_message(offline_service):
+    assert offline_service.check_message("\x00\x01hello\x07 there\x1b") == "hello there"
+    assert offline_service.check_message("line one\r\n\tline two") == "line one\r\n\tline two"
+    with pytest.raises(InputRejected) as caught:
+        offline_service.check_message("\x00\x07\x1b")
+    assert caught.value.code == "empty_message"
+
+
 def test_message_at_the_limit_is_accepted(offline_service):
     limit = offline_service.settings.chat.max_message_chars
 

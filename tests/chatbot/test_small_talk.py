@@ -21,6 +21,8 @@ from chatbot.small_talk import (
         ("hi", GREETING_REPLY),
         ("Hello there \U0001f44b", GREETING_REPLY),
         ("good morning team!", GREETING_REPLY),
+        ("hi again", GREETING_REPLY),
+        ("hello there again :)", GREETING_REPLY),
         ("hello, can you help me?", GREETING_REPLY),
         ("is anyone there?", GREETING_REPLY),
         ("thanks!", THANKS_REPLY),
@@ -121,6 +123,10 @@ def test_a_message_with_anything_more_is_not_small_talk(message):
         "I found a bug",
         "error",
         "help, stuck",
+        # No word at all: an emoji that is not a nod, punctuation.
+        "\U0001f621",
+        "\U0001f44e",
+        "???",
     ],
 )
 def test_a_message_that_names_no_topic_needs_details(message):
@@ -134,8 +140,6 @@ def test_a_message_that_names_no_topic_needs_details(message):
         "the app crashes",
         "my account",
         "no funciona",  # another language: searched as it is
-        "\U0001f621",
-        "???",
         "2fa error 403",
         "error 404",  # a number names something to search for
     ],

@@ -716,6 +716,10 @@ def test_a_first_message_naming_no_topic_is_asked_for_details_once_not_handed_of
         for message in ("why?", "hi", "why?")
     ]
     assert replies == [DETAIL_REPLY, GREETING_REPLY, NO_ANSWER_TEXT]
+    # A first message of no words at all opens no ticket either.
+    thumbs, thumbs_headers = new_session(client)
+    thumbs_down = chat(client, thumbs, thumbs_headers, "\U0001f44e").json()
+    assert thumbs_down["answer"] == DETAIL_REPLY and thumbs_down["handoff_ticket"] is None
     # After an answer, "why?" is about that answer: not asked for details.
     third, third_headers = new_session(client)
     chat(client, third, third_headers, XBOX_QUESTION)
