@@ -39,8 +39,11 @@ New messages:
 {turns}"""
 
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\n+")
-FACT_RE = re.compile(
-    r"\d{2,}|#\w+|\b[A-Z]{1,5}-?\d+\b|"
+# Numbers and ids ("order 48213", "#4411", "HUB-2"): worth keeping in a question too.
+ID_RE = re.compile(r"\d{2,}|#\w+|\b[A-Z]{1,5}-?\d+\b", re.IGNORECASE)
+# What the customer states about themselves; a question ("does it work when my phone is
+# off?") states nothing.
+STATEMENT_RE = re.compile(
     r"\b(?:i have|i've got|i use|i'm using|i am using|i own|i bought|i ordered|i tried|"
     r"i've tried|i already|i've already|my \w+(?: \w+)? (?:is|was|are)|model|version|serial)\b",
     re.IGNORECASE,
@@ -66,7 +69,10 @@ def extract_facts(texts: Sequence[str]) -> list[str]:
     for text in texts:
         for sentence in SENTENCE_SPLIT_RE.split(text):
             sentence = sentence.strip()
-            if sentence and FACT_RE.search(sentence):
+            if not sentence:
+                continue
+            stated = not sentence.endswith("?") and STATEMENT_RE.search(sentence)
+            if stated or ID_RE.search(sentence):
                 facts.append(sentence[:MAX_FACT_CHARS])
     return facts
 

@@ -464,6 +464,18 @@ def test_extract_facts_picks_numbers_devices_and_attempts():
     ]
 
 
+def test_a_question_is_no_fact_unless_it_names_a_number_or_an_id():
+    facts = extract_facts(
+        [
+            "does it work when my phone is off?",
+            "My phone is an old Pixel. Is my order 58213-LX shipped yet?",
+            "what model is the hub?",
+        ]
+    )
+
+    assert facts == ["My phone is an old Pixel.", "Is my order 58213-LX shipped yet?"]
+
+
 def test_extract_facts_ignores_small_talk():
     assert extract_facts(["Hello there!", "Thanks a lot.", "Okay, I will do that now."]) == []
 
