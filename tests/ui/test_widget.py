@@ -502,6 +502,33 @@ def test_on_a_phone_tab_stays_inside_the_open_panel(browser, widget_app, shop_si
 OFF_TOPIC = "What's a good recipe for banana bread?"  # declined at once: no model call
 
 
+def test_an_open_chat_opens_again_on_the_next_page_without_taking_the_focus(
+    browser, widget_app, shop_site
+):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        panel = page.get_by_test_id("panel")
+        # Before any conversation, an open panel is not opened again.
+        open_panel(page)
+        page.reload()
+        expect(page.get_by_test_id("bubble")).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+        expect(panel).to_be_hidden()
+        open_panel(page)
+        _ask_off_topic(page, "hello")  # answered without the model; the conversation exists
+
+        page.goto(shop_site.url + "/pricing")
+        expect(panel).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+        expect(page.get_by_test_id("log")).to_contain_text("hello")
+        assert page.evaluate("() => document.activeElement === document.body"), (
+            "the page keeps its focus"
+        )
+        page.get_by_test_id("close").click()
+        page.goto(shop_site.url + "/")
+        expect(page.get_by_test_id("bubble")).to_be_visible(timeout=PAGE_LOAD_TIMEOUT_MS)
+        expect(panel).to_be_hidden()
+        tab.assert_no_unexpected_errors()
+
+
 def _ask_off_topic(page: Page, question: str = OFF_TOPIC) -> None:
     page.get_by_test_id("input").fill(question)
     page.get_by_test_id("input").press("Enter")

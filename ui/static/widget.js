@@ -700,11 +700,30 @@ textarea{font-size:16px}
     input.style.height = Math.min(input.scrollHeight + 2, 132) + "px";
   }
 
-  function setOpen(open, focusBubble) {
+  // Whether the panel was open when this tab left the page: it opens again on the next page of
+  // the site (not on a phone, where it would cover the page the customer went to).
+  const OPEN_KEY = STORE_KEY + ":open";
+  function rememberOpen(open) {
+    try {
+      window.sessionStorage.setItem(OPEN_KEY, open ? "1" : "0");
+    } catch (_) {
+      // blocked storage: the panel starts closed, as it would anyway
+    }
+  }
+  function wasOpen() {
+    try {
+      return window.sessionStorage.getItem(OPEN_KEY) === "1";
+    } catch (_) {
+      return false;
+    }
+  }
+
+  function setOpen(open, focusBubble, restoring) {
     if (!ui) {
       wantOpen = open;
       return;
     }
+    if (!restoring) rememberOpen(open);
     ui.panel.hidden = !open;
     ui.panel.setAttribute("aria-modal", String(open && coversScreen()));
     ui.root.classList.toggle("open", open);
@@ -712,7 +731,8 @@ textarea{font-size:16px}
     ui.bubble.setAttribute("aria-label", open ? "Close support chat" : "Open support chat");
     if (open) {
       scrollDown(true);
-      (unavailable ? ui.closeBtn : ui.input).focus();
+      // Opened again by a page load: the page keeps its focus, the customer did not ask.
+      if (!restoring) (unavailable ? ui.closeBtn : ui.input).focus();
     } else if (focusBubble || ui.shadow.activeElement) {
       ui.bubble.focus();
     }
@@ -1214,6 +1234,7 @@ textarea{font-size:16px}
     if (historyResult.status === "fulfilled" && historyResult.value) renderHistory(historyResult.value);
     updateSend();
     if (wantOpen) setOpen(true);
+    else if (session && wasOpen() && !PHONE.matches) setOpen(true, false, true);
     window.addEventListener("storage", (e) => {
       if (e.key === STORE_KEY || e.key === null) followStored();
     });
