@@ -534,11 +534,6 @@ class AuthSettings(_Section):
     max_failed_signins: int = Field(
         5, ge=1, description="Failed sign-ins per name and address before a pause."
     )
-    max_failed_signins_per_address: int = Field(
-        30,
-        ge=1,
-        description="Failed sign-ins from one address, whatever the names, before a pause.",
-    )
     signin_window_minutes: int = Field(
         15, ge=1, description="Window in which failed sign-ins are counted."
     )

@@ -150,11 +150,8 @@ class UserDirectory:
         # Sign-ins are checked one at a time: parallel guesses would all pass the failure
         # limit before the first of them was counted.
         self._signin_lock = threading.Lock()
-        window = settings.signin_window_minutes * 60
-        self._failures = RateLimiter(settings.max_failed_signins, window, clock=clock)
-        # One address trying a password on many names.
-        self._address_failures = RateLimiter(
-            settings.max_failed_signins_per_address, window, clock=clock
+        self._failures = RateLimiter(
+            settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
         )
 
     # ----- accounts
@@ -315,7 +312,7 @@ class UserDirectory:
         # Failures count against the password being guessed: once an admin resets it (from
         # any process, the command line too), the user can sign in with the new one at once.
         key = f"{username.lower()}|{client}|{_hash_token(stored.decode())[:16]}"
-        wait = max(self._failures.blocked(key), self._address_failures.blocked(client))
+        wait = self._failures.blocked(key)
         if wait:
             raise AccountError(
                 "too_many_attempts",
@@ -324,7 +321,6 @@ class UserDirectory:
             )
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
-            self._address_failures.hit(client)
             raise AccountError("bad_credentials", "Wrong user name or password.")
         return row
 
