@@ -38,6 +38,7 @@ from chatbot.prompts import readable
 from chatbot.service import ChatService
 from chatbot.settings import Settings
 from chatbot.users import Role, UserDirectory
+from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from ui import gradio_app
 from ui.api import PREFIX, api_router, health_router, install_error_handlers, own_origin
 from ui.documents import documents_router, install_collection_refusal
@@ -324,8 +325,8 @@ def pages(app: FastAPI, service: ChatService, chat: CustomerChat) -> None:
         # Inline HTML reads as the sources in an answer do ("Press <kbd>Enter</kbd>": "Press
         # Enter", icons left out, images by their alt text); the rest is shown as text.
         body = "".join(
-            f"<section>{markdown.render(_heading(readable(c.heading)) + readable(c.text))}</section>"
-            for c in chunks
+            f"<section>{markdown.render(_heading(readable(c.heading)) + readable(text))}</section>"
+            for c, text in zip(chunks, _whole_code_blocks([c.text for c in chunks]), strict=True)
         )
         title = readable(chunks[0].title) or source
         return _page(title, f"<h1>{html.escape(title)}</h1>{body}")
@@ -346,6 +347,20 @@ def api_docs(app: FastAPI) -> None:
             swagger_css_url=f"{PREFIX}/docs-assets/swagger-ui.css",
             swagger_favicon_url=f"{PREFIX}/docs-assets/favicon.png",
         )
+
+
+def _whole_code_blocks(texts: list[str]) -> list[str]:
+    """Consecutive parts of one document, each with whole code blocks: a block a part starts
+    inside is opened again at its start, and one it ends inside is closed at its end, so that
+    code is read (and shown) as code and the text after it as text."""
+    fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
+    whole = []
+    for text in texts:
+        reopened = f"{fences.open}\n{text}" if fences.open else text
+        for line in text.splitlines():
+            fences.feed(line)
+        whole.append(f"{reopened}\n{fences.open}" if fences.open else reopened)
+    return whole
 
 
 def _heading(heading: str) -> str:

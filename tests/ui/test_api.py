@@ -423,6 +423,29 @@ def test_help_page_reads_inline_html_as_the_sources_do(make_client, settings, em
     assert "onerror" not in page and "&lt;img" not in page and "&lt;b&gt;" not in page
 
 
+def test_help_page_shows_a_code_block_split_between_chunks_as_code(
+    make_client, settings, embeddings, tmp_path
+):
+    lines = "".join(f"<b>setting {n}</b>\n" for n in range(90))
+    codes = (
+        f"# Kettle codes\n\nPaste this into the kettle's page.\n\n```html\n{lines}```\n\n"
+        "Then press <kbd>Save</kbd> to keep it.\n"
+    )
+    site = kettle_site(settings, embeddings, tmp_path, {"codes.md": codes})
+    with unreachable_base_url() as url:
+        client = make_client(url, sites=[site])
+        chunks = client.app.state.chat.service.retriever_for("kettle").store.document_chunks(
+            "codes.md"
+        )
+
+        page = client.get(f"/help/codes.md?site={SITE_KEY}").text
+
+    assert len(chunks) >= 2, "the block is longer than one chunk"
+    assert page.count("&lt;b&gt;setting 0&lt;/b&gt;") == 1
+    assert "&lt;b&gt;setting 89&lt;/b&gt;" in page, "the block's end is still code"
+    assert "<p>Then press Save to keep it.</p>" in page, "the text after it is text"
+
+
 def test_rate_limit_per_session_answers_429_and_resets(make_client, settings, clock):
     limits = settings.rate_limits.model_copy(update={"per_session_per_minute": 2})
     with unreachable_base_url() as url:
