@@ -39,8 +39,10 @@ New messages:
 {turns}"""
 
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\n+")
-# Numbers and ids ("order 48213", "#4411", "HUB-2"): worth keeping in a question too.
-ID_RE = re.compile(r"\d{2,}|#\w+|\b[A-Z]{1,5}-?\d+\b", re.IGNORECASE)
+# Numbers and ids ("order 48213", "#4411", "HUB-2"; not "mp3"): worth keeping in a question too.
+ID_RE = re.compile(r"\d{2,}|#\w+|\b[A-Z]{1,5}-?\d+\b")
+# Where a question starts after a statement ("I have a Hub 2, does it work offline?").
+LAST_CLAUSE_RE = re.compile(r"[,;:]\s+|\s+(?:but|and|so)\s+", re.IGNORECASE)
 # What the customer states about themselves; a question ("does it work when my phone is
 # off?") states nothing.
 STATEMENT_RE = re.compile(
@@ -71,8 +73,11 @@ def extract_facts(texts: Sequence[str]) -> list[str]:
             sentence = sentence.strip()
             if not sentence:
                 continue
-            stated = not sentence.endswith("?") and STATEMENT_RE.search(sentence)
-            if stated or ID_RE.search(sentence):
+            # In a question, only what comes before its last clause can state something.
+            said = sentence
+            if sentence.endswith("?"):
+                said = " ".join(LAST_CLAUSE_RE.split(sentence)[:-1])
+            if STATEMENT_RE.search(said) or ID_RE.search(sentence):
                 facts.append(sentence[:MAX_FACT_CHARS])
     return facts
 

@@ -470,10 +470,18 @@ def test_a_question_is_no_fact_unless_it_names_a_number_or_an_id():
             "does it work when my phone is off?",
             "My phone is an old Pixel. Is my order 58213-LX shipped yet?",
             "what model is the hub?",
+            "does it play mp3 files?",
+            "I have a Hub 2, does it work when my phone is off?",
+            "I bought it yesterday and can I return it?",
         ]
     )
 
-    assert facts == ["My phone is an old Pixel.", "Is my order 58213-LX shipped yet?"]
+    assert facts == [
+        "My phone is an old Pixel.",
+        "Is my order 58213-LX shipped yet?",
+        "I have a Hub 2, does it work when my phone is off?",
+        "I bought it yesterday and can I return it?",
+    ]
 
 
 def test_extract_facts_ignores_small_talk():
