@@ -114,13 +114,22 @@ def small_talk_reply(message: str, last_answer: str = "") -> str | None:
         found |= kind if isinstance(kind, set) else {kind}
     if "?" in text and found != {"greeting"}:
         return None  # "that's it?", "ok and?": a question
-    if found == {"no"}:
+    if "no" in found and found <= {"no", "thanks"}:
         asked_nothing = not last_answer.strip() or last_answer.rstrip().endswith(_ANSWERED_BY_NO)
-        # "no thanks" turns down what an answer offers, unless the answer asked a question.
-        polite = "thank" in text and "?" not in last_answer
+        # "no thanks" turns down what an answer offers, unless the answer ends with a question.
+        polite = "thank" in text and not _ends_with_question(last_answer)
         if not (asked_nothing or polite):
             return None  # a no that answers the answer's own question ("no thanks, bye" is not)
     return next(_REPLIES[k] for k, _ in _KINDS if k in found)
+
+
+# Web addresses and citation marks, which may hold or follow a "?" that asks nothing.
+_NOT_PROSE = re.compile(r"https?://\S+|\[\d+\]")
+
+
+def _ends_with_question(answer: str) -> bool:
+    """Whether an answer's last sentence is a question ("… Is the light blinking?")."""
+    return _NOT_PROSE.sub("", answer).rstrip().endswith("?")
 
 
 def _several(phrase: str) -> set[str] | None:

@@ -82,8 +82,14 @@ def test_a_no_with_a_goodbye_is_a_goodbye_after_any_answer():
 def test_a_no_thanks_turns_down_an_answer_that_asked_nothing():
     assert small_talk_reply("no thanks", "Hold the button for 10 s.") == GOODBYE_REPLY
     assert small_talk_reply("no thank you", "Hold the button for 10 s.") == GOODBYE_REPLY
+    assert small_talk_reply("no, thanks", "Hold the button for 10 s.") == GOODBYE_REPLY
+    # A "?" in a web address or before the last sentence asks nothing.
+    linked = "See https://example.com/help?topic=reset for the steps [1]."
+    assert small_talk_reply("no thanks", linked) == GOODBYE_REPLY
+    assert small_talk_reply("no thanks", "Did it work? If not, hold Reset.") == GOODBYE_REPLY
     # The answer's own question it may answer: searched with the conversation, not a goodbye.
-    assert small_talk_reply("no thanks", "Unplug the hub. Is the light blinking?") is None
+    for message in ("no thanks", "no, thanks", "no, thank you", "nope, thanks"):
+        assert small_talk_reply(message, "Unplug the hub. Is the light blinking? [1]") is None
     assert small_talk_reply("no", "Hold the button for 10 s.") is None
 
 
