@@ -875,9 +875,12 @@ SURROGATES = re.compile("[\ud800-\udfff]")
 # Characters that show nothing: format characters (zero-width spaces and joiners), controls,
 # separators.
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
-# Control characters other than tab and line breaks (NUL, bell, escape): nothing a customer
-# means to say, and trouble in stored transcripts and exports.
-CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Control characters (NUL, bell, escape): nothing a customer means to say, and trouble in
+# stored transcripts and exports. Each becomes a space, so no two words run together; the
+# rarer line breaks (vertical tab, as Word pastes Shift+Enter, form feed, next line) a line
+# break. Tab, line feed and carriage return stay.
+LINE_BREAK_CONTROLS = re.compile("[\x0b\x0c\x85]")
+CONTROLS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 # What a customer's message leaves, beside the longest answer, for the instructions and at least
@@ -889,7 +892,7 @@ def validate_message(question: str, limit: int) -> str:
     """The message, stripped and without control characters; InputRejected if it is empty
     (invisible characters only counts as empty), holds text that is not valid Unicode, or is
     longer than ``limit`` characters."""
-    text = CONTROLS.sub("", question or "").strip()
+    text = CONTROLS.sub(" ", LINE_BREAK_CONTROLS.sub("\n", question or "")).strip()
     if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text):
         raise InputRejected("empty_message", "Please type a question first.")
     if SURROGATES.search(text):

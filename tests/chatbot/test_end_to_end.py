@@ -163,7 +163,8 @@ def test_bad_messages_are_rejected_before_retrieval(offline_service, monkeypatch
 
 
 def test_control_characters_are_taken_out_of_a_message(offline_service):
-    assert offline_service.check_message("\x00\x01hello\x07 there\x1b") == "hello there"
+    assert offline_service.check_message("\x00\x01hello\x07there\x1b") == "hello there"
+    assert offline_service.check_message("reset\x0bthe hub\x0cnow") == "reset\nthe hub\nnow"
     assert offline_service.check_message("line one\r\n\tline two") == "line one\r\n\tline two"
     with pytest.raises(InputRejected) as caught:
         offline_service.check_message("\x00\x07\x1b")

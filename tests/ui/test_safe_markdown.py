@@ -93,3 +93,14 @@ def test_the_page_s_messages_come_back_as_written():
     page = [{"role": "user", "content": safe_markdown(text)} for text in said]
 
     assert [turn.content for turn in history_turns(page)] == said
+
+
+@pytest.mark.parametrize(
+    "typed", ["ab\x00cd", "don\x92t", "reset\x0bthe hub", "bell\x07 and\x1bescape", "plain"]
+)
+def test_a_message_typed_with_control_characters_is_found_again_as_stored(typed):
+    from chatbot.service import validate_message
+    from ui.gradio_app import _comparable
+
+    # The page keeps what was typed, the store what the service kept: the same conversation.
+    assert _comparable(typed) == _comparable(validate_message(typed, 4000))
