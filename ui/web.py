@@ -228,7 +228,9 @@ class ChatPageLimits:
 # buttons), and what they and the API return (transcripts, a new token) is not kept in caches.
 FRAMELESS_PREFIXES = ("/staff", "/login", "/logout")
 UNCACHED_PREFIXES = (*FRAMELESS_PREFIXES, PREFIX)
-UNCACHED_TYPES = (b"text/html", b"application/json", b"text/csv", b"application/x-ndjson")
+# Scripts, styles, fonts and images (the playground's and the API docs' own files) say nothing
+# private and keep their caching.
+CACHEABLE_TYPES = ("text/javascript", "application/javascript", "text/css", "font/", "image/")
 
 
 class PrivatePages:
@@ -247,11 +249,9 @@ class PrivatePages:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
-                kind = headers.get("content-type", "").encode()
-                if kind.startswith(UNCACHED_TYPES) and "no-cache" not in headers.get(
-                    "cache-control", ""
-                ):
+                if not headers.get("content-type", "").startswith(CACHEABLE_TYPES):
                     headers["Cache-Control"] = "no-store"
                 if frameless:
                     headers["X-Frame-Options"] = "DENY"
