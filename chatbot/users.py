@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -358,7 +359,8 @@ class UserDirectory:
         """A new API token for the user; the secret is returned once and never stored."""
         user = self._require(username)
         name = " ".join(name.split())
-        if not name or len(name) > TOKEN_NAME_MAX_CHARS:
+        visible = any(unicodedata.category(c) not in ("Cf", "Cc", "Zs") for c in name)
+        if not visible or len(name) > TOKEN_NAME_MAX_CHARS:
             raise AccountError(
                 "invalid_token_name",
                 f"Name the token in 1-{TOKEN_NAME_MAX_CHARS} characters, after the program or "

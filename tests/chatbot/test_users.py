@@ -176,7 +176,7 @@ def test_api_tokens_are_hashed_and_revocable(users):
     assert users.token_user(secret) is None
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+@pytest.mark.parametrize("name", ["", "   ", "\u200b\u200b", "x" * 101])
 def test_a_token_needs_a_name(users, name):
     users.add_user("sync", PASSWORD, Role.CONTENT_OWNER, actor="test")
 

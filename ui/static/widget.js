@@ -37,7 +37,7 @@
   let session = null; // {session_id, session_token, idle_timeout_s, last_active}
   let creating = null; // the pending POST /sessions, shared by concurrent callers
   let ui = null;
-  let wantOpen = false;
+  let wantOpen = null; // the host page's open() or close() before the chat was built
   let busy = false;
   let streaming = null; // AbortController of the answer being streamed
   let followLater = false; // another tab changed the conversation while this one was streaming
@@ -1234,7 +1234,7 @@ textarea{font-size:16px}
     if (historyResult.status === "fulfilled" && historyResult.value) renderHistory(historyResult.value);
     updateSend();
     if (wantOpen) setOpen(true);
-    else if (session && wasOpen() && !PHONE.matches) setOpen(true, false, true);
+    else if (wantOpen === null && session && wasOpen() && !PHONE.matches) setOpen(true, false, true);
     window.addEventListener("storage", (e) => {
       if (e.key === STORE_KEY || e.key === null) followStored();
     });
