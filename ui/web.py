@@ -231,6 +231,10 @@ UNCACHED_PREFIXES = (*FRAMELESS_PREFIXES, PREFIX)
 # Scripts, styles, fonts and images (the playground's and the API docs' own files) say nothing
 # private and keep their caching.
 CACHEABLE_TYPES = ("text/javascript", "application/javascript", "text/css", "font/", "image/")
+# An answer's event stream is the reply to a POST, which no cache stores, and says no-cache
+# itself; with no-store, Chromium sometimes kept no copy of the finished stream for its
+# developer tools (seen in the browser tests).
+STREAM_TYPE = "text/event-stream"
 
 
 class PrivatePages:
@@ -251,7 +255,8 @@ class PrivatePages:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
-                if not headers.get("content-type", "").startswith(CACHEABLE_TYPES):
+                kind = headers.get("content-type", "")
+                if not kind.startswith((*CACHEABLE_TYPES, STREAM_TYPE)):
                     headers["Cache-Control"] = "no-store"
                 if frameless:
                     headers["X-Frame-Options"] = "DENY"
