@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from chatbot.settings import Settings, SettingsError, UnknownCollection, load_settings
 
@@ -316,7 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             update={"retrieval": settings.retrieval.model_copy(update={"top_k": args.k})}
         )
     from chatbot.errors import InputRejected
-    from chatbot.evaluation import format_summary, load_questions, run_eval
+    from chatbot.evaluation import format_summary, load_questions, run_eval, unknown_gold
     from chatbot.service import create_service
 
     doubts: list[str] = []
@@ -336,14 +336,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 return _fail(
                     f"{args.questions}:{q.line}: the question cannot be asked: {exc.message}", 2
                 )
-        stored = {PurePosixPath(d.source).name for d in service.retriever.store.documents()}
-        doubts += [
-            f"{args.questions}:{q.line}: gold document '{name}' is not in the knowledge store "
-            "(a misspelt name, or not ingested): it counts as a miss"
-            for q in questions
-            for name in dict.fromkeys(PurePosixPath(g).name for g in q.gold_docs)
-            if name not in stored
-        ]
+        stored = [d.source for d in service.retriever.store.documents()]
+        doubts += unknown_gold(questions, stored, args.questions)
         for doubt in doubts:
             print(f"warning: {doubt}", file=sys.stderr)
         if args.retrieval_only:

@@ -117,6 +117,18 @@ def _name(source: str) -> str:
     return PurePosixPath(source).name
 
 
+def unknown_gold(questions: Iterable[Question], sources: Iterable[str], label: str) -> list[str]:
+    """A warning for each gold document that none of ``sources`` (the store's) names."""
+    stored = {_name(source) for source in sources}
+    return [
+        f"{label}:{q.line}: gold document '{name}' is not in the knowledge store "
+        "(a misspelt name, or not ingested): it counts as a miss"
+        for q in questions
+        for name in dict.fromkeys(_name(g) for g in q.gold_docs)
+        if name not in stored
+    ]
+
+
 def score_one(question: Question, result: dict, k: int, with_answers: bool) -> dict:
     """Per-question verdicts from one result object (as ``ChatResult.to_dict`` makes it)."""
     names = [_name(s["source"]) for s in result.get("sources", [])][:k]
