@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+# Characters that show nothing: format characters (zero-width spaces and joiners), controls,
+# separators.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
+
+
+def shows_nothing(text: str) -> bool:
+    """Whether ``text`` is empty to the eye (only invisible characters): an empty message, a
+    nameless token."""
+    return all(unicodedata.category(c) in INVISIBLE_CATEGORIES for c in text)
 
 
 @dataclass(frozen=True)

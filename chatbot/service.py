@@ -6,7 +6,6 @@ import logging
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +22,7 @@ from chatbot.errors import (
     SOURCES_STILL_SHOWN,
     InputRejected,
     classify,
+    shows_nothing,
 )
 from chatbot.history import Turn
 from chatbot.length_policy import DEFAULT_STYLE, LengthPolicy, SentenceCutter, closing_fence
@@ -872,9 +872,6 @@ class ChatService:
 
 # Halves of a broken character (a lone surrogate): such text cannot be encoded to be stored.
 SURROGATES = re.compile("[\ud800-\udfff]")
-# Characters that show nothing: format characters (zero-width spaces and joiners), controls,
-# separators.
-INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
 # Control characters (NUL, bell, escape): nothing a customer means to say, and trouble in
 # stored transcripts and exports. Each becomes a space, so no two words run together; the
 # rarer line breaks (vertical tab, as Word pastes Shift+Enter, form feed, next line) a line
@@ -893,7 +890,7 @@ def validate_message(question: str, limit: int) -> str:
     (invisible characters only counts as empty), holds text that is not valid Unicode, or is
     longer than ``limit`` characters."""
     text = CONTROLS.sub(" ", LINE_BREAK_CONTROLS.sub("\n", question or "")).strip()
-    if not any(unicodedata.category(c) not in INVISIBLE_CATEGORIES for c in text):
+    if shows_nothing(text):
         raise InputRejected("empty_message", "Please type a question first.")
     if SURROGATES.search(text):
         # A lone surrogate (a broken emoji from a client's string handling) cannot be stored,

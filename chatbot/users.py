@@ -16,7 +16,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +24,7 @@ from pathlib import Path
 import bcrypt
 
 from chatbot.database import SQLiteFile
-from chatbot.errors import Refused
+from chatbot.errors import Refused, shows_nothing
 from chatbot.rate_limit import RateLimiter
 from chatbot.settings import PLACEHOLDER_SECRETS, AuthSettings
 
@@ -359,8 +358,7 @@ class UserDirectory:
         """A new API token for the user; the secret is returned once and never stored."""
         user = self._require(username)
         name = " ".join(name.split())
-        visible = any(unicodedata.category(c) not in ("Cf", "Cc", "Zs") for c in name)
-        if not visible or len(name) > TOKEN_NAME_MAX_CHARS:
+        if shows_nothing(name) or len(name) > TOKEN_NAME_MAX_CHARS:
             raise AccountError(
                 "invalid_token_name",
                 f"Name the token in 1-{TOKEN_NAME_MAX_CHARS} characters, after the program or "
