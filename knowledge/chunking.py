@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
+from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from knowledge.loaders import LoadedDocument
 
 HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
@@ -49,12 +50,39 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
         if not body or _is_navigation(names):
             continue
         heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
-        for piece in size_splitter.split_text(body):
-            if piece.strip():
-                chunks.append(Chunk(index=len(chunks), heading=heading, text=piece.strip()))
+        pieces = [p.strip() for p in size_splitter.split_text(body) if p.strip()]
+        for piece in whole_code_blocks(body, pieces):
+            chunks.append(Chunk(index=len(chunks), heading=heading, text=piece))
     if not chunks and doc.text.strip():
         chunks.append(Chunk(index=0, heading="", text=doc.text.strip()[:chunk_size]))
     return chunks
+
+
+def whole_code_blocks(body: str, pieces: list[str]) -> list[str]:
+    """The pieces cut from ``body``, each with whole code blocks: a block that a piece starts
+    inside is opened again at its start (with its language), and one that it ends inside is
+    closed at its end. So a piece's code reads as code, and its text after the code as text,
+    wherever it is shown or quoted."""
+    whole = []
+    start = 0
+    for piece in pieces:
+        found = body.find(piece, start)
+        start = found if found >= 0 else start
+        fences, opener = CodeFences(DOCUMENT_FENCE_LINE_RE), ""
+        # Pieces overlap: a piece's first line may come before the previous piece's end.
+        for line in body[:start].splitlines():
+            if fences.feed(line) and fences.open:
+                opener = line.strip()
+        lines = piece.splitlines()
+        if fences.open:
+            reopen = not fences.feed(lines[0])  # unless it starts with the block's end
+            lines = [opener, *lines] if reopen else lines[1:]
+        for line in lines[1:] if fences.open else lines:
+            fences.feed(line)
+        text = "\n".join(lines)
+        if text.strip():
+            whole.append(f"{text}\n{fences.open}" if fences.open else text)
+    return whole
 
 
 def _is_navigation(headings: list[str]) -> bool:

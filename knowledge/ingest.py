@@ -28,7 +28,7 @@ from knowledge.store import DocumentRecord, KnowledgeStore
 log = logging.getLogger(__name__)
 
 # Bump when chunking changes, so that unchanged files are re-chunked once.
-CHUNKING_VERSION = "3"
+CHUNKING_VERSION = "4"
 
 
 # The reason given for a file in a folder that is not of a supported type.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.chunking import chunk_document, is_navigation_page
+from knowledge.chunking import chunk_document, is_navigation_page, whole_code_blocks
 from knowledge.loaders import LoadedDocument, load_document
 from tests.conftest import SAMPLE_HELP
 
@@ -103,6 +103,37 @@ def test_a_line_that_starts_with_a_period_keeps_it():
     # Cut at line ends only: every line is whole, the command with its leading period.
     lines_seen = {line for c in chunks for line in c.text.splitlines()}
     assert lines_seen == {"Activate the environment first:", ". venv/bin/activate"}
+
+
+def test_a_code_block_cut_between_chunks_is_whole_in_each():
+    steps = "\n".join(f"hubctl pair --slot {n} --room kitchen" for n in range(30))
+    text = f"Run these commands:\n\n```bash\n{steps}\n```\n\nThe bulbs then blink twice."
+
+    chunks = chunk_document(_doc(text, title="Pair"), chunk_size=300, overlap=60)
+
+    assert len(chunks) >= 4
+    assert chunks[0].text.startswith("Run these commands:")
+    assert "\n```bash\nhubctl pair --slot 0" in chunks[0].text
+    for chunk in chunks[1:]:
+        assert chunk.text.startswith("```bash\n"), chunk.text
+    for chunk in chunks[:-1]:
+        assert chunk.text.endswith("\n```"), chunk.text
+    # The block closes in the last chunk; the text after it is text, not code.
+    assert chunks[-1].text.splitlines()[-2:] == ["```  ", "The bulbs then blink twice."]
+    # The commands themselves are all still there, in order.
+    seen = [ln for c in chunks for ln in c.text.splitlines() if ln.startswith("hubctl")]
+    assert sorted(set(seen), key=lambda ln: int(ln.split()[3])) == steps.splitlines()
+
+
+def test_a_piece_that_starts_with_the_closing_fence_opens_no_block():
+    body = "```\nhubctl reset\n```\nThen wait a minute.\n~~~\nhubctl status"
+    pieces = ["```\nhubctl reset", "```\nThen wait a minute.", "~~~\nhubctl status"]
+
+    assert whole_code_blocks(body, pieces) == [
+        "```\nhubctl reset\n```",
+        "Then wait a minute.",
+        "~~~\nhubctl status\n~~~",
+    ]
 
 
 def test_text_without_headings_is_one_chunk():
