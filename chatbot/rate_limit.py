@@ -65,6 +65,76 @@ class RateLimiter:
             del self._hits[key]
 
 
+class SprayLimiter:
+    """At most ``limit`` different names failing from one address within any ``window_s``
+    seconds: one password tried on every name (password spraying) stays under a per-name limit.
+
+    Past the limit the address is refused, except for a name that has succeeded from it
+    within ``remember_s``: staff behind one shared address (a proxy not configured as such)
+    keep signing in while someone there guesses.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        remember_s: float = 30 * 86400.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.limit = limit
+        self.window_s = window_s
+        self.remember_s = remember_s
+        self._clock = clock
+        # address -> name -> time of its last failure / success
+        self._failed: dict[str, dict[str, float]] = {}
+        self._succeeded: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = clock() + window_s
+
+    def blocked(self, address: str, name: str) -> float:
+        """Seconds until ``name`` may be tried from ``address`` (0 if it may now)."""
+        if self.limit <= 0:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            if self._succeeded.get(address, {}).get(name, -math.inf) > now - self.remember_s:
+                return 0.0
+            recent = sorted(
+                t for t in self._failed.get(address, {}).values() if t > now - self.window_s
+            )
+            if len(recent) < self.limit:
+                return 0.0
+            return max(recent[len(recent) - self.limit] + self.window_s - now, 0.001)
+
+    def failed(self, address: str, name: str) -> int:
+        """Count a failure; the number of names that have failed from ``address`` lately."""
+        now = self._clock()
+        with self._lock:
+            self._sweep(now)
+            names = self._failed.setdefault(address, {})
+            names[name] = now
+            return sum(1 for t in names.values() if t > now - self.window_s)
+
+    def succeeded(self, address: str, name: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._sweep(now)
+            self._succeeded.setdefault(address, {})[name] = now
+
+    def _sweep(self, now: float) -> None:
+        # Forget what no longer counts, so memory stays bounded by recent sign-ins.
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.window_s
+        for times, keep in ((self._failed, self.window_s), (self._succeeded, self.remember_s)):
+            for address in list(times):
+                names = {n: t for n, t in times[address].items() if t > now - keep}
+                if names:
+                    times[address] = names
+                else:
+                    del times[address]
+
+
 def whole_seconds(seconds: float) -> int:
     """A wait in whole seconds, rounded up and never 0 while still limited: the number a
     message tells the customer and the Retry-After header are the same."""

@@ -534,6 +534,12 @@ class AuthSettings(_Section):
     max_failed_signins: int = Field(
         5, ge=1, description="Failed sign-ins per name and address before a pause."
     )
+    max_failed_signin_names: int = Field(
+        10,
+        ge=0,
+        description="Different user names failing from one address before a pause for the "
+        "others (password spraying); 0 turns it off.",
+    )
     signin_window_minutes: int = Field(
         15, ge=1, description="Window in which failed sign-ins are counted."
     )

@@ -25,7 +25,7 @@ import bcrypt
 
 from chatbot.database import SQLiteFile
 from chatbot.errors import Refused, shows_nothing
-from chatbot.rate_limit import RateLimiter
+from chatbot.rate_limit import RateLimiter, SprayLimiter
 from chatbot.settings import PLACEHOLDER_SECRETS, AuthSettings
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,9 @@ class UserDirectory:
         self._signin_lock = threading.Lock()
         self._failures = RateLimiter(
             settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
+        )
+        self._sprays = SprayLimiter(
+            settings.max_failed_signin_names, settings.signin_window_minutes * 60, clock=clock
         )
 
     # ----- accounts
@@ -287,7 +290,8 @@ class UserDirectory:
 
     # ----- sign-in
     def sign_in(self, username: str, password: str, client: str) -> tuple[User, str]:
-        """A new sign-in session token; failed attempts per name and address are limited."""
+        """A new sign-in session token; failed attempts per name and address, and the names
+        failing from one address, are limited."""
         with self._signin_lock:
             row = self._check_credentials(username, password, client)
         user = User(row[0], row[1], Role(row[2]), row[3])
@@ -312,7 +316,7 @@ class UserDirectory:
         # Failures count against the password being guessed: once an admin resets it (from
         # any process, the command line too), the user can sign in with the new one at once.
         key = f"{username.lower()}|{client}|{_hash_token(stored.decode())[:16]}"
-        wait = self._failures.blocked(key)
+        wait = self._failures.blocked(key) or self._sprays.blocked(client, username.lower())
         if wait:
             raise AccountError(
                 "too_many_attempts",
@@ -321,7 +325,14 @@ class UserDirectory:
             )
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
+            if self._sprays.failed(client, username.lower()) == self._sprays.limit:
+                log.warning(
+                    "sign-ins failed for %d different names from %s; it must pause for others",
+                    self._sprays.limit,
+                    client,
+                )
             raise AccountError("bad_credentials", "Wrong user name or password.")
+        self._sprays.succeeded(client, username.lower())
         return row
 
     def session_user(self, token: str | None) -> User | None:

@@ -280,3 +280,49 @@ def test_an_unknown_name_is_checked_at_the_same_cost_as_a_real_password(tmp_path
     users = UserDirectory(tmp_path / "app.sqlite3", AuthSettings(bcrypt_rounds=5))
 
     assert users._dummy_hash.startswith(b"$2b$05$")
+
+
+def test_one_password_tried_on_many_names_from_one_address_is_limited(users, clock, caplog):
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    users.add_user("bo", PASSWORD, Role.STAFF, actor="test")
+    users.sign_in("bo", PASSWORD, "1.2.3.4")  # bo has signed in from there before
+    limit = users.settings.max_failed_signin_names
+    with caplog.at_level(logging.WARNING, logger="chatbot.users"):
+        for n in range(limit):
+            with pytest.raises(AccountError, match="Wrong user name or password"):
+                users.sign_in(f"guess{n}", PASSWORD, "1.2.3.4")
+
+    # Every other name must pause, even with the right password: a correct guess tells nothing.
+    with pytest.raises(AccountError) as limited:
+        users.sign_in("ana", PASSWORD, "1.2.3.4")
+    assert limited.value.code == "too_many_attempts" and limited.value.retry_after
+    assert "Try again in 15 min" in limited.value.message
+    assert [r.getMessage() for r in caplog.records] == [
+        f"sign-ins failed for {limit} different names from 1.2.3.4; it must pause for others"
+    ]
+    # A user who signed in from that address before, and any other address, are not held up.
+    assert users.sign_in("bo", PASSWORD, "1.2.3.4")[0].username == "bo"
+    assert users.sign_in("ana", PASSWORD, "5.6.7.8")[0].username == "ana"
+    clock.now += users.settings.signin_window_minutes * 60 + 1
+    assert users.sign_in("ana", PASSWORD, "1.2.3.4")[0].username == "ana"
+
+
+def test_names_failing_below_the_limit_or_with_the_check_off_hold_nobody_up(tmp_path, clock):
+    settings = AuthSettings(bcrypt_rounds=4, max_failed_signin_names=3)
+    users = UserDirectory(tmp_path / "app.sqlite3", settings, clock=clock)
+    users.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    for name in ["guess0", "guess1", "guess1", "guess1"]:  # two names, however many tries
+        with pytest.raises(AccountError, match="Wrong user name or password"):
+            users.sign_in(name, PASSWORD, "1.2.3.4")
+    assert users.sign_in("ana", PASSWORD, "1.2.3.4")[0].username == "ana"
+
+    off = UserDirectory(
+        tmp_path / "off.sqlite3",
+        AuthSettings(bcrypt_rounds=4, max_failed_signin_names=0),
+        clock=clock,
+    )
+    off.add_user("ana", PASSWORD, Role.STAFF, actor="test")
+    for n in range(30):
+        with pytest.raises(AccountError, match="Wrong user name or password"):
+            off.sign_in(f"guess{n}", PASSWORD, "1.2.3.4")
+    assert off.sign_in("ana", PASSWORD, "1.2.3.4")[0].username == "ana"
