@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from chatbot.redact import redact_logs
 from chatbot.settings import Settings, SettingsError, UnknownCollection, load_settings
 
 log = logging.getLogger("chatbot")
@@ -47,6 +48,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     # A damaged PDF is reported once, as the file's own failure; pypdf's warnings about its
     # header and trailer say the same thing less clearly.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    redact_logs(settings.secret_env_names())
     return settings
 
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from chatbot.conversations import ConversationStore, Ticket
 from chatbot.notify import Notifier, NotifierError, make_notifier
+from chatbot.redact import redact
 from chatbot.settings import HandoffNotifier, HandoffSettings
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,9 @@ class HandoffDesk:
         except Exception:  # noqa: BLE001 - a broken notifier must not lose the queued ticket
             log.exception("hand-off notifier %s failed", name.value)
             detail = f"{name.value} not sent: the notifier failed (see the log)"
+        # A mail server's or a webhook's reply may echo a credential; staff see this detail.
+        secrets = (self.settings.webhook.secret_env, self.settings.email.password_env)
+        detail = redact(detail, secrets, self._environ)
         if event == OPENED:
             self.conversations.update_ticket(ticket_id, delivery=detail)
         else:

@@ -594,6 +594,16 @@ class Settings(BaseSettings):
         default_factory=lambda: [DEMO_SITE], description="Websites that embed the chat widget."
     )
 
+    def secret_env_names(self) -> list[str]:
+        """The environment variables that settings name for keys and passwords."""
+        return [
+            self.llm.azure.api_key_env,
+            self.llm.openai_compatible.api_key_env,
+            self.handoff.webhook.secret_env,
+            self.handoff.email.password_env,
+            self.auth.admin_password_env,
+        ]
+
     @field_validator("sites")
     @classmethod
     def _unique_site_keys(cls, sites: list[SiteSettings]) -> list[SiteSettings]:

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatbot.customer_chat import CustomerChat
 from chatbot.handoff import HandoffDesk
 from chatbot.prompts import readable
+from chatbot.redact import redact_logs
 from chatbot.service import ChatService
 from chatbot.settings import Settings
 from chatbot.users import Role, UserDirectory
@@ -516,6 +517,8 @@ def serve(service: ChatService, settings: Settings, listening: socket.socket) ->
             if behind_proxy
             else None,
         )
+        # The web server has set up its own log handlers: they leave secrets out too.
+        redact_logs(settings.secret_env_names())
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: a clean stop
             uvicorn.Server(config).run(sockets=[listening])
     finally:

@@ -19,6 +19,7 @@ import pytest
 from chatbot.errors import MESSAGES
 from tests.chatbot.conftest_e2e import unreachable_base_url
 from tests.conftest import REPO, SAMPLE_HELP
+from tests.fixtures.azure_stub import key_echoed
 
 SAMPLE_QUESTIONS = REPO / "knowledge" / "sample_questions.jsonl"
 RESET_QUESTION = "How long do I have to hold the hub's reset button?"
@@ -674,6 +675,31 @@ def test_eval_refuses_an_answers_file_it_cannot_write_before_answering(tmp_path,
 
     assert proc.returncode == 2
     assert error_lines(proc) == [f"error: cannot write {out}: {says}"]
+
+
+def test_a_key_echoed_in_a_model_error_is_not_logged(data_dir, azure_stub):
+    key = "sk-echoed-secret-4f2a9c"
+    azure_stub.script(key_echoed())
+    proc = run_cli(
+        "--profile",
+        "test",
+        "ask",
+        RESET_QUESTION,
+        data_dir=data_dir,
+        env={
+            "CHATBOT_LLM__PROVIDER": "azure",
+            "CHATBOT_LLM__AZURE__ENDPOINT": azure_stub.url,
+            "CHATBOT_LLM__AZURE__DEPLOYMENT": "support-phi",
+            "CHATBOT_LLM__MAX_RETRIES": "0",
+            "AZURE_OPENAI_API_KEY": key,
+        },
+    )
+
+    assert proc.returncode == 3  # the model could not answer
+    # The endpoint was sent the key and said it back; the log says where, without it.
+    assert [r.headers.get("api-key") for r in azure_stub.requests] == [key]
+    assert key not in proc.stdout + proc.stderr
+    assert "Bad request for key [redacted]" in proc.stderr
 
 
 def test_a_missing_model_file_is_one_plain_line(tmp_path):
