@@ -204,6 +204,26 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+# Gradio's routes that take or serve files (uploads, recordings, media streams, a proxy) or
+# belong to its development tools: the chat page uses none of them.
+CLOSED_PAGE_ROUTES = tuple(
+    f"/gradio_api/{route}"
+    for route in (
+        "upload",
+        "file",
+        "process_recording",
+        "proxy=",
+        "stream/",
+        "custom_component/",
+        "dev/",
+        "vibe-edit",
+        "undo-vibe-edit",
+        "run-history",
+        "runs",
+    )
+)
+
+
 class ChatPageLimits:
     """The customer chat page takes and serves no files: Gradio's routes for them stay closed
     there (the playground's uploads share their folder). Its requests, which carry the
@@ -214,7 +234,7 @@ class ChatPageLimits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/gradio_api/"):
-            if scope["path"].startswith(("/gradio_api/upload", "/gradio_api/file")):
+            if scope["path"].startswith(CLOSED_PAGE_ROUTES):
                 forbidden = {"error": {"code": "forbidden", "message": "No files here."}}
                 await _reply(send, 403, forbidden)
                 return

@@ -992,8 +992,16 @@ def test_the_chat_page_takes_and_serves_no_files(offline_client):
     )
     # The staff playground's uploads share Gradio's folder: the page never serves from it.
     served = offline_client.get("/gradio_api/file=/tmp/gradio/some/set.jsonl")
+    # A recording to convert is a file written to the server's disk too.
+    recording = offline_client.post(
+        "/gradio_api/process_recording", files={"video": ("v.mp4", b"\0" * 64, "video/mp4")}
+    )
+    proxied = offline_client.get("/gradio_api/proxy=https://example.com/x")
 
     assert response.status_code == served.status_code == 403
+    assert recording.status_code == proxied.status_code == 403
+    # What the page does use stays open.
+    assert offline_client.get("/gradio_api/info").status_code == 200
 
 
 def test_the_chat_page_refuses_an_oversized_request(offline_client):
