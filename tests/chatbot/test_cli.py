@@ -62,6 +62,11 @@ def run_cli(
     )
 
 
+def ask_reset(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``chatbot --profile test ask`` the reset question, with these environment variables."""
+    return run_cli("--profile", "test", "ask", RESET_QUESTION, data_dir=data_dir, env=env)
+
+
 def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     """The CLI's own messages on stderr (log records and progress bars aside)."""
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -426,18 +431,12 @@ def test_a_message_that_cannot_be_sent_is_refused(data_dir, question, says):
 @pytest.mark.slow
 def test_an_unreachable_model_fails_with_one_line(data_dir):
     with unreachable_base_url() as url:
-        proc = run_cli(
-            "--profile",
-            "test",
-            "ask",
-            RESET_QUESTION,
-            data_dir=data_dir,
-            env={
-                "CHATBOT_LLM__PROVIDER": "openai_compatible",
-                "CHATBOT_LLM__OPENAI_COMPATIBLE__BASE_URL": url,
-                "CHATBOT_LLM__OPENAI_COMPATIBLE__MODEL": "x",
-                "CHATBOT_LLM__MAX_RETRIES": "1",
-            },
+        proc = ask_reset(
+            data_dir,
+            CHATBOT_LLM__PROVIDER="openai_compatible",
+            CHATBOT_LLM__OPENAI_COMPATIBLE__BASE_URL=url,
+            CHATBOT_LLM__OPENAI_COMPATIBLE__MODEL="x",
+            CHATBOT_LLM__MAX_RETRIES="1",
         )
 
     assert proc.returncode not in (0, 2)
@@ -677,22 +676,17 @@ def test_eval_refuses_an_answers_file_it_cannot_write_before_answering(tmp_path,
     assert error_lines(proc) == [f"error: cannot write {out}: {says}"]
 
 
+@pytest.mark.slow
 def test_a_key_echoed_in_a_model_error_is_not_logged(data_dir, azure_stub):
     key = "sk-echoed-secret-4f2a9c"
     azure_stub.script(key_echoed())
-    proc = run_cli(
-        "--profile",
-        "test",
-        "ask",
-        RESET_QUESTION,
-        data_dir=data_dir,
-        env={
-            "CHATBOT_LLM__PROVIDER": "azure",
-            "CHATBOT_LLM__AZURE__ENDPOINT": azure_stub.url,
-            "CHATBOT_LLM__AZURE__DEPLOYMENT": "support-phi",
-            "CHATBOT_LLM__MAX_RETRIES": "0",
-            "AZURE_OPENAI_API_KEY": key,
-        },
+    proc = ask_reset(
+        data_dir,
+        CHATBOT_LLM__PROVIDER="azure",
+        CHATBOT_LLM__AZURE__ENDPOINT=azure_stub.url,
+        CHATBOT_LLM__AZURE__DEPLOYMENT="support-phi",
+        CHATBOT_LLM__MAX_RETRIES="0",
+        AZURE_OPENAI_API_KEY=key,
     )
 
     assert proc.returncode == 3  # the model could not answer
