@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
-from knowledge.loaders import LoadedDocument
+from knowledge.loaders import CONTROL_RE, LoadedDocument
 
-HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+# Headings that start a section: levels 1 to 3 ("#" to "###", up to three spaces of indent,
+# a space after the marks, closing marks left out). Deeper ones stay in the section's text.
+HEADING_RE = re.compile(r"^ {0,3}(#{1,3})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+LINE_START_RE = re.compile(r"^", re.MULTILINE)
 LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
 
 # Sections that only point elsewhere ("Related articles") would make every linked topic look
@@ -34,7 +37,6 @@ class Chunk:
 
 def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 150) -> list[Chunk]:
     """Split by Markdown headings, then by size; drop navigation-only sections."""
-    header_splitter = MarkdownHeaderTextSplitter(HEADERS, strip_headers=True)
     size_splitter = RecursiveCharacterTextSplitter(
         chunk_size=chunk_size,
         chunk_overlap=overlap,
@@ -44,9 +46,7 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
         keep_separator="end",
     )
     chunks: list[Chunk] = []
-    for section in header_splitter.split_text(doc.text):
-        body = section.page_content.strip()
-        names = [section.metadata[key] for _, key in HEADERS if key in section.metadata]
+    for names, body in sections(doc.text):
         if not body or _is_navigation(names):
             continue
         heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
@@ -58,21 +58,60 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
     return chunks
 
 
+def sections(text: str) -> list[tuple[list[str], str]]:
+    """The text cut at its headings of levels 1 to 3 (not those inside code blocks): each
+    section's heading names, outermost first, and its text without the heading line. Lines
+    keep their indentation, tabs and spaces of every kind; control characters are dropped and
+    page breaks become line breaks."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0c", "\n")
+    text = CONTROL_RE.sub("", text)
+    found: list[tuple[list[str], str]] = []
+    names: list[tuple[int, str]] = []  # (level, name) of the headings the text is under
+    lines: list[str] = []
+    fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
+
+    def close() -> None:
+        body = "\n".join(lines).strip("\n").rstrip()
+        if body.strip():
+            found.append(([name for _, name in names], body))
+        lines.clear()
+
+    for line in text.split("\n"):
+        heading = None if fences.open or fences.feed(line) else HEADING_RE.match(line)
+        if heading is None or not heading.group(2).strip():
+            lines.append(line)
+            continue
+        close()
+        level = len(heading.group(1))
+        names = [(lv, name) for lv, name in names if lv < level]
+        names.append((level, heading.group(2).strip()))
+    close()
+    return found
+
+
 def whole_code_blocks(body: str, pieces: list[str]) -> list[str]:
     """The pieces cut from ``body``, each with whole code blocks: a block that a piece starts
     inside is opened again at its start (with its language), and one that it ends inside is
     closed at its end. So a piece's code reads as code, and its text after the code as text,
     wherever it is shown or quoted."""
     whole = []
+    line_starts = [m.start() for m in LINE_START_RE.finditer(body)]
+    scanned = 0  # lines of ``body`` read so far, into ``before``
+    before, opener = CodeFences(DOCUMENT_FENCE_LINE_RE), ""
     start = 0
     for piece in pieces:
         found = body.find(piece, start)
         start = found if found >= 0 else start
-        fences, opener = CodeFences(DOCUMENT_FENCE_LINE_RE), ""
-        # Pieces overlap: a piece's first line may come before the previous piece's end.
-        for line in body[:start].splitlines():
-            if fences.feed(line) and fences.open:
+        # Pieces come in order (they overlap: a piece may start before the previous one's end),
+        # so the lines before each start are read once in all.
+        while scanned < len(line_starts) and line_starts[scanned] < start:
+            end = line_starts[scanned + 1] - 1 if scanned + 1 < len(line_starts) else len(body)
+            line = body[line_starts[scanned] : end]
+            if before.feed(line) and before.open:
                 opener = line.strip()
+            scanned += 1
+        fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
+        fences.open, fences.prefix = before.open, before.prefix
         lines = piece.splitlines()
         if fences.open:
             reopen = not fences.feed(lines[0])  # unless it starts with the block's end

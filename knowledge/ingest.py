@@ -28,7 +28,7 @@ from knowledge.store import DocumentRecord, KnowledgeStore
 log = logging.getLogger(__name__)
 
 # Bump when chunking changes, so that unchanged files are re-chunked once.
-CHUNKING_VERSION = "4"
+CHUNKING_VERSION = "5"
 
 
 # The reason given for a file in a folder that is not of a supported type.
@@ -199,10 +199,16 @@ def ingest_paths(
     for file, source, _ in files:
         first_file.setdefault(source, file)
     unread = dict(first_file)
+    # Whether documents these paths no longer hold will be removed at the end (see below).
+    pruning = prune and not unreadable and all(path.exists() for path in paths)
 
     def changing(twin: DocumentRecord) -> bool:
-        """Whether ``twin``'s file, not read yet in this run, now says something else: then
-        a file repeating its indexed version is no duplicate (two files' texts swapped)."""
+        """Whether ``twin`` is about to change in this run: its file, not read yet, now says
+        something else (two files' texts swapped), or it has no file here and will be pruned
+        (a renamed file, or one of two copies deleted). Then a file repeating its indexed
+        version is no duplicate."""
+        if pruning and source_name(twin.source) not in first_file:
+            return True
         file = unread.get(source_name(twin.source))
         if file is None:
             return False
@@ -253,7 +259,7 @@ def ingest_paths(
         _record(report, outcome)
     holds_documents = report.added or report.updated or report.unchanged
     # Nor if part of a folder could not be looked at: its documents would look deleted.
-    if prune and holds_documents and not unreadable and all(path.exists() for path in paths):
+    if pruning and holds_documents:
         found = {source for _, source, _ in files}
         for record in store.documents():
             # (a file that failed keeps its version also when stored under another spelling)

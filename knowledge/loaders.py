@@ -21,7 +21,50 @@ LINK_RE = re.compile(r"\[([^\[\]]*)\]\(([^()\[\]]*)\)")
 # A link reference definition ("[id]: url"), which readers never see; "[^1]: text" is a
 # footnote, which they do.
 LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
-HTML_BLOCKS = ["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "th"]
+HTML_BLOCKS = frozenset(
+    {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "dt", "dd", "caption"}
+)
+HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# Elements that sit inside a line of text; any other element (div, section, blockquote, …)
+# holds blocks, and text written straight into it is a block of its own.
+HTML_INLINE = frozenset(
+    [
+        "a",
+        "abbr",
+        "b",
+        "bdi",
+        "bdo",
+        "br",
+        "cite",
+        "code",
+        "data",
+        "del",
+        "dfn",
+        "em",
+        "font",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "label",
+        "mark",
+        "q",
+        "s",
+        "samp",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "sup",
+        "time",
+        "u",
+        "var",
+        "wbr",
+    ]
+)
+# A <br> while the page is read: a line break that outlives the folding of the source's spaces.
+HTML_BREAK = "\u2028"
+HTML_SPACES_RE = re.compile(r"[ \t\n\r\f\v]+")
 
 
 class DocumentError(Exception):
@@ -114,9 +157,37 @@ DOCX_MAX_PARTS = 5000
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 
 
-def _read_text(path: Path, source: str) -> str:
-    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark, else Windows-1252. Binary
-    data is refused rather than indexed."""
+# An HTML page's own statement of its encoding, in its first bytes: <meta charset="koi8-r"> or
+# <meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">.
+META_CHARSET_RE = re.compile(
+    rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE
+)
+
+
+def declared_charset(raw: bytes) -> str | None:
+    """The Python codec an HTML page's meta tag names, if it names one Python knows."""
+    match = META_CHARSET_RE.search(raw[:4096])
+    if match is None:
+        return None
+    try:
+        return codecs.lookup(match.group(1).decode("ascii")).name
+    except LookupError:
+        return None
+
+
+def _utf8_with_stray_bytes(raw: bytes) -> str | None:
+    """UTF-8 text with a few bytes that are not UTF-8 (a pasted Latin-1 "©"), each read as
+    U+FFFD; None when the bytes read better in a legacy encoding (few valid UTF-8 letters)."""
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 127 and ch != "\ufffd")
+    return text if good > bad else None
+
+
+def _read_text(path: Path, source: str, html: bool = False) -> str:
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark; else, for HTML, the
+    encoding its meta tag declares; else UTF-8 with a few stray bytes replaced, or
+    Windows-1252. Binary data is refused rather than indexed."""
     raw = path.read_bytes()
     text = None
     for bom, encoding in BOMS:
@@ -137,8 +208,12 @@ def _read_text(path: Path, source: str) -> str:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            # The five bytes Windows-1252 leaves undefined become U+FFFD, not controls.
-            text = raw.decode("cp1252", errors="replace")
+            declared = declared_charset(raw) if html else None
+            if declared is not None and declared != "utf-8":
+                text = raw.decode(declared, errors="replace")
+            else:
+                # The five bytes Windows-1252 leaves undefined become U+FFFD, not controls.
+                text = _utf8_with_stray_bytes(raw) or raw.decode("cp1252", errors="replace")
     # A DOS end-of-file mark (Ctrl-Z) is not part of the text.
     text = text.rstrip("\x1a")
     controls = len(CONTROL_RE.findall(text))
@@ -210,18 +285,26 @@ def _load_text(path: Path, source: str) -> tuple[str, str, str]:
 def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(_read_text(path, source), "html.parser")
+    soup = BeautifulSoup(_read_text(path, source, html=True), "html.parser")
     for tag in soup(["script", "style", "noscript", "nav", "footer", "template"]):
         tag.decompose()
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup("br"):
+        tag.replace_with(HTML_BREAK)
+    title = _html_line(soup.title.get_text(" ")) if soup.title else ""
     lines: list[str] = []
-    for element in _outer_blocks(soup.body or soup):
-        text = element.get_text(" ", strip=True)
+    for block in _outer_blocks(soup.body or soup):
+        if isinstance(block, list):  # text straight inside a <div>, with its inline elements
+            text = _html_line(" ".join(_node_text(node) for node in block))
+        elif block.name == "pre":
+            lines.append(_fenced(block.get_text().replace(HTML_BREAK, "\n").strip("\n")))
+            continue
+        else:
+            text = _html_line(block.get_text(" "))
         if not text:
             continue
-        if element.name in {"h1", "h2", "h3", "h4"}:
-            lines.append("#" * int(element.name[1]) + " " + text)
-        elif element.name == "li":
+        if not isinstance(block, list) and block.name in HTML_HEADINGS:
+            lines.append("#" * int(block.name[1]) + " " + text.replace("\n", " "))
+        elif not isinstance(block, list) and block.name == "li":
             lines.append("- " + text)
         else:
             lines.append(text)
@@ -229,32 +312,82 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     return title or _first_heading(text), text, "html"
 
 
-def _outer_blocks(root) -> list:
-    """The block elements (paragraphs, headings, list items, cells) not inside another, in
-    document order: a <p> inside an <li> is already part of the item's text. One walk over the
-    tree, without descending into a block, so that unclosed tags nested thousands deep (which
-    html.parser keeps as written) cost linear time."""
+def _node_text(node) -> str:
     from bs4 import Tag
 
-    blocks = []
-    stack = [child for child in reversed(root.contents) if isinstance(child, Tag)]
+    return node.get_text(" ") if isinstance(node, Tag) else str(node)
+
+
+def _html_line(text: str) -> str:
+    """Text as a browser shows it: the source's runs of spaces and line breaks folded into one
+    space (a no-break space stays), a <br> a line break."""
+    lines = HTML_SPACES_RE.sub(" ", text).split(HTML_BREAK)
+    return "\n".join(line.strip(" ") for line in lines).strip("\n")
+
+
+def _fenced(code: str) -> str:
+    """A <pre> block as Markdown code, its lines and indentation kept."""
+    if not code.strip():
+        return ""
+    fence = "~~~" if "```" in code else "```"
+    return f"{fence}\n{code}\n{fence}"
+
+
+def _outer_blocks(root) -> list:
+    """The blocks of a page in document order: block elements (paragraphs, headings, list
+    items, cells) not inside another (a <p> inside an <li> is already part of the item's text),
+    and, as lists of nodes, runs of text and inline elements written straight into another
+    element (a <div>'s own text). One walk over the tree, without descending into a block, so
+    that unclosed tags nested thousands deep (which html.parser keeps as written) cost linear
+    time."""
+    from bs4 import NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    blocks: list = []
+    run: list = []
+    end_of_container = object()
+
+    def flush() -> None:
+        if any(_node_text(node).strip() for node in run):
+            blocks.append(list(run))
+        run.clear()
+
+    stack: list = list(reversed(root.contents))
     while stack:
-        element = stack.pop()
-        if element.name in HTML_BLOCKS:
-            blocks.append(element)
+        node = stack.pop()
+        if node is end_of_container:
+            flush()
+        elif isinstance(node, PreformattedString):
+            continue  # comments, doctypes, processing instructions
+        elif isinstance(node, NavigableString):
+            run.append(node)
+        elif not isinstance(node, Tag):
+            continue
+        elif node.name in HTML_BLOCKS:
+            flush()
+            blocks.append(node)
+        elif node.name in HTML_INLINE:
+            run.append(node)
         else:
-            stack.extend(child for child in reversed(element.contents) if isinstance(child, Tag))
+            flush()
+            stack.append(end_of_container)
+            stack.extend(reversed(node.contents))
+    flush()
     return blocks
 
 
 def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    from pypdf.errors import DependencyError, PyPdfError
 
     try:
         reader = PdfReader(str(path))
-        if reader.is_encrypted:
-            raise DocumentError(source, "the PDF is encrypted; upload an unprotected copy")
+        # A PDF protected only against editing opens with no password, as in any viewer
+        # (pypdf has tried the empty one); one that needs a password to open is refused.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(
+                source, "the PDF needs a password to open; upload an unprotected copy"
+            )
         pages = reader.pages
         if len(pages) > max_pages:
             raise DocumentError(
@@ -264,13 +397,17 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentError:
         raise
+    except DependencyError as exc:
+        raise DocumentError(
+            source, f"the PDF's encryption cannot be read here; upload an unprotected copy ({exc})"
+        ) from exc
     except OSError as exc:
         if exc.errno is not None:
             raise  # the file system's refusal ("Permission denied"), reported as for any file
         raise DocumentError(source, f"the PDF could not be read: it is damaged ({exc})") from exc
     # PyPdfError, not just PdfReadError: malformed files also raise LimitReachedError (a
     # self-referencing object) and ParseError, which are siblings of PdfReadError.
-    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
+    except (PyPdfError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise DocumentError(
             source, f"the PDF could not be read: it is damaged or not a PDF ({exc})"
         ) from exc

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from knowledge.chunking import chunk_document, is_navigation_page, whole_code_blocks
+from knowledge.chunking import chunk_document, is_navigation_page, sections, whole_code_blocks
+from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from knowledge.loaders import LoadedDocument, load_document
 from tests.conftest import SAMPLE_HELP
 
@@ -111,16 +112,20 @@ def test_a_code_block_cut_between_chunks_is_whole_in_each():
 
     chunks = chunk_document(_doc(text, title="Pair"), chunk_size=300, overlap=60)
 
-    assert len(chunks) >= 4
-    assert chunks[0].text.startswith("Run these commands:")
-    assert "\n```bash\nhubctl pair --slot 0" in chunks[0].text
-    for chunk in chunks[1:]:
-        assert chunk.text.startswith("```bash\n"), chunk.text
-    for chunk in chunks[:-1]:
-        assert chunk.text.endswith("\n```"), chunk.text
-    # The block closes in the last chunk; the text after it is text, not code.
-    assert chunks[-1].text.splitlines()[-2:] == ["```  ", "The bulbs then blink twice."]
-    # The commands themselves are all still there, in order.
+    with_code = [c for c in chunks if "hubctl" in c.text]
+    assert len(with_code) >= 4
+    for chunk in with_code:
+        # Every command is inside a block that the chunk opens (with its language) and closes.
+        lines = chunk.text.splitlines()
+        fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
+        for line in lines:
+            opened = fences.feed(line) and fences.open
+            assert not opened or line == "```bash", chunk.text
+            assert not line.startswith("hubctl") or fences.open, chunk.text
+        assert not fences.open, chunk.text
+    # The text after the block is text, not code, and every command is still there, in order.
+    after = next(c for c in chunks if "blink twice" in c.text).text.splitlines()
+    assert after[-1] == "The bulbs then blink twice." and "```bash" not in after[1:]
     seen = [ln for c in chunks for ln in c.text.splitlines() if ln.startswith("hubctl")]
     assert sorted(set(seen), key=lambda ln: int(ln.split()[3])) == steps.splitlines()
 
@@ -133,6 +138,42 @@ def test_a_piece_that_starts_with_the_closing_fence_opens_no_block():
         "```\nhubctl reset\n```",
         "Then wait a minute.",
         "~~~\nhubctl status\n~~~",
+    ]
+
+
+def test_sections_keep_every_character_of_their_lines():
+    text = (
+        "# Shortcuts\r\n\r\nKey\tAction\r\nCtrl+R\tReset the hub\r\n"
+        "Hold for 10\u00a0seconds; 10\u202f000 lux; \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645\x07\r\n"
+        "## Config ##\n\n```yaml\nhub:\n  name: Living room\n  # not a heading\n```\n"
+        "#### Deeper headings stay in the text\n\n- a list\n  - nested item\n"
+        "### \n#hashtag is no heading either\f"
+    )
+
+    assert sections(text) == [
+        (
+            ["Shortcuts"],
+            "Key\tAction\nCtrl+R\tReset the hub\n"
+            "Hold for 10\u00a0seconds; 10\u202f000 lux; \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+        (
+            ["Shortcuts", "Config"],
+            "```yaml\nhub:\n  name: Living room\n  # not a heading\n```\n"
+            "#### Deeper headings stay in the text\n\n- a list\n  - nested item\n"
+            "### \n#hashtag is no heading either",
+        ),
+    ]
+
+
+def test_a_heading_closes_the_deeper_ones_before_it():
+    text = "# A\none\n## B\ntwo\n### C\nthree\n## D\nfour\n# E\nfive"
+
+    assert sections(text) == [
+        (["A"], "one"),
+        (["A", "B"], "two"),
+        (["A", "B", "C"], "three"),
+        (["A", "D"], "four"),
+        (["E"], "five"),
     ]
 
 

@@ -351,6 +351,31 @@ def test_prune_removes_the_documents_of_deleted_files_and_keeps_the_rest(store, 
     assert _consistent(store)
 
 
+@pytest.mark.parametrize("change", ["renamed", "one of two copies deleted"])
+def test_prune_keeps_an_article_whose_file_was_renamed(store, tmp_path, change):
+    docs = _two_articles(tmp_path)
+    if change == "renamed":
+        ingest_paths(store, [docs])
+        (docs / "hub-notes.md").rename(docs / "hub-stickers.md")
+    else:
+        copy = (docs / "hub-notes.md").read_text()
+        (docs / "hub-stickers.md").write_text(copy)
+        first = ingest_paths(store, [docs])
+        assert [s for s, _ in first.skipped] == ["hub-stickers.md"], "a duplicate at first"
+        (docs / "hub-notes.md").unlink()
+
+    report = ingest_paths(store, [docs], prune=True)
+
+    assert report.added == ["hub-stickers.md"] and report.removed == ["hub-notes.md"]
+    assert sorted(d.source for d in store.documents()) == ["hub-stickers.md", "reset-the-hub.md"]
+    assert any("quokka" in c.text and c.source == "hub-stickers.md" for c in store.live_chunks())
+    assert _consistent(store)
+    # Without --prune the old name keeps its version, and the new file repeats it.
+    (docs / "hub-stickers.md").rename(docs / "hub-notes-2.md")
+    plain = ingest_paths(store, [docs])
+    assert [s for s, _ in plain.skipped] == ["hub-notes-2.md"] and not plain.removed
+
+
 def test_prune_keeps_the_indexed_version_of_a_file_that_now_fails(store, tmp_path):
     docs = _two_articles(tmp_path)
     ingest_paths(store, [docs])

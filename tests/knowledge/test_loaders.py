@@ -122,6 +122,42 @@ def test_windows_1252_quotes_are_read_as_such(tmp_path):
     assert loaded.startswith(text) and loaded.endswith("\ufffd\n")
 
 
+def test_one_stray_byte_in_utf8_text_garbles_nothing_else(tmp_path):
+    path = tmp_path / "cafe.md"
+    # A Latin-1 "©" pasted into a UTF-8 article.
+    path.write_bytes(
+        "# Café guide\n\nOpen daily; crème brûlée on Sundays.\n".encode() + b"\xa9 Lumora\n"
+    )
+
+    doc = load_document(path, "cafe.md")
+
+    assert doc.title == "Café guide"
+    assert "crème brûlée on Sundays." in doc.text and "\ufffd Lumora" in doc.text
+
+
+@pytest.mark.parametrize(
+    ("encoding", "meta"),
+    [
+        ("koi8-r", '<meta charset="koi8-r">'),
+        ("shift_jis", '<meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">'),
+        ("iso-8859-2", "<META CHARSET=iso-8859-2>"),
+    ],
+)
+def test_an_html_page_is_read_in_the_encoding_it_declares(tmp_path, encoding, meta):
+    title = {"koi8-r": "Сброс хаба", "shift_jis": "ハブのリセット", "iso-8859-2": "Zażółć hub"}[
+        encoding
+    ]
+    page = (
+        f"<html><head>{meta}<title>{title}</title></head><body><p>{title}: 10 s.</p></body></html>"
+    )
+    path = tmp_path / "reset.html"
+    path.write_bytes(page.encode(encoding))
+
+    doc = load_document(path, "reset.html")
+
+    assert doc.title == title and f"{title}: 10 s." in doc.text
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
 def test_text_with_a_byte_order_mark_is_decoded(tmp_path, encoding):
     path = tmp_path / "pairing.md"
@@ -183,6 +219,42 @@ def test_html_strips_scripts_and_styles_and_keeps_headings(tmp_path):
     # A paragraph inside a list item or table cell is read once, not twice.
     assert doc.text.count("Unplug the bulbs") == 1
     assert doc.text.count("Reset time") == 1
+
+
+def test_html_text_outside_paragraphs_is_read_with_its_lines_and_code(tmp_path):
+    path = tmp_path / "pair.html"
+    path.write_text(
+        "<html><head><title>Pair a bulb</title></head><body><div class='article-body'>"
+        "<div>To pair a bulb, open the <b>Lumora</b> app.</div>"
+        "Hold the reset button for 10&nbsp;seconds.<br>Then release it."
+        "<p>Step 1<br/>Step 2</p>"
+        "<h5>Older bulbs</h5><blockquote>Switch them off and on 5 times.</blockquote>"
+        "<dl><dt>Amber light</dt><dd>Pairing mode</dd></dl>"
+        "<pre><code><span>curl</span> <span>-X</span> POST \\\n"
+        "  https://hub.local/pair\n<span>if</span> ok:\n    print(<span>'done'</span>)</code></pre>"
+        "</div></body></html>",
+        encoding="utf-8",
+    )
+
+    doc = load_document(path, "pair.html")
+
+    assert doc.text.split("\n\n") == [
+        "To pair a bulb, open the Lumora app.",
+        "Hold the reset button for 10\u00a0seconds.\nThen release it.",
+        "Step 1\nStep 2",
+        "##### Older bulbs",
+        "Switch them off and on 5 times.",
+        "Amber light",
+        "Pairing mode",
+        "```\ncurl -X POST \\\n  https://hub.local/pair\nif ok:\n    print('done')\n```",
+    ]
+
+
+def test_a_page_written_only_in_divs_is_read(tmp_path):
+    path = tmp_path / "divs.html"
+    path.write_text("<html><body><div><div>Reset the hub.</div>Then wait.</div></body></html>")
+
+    assert load_document(path, "divs.html").text == "Reset the hub.\n\nThen wait."
 
 
 def test_html_without_title_tag_uses_its_first_heading(tmp_path):
@@ -404,6 +476,29 @@ def _encrypted_pdf(path, make_pdf):
         writer.write(out)
 
 
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-128", "AES-256"])
+def test_a_pdf_protected_only_against_editing_is_read(tmp_path, make_pdf, algorithm):
+    from pypdf import PdfWriter
+
+    plain = make_pdf(tmp_path / "plain.pdf", ["Hold the reset button for ten seconds."])
+    writer = PdfWriter(clone_from=plain)
+    # No password to open (as in any viewer), one to edit: Acrobat's usual protection.
+    writer.encrypt(user_password="", owner_password="owner secret", algorithm=algorithm)
+    protected = tmp_path / "manual.pdf"
+    with protected.open("wb") as out:
+        writer.write(out)
+    locked = PdfWriter(clone_from=plain)
+    locked.encrypt(user_password="open secret", algorithm=algorithm)
+    with (tmp_path / "locked.pdf").open("wb") as out:
+        locked.write(out)
+
+    doc = load_document(protected, "manual.pdf")
+
+    assert "Hold the reset button for ten seconds." in doc.text
+    with pytest.raises(DocumentError, match="the PDF needs a password to open"):
+        load_document(tmp_path / "locked.pdf", "locked.pdf")
+
+
 def _empty(path, make_pdf):
     path.write_bytes(b"")
 
@@ -422,7 +517,7 @@ def _program(path, make_pdf):
         ("broken.pdf", _corrupt_pdf, "the PDF could not be read"),
         ("loop.pdf", _self_referencing_pdf, "the PDF could not be read"),
         ("scanned.pdf", _pdf_without_text, "no text could be read from the file"),
-        ("locked.pdf", _encrypted_pdf, "the PDF is encrypted"),
+        ("locked.pdf", _encrypted_pdf, "the PDF needs a password to open"),
         ("empty.md", _empty, "the file is empty"),
         ("empty.pdf", _empty, "the file is empty"),
         ("letter.docx", _corrupt_docx, "the DOCX file is corrupt or not a Word document"),
@@ -584,8 +679,13 @@ def test_a_file_of_unclosed_links_loads_in_linear_time(tmp_path):
 
 @pytest.mark.parametrize(
     "body, blocks",
-    [("<p>x" * 20_000, 1), ("<ul>" + "<li>x" * 20_000 + "</ul>", 1), ("<p>a</p><p>b</p>", 2)],
-    ids=["unclosed paragraphs", "unclosed list items", "closed paragraphs"],
+    [
+        ("<p>x" * 20_000, 1),
+        ("<ul>" + "<li>x" * 20_000 + "</ul>", 1),
+        ("<div>x" * 20_000, 20_000),  # each div's own text is a line of the page
+        ("<p>a</p><p>b</p>", 2),
+    ],
+    ids=["unclosed paragraphs", "unclosed list items", "unclosed divs", "closed paragraphs"],
 )
 def test_unclosed_html_blocks_load_in_linear_time(tmp_path, body, blocks):
     path = tmp_path / "page.html"
