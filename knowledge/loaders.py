@@ -5,8 +5,11 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from knowledge.macros import IncludeError, expand_macros, render_ui_macros, resolve_includes
@@ -226,19 +229,54 @@ def _read_text(path: Path, source: str, html: bool = False) -> str:
     return text
 
 
+ATX_TITLE_RE = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+SETEXT_TITLE_RE = re.compile(r"^ {0,3}=+[ \t]*$")
+# YAML front matter: a block between "---" lines at the very start of a Markdown file.
+FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+
+
 def _first_heading(text: str) -> str:
-    match = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
-    return match.group(1).strip() if match else ""
+    """The first level-1 heading ("# Title", or "Title" underlined with "="), not one inside
+    a code block (a shell comment)."""
+    fences = CodeFences(DOCUMENT_FENCE_LINE_RE)
+    previous = ""
+    for line in text.splitlines():
+        if fences.feed(line) or fences.open:
+            previous = ""
+            continue
+        if match := ATX_TITLE_RE.match(line):
+            return match.group(1).strip()
+        if previous.strip() and SETEXT_TITLE_RE.match(line):
+            return previous.strip()
+        previous = line
+    return ""
+
+
+def front_matter(text: str) -> tuple[dict, str]:
+    """A Markdown file's YAML front matter (its fields, or {} if it has none) and the text
+    after it. A first block that is not a YAML mapping is left in the text."""
+    match = FRONT_MATTER_RE.match(text)
+    if match is None:
+        return {}, text
+    try:
+        fields = yaml.safe_load(match.group(1) or "")
+    except yaml.YAMLError:
+        return {}, text
+    if not isinstance(fields, dict):
+        return {}, text
+    return fields, text[match.end() :]
 
 
 def _load_markdown(path: Path, source: str, snippets: bool) -> tuple[str, str, str]:
-    raw = _read_text(path, source)
+    fields, raw = front_matter(_read_text(path, source))
     try:
         text = expand_macros(raw, path) if snippets else render_ui_macros(resolve_includes(raw, []))
     except IncludeError as exc:
         raise DocumentError(source, f"the document's includes are too large: {exc}") from exc
     text = LINK_RE.sub(lambda m: m.group(1), _hidden_removed(text))
-    return _first_heading(text), text, "markdown"
+    title = fields.get("title")
+    title = " ".join(title.split()) if isinstance(title, str) else ""
+    return title or _first_heading(text), text, "markdown"
 
 
 def _hidden_removed(markdown: str) -> str:
@@ -376,6 +414,31 @@ def _outer_blocks(root) -> list:
     return blocks
 
 
+# Typographic ligatures (U+FB00 to U+FB06) that PDFs often hold instead of their letters.
+LIGATURES = {cp: unicodedata.normalize("NFKC", chr(cp)) for cp in range(0xFB00, 0xFB07)}
+# Titles that tools write into a file's properties on their own, which say nothing of it.
+PLACEHOLDER_TITLE_RE = re.compile(
+    r"^(?:untitled(?: document)?|document\s*\d*|presentation\s*\d*|powerpoint presentation"
+    r"|slide\s*\d*|title|word document|\(?anonymous\)?)$",
+    re.IGNORECASE,
+)
+# "Microsoft Word - manual_v3.docx": the printer driver's name for the file printed.
+PRINTED_FROM_RE = re.compile(r"^Microsoft (?:Word|PowerPoint|Excel) - ", re.IGNORECASE)
+FILE_NAME_RE = re.compile(r"^\S+\.(?:docx?|pdf|pptx?|xlsx?|rtf|odt|txt|html?)$", re.IGNORECASE)
+
+
+def metadata_title(title: str) -> str:
+    """A PDF's or Word file's title property, unless a tool wrote it rather than an author
+    ("Untitled", "PowerPoint Presentation", "Microsoft Word - manual.docx", a file name): then
+    "", and the document's first heading or line is its title."""
+    title = " ".join(title.split())
+    if not title or PLACEHOLDER_TITLE_RE.match(title):
+        return ""
+    if PRINTED_FROM_RE.match(title) or FILE_NAME_RE.match(title):
+        return ""
+    return title
+
+
 def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PyPdfError
@@ -411,9 +474,10 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
         raise DocumentError(
             source, f"the PDF could not be read: it is damaged or not a PDF ({exc})"
         ) from exc
-    text = "\n\n".join(t.strip() for t in texts if t.strip())
+    # "ﬁ" and "ﬂ" as two letters, as readers and the keyword search expect ("conﬁgure").
+    text = "\n\n".join(t.strip() for t in texts if t.strip()).translate(LIGATURES)
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return str(meta_title).strip() or first_line[:120], text, "pdf"
+    return metadata_title(str(meta_title)) or first_line[:120], text, "pdf"
 
 
 # A PDF's extracted text may not run over this: a few kilobytes of compressed drawing
@@ -545,6 +609,6 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
             lines.append("- " + text)  # an item, as HTML's <li> is read
         else:
             lines.append(text)
-    title = (document.core_properties.title or "").strip()
+    title = metadata_title(document.core_properties.title or "")
     text = "\n\n".join(lines)
     return title or _first_heading(text), text, "docx"

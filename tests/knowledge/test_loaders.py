@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.loaders import DocumentError, LoadLimits, load_document
+from knowledge.loaders import DocumentError, LoadLimits, load_document, metadata_title
 
 
 def test_markdown_title_includes_tabs_and_links(help_center):
@@ -255,6 +255,39 @@ def test_a_page_written_only_in_divs_is_read(tmp_path):
     path.write_text("<html><body><div><div>Reset the hub.</div>Then wait.</div></body></html>")
 
     assert load_document(path, "divs.html").text == "Reset the hub.\n\nThen wait."
+
+
+def test_markdown_front_matter_gives_the_title_and_is_not_indexed(tmp_path):
+    path = tmp_path / "frontmatter.md"
+    path.write_text('---\ntitle: "Pair a bulb with the hub"\ntags: [bulb]\n---\n\nOpen the app.\n')
+    only = tmp_path / "only.md"
+    only.write_text("---\ntitle: Draft\n---\n")
+
+    doc = load_document(path, "frontmatter.md")
+
+    assert doc.title == "Pair a bulb with the hub"
+    assert doc.text.strip() == "Open the app." and "tags" not in doc.text
+    with pytest.raises(DocumentError, match="no text"):
+        load_document(only, "only.md")
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        (
+            "```bash\n# download the installer\ncurl -O x\n```\n\n# Install the app\n",
+            "Install the app",
+        ),
+        ("Install the app\n===============\n\nRun it.\n", "Install the app"),
+        ("---\n\n# Thematic break first\n\n---\n\nText.\n", "Thematic break first"),
+    ],
+    ids=["comment in code", "underlined", "rule, not front matter"],
+)
+def test_a_markdown_title_is_its_first_real_heading(tmp_path, text, title):
+    path = tmp_path / "install.md"
+    path.write_text(text)
+
+    assert load_document(path, "install.md").title == title
 
 
 def test_html_without_title_tag_uses_its_first_heading(tmp_path):
@@ -696,3 +729,45 @@ def test_unclosed_html_blocks_load_in_linear_time(tmp_path, body, blocks):
 
     assert time.perf_counter() - started < 20
     assert doc.text.count("\n\n") == blocks  # the heading, then each outermost block once
+
+
+@pytest.mark.parametrize(
+    ("title", "kept"),
+    [
+        ("Orbit Hub manual", "Orbit Hub manual"),
+        ("  Orbit   Hub\nmanual ", "Orbit Hub manual"),
+        ("untitled", ""),
+        ("PowerPoint Presentation", ""),
+        ("Document1", ""),
+        ("Microsoft Word - Orbit_manual_v3_FINAL.docx", ""),
+        ("Orbit_manual_v3_FINAL.docx", ""),
+        ("The title of the manual", "The title of the manual"),
+    ],
+)
+def test_a_title_property_a_tool_wrote_is_not_the_title(title, kept):
+    assert metadata_title(title) == kept
+
+
+def test_a_pdf_with_a_placeholder_title_takes_its_first_line(tmp_path, make_pdf):
+    from pypdf import PdfWriter
+
+    plain = make_pdf(tmp_path / "plain.pdf", ["Orbit Hub quick start", "Plug it in."])
+    writer = PdfWriter(clone_from=plain)
+    writer.add_metadata({"/Title": "Microsoft Word - orbit_qs_FINAL.docx"})
+    path = tmp_path / "qs.pdf"
+    with path.open("wb") as out:
+        writer.write(out)
+
+    assert load_document(path, "qs.pdf").title == "Orbit Hub quick start"
+
+
+def test_pdf_ligatures_are_read_as_their_letters(tmp_path, make_pdf, monkeypatch):
+    from knowledge import loaders
+
+    path = make_pdf(tmp_path / "lig.pdf", ["placeholder"])
+    # Fonts that draw "fi" as one glyph give the extracted text U+FB01.
+    monkeypatch.setattr(
+        loaders, "_pdf_page_texts", lambda pages, source: ["Conﬁgure the oﬀice ﬂoor"]
+    )
+
+    assert load_document(path, "lig.pdf").text == "Configure the office floor"
