@@ -527,6 +527,82 @@ def _pdf_page_texts(pages, source: str) -> list[str]:
     return texts
 
 
+def _docx_blocks(parent):
+    """The paragraphs and tables (XML elements) in ``parent``, in order, those inside content
+    controls (``w:sdt``) too."""
+    from docx.oxml.ns import qn
+
+    for child in parent.iterchildren():
+        if child.tag in (qn("w:p"), qn("w:tbl")):
+            yield child
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _docx_blocks(content)
+
+
+def docx_paragraph_text(p) -> str:
+    """A paragraph's text as Word shows it: its runs, also those in tracked insertions,
+    hyperlinks, fields and content controls, tabs and line breaks; a text box's paragraphs on
+    lines of their own. Deleted text and the fallback copy of a drawing are left out."""
+    from docx.oxml.ns import qn
+
+    text_tag, tab, breaks = qn("w:t"), qn("w:tab"), (qn("w:br"), qn("w:cr"))
+    paragraph, skipped = qn("w:p"), (qn("w:del"), qn("w:rPr"), qn("w:pPr"))
+    fallback = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+    parts: list[str] = []
+    stack = list(reversed(list(p.iterchildren())))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            parts.append(node)
+            continue
+        tag = node.tag
+        if not isinstance(tag, str) or tag in skipped or tag == fallback:
+            continue
+        if tag == text_tag:
+            parts.append(node.text or "")
+        elif tag == tab:
+            parts.append("\t")
+        elif tag in breaks:
+            parts.append("\n")
+        else:
+            if tag == paragraph:  # a text box's paragraph
+                stack.append("\n")
+            stack.extend(reversed(list(node.iterchildren())))
+            if tag == paragraph:
+                stack.append("\n")
+    return "".join(parts)
+
+
+def _docx_list_item(paragraph) -> bool:
+    """A list style ("List Bullet", "List Number 2", "List Paragraph"), or numbering of its own
+    (Google Docs' exports number Normal paragraphs)."""
+    if _docx_style_name(paragraph.style).startswith("List"):
+        return True
+    properties = paragraph._p.pPr
+    return properties is not None and properties.numPr is not None
+
+
+def _docx_style_name(style) -> str:
+    return ((style.name if style is not None else "") or "").strip()
+
+
+def _docx_heading_level(style) -> int:
+    """1 to 6 for a title or heading style, or one based on it (a company's "Manual Heading"
+    built on Heading 1); else 0."""
+    for _ in range(4):  # a style and the styles it is based on
+        name = _docx_style_name(style)
+        if name == "Title":
+            return 1
+        if match := re.fullmatch(r"Heading ([1-6])", name):
+            return int(match.group(1))
+        style = getattr(style, "base_style", None)
+        if style is None:
+            return 0
+    return 0
+
+
 def _docx_table_rows(tbl) -> list[str]:
     """One line per row of a table (its XML element), its cells joined by " | ", so that a
     row's cells stay together ("Orbit speaker | 2 years"). Read from the XML itself: a cell
@@ -534,7 +610,6 @@ def _docx_table_rows(tbl) -> list[str]:
     repeats it on every row, which a crafted file can turn into gigabytes of text), and a
     table inside a cell is read after its row."""
     from docx.oxml.ns import qn
-    from docx.text.paragraph import Paragraph
 
     lines = []
     for tr in tbl.findall(qn("w:tr")):
@@ -544,7 +619,7 @@ def _docx_table_rows(tbl) -> list[str]:
             if merge is not None and merge.get(qn("w:val")) in (None, "continue"):
                 continue  # the rest of a cell merged down from the row above
             text = " ".join(
-                t for p in tc.findall(qn("w:p")) if (t := Paragraph(p, None).text.strip())
+                t for p in tc.findall(qn("w:p")) if (t := " ".join(docx_paragraph_text(p).split()))
             )
             if text:
                 cells.append(text)
@@ -561,7 +636,6 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
 
     from docx import Document
     from docx.opc.exceptions import PackageNotFoundError
-    from docx.table import Table
     from lxml.etree import XMLSyntaxError
 
     try:
@@ -587,25 +661,29 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
         document = Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError) as exc:
         raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc
+    from docx.oxml.ns import qn
+    from docx.text.paragraph import Paragraph
+
     lines: list[str] = []
-    # Paragraphs and tables in the order they stand (a price list, a warranty table).
-    for block in document.iter_inner_content():
-        if isinstance(block, Table):
+    # Paragraphs and tables in the order they stand (a price list, a warranty table), also
+    # those inside content controls.
+    for element in _docx_blocks(document.element.body):
+        if element.tag == qn("w:tbl"):
             try:
-                lines.extend(_docx_table_rows(block._tbl))
+                lines.extend(_docx_table_rows(element))
             except RecursionError:
                 raise DocumentError(
                     source, "the DOCX file nests tables too deeply to be read"
                 ) from None
             continue
-        text = block.text.strip()
+        text = docx_paragraph_text(element).strip()
         if not text:
             continue
-        style = (block.style.name if block.style is not None else "") or ""
-        level = {"Title": 1, "Heading 1": 1, "Heading 2": 2, "Heading 3": 3}.get(style)
+        paragraph = Paragraph(element, document._body)
+        level = _docx_heading_level(paragraph.style)
         if level:
-            lines.append("#" * level + " " + text)
-        elif style.startswith("List"):  # "List Bullet", "List Number 2", "List Paragraph"
+            lines.append("#" * level + " " + " ".join(text.split()))
+        elif _docx_list_item(paragraph):
             lines.append("- " + text)  # an item, as HTML's <li> is read
         else:
             lines.append(text)

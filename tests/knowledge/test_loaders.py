@@ -771,3 +771,59 @@ def test_pdf_ligatures_are_read_as_their_letters(tmp_path, make_pdf, monkeypatch
     )
 
     assert load_document(path, "lig.pdf").text == "Configure the office floor"
+
+
+def test_docx_text_in_tracked_changes_text_boxes_and_content_controls_is_read(tmp_path):
+    from docx import Document
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.oxml import parse_xml
+
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    document = Document()
+    style = document.styles.add_style("Manual Heading", WD_STYLE_TYPE.PARAGRAPH)
+    style.base_style = document.styles["Heading 1"]
+    document.add_paragraph("Reset the hub", style="Manual Heading")
+    document.add_paragraph("Wiring", style="Heading 4")
+    held = document.add_paragraph("Hold the button for ")
+    held._p.append(parse_xml(f"<w:ins {w}><w:r><w:t>10 seconds</w:t></w:r></w:ins>"))
+    held._p.append(parse_xml(f"<w:del {w}><w:r><w:delText>5 seconds</w:delText></w:r></w:del>"))
+    model = document.add_paragraph("Model number:\t")
+    model._p.append(
+        parse_xml(f"<w:sdt {w}><w:sdtContent><w:r><w:t>LM-2000</w:t></w:r></w:sdtContent></w:sdt>")
+    )
+    boxed = document.add_paragraph("See the box.")
+    box = "<w:txbxContent><w:p><w:r><w:t>Unplug first.</w:t></w:r></w:p></w:txbxContent>"
+    boxed._p.append(
+        parse_xml(
+            f"<w:r {w} {mc}><mc:AlternateContent><mc:Choice Requires='wps'><w:drawing>{box}"
+            f"</w:drawing></mc:Choice><mc:Fallback><w:pict>{box}</w:pict></mc:Fallback>"
+            "</mc:AlternateContent></w:r>"
+        )
+    )
+    document.element.body.insert(
+        len(document.element.body) - 1,
+        parse_xml(
+            f"<w:sdt {w}><w:sdtContent><w:p><w:r><w:t>Warranty: two years.</w:t></w:r></w:p>"
+            "</w:sdtContent></w:sdt>"
+        ),
+    )
+    numbered = document.add_paragraph("Open the app")
+    numbered._p.get_or_add_pPr().append(
+        parse_xml(f"<w:numPr {w}><w:ilvl w:val='0'/><w:numId w:val='1'/></w:numPr>")
+    )
+    path = tmp_path / "manual.docx"
+    document.save(str(path))
+
+    doc = load_document(path, "manual.docx")
+
+    assert doc.title == "Reset the hub"
+    assert doc.text.split("\n\n") == [
+        "# Reset the hub",
+        "#### Wiring",
+        "Hold the button for 10 seconds",
+        "Model number:\tLM-2000",
+        "See the box.\nUnplug first.",
+        "Warranty: two years.",
+        "- Open the app",
+    ]
