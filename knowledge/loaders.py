@@ -65,6 +65,9 @@ HTML_INLINE = frozenset(
         "wbr",
     ]
 )
+# Parts of a page that are the site's, not the article's: menus, the page banner and footer,
+# search boxes.
+PAGE_FURNITURE_ROLES = ["navigation", "banner", "contentinfo", "search", "complementary"]
 # A <br> while the page is read: a line break that outlives the folding of the source's spaces.
 HTML_BREAK = "\u2028"
 HTML_SPACES_RE = re.compile(r"[ \t\n\r\f\v]+")
@@ -324,13 +327,31 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_read_text(path, source, html=True), "html.parser")
-    for tag in soup(["script", "style", "noscript", "nav", "footer", "template"]):
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "template", "form"]):
+        tag.decompose()
+    for tag in soup(role=PAGE_FURNITURE_ROLES):
         tag.decompose()
     for tag in soup("br"):
         tag.replace_with(HTML_BREAK)
     title = _html_line(soup.title.get_text(" ")) if soup.title else ""
+    # A page that marks its article (<main>, or one <article>) is read from there: the site's
+    # header, breadcrumbs and side panels around it are not the article.
+    mains = soup("main") or soup("article")
+    root = mains[0] if len(mains) == 1 else soup.body or soup
+    if root is soup.body or root is soup:
+        for tag in soup("aside"):
+            tag.decompose()
+        for tag in soup("header"):
+            if tag.find("h1") is None:  # a header holding the article's heading stays
+                tag.decompose()
+    heading = root.find("h1")
+    if heading is not None:
+        # "Pair a bulb – Lumora Help Center": the article's own heading, without the site.
+        first = _html_line(heading.get_text(" ")).replace("\n", " ")
+        if first and title.startswith(first) and title != first:
+            title = first
     lines: list[str] = []
-    for block in _outer_blocks(soup.body or soup):
+    for block in _outer_blocks(root):
         if isinstance(block, list):  # text straight inside a <div>, with its inline elements
             text = _html_line(" ".join(_node_text(node) for node in block))
         elif block.name == "pre":

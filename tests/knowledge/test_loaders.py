@@ -827,3 +827,24 @@ def test_docx_text_in_tracked_changes_text_boxes_and_content_controls_is_read(tm
         "Warranty: two years.",
         "- Open the app",
     ]
+
+
+@pytest.mark.parametrize("marked", ["main", "article", "neither"])
+def test_a_help_center_page_is_read_without_the_site_around_the_article(tmp_path, marked):
+    open_tag, close_tag = ("", "") if marked == "neither" else (f"<{marked}>", f"</{marked}>")
+    path = tmp_path / "pair.html"
+    path.write_text(
+        "<html><head><title>Pair a bulb – Lumora Help Center</title></head><body>"
+        "<header><a href='/'>Lumora</a> Submit a request</header>"
+        "<ol class='breadcrumbs' role='navigation'><li>Lumora</li><li>Hub</li></ol>"
+        "<aside><h3>Related</h3><p>Reset the hub</p></aside>"
+        f"{open_tag}<h1>Pair a bulb</h1><p>Open the app and tap Add.</p>{close_tag}"
+        "<form><p>Was this article helpful?</p><button>Yes</button></form>"
+        "<div role='contentinfo'>© Lumora</div></body></html>",
+        encoding="utf-8",
+    )
+
+    doc = load_document(path, "pair.html")
+
+    assert doc.title == "Pair a bulb"
+    assert doc.text == "# Pair a bulb\n\nOpen the app and tap Add."
