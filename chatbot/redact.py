@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 
 REDACTED = "[redacted]"
 SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW(?:OR)?D|CREDENTIAL", re.IGNORECASE)
-# Shorter values ("1", "true", "dev") are not secrets and would garble ordinary text.
+# Shorter values of variables only named like a secret ("1", "true", "dev") are not secrets and
+# would garble ordinary text.
 MIN_SECRET_CHARS = 8
 
 
@@ -26,12 +27,19 @@ def secret_values(names: Iterable[str] = (), environ: Mapping[str, str] | None =
     longest first (so that a secret holding another is replaced whole)."""
     environ = os.environ if environ is None else environ
     wanted = set(names)
-    values = {
-        value.strip()
-        for name, value in environ.items()
-        if (name in wanted or SECRET_NAME_RE.search(name))
-        and len(value.strip()) >= MIN_SECRET_CHARS
-    }
+    values = set()
+    for name, value in environ.items():
+        value = value.strip()
+        if not value:
+            continue
+        if name in wanted:
+            values.add(value)  # named by settings: a secret however short
+        elif (
+            SECRET_NAME_RE.search(name)
+            and not name.endswith("_ENV")  # CHATBOT_..._PASSWORD_ENV holds a variable's name
+            and len(value) >= MIN_SECRET_CHARS
+        ):
+            values.add(value)
     return sorted(values, key=len, reverse=True)
 
 

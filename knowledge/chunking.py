@@ -40,17 +40,23 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
     size_splitter = RecursiveCharacterTextSplitter(
         chunk_size=chunk_size,
         chunk_overlap=overlap,
-        separators=["\n\n", "\n", ". ", " ", ""],
+        # Cut at line ends (paragraph breaks among them), then sentence ends, then words.
+        # Cutting at paragraph breaks before single line breaks put fewer right articles
+        # first on the Zulip question sets (tuning hit@1 0.633 -> 0.617).
+        separators=["\n", ". ", " ", ""],
         # A cut between sentences leaves the period with its sentence, not at the start of the
         # next piece.
         keep_separator="end",
+        # Pieces are trimmed below, keeping a first line's indentation.
+        strip_whitespace=False,
     )
     chunks: list[Chunk] = []
     for names, body in sections(doc.text):
         if not body or _is_navigation(names):
             continue
         heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
-        pieces = [p.strip() for p in size_splitter.split_text(body) if p.strip()]
+        # (a piece's first line keeps its indentation: a code line cut from its block)
+        pieces = [p.strip("\n").rstrip() for p in size_splitter.split_text(body) if p.strip()]
         for piece in whole_code_blocks(body, pieces):
             chunks.append(Chunk(index=len(chunks), heading=heading, text=piece))
     if not chunks and doc.text.strip():
@@ -77,7 +83,7 @@ def sections(text: str) -> list[tuple[list[str], str]]:
         lines.clear()
 
     for line in text.split("\n"):
-        heading = None if fences.open or fences.feed(line) else HEADING_RE.match(line)
+        heading = None if fences.feed(line) or fences.open else HEADING_RE.match(line)
         if heading is None or not heading.group(2).strip():
             lines.append(line)
             continue

@@ -27,7 +27,11 @@ LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
 HTML_BLOCKS = frozenset(
     {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "dt", "dd", "caption"}
 )
+HTML_BLOCKS_LIST = sorted(HTML_BLOCKS)
 HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# What an article is made of: a form holding these (or three paragraphs) is the page itself,
+# not a search box.
+ARTICLE_PARTS = ["h1", "h2", "h3", "article", "main"]
 # Elements that sit inside a line of text; any other element (div, section, blockquote, …)
 # holds blocks, and text written straight into it is a block of its own.
 HTML_INLINE = frozenset(
@@ -176,9 +180,16 @@ def declared_charset(raw: bytes) -> str | None:
     if match is None:
         return None
     try:
-        return codecs.lookup(match.group(1).decode("ascii")).name
+        name = codecs.lookup(match.group(1).decode("ascii")).name
     except LookupError:
         return None
+    # As browsers read them: Latin-1 and ASCII labels mean Windows-1252, and a page that
+    # declares UTF-16 or UTF-32 in its own (ASCII) bytes is not in either.
+    if name in ("latin-1", "iso8859-1", "ascii"):
+        return "cp1252"
+    if name.startswith(("utf-16", "utf-32")):
+        return "utf-8"
+    return name
 
 
 def _utf8_with_stray_bytes(raw: bytes) -> str | None:
@@ -235,7 +246,12 @@ def _read_text(path: Path, source: str, html: bool = False) -> str:
 ATX_TITLE_RE = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 SETEXT_TITLE_RE = re.compile(r"^ {0,3}=+[ \t]*$")
 # YAML front matter: a block between "---" lines at the very start of a Markdown file.
-FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+FRONT_MATTER_RE = re.compile(
+    r"\A---[ \t]*\r?\n(.*?\r?\n)?(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL
+)
+# Front matter is a few fields: more than this is no front matter (and YAML nested thousands
+# deep would exhaust the parser's stack).
+MAX_FRONT_MATTER_CHARS = 20_000
 
 
 def _first_heading(text: str) -> str:
@@ -259,11 +275,11 @@ def front_matter(text: str) -> tuple[dict, str]:
     """A Markdown file's YAML front matter (its fields, or {} if it has none) and the text
     after it. A first block that is not a YAML mapping is left in the text."""
     match = FRONT_MATTER_RE.match(text)
-    if match is None:
+    if match is None or match.end() > MAX_FRONT_MATTER_CHARS:
         return {}, text
     try:
         fields = yaml.safe_load(match.group(1) or "")
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return {}, text
     if not isinstance(fields, dict):
         return {}, text
@@ -327,10 +343,15 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_read_text(path, source, html=True), "html.parser")
-    for tag in soup(["script", "style", "noscript", "nav", "footer", "template", "form"]):
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "template"]):
         tag.decompose()
     for tag in soup(role=PAGE_FURNITURE_ROLES):
         tag.decompose()
+    for tag in soup("form"):
+        # A search box or "Was this article helpful?"; some sites wrap the whole page in one
+        # form, which stays.
+        if tag.find(ARTICLE_PARTS) is None and len(tag("p", limit=3)) < 3:
+            tag.decompose()
     for tag in soup("br"):
         tag.replace_with(HTML_BREAK)
     title = _html_line(soup.title.get_text(" ")) if soup.title else ""
@@ -339,10 +360,12 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     mains = soup("main") or soup("article")
     root = mains[0] if len(mains) == 1 else soup.body or soup
     if root is soup.body or root is soup:
-        for tag in soup("aside"):
-            tag.decompose()
-        for tag in soup("header"):
-            if tag.find("h1") is None:  # a header holding the article's heading stays
+        # The site's banner and side panels, outside any section of the article: a header or
+        # aside with a heading of its own (a step's title, a note's) is the article's.
+        for tag in soup(["header", "aside"]):
+            if tag.find_parent(["section", "article", "main"]) is None and (
+                tag.find(HTML_HEADINGS) is None or tag.name == "aside"
+            ):
                 tag.decompose()
     heading = root.find("h1")
     if heading is not None:
@@ -388,7 +411,8 @@ def _fenced(code: str) -> str:
     """A <pre> block as Markdown code, its lines and indentation kept."""
     if not code.strip():
         return ""
-    fence = "~~~" if "```" in code else "```"
+    longest = max((len(run) for run in re.findall(r"`{3,}", code)), default=0)
+    fence = "`" * max(3, longest + 1)
     return f"{fence}\n{code}\n{fence}"
 
 
@@ -425,7 +449,7 @@ def _outer_blocks(root) -> list:
         elif node.name in HTML_BLOCKS:
             flush()
             blocks.append(node)
-        elif node.name in HTML_INLINE:
+        elif node.name in HTML_INLINE and node.find(HTML_BLOCKS_LIST) is None:
             run.append(node)
         else:
             flush()
@@ -548,18 +572,19 @@ def _pdf_page_texts(pages, source: str) -> list[str]:
     return texts
 
 
-def _docx_blocks(parent):
-    """The paragraphs and tables (XML elements) in ``parent``, in order, those inside content
-    controls (``w:sdt``) too."""
+def _docx_blocks(parent, names: tuple[str, ...] = ("w:p", "w:tbl")):
+    """The children of ``parent`` (XML elements) named ``names`` (paragraphs and tables, a
+    table's rows, a row's cells), in order, those inside content controls (``w:sdt``) too."""
     from docx.oxml.ns import qn
 
+    tags = {qn(name) for name in names}
     for child in parent.iterchildren():
-        if child.tag in (qn("w:p"), qn("w:tbl")):
+        if child.tag in tags:
             yield child
         elif child.tag == qn("w:sdt"):
             content = child.find(qn("w:sdtContent"))
             if content is not None:
-                yield from _docx_blocks(content)
+                yield from _docx_blocks(content, names)
 
 
 def docx_paragraph_text(p) -> str:
@@ -568,8 +593,11 @@ def docx_paragraph_text(p) -> str:
     lines of their own. Deleted text and the fallback copy of a drawing are left out."""
     from docx.oxml.ns import qn
 
-    text_tag, tab, breaks = qn("w:t"), qn("w:tab"), (qn("w:br"), qn("w:cr"))
-    paragraph, skipped = qn("w:p"), (qn("w:del"), qn("w:rPr"), qn("w:pPr"))
+    text_tag, breaks = qn("w:t"), (qn("w:br"), qn("w:cr"))
+    tabs, hyphens = (qn("w:tab"), qn("w:ptab")), (qn("w:noBreakHyphen"), qn("w:softHyphen"))
+    paragraph = qn("w:p")
+    # Deleted text, and a moved passage's old place (its new one is read).
+    skipped = (qn("w:del"), qn("w:moveFrom"), qn("w:rPr"), qn("w:pPr"))
     fallback = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
     parts: list[str] = []
     stack = list(reversed(list(p.iterchildren())))
@@ -583,8 +611,12 @@ def docx_paragraph_text(p) -> str:
             continue
         if tag == text_tag:
             parts.append(node.text or "")
-        elif tag == tab:
+        elif tag in tabs:
             parts.append("\t")
+        elif tag == hyphens[0]:
+            parts.append("-")
+        elif tag == hyphens[1]:
+            continue  # a place a word may be hyphenated, shown only at a line's end
         elif tag in breaks:
             parts.append("\n")
         else:
@@ -633,22 +665,49 @@ def _docx_table_rows(tbl) -> list[str]:
     from docx.oxml.ns import qn
 
     lines = []
-    for tr in tbl.findall(qn("w:tr")):
+    for tr in _docx_blocks(tbl, ("w:tr",)):
         cells, inner = [], []
-        for tc in tr.findall(qn("w:tc")):
+        for tc in _docx_blocks(tr, ("w:tc",)):
             merge = tc.find(f"{qn('w:tcPr')}/{qn('w:vMerge')}")
             if merge is not None and merge.get(qn("w:val")) in (None, "continue"):
                 continue  # the rest of a cell merged down from the row above
             text = " ".join(
-                t for p in tc.findall(qn("w:p")) if (t := " ".join(docx_paragraph_text(p).split()))
+                t
+                for p in _docx_blocks(tc, ("w:p",))
+                if (t := " ".join(docx_paragraph_text(p).split()))
             )
             if text:
                 cells.append(text)
-            inner.extend(tc.findall(qn("w:tbl")))
+            inner.extend(_docx_blocks(tc, ("w:tbl",)))
         if cells:
             lines.append(" | ".join(cells))
         for table in inner:
             lines.extend(_docx_table_rows(table))
+    return lines
+
+
+def _docx_lines(document) -> list[str]:
+    """A Word document's paragraphs and tables in the order they stand (a price list, a
+    warranty table), those inside content controls too, as Markdown-like lines."""
+    from docx.oxml.ns import qn
+    from docx.text.paragraph import Paragraph
+
+    lines: list[str] = []
+    for element in _docx_blocks(document.element.body):
+        if element.tag == qn("w:tbl"):
+            lines.extend(_docx_table_rows(element))
+            continue
+        text = docx_paragraph_text(element).strip()
+        if not text:
+            continue
+        paragraph = Paragraph(element, document._body)
+        level = _docx_heading_level(paragraph.style)
+        if level:
+            lines.append("#" * level + " " + " ".join(text.split()))
+        elif _docx_list_item(paragraph):
+            lines.append("- " + text)  # an item, as HTML's <li> is read
+        else:
+            lines.append(text)
     return lines
 
 
@@ -682,32 +741,12 @@ def _load_docx(path: Path, source: str) -> tuple[str, str, str]:
         document = Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError) as exc:
         raise DocumentError(source, "the DOCX file is corrupt or not a Word document") from exc
-    from docx.oxml.ns import qn
-    from docx.text.paragraph import Paragraph
-
-    lines: list[str] = []
-    # Paragraphs and tables in the order they stand (a price list, a warranty table), also
-    # those inside content controls.
-    for element in _docx_blocks(document.element.body):
-        if element.tag == qn("w:tbl"):
-            try:
-                lines.extend(_docx_table_rows(element))
-            except RecursionError:
-                raise DocumentError(
-                    source, "the DOCX file nests tables too deeply to be read"
-                ) from None
-            continue
-        text = docx_paragraph_text(element).strip()
-        if not text:
-            continue
-        paragraph = Paragraph(element, document._body)
-        level = _docx_heading_level(paragraph.style)
-        if level:
-            lines.append("#" * level + " " + " ".join(text.split()))
-        elif _docx_list_item(paragraph):
-            lines.append("- " + text)  # an item, as HTML's <li> is read
-        else:
-            lines.append(text)
+    try:
+        lines = _docx_lines(document)
+    except RecursionError:
+        raise DocumentError(
+            source, "the DOCX file nests tables or content controls too deeply to be read"
+        ) from None
     title = metadata_title(document.core_properties.title or "")
     text = "\n\n".join(lines)
     return title or _first_heading(text), text, "docx"

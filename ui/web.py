@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import html
 import importlib.util
+import json
 import logging
 import os
 import socket
@@ -242,7 +243,40 @@ class ChatPageLimits:
             if limited is None:
                 return
             receive = limited
+            if scope["method"] == "POST":
+                # A file named in the data (a web address to fetch, a path) would be copied
+                # into Gradio's cache before any handler runs: the page sends none.
+                try:
+                    body = await _read_body(receive, MAX_PAGE_BODY_BYTES)
+                except _ClientGone:
+                    return
+                if body is None or _names_a_file(body):
+                    refused = {"error": {"code": "forbidden", "message": "No files here."}}
+                    await _reply(send, 403, refused)
+                    return
+                receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+
+def _names_a_file(body: bytes) -> bool:
+    """Whether a JSON request body holds an object with a ``path`` (Gradio's file data),
+    at any depth; a body that is not JSON, or nests too deep to read, counts as one."""
+    if not body.strip():
+        return False
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return b"path" in body
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "path" in item or "url" in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 # Staff pages are never shown inside another site's frame (clickjacking the Remove and Revoke

@@ -20,6 +20,8 @@ ENVIRON = {
     "SMTP_PASSWD": "az-key-0123456789-and-more",  # holds another secret: replaced whole
     "SHORT_KEY": "abc",  # too short to be a secret, and would garble text
     "PATH": "/usr/local/bin:/usr/bin",
+    "SMTP_PASS": "hunter2",  # short, but named in settings
+    "CHATBOT_HANDOFF__EMAIL__PASSWORD_ENV": "SMTP_PASS",  # a variable's name, no secret
 }
 
 
@@ -36,6 +38,9 @@ def test_secret_values_are_replaced_and_other_text_kept():
         " abc /usr/local/bin:/usr/bin"
     )
     assert redact(text, [], ENVIRON).count("gateway-pass-98765") == 1, "named only in settings"
+    assert redact("set SMTP_PASS (now hunter2)", ["SMTP_PASS"], ENVIRON) == (
+        "set SMTP_PASS (now [redacted])"
+    )
 
 
 def test_settings_name_their_secret_variables():

@@ -165,6 +165,28 @@ def test_sections_keep_every_character_of_their_lines():
     ]
 
 
+def test_headings_after_a_code_block_still_cut_sections():
+    text = "# Install\n\nRun:\n\n```bash\n# c\npip install x\n```\n\n## Configure\n\nEdit.\n\n# Uninstall\n\nRemove.\n"
+
+    assert sections(text) == [
+        (["Install"], "Run:\n\n```bash\n# c\npip install x\n```"),
+        (["Install", "Configure"], "Edit."),
+        (["Uninstall"], "Remove."),
+    ]
+
+
+def test_a_code_line_that_starts_a_chunk_keeps_its_indentation():
+    code = "\n".join(f"    if x == {n}:\n        do_thing({n})" for n in range(40))
+    text = f"```python\ndef f(x):\n{code}\n```\n"
+
+    chunks = chunk_document(_doc(text, title="Code"), chunk_size=300, overlap=60)
+
+    assert len(chunks) > 3
+    for chunk in chunks:
+        body = chunk.text.splitlines()[1:-1]  # between the fences
+        assert all(ln.startswith("    ") or ln == "def f(x):" for ln in body), chunk.text
+
+
 def test_a_heading_closes_the_deeper_ones_before_it():
     text = "# A\none\n## B\ntwo\n### C\nthree\n## D\nfour\n# E\nfive"
 

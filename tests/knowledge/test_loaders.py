@@ -848,3 +848,95 @@ def test_a_help_center_page_is_read_without_the_site_around_the_article(tmp_path
 
     assert doc.title == "Pair a bulb"
     assert doc.text == "# Pair a bulb\n\nOpen the app and tap Add."
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (
+            '<form id="aspnetForm"><div><h1>Reset the hub</h1><p>Hold the button.</p></div></form>',
+            "# Reset the hub\n\nHold the button.",
+        ),
+        (
+            '<a class="card"><h2>Pair a bulb</h2><p>Hold it.</p></a><span><pre>l1\n  l2</pre></span>',
+            "## Pair a bulb\n\nHold it.\n\n```\nl1\n  l2\n```",
+        ),
+        (
+            "<section><header><h2>Step 1: Unbox</h2></header><p>Take it out.</p>"
+            '<aside class="note"><p>Use the supplied adapter only.</p></aside></section>',
+            "## Step 1: Unbox\n\nTake it out.\n\nUse the supplied adapter only.",
+        ),
+        ("<pre>```\nx\n~~~\ny</pre><h2>Next</h2>", "````\n```\nx\n~~~\ny\n````\n\n## Next"),
+    ],
+    ids=["page in a form", "blocks in a link", "step header and note", "fences in code"],
+)
+def test_html_structure_is_kept_around_its_blocks(tmp_path, body, text):
+    path = tmp_path / "page.html"
+    path.write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
+
+    assert load_document(path, "page.html").text == text
+
+
+@pytest.mark.parametrize("label", ["iso-8859-1", "us-ascii", "utf-16"])
+def test_html_charset_labels_are_read_as_browsers_read_them(tmp_path, label):
+    path = tmp_path / "quotes.html"
+    body = "<p>It\u2019s \u201cbest\u201d \u2013 \u20ac5.</p>".encode("cp1252")
+    path.write_bytes(f'<html><head><meta charset="{label}"></head><body>'.encode() + body)
+
+    assert load_document(path, "quotes.html").text == "It\u2019s \u201cbest\u201d \u2013 \u20ac5."
+
+
+def test_docx_hyphens_tabs_moves_and_controls_in_tables_read_as_word_shows_them(tmp_path):
+    from docx import Document
+    from docx.oxml import parse_xml
+
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    document = Document()
+    para = document.add_paragraph()
+    para._p.append(
+        parse_xml(
+            f"<w:r {w}><w:t>Turn on Wi</w:t><w:noBreakHyphen/><w:t>Fi, then</w:t><w:ptab/>"
+            "<w:t>wait.</w:t></w:r>"
+        )
+    )
+    moved = document.add_paragraph()
+    moved._p.append(parse_xml(f"<w:moveFrom {w}><w:r><w:t>Moved. </w:t></w:r></w:moveFrom>"))
+    moved._p.append(parse_xml(f"<w:r {w}><w:t>Middle. </w:t></w:r>"))
+    moved._p.append(parse_xml(f"<w:moveTo {w}><w:r><w:t>Moved.</w:t></w:r></w:moveTo>"))
+    cell = "<w:tc><w:p><w:r><w:t>{}</w:t></w:r></w:p></w:tc>"
+    wrapped = "<w:sdt><w:sdtContent>{}</w:sdtContent></w:sdt>"
+    table = parse_xml(
+        f"<w:tbl {w}><w:tr>{cell.format('Model')}{wrapped.format(cell.format('LM-2000'))}</w:tr>"
+        + wrapped.format(f"<w:tr>{cell.format('Colour')}{cell.format('White')}</w:tr>")
+        + f"<w:tr><w:tc>{wrapped.format('<w:p><w:r><w:t>Warranty</w:t></w:r></w:p>')}</w:tc>"
+        f"{cell.format('2 years')}</w:tr></w:tbl>"
+    )
+    document.element.body.insert(len(document.element.body) - 1, table)
+    path = tmp_path / "specs.docx"
+    document.save(str(path))
+
+    assert load_document(path, "specs.docx").text.split("\n\n") == [
+        "Turn on Wi-Fi, then\twait.",
+        "Middle. Moved.",
+        "Model | LM-2000",
+        "Colour | White",
+        "Warranty | 2 years",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "title", "body"),
+    [
+        ("---\r\ntitle: Pair a bulb\r\n---\r\n\r\n# Pairing\r\n", "Pair a bulb", "# Pairing"),
+        ("---\na: " + "[" * 3000 + "]" * 3000 + "\n---\n\nText.\n", "Notes", None),
+    ],
+    ids=["windows line ends", "nested too deep"],
+)
+def test_unusual_front_matter_is_read_or_left_as_text(tmp_path, text, title, body):
+    path = tmp_path / "notes.md"
+    path.write_bytes(text.encode())
+
+    doc = load_document(path, "notes.md")
+
+    assert doc.title == title
+    assert doc.text.strip() == body if body else doc.text.startswith("---")

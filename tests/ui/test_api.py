@@ -998,8 +998,14 @@ def test_the_chat_page_takes_and_serves_no_files(offline_client):
     )
     proxied = offline_client.get("/gradio_api/proxy=https://example.com/x")
 
+    # Nor a file named in an event's data, which Gradio would fetch into its cache.
+    file_data = {"path": "https://example.com/huge.bin", "meta": {"_type": "gradio.FileData"}}
+    history = [{"role": "user", "content": [{"file": file_data, "alt_text": None}]}]
+    body = {"data": ["hi", history, None], "fn_index": 0, "session_hash": "s"}
+    fetched = offline_client.post("/gradio_api/queue/join", json=body)
+
     assert response.status_code == served.status_code == 403
-    assert recording.status_code == proxied.status_code == 403
+    assert recording.status_code == proxied.status_code == fetched.status_code == 403
     # What the page does use stays open.
     assert offline_client.get("/gradio_api/info").status_code == 200
 
