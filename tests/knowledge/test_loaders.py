@@ -192,19 +192,23 @@ def test_binary_or_undecodable_text_files_are_refused(tmp_path, name, data, reas
     assert reason in refused.value.reason
 
 
+def load_html(tmp_path, page: str, name: str = "page.html"):
+    """``page`` written as a UTF-8 file and loaded."""
+    path = tmp_path / name
+    path.write_text(page, encoding="utf-8")
+    return load_document(path, name)
+
+
 def test_html_strips_scripts_and_styles_and_keeps_headings(tmp_path):
-    path = tmp_path / "reset.html"
-    path.write_text(
+    doc = load_html(
+        tmp_path,
         "<html><head><title>Reset the hub</title><style>.x { color: red }</style>"
         "<script>var trackingSecret = 42;</script></head><body>"
         "<nav>Home | Blog</nav><h1>Factory reset</h1><p>Hold the <b>reset</b> button.</p>"
         "<h2>Before you start</h2><ul><li><p>Unplug the bulbs</p></li><li>Keep power on</li></ul>"
         "<table><tr><td><p>Reset time</p></td><td>3 minutes</td></tr></table>"
         "</body></html>",
-        encoding="utf-8",
     )
-
-    doc = load_document(path, "reset.html")
 
     assert doc.title == "Reset the hub"
     assert doc.format == "html"
@@ -832,8 +836,8 @@ def test_docx_text_in_tracked_changes_text_boxes_and_content_controls_is_read(tm
 @pytest.mark.parametrize("marked", ["main", "article", "neither"])
 def test_a_help_center_page_is_read_without_the_site_around_the_article(tmp_path, marked):
     open_tag, close_tag = ("", "") if marked == "neither" else (f"<{marked}>", f"</{marked}>")
-    path = tmp_path / "pair.html"
-    path.write_text(
+    doc = load_html(
+        tmp_path,
         "<html><head><title>Pair a bulb – Lumora Help Center</title></head><body>"
         "<header><a href='/'>Lumora</a> Submit a request</header>"
         "<ol class='breadcrumbs' role='navigation'><li>Lumora</li><li>Hub</li></ol>"
@@ -841,10 +845,7 @@ def test_a_help_center_page_is_read_without_the_site_around_the_article(tmp_path
         f"{open_tag}<h1>Pair a bulb</h1><p>Open the app and tap Add.</p>{close_tag}"
         "<form><p>Was this article helpful?</p><button>Yes</button></form>"
         "<div role='contentinfo'>© Lumora</div></body></html>",
-        encoding="utf-8",
     )
-
-    doc = load_document(path, "pair.html")
 
     assert doc.title == "Pair a bulb"
     assert doc.text == "# Pair a bulb\n\nOpen the app and tap Add."
@@ -871,10 +872,7 @@ def test_a_help_center_page_is_read_without_the_site_around_the_article(tmp_path
     ids=["page in a form", "blocks in a link", "step header and note", "fences in code"],
 )
 def test_html_structure_is_kept_around_its_blocks(tmp_path, body, text):
-    path = tmp_path / "page.html"
-    path.write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
-
-    assert load_document(path, "page.html").text == text
+    assert load_html(tmp_path, f"<html><body>{body}</body></html>").text == text
 
 
 @pytest.mark.parametrize("label", ["iso-8859-1", "us-ascii", "utf-16"])
