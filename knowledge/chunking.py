@@ -55,13 +55,10 @@ def chunk_document(doc: LoadedDocument, chunk_size: int = 1000, overlap: int = 1
         if not body or _is_navigation(names):
             continue
         heading = " > ".join(n for n in names if n != doc.title) or (names[-1] if names else "")
-        # (trimmed of line breaks only: a code line cut from its block keeps its indentation)
+        # (a piece's first line keeps its indentation: a code line cut from its block)
         pieces = [p.strip("\n").rstrip() for p in size_splitter.split_text(body) if p.strip()]
         for piece in whole_code_blocks(body, pieces):
-            # A code line that starts a piece now follows its block's opening fence, and keeps
-            # its indentation; a text line indented under a list item would read as code.
-            text = piece.lstrip(" \t")
-            chunks.append(Chunk(index=len(chunks), heading=heading, text=text))
+            chunks.append(Chunk(index=len(chunks), heading=heading, text=piece))
     if not chunks and doc.text.strip():
         chunks.append(Chunk(index=0, heading="", text=doc.text.strip()[:chunk_size]))
     return chunks

@@ -221,15 +221,3 @@ def test_articles_are_not_navigation_pages():
 
 def test_short_list_is_not_a_navigation_page():
     assert not is_navigation_page(_doc("# Colours\n\n- Red\n- Green\n- Blue\n"))
-
-
-def test_a_chunk_that_starts_inside_a_list_item_does_not_start_as_code():
-    items = "\n".join(
-        f"1. Step {n}\n\n    More about step {n}, indented under it." for n in range(30)
-    )
-
-    chunks = chunk_document(_doc(items, title="Steps"), chunk_size=200, overlap=0)
-
-    assert len(chunks) > 5
-    assert not any(c.text.startswith((" ", "\t")) for c in chunks)
-    assert any("\n    More about step" in c.text for c in chunks), "indentation inside is kept"
