@@ -150,12 +150,9 @@ class UserDirectory:
         # Sign-ins are checked one at a time: parallel guesses would all pass the failure
         # limit before the first of them was counted.
         self._signin_lock = threading.Lock()
-        self._failures = RateLimiter(
-            settings.max_failed_signins, settings.signin_window_minutes * 60, clock=clock
-        )
-        self._sprays = SprayLimiter(
-            settings.max_failed_signin_names, settings.signin_window_minutes * 60, clock=clock
-        )
+        window = settings.signin_window_minutes * 60
+        self._failures = RateLimiter(settings.max_failed_signins, window, clock=clock)
+        self._sprays = SprayLimiter(settings.max_failed_signin_names, window, clock=clock)
 
     # ----- accounts
     def _check_password(self, password: str) -> bytes:
@@ -315,8 +312,9 @@ class UserDirectory:
         stored = row[4].encode() if row else self._dummy_hash
         # Failures count against the password being guessed: once an admin resets it (from
         # any process, the command line too), the user can sign in with the new one at once.
-        key = f"{username.lower()}|{client}|{_hash_token(stored.decode())[:16]}"
-        wait = self._failures.blocked(key) or self._sprays.blocked(client, username.lower())
+        name = username.lower()
+        key = f"{name}|{client}|{_hash_token(stored.decode())[:16]}"
+        wait = self._failures.blocked(key) or self._sprays.blocked(client, name)
         if wait:
             raise AccountError(
                 "too_many_attempts",
@@ -325,14 +323,14 @@ class UserDirectory:
             )
         if not bcrypt.checkpw(password.encode()[:72], stored) or row is None:
             self._failures.hit(key)
-            if self._sprays.failed(client, username.lower()) == self._sprays.limit:
+            if self._sprays.failed(client, name) == self._sprays.limit:
                 log.warning(
                     "sign-ins failed for %d different names from %s; it must pause for others",
                     self._sprays.limit,
                     client,
                 )
             raise AccountError("bad_credentials", "Wrong user name or password.")
-        self._sprays.succeeded(client, username.lower())
+        self._sprays.succeeded(client, name)
         return row
 
     def session_user(self, token: str | None) -> User | None:

@@ -8,11 +8,8 @@ from dataclasses import dataclass
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
-from knowledge.loaders import CONTROL_RE, LoadedDocument
+from knowledge.loaders import CONTROL_RE, HEADING_RE, LoadedDocument
 
-# Headings that start a section: levels 1 to 3 ("#" to "###", up to three spaces of indent,
-# a space after the marks, closing marks left out). Deeper ones stay in the section's text.
-HEADING_RE = re.compile(r"^ {0,3}(#{1,3})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 LINE_START_RE = re.compile(r"^", re.MULTILINE)
 LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
 

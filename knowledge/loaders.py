@@ -27,7 +27,6 @@ LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]+\S")
 HTML_BLOCKS = frozenset(
     {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "dt", "dd", "caption"}
 )
-HTML_BLOCKS_LIST = sorted(HTML_BLOCKS)
 HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 # What an article is made of: a form holding these (or three paragraphs) is the page itself,
 # not a search box.
@@ -243,7 +242,9 @@ def _read_text(path: Path, source: str, html: bool = False) -> str:
     return text
 
 
-ATX_TITLE_RE = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+# A Markdown heading of level 1 to 3 ("#" to "###", up to three spaces of indent, a space after
+# the marks, closing marks left out); deeper ones are read as text.
+HEADING_RE = re.compile(r"^ {0,3}(#{1,3})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 SETEXT_TITLE_RE = re.compile(r"^ {0,3}=+[ \t]*$")
 # YAML front matter: a block between "---" lines at the very start of a Markdown file.
 FRONT_MATTER_RE = re.compile(
@@ -263,8 +264,9 @@ def _first_heading(text: str) -> str:
         if fences.feed(line) or fences.open:
             previous = ""
             continue
-        if match := ATX_TITLE_RE.match(line):
-            return match.group(1).strip()
+        match = HEADING_RE.match(line)
+        if match and len(match.group(1)) == 1 and match.group(2).strip():
+            return match.group(2).strip()
         if previous.strip() and SETEXT_TITLE_RE.match(line):
             return previous.strip()
         previous = line
@@ -376,17 +378,17 @@ def _load_html(path: Path, source: str) -> tuple[str, str, str]:
     lines: list[str] = []
     for block in _outer_blocks(root):
         if isinstance(block, list):  # text straight inside a <div>, with its inline elements
-            text = _html_line(" ".join(_node_text(node) for node in block))
+            name, text = "", _html_line(" ".join(_node_text(node) for node in block))
         elif block.name == "pre":
             lines.append(_fenced(block.get_text().replace(HTML_BREAK, "\n").strip("\n")))
             continue
         else:
-            text = _html_line(block.get_text(" "))
+            name, text = block.name, _html_line(block.get_text(" "))
         if not text:
             continue
-        if not isinstance(block, list) and block.name in HTML_HEADINGS:
-            lines.append("#" * int(block.name[1]) + " " + text.replace("\n", " "))
-        elif not isinstance(block, list) and block.name == "li":
+        if name in HTML_HEADINGS:
+            lines.append("#" * int(name[1]) + " " + text.replace("\n", " "))
+        elif name == "li":
             lines.append("- " + text)
         else:
             lines.append(text)
@@ -449,7 +451,7 @@ def _outer_blocks(root) -> list:
         elif node.name in HTML_BLOCKS:
             flush()
             blocks.append(node)
-        elif node.name in HTML_INLINE and node.find(HTML_BLOCKS_LIST) is None:
+        elif node.name in HTML_INLINE and node.find(HTML_BLOCKS) is None:
             run.append(node)
         else:
             flush()
@@ -593,9 +595,8 @@ def docx_paragraph_text(p) -> str:
     lines of their own. Deleted text and the fallback copy of a drawing are left out."""
     from docx.oxml.ns import qn
 
-    text_tag, breaks = qn("w:t"), (qn("w:br"), qn("w:cr"))
-    tabs, hyphens = (qn("w:tab"), qn("w:ptab")), (qn("w:noBreakHyphen"), qn("w:softHyphen"))
-    paragraph = qn("w:p")
+    text_tag, breaks, tabs = qn("w:t"), (qn("w:br"), qn("w:cr")), (qn("w:tab"), qn("w:ptab"))
+    no_break_hyphen, soft_hyphen, paragraph = qn("w:noBreakHyphen"), qn("w:softHyphen"), qn("w:p")
     # Deleted text, and a moved passage's old place (its new one is read).
     skipped = (qn("w:del"), qn("w:moveFrom"), qn("w:rPr"), qn("w:pPr"))
     fallback = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -613,18 +614,16 @@ def docx_paragraph_text(p) -> str:
             parts.append(node.text or "")
         elif tag in tabs:
             parts.append("\t")
-        elif tag == hyphens[0]:
+        elif tag == no_break_hyphen:
             parts.append("-")
-        elif tag == hyphens[1]:
+        elif tag == soft_hyphen:
             continue  # a place a word may be hyphenated, shown only at a line's end
         elif tag in breaks:
             parts.append("\n")
         else:
-            if tag == paragraph:  # a text box's paragraph
-                stack.append("\n")
-            stack.extend(reversed(list(node.iterchildren())))
-            if tag == paragraph:
-                stack.append("\n")
+            children = list(reversed(list(node.iterchildren())))
+            # A text box's paragraph is a line of its own.
+            stack.extend(["\n", *children, "\n"] if tag == paragraph else children)
     return "".join(parts)
 
 
@@ -671,14 +670,14 @@ def _docx_table_rows(tbl) -> list[str]:
             merge = tc.find(f"{qn('w:tcPr')}/{qn('w:vMerge')}")
             if merge is not None and merge.get(qn("w:val")) in (None, "continue"):
                 continue  # the rest of a cell merged down from the row above
-            text = " ".join(
-                t
-                for p in _docx_blocks(tc, ("w:p",))
-                if (t := " ".join(docx_paragraph_text(p).split()))
-            )
-            if text:
-                cells.append(text)
-            inner.extend(_docx_blocks(tc, ("w:tbl",)))
+            texts = []
+            for block in _docx_blocks(tc):
+                if block.tag == qn("w:tbl"):
+                    inner.append(block)
+                elif text := " ".join(docx_paragraph_text(block).split()):
+                    texts.append(text)
+            if texts:
+                cells.append(" ".join(texts))
         if cells:
             lines.append(" | ".join(cells))
         for table in inner:

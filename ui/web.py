@@ -224,6 +224,8 @@ CLOSED_PAGE_ROUTES = tuple(
     )
 )
 
+NO_FILES = {"error": {"code": "forbidden", "message": "No files here."}}
+
 
 class ChatPageLimits:
     """The customer chat page takes and serves no files: Gradio's routes for them stay closed
@@ -236,8 +238,7 @@ class ChatPageLimits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/gradio_api/"):
             if scope["path"].startswith(CLOSED_PAGE_ROUTES):
-                forbidden = {"error": {"code": "forbidden", "message": "No files here."}}
-                await _reply(send, 403, forbidden)
+                await _reply(send, 403, NO_FILES)
                 return
             limited = await _limited(scope, receive, send, MAX_PAGE_BODY_BYTES)
             if limited is None:
@@ -251,16 +252,15 @@ class ChatPageLimits:
                 except _ClientGone:
                     return
                 if body is None or _names_a_file(body):
-                    refused = {"error": {"code": "forbidden", "message": "No files here."}}
-                    await _reply(send, 403, refused)
+                    await _reply(send, 403, NO_FILES)
                     return
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
 
 def _names_a_file(body: bytes) -> bool:
-    """Whether a JSON request body holds an object with a ``path`` (Gradio's file data),
-    at any depth; a body that is not JSON, or nests too deep to read, counts as one."""
+    """Whether a JSON request body holds an object with a ``path`` or ``url`` (Gradio's file
+    data), at any depth; a body that is not JSON, or nests too deep to read, counts as one."""
     if not body.strip():
         return False
     try:
