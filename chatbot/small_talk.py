@@ -31,6 +31,9 @@ _GREETING = (
     r"|(?:please )?help(?: me)?(?: please)?"
     r"|i (?:need|could use) (?:some )?help|i have (?:a|some) questions?"
     r"|(?:is )?(?:any(?:one|body)|some(?:one|body))(?: (?:there|here|around))?"
+    r"|sup|wassup|(?:what's|whats) up"
+    # "I need help" in a few other languages
+    r"|j'ai besoin d'aide|necesito ayuda|ich brauche hilfe|preciso de ajuda|ho bisogno di aiuto"
     r"|hola|buen(?:os|as) (?:días|dias|tardes|noches)|buenas|bonjour|bonsoir|salut|hallo"
     r"|guten (?:tag|morgen|abend)|servus|moin|ciao|buongiorno|olá|ola|oi|bom dia|hej|hoi"
     r"|привет|здравствуйте|你好|您好|こんにちは|안녕하세요|merhaba|namaste"
@@ -38,6 +41,7 @@ _GREETING = (
 _THANKS = (
     r"(?:many |big )?(?:thanks|thank you|thank u|thx|ty|cheers|much appreciated|appreciate it)"
     r"(?: (?:so|very) much| a lot| a bunch| again| anyway)?(?: for (?:the|your|all the) help)?"
+    r"(?: mate| man| guys| buddy| pal)?|ta"
     r"|merci(?: beaucoup| bien)?|danke(?: schön| schon| sehr)?|vielen dank|(?:muchas )?gracias"
     r"|grazie(?: mille)?|obrigad[oa]|dank je(?: wel)?|bedankt|tack(?: så mycket)?|спасибо"
     r"|谢谢|ありがとう(?:ございます)?|감사합니다|teşekkürler|dziękuję"
@@ -46,22 +50,34 @@ _ACK = (
     r"ok(?:ay)?|k|alright|all right|great|perfect|awesome|cool|nice|brilliant|excellent"
     r"|got it|understood|sounds good|(?:that|this) (?:helps|helped|worked|works"
     r"|is (?:great|perfect|helpful))|makes sense"
+    # It works now: "great, it works now!", "that fixed it", "all sorted".
+    r"|(?:(?:it|that|this) (?:works|worked|fixed it|did it|did the trick|solved it|sorted it)"
+    r"|(?:it's|its|it is|everything's|everything is|all) (?:working|fixed|sorted|solved)"
+    r"|works|working|fixed|sorted|solved|problem solved)(?: now)?"
 )
 _GOODBYE = (
     r"bye(?: bye)?|goodbye|see (?:you|ya)|have a (?:good|nice|great) (?:day|one|evening)"
     r"|good night|(?:that's|that is) (?:all|it)|nothing else|(?:i'm|im|i am) (?:good|fine|all set)"
     r"|all good|adiós|adios|au revoir|tschüss|tschüs|arrivederci|tchau|до свидания"
+    r"|kthxbye|kthx|later|laters|cya|ttyl|take care"
 )
 # A plain no: a goodbye when the bot's last answer asked nothing else (its "anything else?",
 # its offer of a person, or no answer yet); after any other answer it answers that answer's
 # question ("Is the light blinking?"). Turning down the offer of a person in other words
 # ("please don't", "no need for a person") counts as a no too.
 _NO = (
-    r"no(?:pe)?|nah|no,? thanks?(?: you)?|not now|(?:please )?(?:don't|do not)(?: connect me)?"
-    r"(?: please)?|no need(?: for (?:a |an )?(?:person|human|agent))?"
-    r"|i (?:don't|do not) need (?:a |an )?(?:person|human|agent)"
+    r"no(?:pe)?|nah|no,? thanks?(?: you)?|not now|(?:please )?(?:don't|dont|do not)"
+    r"(?: connect me)?(?: please)?|no need"
+)
+# Not wanting a person, said whatever the bot asked last: "I don't need a human", "no, I do
+# not want to talk to a person".
+_NO_PERSON = (
+    r"(?:i )?(?:don't|dont|do not) (?:really )?(?:need|want)(?: to (?:talk|speak|chat) (?:to|with))?"
+    r" (?:a |an |any )?(?:person|human|agent|someone|anyone)(?: (?:thanks|please))?"
+    r"|no need (?:for|of) (?:a |an )?(?:person|human|agent)"
 )
 _KINDS = [
+    ("no_person", re.compile(rf"(?:{_NO_PERSON})")),
     ("no", re.compile(rf"(?:{_NO})")),
     ("goodbye", re.compile(rf"(?:{_GOODBYE})")),
     ("thanks", re.compile(rf"(?:{_THANKS})")),
@@ -69,6 +85,7 @@ _KINDS = [
     ("ack", re.compile(rf"(?:{_ACK})")),
 ]
 _REPLIES = {
+    "no_person": GOODBYE_REPLY,
     "no": GOODBYE_REPLY,
     "goodbye": GOODBYE_REPLY,
     "thanks": THANKS_REPLY,

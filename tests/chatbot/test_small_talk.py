@@ -47,6 +47,10 @@ from chatbot.small_talk import (
         ("\u0441\u043f\u0430\u0441\u0438\u0431\u043e", THANKS_REPLY),  # Russian thanks
         ("sounds good", ACK_REPLY),
         ("good night", GOODBYE_REPLY),
+        ("cheers mate", THANKS_REPLY),
+        ("sup", GREETING_REPLY),
+        ("kthxbye", GOODBYE_REPLY),
+        ("Bonjour, j’ai besoin d’aide", GREETING_REPLY),
     ],
 )
 def test_small_talk_gets_a_reply_in_kind(message, reply):
@@ -66,6 +70,7 @@ def test_a_plain_no_is_a_goodbye_only_to_the_bots_own_questions(last_answer, rep
     assert small_talk_reply("no", last_answer) == reply
     assert small_talk_reply("nope", last_answer) == reply
     assert small_talk_reply("please don't", last_answer) == reply
+    assert small_talk_reply("please dont", last_answer) == reply
 
 
 @pytest.mark.parametrize(
@@ -73,6 +78,35 @@ def test_a_plain_no_is_a_goodbye_only_to_the_bots_own_questions(last_answer, rep
 )
 def test_turning_down_the_offer_of_a_person_is_a_goodbye(message):
     assert small_talk_reply(message, f"I couldn't find that. {HANDOFF_OFFER}") == GOODBYE_REPLY
+
+
+@pytest.mark.parametrize(
+    "message, reply",
+    [
+        ("great, it works now!", ACK_REPLY),
+        ("all sorted now", ACK_REPLY),
+        ("ok it works", ACK_REPLY),
+        ("that did the trick", ACK_REPLY),
+        ("thanks, that fixed it!", THANKS_REPLY),
+        ("it worked, thank you", THANKS_REPLY),
+        # Still a problem, or a question: searched.
+        ("it works on desktop but not on my phone", None),
+        ("fixed?", None),
+    ],
+)
+def test_saying_that_it_works_now_is_an_acknowledgement(message, reply):
+    assert small_talk_reply(message, "Hold the reset button for 10 seconds [1].") == reply
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["no I dont want a person", "no, I do not want to talk to a person", "I don't need a human"],
+)
+@pytest.mark.parametrize(
+    "last_answer", ["", "Hi! What can I help you with?", "Unplug the hub. Is the light blinking?"]
+)
+def test_not_wanting_a_person_is_a_goodbye_whatever_the_bot_asked(message, last_answer):
+    assert small_talk_reply(message, last_answer) == GOODBYE_REPLY
 
 
 def test_a_no_with_a_goodbye_is_a_goodbye_after_any_answer():
