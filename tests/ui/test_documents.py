@@ -75,7 +75,8 @@ def service(app_service) -> ChatService:
 
 
 def signed_in(app, username: str) -> TestClient:
-    client = TestClient(app)
+    # As a browser on the app's own pages: it names where a request comes from.
+    client = TestClient(app, headers={"Sec-Fetch-Site": "same-origin"})
     response = client.post(
         "/login", data={"username": username, "password": PASSWORD}, follow_redirects=False
     )

@@ -79,7 +79,8 @@ def callers(app) -> dict[str, tuple[TestClient, dict]]:
     ).json()
     found["customer"] = (anonymous, {"Authorization": f"Bearer {session['session_token']}"})
     for role in Role:
-        client = TestClient(app)
+        # As a browser on the app's own pages: it names where a request comes from.
+        client = TestClient(app, headers={"Sec-Fetch-Site": "same-origin"})
         response = client.post(
             "/login", data={"username": role.value, "password": PASSWORD}, follow_redirects=False
         )

@@ -42,7 +42,8 @@ def anonymous(app) -> Iterator[TestClient]:
 
 
 def signed_in(app, username: str) -> TestClient:
-    client = TestClient(app)
+    # As a browser on the app's own pages: it names where a request comes from.
+    client = TestClient(app, headers={"Sec-Fetch-Site": "same-origin"})
     response = client.post(
         "/login", data={"username": username, "password": PASSWORD}, follow_redirects=False
     )
@@ -483,11 +484,14 @@ def test_another_site_can_neither_sign_a_browser_in_nor_out(app, anonymous):
         {"Referer": "https://evil.example/page"},
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site", "Referer": "https://other.testserver/"},
+        # None of the three: a browser always names where a form comes from.
+        {},
     ],
-    ids=["referer", "sec-fetch-site", "sibling-site"],
+    ids=["referer", "sec-fetch-site", "sibling-site", "no-origin-at-all"],
 )
 def test_a_change_sent_from_another_site_without_an_origin_is_refused(app, ticket, headers):
     staff = signed_in(app, "staff")
+    del staff.headers["Sec-Fetch-Site"]  # only the headers of each case
     number = ticket["ticket_id"]
 
     page_form = staff.post(f"/staff/tickets/{number}/done", headers=headers)
@@ -495,10 +499,14 @@ def test_a_change_sent_from_another_site_without_an_origin_is_refused(app, ticke
 
     assert page_form.status_code == 403 and api_call.status_code == 403
     assert [t["id"] for t in staff.get("/api/v1/tickets?status=open").json()] == [number]
-    # Its own pages' forms, and a client that sends none of these headers, still work.
+    # Its own pages' forms still work, and so does a script that uses an API token.
     own = {"Referer": "http://testserver/staff/tickets", "Sec-Fetch-Site": "same-origin"}
     done = staff.post(f"/api/v1/tickets/{number}/done", headers=own)
     assert done.status_code == 200, done.text
+    _, secret = app.state.users.create_token("staff", "script", actor="admin")
+    script = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    reopened = script.post(f"/api/v1/tickets/{number}/reopen")
+    assert reopened.status_code == 200, reopened.text
 
 
 def test_an_id_or_page_too_large_for_the_database_is_refused_as_invalid(app, anonymous):
