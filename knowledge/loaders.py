@@ -7,7 +7,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -15,6 +15,15 @@ from knowledge.fences import DOCUMENT_FENCE_LINE_RE, CodeFences
 from knowledge.macros import IncludeError, expand_macros, render_ui_macros, resolve_includes
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
+# Suffixes of one kind of file, read by one loader.
+_SAME_KIND = {".markdown": ".md", ".htm": ".html"}
+
+
+def file_kind(name: str) -> str:
+    """The kind of file a name's suffix says, as one suffix: ".md" for "a.MARKDOWN"."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return _SAME_KIND.get(suffix, suffix)
+
 
 NOT_A_REGULAR_FILE = "not a regular file (a pipe, socket or device)"
 

@@ -322,3 +322,15 @@ def test_a_document_deleted_while_its_new_version_is_embedded_stays_deleted(libr
     assert result.status == "failed"
     assert result.reason == "the document was deleted while its new version was indexed"
     assert library.find(doc_id) is None and library.documents() == []
+
+
+def test_a_replacement_may_use_the_other_suffix_of_its_kind(library, tmp_path):
+    # ".markdown" is a Markdown file as ".md" is (and ".htm" an HTML file as ".html" is).
+    [added] = library.add([received(tmp_path / "a", "lantern.md", LANTERN)], "ana")
+    doc_id = added.document.record.doc_id
+
+    right = library.replace(doc_id, received(tmp_path / "b", "new.MARKDOWN", SOLAR), "ben")
+
+    assert right.status == "updated", right.reason
+    assert right.document.record.source == "lantern.md"
+    assert "solar panel" in " ".join(c.text for c in library.preview(right.document.record).chunks)
