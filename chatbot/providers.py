@@ -72,15 +72,73 @@ async def _no_long_waits_async(response) -> None:
     _no_long_waits(response)
 
 
+class _TimeoutNotRetried:
+    """A transport whose timeout ends the call instead of being retried: the customer has waited
+    ``llm.timeout_s`` with nothing on screen, and a stuck or overloaded model would keep them
+    waiting as long again for each retry. Rate limits, server errors and dropped connections
+    are still retried."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def handle_request(self, request):
+        import openai
+
+        try:
+            return self.inner.handle_request(request)
+        except Exception as exc:
+            if _is_timeout(exc):
+                # The openai client retries its HTTP library's timeouts, not its own errors.
+                raise openai.APITimeoutError(request=request) from exc
+            raise
+
+    async def handle_async_request(self, request):
+        import openai
+
+        try:
+            return await self.inner.handle_async_request(request)
+        except Exception as exc:
+            if _is_timeout(exc):
+                raise openai.APITimeoutError(request=request) from exc
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return any(cls.__name__ == "TimeoutException" for cls in type(exc).__mro__)
+
+
+def _timeouts_not_retried(client):
+    """``client`` with each of its transports (the direct one and those of proxies from the
+    environment) wrapped in ``_TimeoutNotRetried``."""
+    client._transport = _TimeoutNotRetried(client._transport)
+    client._mounts = {
+        pattern: None if transport is None else _TimeoutNotRetried(transport)
+        for pattern, transport in client._mounts.items()
+    }
+    return client
+
+
 def _http_clients() -> dict:
     """The openai client's own HTTP clients (its timeouts, connection limits and redirects, and
-    proxies from the environment), with a hook that stops retries after a long Retry-After."""
+    proxies from the environment), with a hook that stops retries after a long Retry-After, and
+    timeouts that are not retried."""
     import openai
 
     return {
-        "http_client": openai.DefaultHttpxClient(event_hooks={"response": [_no_long_waits]}),
-        "http_async_client": openai.DefaultAsyncHttpxClient(
-            event_hooks={"response": [_no_long_waits_async]}
+        "http_client": _timeouts_not_retried(
+            openai.DefaultHttpxClient(event_hooks={"response": [_no_long_waits]})
+        ),
+        "http_async_client": _timeouts_not_retried(
+            openai.DefaultAsyncHttpxClient(event_hooks={"response": [_no_long_waits_async]})
         ),
     }
 

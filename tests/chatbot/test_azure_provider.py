@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -207,6 +208,32 @@ def test_a_slow_answer_times_out(azure_stub, azure_llm):
 
     assert failure.code == "timeout"
     assert time.monotonic() - started < 4
+
+
+def test_a_timeout_is_not_retried(azure_stub, azure_llm):
+    # A stuck model would keep the customer waiting timeout_s again for each retry.
+    azure_stub.script(slow(3), slow(3), slow(3))
+    model = make_chat_model(azure_llm(timeout_s=0.5, max_retries=2))
+
+    started = time.monotonic()
+    with pytest.raises(openai.APIError) as caught:
+        list(model.stream(MESSAGES_IN))
+    waited = time.monotonic() - started
+
+    assert classify(caught.value).code == "timeout"
+    assert len(azure_stub.requests) == 1
+    assert waited < 1.4, f"waited {waited:.1f} s"
+
+
+def test_a_timeout_is_not_retried_by_the_async_client_either(azure_stub, azure_llm):
+    azure_stub.script(slow(3), slow(3), slow(3))
+    model = make_chat_model(azure_llm(timeout_s=0.5, max_retries=2))
+
+    with pytest.raises(openai.APIError) as caught:
+        asyncio.run(model.ainvoke(MESSAGES_IN))
+
+    assert classify(caught.value).code == "timeout"
+    assert len(azure_stub.requests) == 1
 
 
 def test_a_stream_that_stalls_times_out(azure_stub, azure_llm):
