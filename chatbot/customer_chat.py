@@ -271,7 +271,17 @@ class CustomerChat:
         return TicketEvent(opened.ticket, cfg.confirmation if confirmed else cfg.already_open)
 
     def handoff(self, session: CustomerSession, contact: dict | None) -> TicketEvent:
-        """The customer pressed "talk to a person"."""
+        """The customer pressed "talk to a person". Refused before the conversation holds a
+        message, unless the customer leaves an email: the team would get a ticket that says
+        neither what it is about nor how to reach anyone."""
+        if not (contact or {}).get("email") and not self.open_ticket(session):
+            turns = self.service.conversations.turns(session.record.id)
+            if not any(t.role == "user" for t in turns):
+                raise CustomerError(
+                    "nothing_to_hand_off",
+                    "Please type your question first, or leave an email address, so our team "
+                    "knows what it's about and how to reach you.",
+                )
         return self._ticket_event(session, "customer_asked", contact)
 
     def rate(

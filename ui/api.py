@@ -43,6 +43,7 @@ STATUS = {
     "unknown_turn": 404,
     "rate_limited": 429,
     "invalid_rating": 400,
+    "nothing_to_hand_off": 400,
     "empty_message": 400,
     "answer_in_progress": 409,
     "unreadable_message": 400,
@@ -88,6 +89,10 @@ class TicketInfo(BaseModel):
     status: Literal["open", "done"]
     message: str
     created_at: float = Field(description="When it was opened (Unix time).")
+    has_email: bool = Field(
+        description="Whether the customer left an email address for a reply (without one, "
+        "ask for it: POST /api/v1/handoff again with the contact)."
+    )
 
 
 class ChatAnswer(BaseModel):
@@ -216,6 +221,7 @@ def ticket_info(event: TicketEvent | None) -> TicketInfo | None:
         status=ticket.status,
         message=event.message,
         created_at=ticket.created_at,
+        has_email=bool(ticket.contact.get("email")),
     )
 
 

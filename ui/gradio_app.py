@@ -212,6 +212,12 @@ def sources_markdown(sources: list[Source]) -> str:
     return "\n".join(lines)
 
 
+# After a hand-off that left no email address, on the chat page (whose form is below the chat).
+ASK_FOR_EMAIL = (
+    'To get a reply by email, leave your address under "Talk to a person" below the chat.'
+)
+
+
 def make_respond(
     service: ChatService, limiter: RateLimiter | None = None, chat: CustomerChat | None = None
 ):
@@ -246,6 +252,9 @@ def make_respond(
             for event in events(message, session_id):
                 if isinstance(event, TicketEvent):
                     confirmation = event.message
+                    if event.ticket.status == "open" and not event.ticket.contact.get("email"):
+                        # Without an address the team has no way to reply.
+                        confirmation += f"\n\n{ASK_FOR_EMAIL}"
                 elif isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, TokenEvent):

@@ -597,6 +597,49 @@ def test_handoff_route_opens_one_ticket_with_the_transcript_and_contact(client):
     assert after.status_code == 200, "the chat stays open after a hand-off"
 
 
+def test_a_person_asked_for_before_any_message_needs_an_email(offline_client):
+    # Neither what it is about nor how to reach anyone: the team could do nothing with it.
+    client = offline_client
+    session_id, headers = new_session(client)
+
+    nameless = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json={"session_id": session_id, "contact": {"name": "Ana"}},
+    )
+    reachable = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json={"session_id": session_id, "contact": {"email": "ana@example.com"}},
+    )
+
+    assert nameless.status_code == 400
+    assert nameless.json()["error"]["code"] == "nothing_to_hand_off"
+    assert "type your question first, or leave an email" in nameless.json()["error"]["message"]
+    assert reachable.status_code == 200, reachable.text
+    assert reachable.json()["has_email"] is True
+
+
+def test_a_ticket_without_an_email_says_so_and_takes_one_later(offline_client):
+    client = offline_client
+    session_id, headers = new_session(client)
+    asked = chat(
+        client, session_id, headers, "my hub keeps going offline, I want to talk to a person"
+    )
+    ticket = asked.json()["handoff_ticket"]
+
+    later = client.post(
+        "/api/v1/handoff",
+        headers=headers,
+        json={"session_id": session_id, "contact": {"email": "ana@example.com"}},
+    ).json()
+
+    assert ticket["has_email"] is False
+    assert later["ticket_id"] == ticket["ticket_id"] and later["has_email"] is True
+    stored = client.app.state.desk.conversations.get_ticket(ticket["ticket_id"])
+    assert stored.contact == {"email": "ana@example.com"}
+
+
 def test_asking_for_a_person_in_the_chat_hands_off_without_the_model(offline_client):
     session_id, headers = new_session(offline_client)
 
@@ -830,7 +873,7 @@ def test_asking_for_a_person_counts_against_the_message_limit(client):
         client.post(
             "/api/v1/handoff",
             headers=headers,
-            json={"session_id": session_id, "contact": {"name": f"Ana {n}"}},
+            json={"session_id": session_id, "contact": {"email": f"ana{n}@example.com"}},
         ).status_code
         for n in range(limit + 1)
     ]

@@ -327,6 +327,8 @@ def test_the_talk_to_a_person_form_opens_a_ticket_with_the_contact(browser, chat
             timeout=15_000
         )
         ask(page, "Can I talk to a person please?", chat_server)
+        # The ticket has no address to reply to: the answer says where to leave one.
+        expect(conversation(page)).to_contain_text("leave your address under", timeout=15_000)
 
         email = page.get_by_label("Email (optional)")
         page.get_by_label("Name (optional)").fill("Ada Lovelace")

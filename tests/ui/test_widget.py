@@ -140,7 +140,11 @@ def widget_app(tmp_path_factory, shop_site, stranger_site) -> Iterator[ServedApp
     ]
     app = start_app(
         tmp_path_factory.mktemp("widget") / "data",
-        env={"CHATBOT_SITES": json.dumps(sites)},
+        env={
+            "CHATBOT_SITES": json.dumps(sites),
+            # Every test here opens conversations from one address, many within a minute.
+            "CHATBOT_WIDGET__MAX_SESSIONS_PER_MINUTE": "100",
+        },
     )
     try:
         configured = httpx.get(
@@ -382,6 +386,33 @@ def test_talk_to_a_person_opens_a_ticket_with_the_contact(answered, widget_app):
     )
     assert json.loads(ticket["contact"]) == CONTACT
     answered.tab.assert_no_unexpected_errors()
+
+
+def test_a_ticket_opened_without_an_email_asks_for_one(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        _ask_off_topic(page)  # no answer in the help center: a ticket opens, with no address
+
+        form = page.get_by_test_id("handoff-form")
+        expect(form).to_be_visible()
+        expect(page.get_by_test_id("handoff-title")).to_have_text("Get a reply by email")
+        email = page.get_by_test_id("handoff-email")
+        expect(email).to_be_focused()
+        email.fill(CONTACT["email"])
+        page.get_by_test_id("handoff-send").click()
+        expect(form).to_be_hidden(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+        tickets = query(
+            widget_app,
+            "SELECT contact FROM tickets WHERE session_id = ?",
+            stored_session(page)["session_id"],
+        )
+        assert [json.loads(t["contact"]) for t in tickets] == [{"email": CONTACT["email"]}]
+        # "Talk to a person" shows the usual form again.
+        page.get_by_test_id("handoff").click()
+        expect(page.get_by_test_id("handoff-title")).to_have_text("Talk to a person")
+        tab.assert_no_unexpected_errors()
 
 
 def test_keyboard_opens_into_the_message_box_and_escape_returns_to_the_bubble(

@@ -26,6 +26,11 @@
     renewed: "Your earlier conversation had expired, so this message starts a new one.",
     ended: "This conversation has ended. Send a message to start a new one.",
     handoff: "Thanks, a person from our support team will follow up.",
+    handoffTitle: "Talk to a person",
+    handoffHint: "Leave a name and email if you'd like a reply by email. Both are optional.",
+    // a ticket opened without an email address: the team has no way to reply yet
+    replyTitle: "Get a reply by email",
+    replyHint: "Our team can reply by email: leave your address here.",
     interrupted: "This answer stopped when the page was closed. Ask again for the whole answer.",
     unanswered: "This message was not answered: the page was closed before the answer began. Send it again for an answer.",
   };
@@ -49,6 +54,7 @@
   let pinned = true; // keep the log scrolled to the newest message
   let uid = 0;
   const shownTickets = new Set();
+  const emailAsked = new Set(); // tickets whose missing email address the form asked for
 
   const str = (v) => (typeof v === "string" ? v : "");
   const nowS = () => Date.now() / 1000;
@@ -597,8 +603,8 @@ textarea{font-size:16px}
     const handoffForm = h(
       "form",
       { class: "handoff", id: id("handoff"), hidden: true, "aria-label": "Talk to a person", "data-testid": "handoff-form" },
-      h("p", {}, h("strong", {}, "Talk to a person")),
-      h("p", { class: "hint" }, "Leave a name and email if you'd like a reply by email. Both are optional."),
+      h("p", {}, h("strong", { "data-testid": "handoff-title" }, TEXT.handoffTitle)),
+      h("p", { class: "hint", "data-testid": "handoff-hint" }, TEXT.handoffHint),
       h("label", { for: nameInput.id }, "Name (optional)", nameInput),
       h("label", { for: emailInput.id }, "Email (optional)", emailInput),
       h("div", { class: "row" }, handoffCancel, handoffSend)
@@ -899,6 +905,7 @@ textarea{font-size:16px}
       try {
         const res = await sendFeedback(turnId, choice);
         showTicket(res && res.handoff_ticket);
+        askForEmail(res && res.handoff_ticket);
       } catch (err) {
         if (current === choice) {
           current = before;
@@ -929,6 +936,7 @@ textarea{font-size:16px}
         const res = await sendFeedback(turnId, "down", text);
         form.replaceWith(h("p", { class: "thanks", role: "status" }, "Thanks for your feedback."));
         showTicket(res && res.handoff_ticket);
+        askForEmail(res && res.handoff_ticket);
       } catch (err) {
         send.disabled = false;
         showError(err);
@@ -1076,6 +1084,7 @@ textarea{font-size:16px}
     if (done) {
       if (typeof done.turn_id === "number" && view.text) addFeedback(view, done.turn_id, null);
       showTicket(done.handoff_ticket, view.text);
+      askForEmail(done.handoff_ticket);
       touchSession(); // other tabs of the site show the answer too
     }
     scrollDown();
@@ -1133,10 +1142,24 @@ textarea{font-size:16px}
   }
 
   // ---------------------------------------------------------------- hand-off
-  function openHandoff() {
+  function openHandoff(forReply) {
+    const [title, hint] = forReply ? [TEXT.replyTitle, TEXT.replyHint] : [TEXT.handoffTitle, TEXT.handoffHint];
+    ui.handoffForm.querySelector("strong").textContent = title;
+    ui.handoffForm.querySelector(".hint").textContent = hint;
+    ui.emailInput.required = Boolean(forReply);
     ui.handoffForm.hidden = false;
     ui.handoffBtn.setAttribute("aria-expanded", "true");
-    ui.nameInput.focus();
+    (forReply ? ui.emailInput : ui.nameInput).focus();
+  }
+
+  /* A ticket that just opened without an email address: the form asks for one, once per
+     ticket (the customer may close it; "Talk to a person" opens it again). */
+  function askForEmail(ticket) {
+    if (!ticket || typeof ticket !== "object" || ticket.status !== "open" || ticket.has_email !== false) return;
+    if (emailAsked.has(ticket.ticket_id)) return;
+    emailAsked.add(ticket.ticket_id);
+    openHandoff(true);
+    scrollDown(true);
   }
 
   function closeHandoff(refocus) {
