@@ -202,13 +202,20 @@ def history_turns(history: list) -> list[Turn]:
     return turns
 
 
-def sources_markdown(sources: list[Source]) -> str:
+def sources_markdown(sources: list[Source], linked: bool = False) -> str:
+    """The numbered sources; ``linked``: each title links to the article on the help page."""
     lines = []
     for number, source in enumerate(sources, start=1):
         title = safe_markdown(source.title or source.source)
+        if linked:
+            # The page's link (a quoted path, which holds no space, bracket or parenthesis).
+            url = CustomerChat.source_link(CHAT_PAGE_SITE, source)["url"]
+            title = "[**{}**]({})".format(title.replace("[", "\\[").replace("]", "\\]"), url)
+        else:
+            title = f"**{title}**"
         heading = f" › {safe_markdown(source.heading)}" if source.heading else ""
         name = safe_markdown(source.source).replace("`", "'")
-        lines.append(f"{number}. **{title}**{heading} — `{name}`")
+        lines.append(f"{number}. {title}{heading} — `{name}`")
     return "\n".join(lines)
 
 
@@ -274,7 +281,7 @@ def make_respond(
                 messages.append(
                     gr.ChatMessage(
                         role="assistant",
-                        content=sources_markdown(sources),
+                        content=sources_markdown(sources, linked=chat is not None),
                         metadata={"title": SOURCES_TITLE, "status": "done"},
                     )
                 )

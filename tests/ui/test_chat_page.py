@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from gradio_client import Client
 from playwright.sync_api import expect
@@ -116,6 +117,11 @@ def test_answer_streams_in_with_its_sources(answered_page, chat_server):
     expect(sources).to_be_visible()
     sources.click()
     expect(chat.get_by_test_id("bot").filter(has_text=EXPECTED_SOURCE)).to_be_visible()
+    # Each source links to its article on the help page, which the customer can open.
+    link = chat.locator(f'a[href="/help/{EXPECTED_SOURCE}"]')
+    expect(link).to_have_count(1)
+    article = httpx.get(chat_server.url + link.get_attribute("href"))
+    assert article.status_code == 200 and "text/html" in article.headers["content-type"]
 
 
 def test_each_tab_has_its_own_conversation(browser, chat_server, answered_page):
@@ -179,6 +185,7 @@ def test_api_answer_ends_with_its_sources(client, chat_server):
     assert APP_ERROR not in answer["content"], chat_server.output()
     assert sources["metadata"]["title"] == "Sources"
     assert EXPECTED_SOURCE in sources["content"]
+    assert f"](/help/{EXPECTED_SOURCE})" in sources["content"]
 
 
 @pytest.mark.parametrize("message", ["", "  \n "])
