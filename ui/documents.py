@@ -681,8 +681,10 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     def documents_page(
         request: Request, user: owner, library: chosen, done: str = ""
     ) -> HTMLResponse:
-        deleted = notices.pop(done, user.username).get("deleted") if done else None
-        return list_page(request, library, notice=f"Deleted {deleted}." if deleted else None)
+        notice = notices.pop(done, user.username) if done else {}
+        if notice.get("deleted"):
+            return list_page(request, library, notice=f"Deleted {notice['deleted']}.")
+        return list_page(request, library, notice=ALREADY_GONE if notice.get("gone") else None)
 
     @router.post("/staff/documents", include_in_schema=False)
     async def upload_form(request: Request, user: owner, library: chosen) -> HTMLResponse:
@@ -720,9 +722,13 @@ def documents_router(service: ChatService, users: UserDirectory) -> APIRouter:
     @router.post("/staff/documents/{doc_id}/delete", include_in_schema=False)
     def delete_form(request: Request, doc_id: str, user: owner, library: chosen) -> Response:
         record = library.delete(doc_id, user.username)
-        if record is None:
-            return _not_found_page(request, NO_DOCUMENT)
-        key = notices.put(user.username, deleted=record.source)
+        # Deleted meanwhile (in another tab, through the API): back to the list all the same,
+        # which says so, and where a reload sends nothing again.
+        key = (
+            notices.put(user.username, gone=True)
+            if record is None
+            else notices.put(user.username, deleted=record.source)
+        )
         query = urlencode({**_collection_params(library), "done": key})
         return RedirectResponse(f"/staff/documents?{query}", status_code=303)
 
@@ -748,6 +754,7 @@ def install_collection_refusal(app: FastAPI) -> None:
 
 
 NO_DOCUMENT = "No document has this id; it may have been deleted."
+ALREADY_GONE = "That document was no longer here: it had been deleted already."
 
 
 def _not_found_page(request: Request, message: str) -> HTMLResponse:

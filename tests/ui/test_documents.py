@@ -649,6 +649,11 @@ def test_the_page_uploads_lists_previews_replaces_and_deletes(app, store):
     deleted = client.post(f"/staff/documents/{doc_id}/delete")
     assert deleted.status_code == 200 and "Deleted lantern.md." in deleted.text
     assert store.documents() == []
+    # Deleted already (another tab, the API): back to the list, which says so.
+    again = client.post(f"/staff/documents/{doc_id}/delete", follow_redirects=False)
+    assert again.status_code == 303
+    listed = client.get(again.headers["location"])
+    assert listed.status_code == 200 and "it had been deleted already" in listed.text
 
 
 def test_the_page_escapes_document_text(app):

@@ -570,6 +570,28 @@ def test_signing_out_ends_the_session(browser, staff_app, accounts):
         tab.assert_no_unexpected_errors()
 
 
+def test_an_upload_after_the_sign_in_ended_leads_to_the_sign_in_page_and_back(
+    browser, staff_app, accounts, tmp_path
+):
+    path = tmp_path / "late.md"
+    path.write_text("# Late\n\nWritten after the sign-in ended.\n")
+    with signed_in(browser, staff_app, OWNER) as tab:
+        page = tab.page
+        page.goto(f"{staff_app.url}/staff/documents")
+        page.context.clear_cookies()  # signed out elsewhere, or the session ran out
+
+        page.locator("input#files[type=file]").set_input_files(path)
+        page.get_by_role("button", name="Upload", exact=True).click()
+
+        results = page.locator("#upload-results")
+        expect(results).to_contain_text("your sign-in has ended")
+        expect(results).not_to_contain_text("API token")
+        page.get_by_test_id("sign-in-again").click()
+        sign_in(page, *OWNER)
+        assert page.url == f"{staff_app.url}/staff/documents", "sign-in did not return to the page"
+        tab.assert_no_unexpected_errors()
+
+
 def open_playground(tab: Tab, app: ServedApp) -> Page:
     """The playground in ``tab``, once it can be used."""
     tab.page.goto(f"{app.url}/staff/playground/")

@@ -28,6 +28,19 @@
     }
   }
 
+  // The sign-in ended while the page was open: a link to sign in again, back to this page.
+  function showSignIn() {
+    const item = document.createElement("li");
+    item.className = "error";
+    item.setAttribute("role", "alert");
+    const link = document.createElement("a");
+    link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "Sign in again";
+    link.dataset.testid = "sign-in-again";
+    item.append("Your sign-in has ended. ", link, " to go on uploading.");
+    document.getElementById("upload-results").append(item);
+  }
+
   function showError(message) {
     const list = document.getElementById("upload-results");
     const item = document.createElement("li");
@@ -124,7 +137,9 @@
     const reason =
       reply.status === 0
         ? "the connection was lost; please try again"
-        : (body.error && body.error.message) || "the upload failed (" + reply.status + ")";
+        : reply.status === 401
+          ? "your sign-in has ended; sign in again (link below), then upload the file again"
+          : (body.error && body.error.message) || "the upload failed (" + reply.status + ")";
     return [{ file: file.name, status: "failed", reason: reason }];
   }
 
@@ -217,6 +232,7 @@
           for (const rest of sending.slice(i + 1)) results.push({ file: rest.name, status: "failed", reason: reason });
         }
         showResults(results);
+        if (reply.status === 401) showSignIn();
         if (stop) break;
         try {
           await refresh(form.dataset.refresh);
