@@ -468,6 +468,24 @@ def _transcript(conversations, session_id: str) -> list[dict]:
 EXPORT_MAX = 100_000
 
 
+def _latest_ticket(conversations, session_id: str) -> dict | None:
+    """The conversation's newest hand-off, with the contact the customer left, for exports."""
+    found = conversations.tickets(session_id=session_id, limit=1)
+    if not found:
+        return None
+    ticket = found[0]
+    return {
+        "id": ticket.id,
+        "status": ticket.status,
+        "reason": ticket.reason,
+        "contact": ticket.contact,
+        "created_at": local_time(ticket.created_at).isoformat(timespec="seconds"),
+        "closed_at": (
+            local_time(ticket.closed_at).isoformat(timespec="seconds") if ticket.closed_at else None
+        ),
+    }
+
+
 def to_jsonl(conversations, sessions: list[SessionSummary]) -> str:
     lines = []
     for s in sessions:
@@ -476,6 +494,7 @@ def to_jsonl(conversations, sessions: list[SessionSummary]) -> str:
             "channel": s.channel,
             "site": s.site,
             "handoff": s.handoff,
+            "ticket": _latest_ticket(conversations, s.id),
             "turns": _transcript(conversations, s.id),
         }
         lines.append(json.dumps(record, ensure_ascii=False))
@@ -486,12 +505,21 @@ def to_csv(conversations, sessions: list[SessionSummary]) -> str:
     out = io.StringIO()
     columns = ["session_id", "channel", "site", "turn_id", "role", "content", "created_at"]
     columns += ["sources", "handoff", "rating", "comment"]
+    columns += ["ticket_id", "ticket_status", "contact_name", "contact_email"]
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     for s in sessions:
         # A cell starting with = + - @ would run as a formula in a spreadsheet; a session id
         # is random and may start with "-".
         session = {"session_id": _no_formula(s.id), "channel": s.channel, "site": s.site}
+        ticket = _latest_ticket(conversations, s.id)
+        if ticket is not None:
+            session |= {
+                "ticket_id": ticket["id"],
+                "ticket_status": ticket["status"],
+                "contact_name": _no_formula(ticket["contact"].get("name", "")),
+                "contact_email": _no_formula(ticket["contact"].get("email", "")),
+            }
         rows = _transcript(conversations, s.id)
         if not rows:  # a hand-off asked for before any message: one row says so
             writer.writerow(session | {"handoff": s.handoff})

@@ -242,9 +242,16 @@ def test_a_hand_off_asked_for_before_any_message_is_listed_found_and_exported(ap
     assert staff.get(f"/staff/conversations/{session_id}").status_code == 200
     exported = staff.get("/staff/conversations/export?format=jsonl").text.splitlines()
     assert [json.loads(line)["session_id"] for line in exported] == [session_id]
+    # The customer's contact travels with the export: it may be all the team has.
+    [line] = exported
+    assert json.loads(line)["ticket"]["contact"] == {"name": "Ana", "email": "ana@example.com"}
+    assert json.loads(line)["ticket"]["status"] == "open"
     rows = list(csv.DictReader(io.StringIO(staff.get("/staff/conversations/export").text)))
     assert [(r["session_id"], r["handoff"], r["content"]) for r in rows] == [
         (session_id, "True", "")
+    ]
+    assert [(r["ticket_status"], r["contact_name"], r["contact_email"]) for r in rows] == [
+        ("open", "Ana", "ana@example.com")
     ]
 
 
