@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     closed_at REAL
 );
 CREATE INDEX IF NOT EXISTS tickets_status ON tickets(status, id);
+CREATE INDEX IF NOT EXISTS tickets_session ON tickets(session_id, id);
 """
 # Columns added after the first release; an older database gets them at start-up.
 ADDED_COLUMNS = {

@@ -19,7 +19,7 @@ from chatbot.database import SQLiteFile
 from chatbot.service import ChatService
 from chatbot.users import UserDirectory
 from knowledge.ingest import FileOutcome, ingest_file, progress_for
-from knowledge.loaders import DocumentError, LoadLimits, file_kind
+from knowledge.loaders import DocumentError, LoadLimits, file_kind, suffixes_of_kind
 from knowledge.store import DocumentRecord, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,9 @@ class DocumentLibrary:
             return None
         if received.path is None:
             return UploadResult(received.name, "failed", received.refusal)
-        kind = file_kind(record.source)
-        if file_kind(received.path.name) != kind:
-            reason = f"a new version of '{record.source}' must be a {kind} file too"
+        if file_kind(received.path.name) != file_kind(record.source):
+            kinds = " or ".join(suffixes_of_kind(record.source))
+            reason = f"a new version of '{record.source}' must be a {kinds} file too"
             return UploadResult(received.name, "failed", reason)
         # Loaded under the document's own file name, so that a title taken from the file
         # name stays the same.

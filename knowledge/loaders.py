@@ -25,6 +25,12 @@ def file_kind(name: str) -> str:
     return _SAME_KIND.get(suffix, suffix)
 
 
+def suffixes_of_kind(name: str) -> list[str]:
+    """Every suffix of the kind of file ``name`` is: [".markdown", ".md"] for "a.md"."""
+    kind = file_kind(name)
+    return sorted(s for s in SUPPORTED_SUFFIXES | {kind} if file_kind(f"x{s}") == kind)
+
+
 NOT_A_REGULAR_FILE = "not a regular file (a pipe, socket or device)"
 
 # Neither part holds a bracket or a parenthesis: every attempt then stops at the next one, so a

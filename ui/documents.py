@@ -39,10 +39,10 @@ from chatbot.service import ChatService
 from chatbot.settings import UnknownCollection
 from chatbot.users import Role, User, UserDirectory
 from knowledge.ingest import source_name
-from knowledge.loaders import SUPPORTED_SUFFIXES
+from knowledge.loaders import SUPPORTED_SUFFIXES, suffixes_of_kind
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, ErrorResponse, error_response
-from ui.staff import PageNotices, render, require, wants_html
+from ui.staff import TEMPLATES, PageNotices, render, require, wants_html
 
 # Room for the part headers and boundaries around the files of one multipart request.
 MULTIPART_OVERHEAD_BYTES = 1 << 20
@@ -752,6 +752,9 @@ def install_collection_refusal(app: FastAPI) -> None:
             return _not_found_page(request, str(exc))
         return error_response("unknown_collection", str(exc))
 
+
+# The file types a new version of a document may be: "accept" of its file picker.
+TEMPLATES.env.filters["same_kind"] = lambda source: ",".join(suffixes_of_kind(source))
 
 NO_DOCUMENT = "No document has this id; it may have been deleted."
 ALREADY_GONE = "That document was no longer here: it had been deleted already."

@@ -14,7 +14,13 @@ from markdown_it import MarkdownIt
 from pydantic import ValidationError
 
 from chatbot.conversations import StoredTurn, new_session_id
-from chatbot.customer_chat import CHAT_PAGE_SITE, CustomerChat, CustomerSession, TicketEvent
+from chatbot.customer_chat import (
+    CHAT_PAGE_SITE,
+    CustomerChat,
+    CustomerError,
+    CustomerSession,
+    TicketEvent,
+)
 from chatbot.errors import InputRejected
 from chatbot.history import Turn
 from chatbot.rate_limit import RateLimiter, whole_seconds
@@ -202,18 +208,25 @@ def history_turns(history: list) -> list[Turn]:
     return turns
 
 
+# Markdown's ASCII punctuation: each backslash-escaped, text shows as written.
+_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` as Markdown that shows it as written: no link, emphasis, code or tag, however
+    a document's title or heading is written ("Reset\\](https://…)" stays text)."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
 def sources_markdown(sources: list[Source], linked: bool = False) -> str:
     """The numbered sources; ``linked``: each title links to the article on the help page."""
     lines = []
     for number, source in enumerate(sources, start=1):
-        title = safe_markdown(source.title or source.source)
+        title = f"**{markdown_literal(source.title or source.source)}**"
         if linked:
             # The page's link (a quoted path, which holds no space, bracket or parenthesis).
-            url = CustomerChat.source_link(CHAT_PAGE_SITE, source)["url"]
-            title = "[**{}**]({})".format(title.replace("[", "\\[").replace("]", "\\]"), url)
-        else:
-            title = f"**{title}**"
-        heading = f" › {safe_markdown(source.heading)}" if source.heading else ""
+            title = f"[{title}]({CustomerChat.source_link(CHAT_PAGE_SITE, source)['url']})"
+        heading = f" › {markdown_literal(source.heading)}" if source.heading else ""
         name = safe_markdown(source.source).replace("`", "'")
         lines.append(f"{number}. {title}{heading} — `{name}`")
     return "\n".join(lines)
@@ -223,6 +236,11 @@ def sources_markdown(sources: list[Source], linked: bool = False) -> str:
 ASK_FOR_EMAIL = (
     'To get a reply by email, leave your address under "Talk to a person" below the chat.'
 )
+
+
+def _needs_email(event: TicketEvent) -> bool:
+    """Whether a hand-off left the team no address to reply to."""
+    return event.ticket.status == "open" and not event.ticket.contact.get("email")
 
 
 def make_respond(
@@ -255,13 +273,10 @@ def make_respond(
         try:
             tab = request.session_hash if request is not None else None
             session_id = _stored_session(service, session_id, history, tab=tab, sending=message)
-            answer, sources, confirmation = "", [], ""
+            answer, sources, ticket = "", [], None
             for event in events(message, session_id):
                 if isinstance(event, TicketEvent):
-                    confirmation = event.message
-                    if event.ticket.status == "open" and not event.ticket.contact.get("email"):
-                        # Without an address the team has no way to reply.
-                        confirmation += f"\n\n{ASK_FOR_EMAIL}"
+                    ticket = event
                 elif isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, TokenEvent):
@@ -272,10 +287,13 @@ def make_respond(
                     )
                 elif isinstance(event, DoneEvent):
                     answer = event.result.answer
-            if confirmation and confirmation not in answer:
+            if ticket is not None:
                 # In the answer's own message: one message per stored answer keeps ratings on
-                # the right turn.
-                answer = f"{answer}\n\n{confirmation}"
+                # the right turn. A "talk to a person" answer is the confirmation itself.
+                if ticket.message not in answer:
+                    answer = f"{answer}\n\n{ticket.message}"
+                if _needs_email(ticket):
+                    answer = f"{answer}\n\n{ASK_FOR_EMAIL}"
             messages = [gr.ChatMessage(role="assistant", content=safe_markdown(answer))]
             if sources:
                 messages.append(
@@ -438,7 +456,7 @@ def make_rate(service: ChatService, chat: CustomerChat | None = None):
         if chat is None or record is None:
             service.conversations.set_feedback(session_id, turn.id, rating, "")
         elif ticket := chat.rate(CustomerSession(record, CHAT_PAGE_SITE), turn.id, rating, ""):
-            gr.Info(ticket.message)
+            gr.Info(f"{ticket.message} {ASK_FOR_EMAIL}" if _needs_email(ticket) else ticket.message)
         return turn.id, gr.update(visible=True, value="")
 
     def comment(session_id: str | None, turn_id: int | None, rating_text: str):
@@ -490,6 +508,9 @@ def make_request_person(service: ChatService, chat: CustomerChat, limiter: RateL
             ticket = chat.handoff(
                 CustomerSession(record, CHAT_PAGE_SITE), contact.model_dump(exclude_none=True)
             )
+        except CustomerError as exc:  # the page showed a message that was never stored
+            gr.Warning(exc.message)
+            return session_id, gr.update()
         except Exception:  # noqa: BLE001 - a customer never sees a stack trace
             log.exception("hand-off from the chat page failed")
             gr.Warning(SORRY)

@@ -588,7 +588,7 @@ def staff_router(users: UserDirectory, desk: HandoffDesk, secure_cookies: bool) 
 
     @router.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
-        _check_same_origin(request)
+        _check_same_origin(request, signed_in=COOKIE in request.cookies)
         users.sign_out(request.cookies.get(COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)

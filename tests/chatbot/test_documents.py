@@ -72,7 +72,7 @@ def test_a_replacement_keeps_the_type_and_a_deletion_is_audited(library, tmp_pat
     right = library.replace(doc_id, received(tmp_path / "c", "new.md", SOLAR), "ben")
     deleted = library.delete(doc_id, "ben")
 
-    assert wrong.status == "failed" and "must be a .md file too" in wrong.reason
+    assert wrong.status == "failed" and "must be a .markdown or .md file too" in wrong.reason
     assert right.status == "updated" and right.document.uploader == "ben"
     assert right.document.record.source == "lantern.md"
     assert deleted == right.document.record

@@ -298,7 +298,8 @@ def test_asking_for_a_person_opens_a_ticket_from_the_chat_page(client, chat_serv
     messages = respond(client, "Can I talk to a person please?")
 
     text = " ".join(m["content"] for m in messages)
-    assert "passed this conversation to our support team" in text, messages
+    assert text.count("passed this conversation to our support team") == 1, messages
+    assert "leave your address under" in text, "no email was left: where to leave one"
     database = chat_server.data_dir / "conversations.sqlite3"
     with sqlite3.connect(database) as db:
         tickets = db.execute("SELECT site, reason, status FROM tickets").fetchall()
@@ -336,6 +337,8 @@ def test_the_talk_to_a_person_form_opens_a_ticket_with_the_contact(browser, chat
         ask(page, "Can I talk to a person please?", chat_server)
         # The ticket has no address to reply to: the answer says where to leave one.
         expect(conversation(page)).to_contain_text("leave your address under", timeout=15_000)
+        shown = conversation(page).inner_text()
+        assert shown.count("passed this conversation to our support team") == 1, shown
 
         email = page.get_by_label("Email (optional)")
         page.get_by_label("Name (optional)").fill("Ada Lovelace")

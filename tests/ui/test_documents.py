@@ -341,7 +341,9 @@ def test_a_replacement_must_keep_the_file_type(app, store):
     )
 
     assert response.status_code == 400
-    assert response.json()["reason"] == "a new version of 'lantern.md' must be a .md file too"
+    assert response.json()["reason"] == (
+        "a new version of 'lantern.md' must be a .markdown or .md file too"
+    )
     assert "magnetic" in store.document_chunks("lantern.md")[0].text
 
 
@@ -636,6 +638,8 @@ def test_the_page_uploads_lists_previews_replaces_and_deletes(app, store):
 
     preview = client.get(f"/staff/documents/{doc_id}")
     assert preview.status_code == 200 and "magnetic USB-C cable" in preview.text
+    # The new version's file picker offers both suffixes of a Markdown file.
+    assert 'accept=".markdown,.md"' in preview.text
 
     replaced = client.post(
         f"/staff/documents/{doc_id}/replace", files={"file": ("new.md", LANTERN_V2)}

@@ -104,3 +104,25 @@ def test_a_message_typed_with_control_characters_is_found_again_as_stored(typed)
 
     # The page keeps what was typed, the store what the service kept: the same conversation.
     assert _comparable(typed) == _comparable(validate_message(typed, 4000))
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Reset\\](https://evil.example/phish)",  # a backslash before the bracket
+        "[Reset](https://evil.example/phish)",
+        "Reset *the* `hub` <b>now</b> & ![x](http://tracker.example/a.png)",
+    ],
+)
+def test_a_sources_title_and_heading_show_as_written_with_only_the_help_link(title):
+    from chatbot.service import Source
+    from ui.gradio_app import sources_markdown
+
+    source = Source(source="reset.md", title=title, score=0.5, snippet="", heading=title)
+    text = sources_markdown([source], linked=True)
+    shown = _render(text)
+
+    assert shown.count("<a ") == 1 and 'href="/help/reset.md"' in shown
+    assert "evil.example" not in shown.split('href="')[1].split('"')[0]
+    assert "<img" not in shown and "<em>" not in shown and "<b>" not in shown
+    assert safe_markdown(text) == text, "the page escapes it again on every update"

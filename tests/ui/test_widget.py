@@ -399,6 +399,7 @@ def test_a_ticket_opened_without_an_email_asks_for_one(browser, widget_app, shop
         expect(page.get_by_test_id("handoff-title")).to_have_text("Get a reply by email")
         email = page.get_by_test_id("handoff-email")
         expect(email).to_be_focused()
+        expect(page.get_by_label("Email", exact=True)).to_have_count(1)  # not "(optional)"
         email.fill(CONTACT["email"])
         page.get_by_test_id("handoff-send").click()
         expect(form).to_be_hidden(timeout=PAGE_LOAD_TIMEOUT_MS)
@@ -412,6 +413,7 @@ def test_a_ticket_opened_without_an_email_asks_for_one(browser, widget_app, shop
         # "Talk to a person" shows the usual form again.
         page.get_by_test_id("handoff").click()
         expect(page.get_by_test_id("handoff-title")).to_have_text("Talk to a person")
+        expect(page.get_by_label("Email (optional)")).to_have_count(1)
         tab.assert_no_unexpected_errors()
 
 

@@ -606,7 +606,7 @@ textarea{font-size:16px}
       h("p", {}, h("strong", { "data-testid": "handoff-title" }, TEXT.handoffTitle)),
       h("p", { class: "hint", "data-testid": "handoff-hint" }, TEXT.handoffHint),
       h("label", { for: nameInput.id }, "Name (optional)", nameInput),
-      h("label", { for: emailInput.id }, "Email (optional)", emailInput),
+      h("label", { for: emailInput.id }, h("span", {}, "Email (optional)"), emailInput),
       h("div", { class: "row" }, handoffCancel, handoffSend)
     );
 
@@ -905,7 +905,8 @@ textarea{font-size:16px}
       try {
         const res = await sendFeedback(turnId, choice);
         showTicket(res && res.handoff_ticket);
-        askForEmail(res && res.handoff_ticket);
+        // the comment box keeps the focus the customer may be typing in
+        askForEmail(res && res.handoff_ticket, false);
       } catch (err) {
         if (current === choice) {
           current = before;
@@ -936,7 +937,7 @@ textarea{font-size:16px}
         const res = await sendFeedback(turnId, "down", text);
         form.replaceWith(h("p", { class: "thanks", role: "status" }, "Thanks for your feedback."));
         showTicket(res && res.handoff_ticket);
-        askForEmail(res && res.handoff_ticket);
+        askForEmail(res && res.handoff_ticket, false);
       } catch (err) {
         send.disabled = false;
         showError(err);
@@ -1142,23 +1143,24 @@ textarea{font-size:16px}
   }
 
   // ---------------------------------------------------------------- hand-off
-  function openHandoff(forReply) {
+  function openHandoff(forReply, focus = true) {
     const [title, hint] = forReply ? [TEXT.replyTitle, TEXT.replyHint] : [TEXT.handoffTitle, TEXT.handoffHint];
     ui.handoffForm.querySelector("strong").textContent = title;
     ui.handoffForm.querySelector(".hint").textContent = hint;
     ui.emailInput.required = Boolean(forReply);
+    ui.emailInput.labels[0].querySelector("span").textContent = forReply ? "Email" : "Email (optional)";
     ui.handoffForm.hidden = false;
     ui.handoffBtn.setAttribute("aria-expanded", "true");
-    (forReply ? ui.emailInput : ui.nameInput).focus();
+    if (focus) (forReply ? ui.emailInput : ui.nameInput).focus();
   }
 
   /* A ticket that just opened without an email address: the form asks for one, once per
      ticket (the customer may close it; "Talk to a person" opens it again). */
-  function askForEmail(ticket) {
+  function askForEmail(ticket, focus = true) {
     if (!ticket || typeof ticket !== "object" || ticket.status !== "open" || ticket.has_email !== false) return;
     if (emailAsked.has(ticket.ticket_id)) return;
     emailAsked.add(ticket.ticket_id);
-    openHandoff(true);
+    openHandoff(true, focus);
     scrollDown(true);
   }
 
