@@ -417,6 +417,30 @@ def test_a_ticket_opened_without_an_email_asks_for_one(browser, widget_app, shop
         tab.assert_no_unexpected_errors()
 
 
+def test_a_person_asked_for_before_any_question_needs_an_email(browser, widget_app, shop_site):
+    with customer_tab(browser, shop_site.url + "/") as tab:
+        page = tab.page
+        open_panel(page)
+        page.get_by_test_id("handoff").click()
+        expect(page.get_by_test_id("handoff-hint")).to_contain_text("type your question first")
+        email = page.get_by_label("Email", exact=True)
+        expect(email).to_have_attribute("required", "")
+
+        page.get_by_test_id("handoff-send").click()  # the browser asks for the address
+        expect(page.get_by_test_id("handoff-form")).to_be_visible()
+        email.fill(CONTACT["email"])
+        page.get_by_test_id("handoff-send").click()
+        expect(page.get_by_test_id("handoff-form")).to_be_hidden(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+        tickets = query(
+            widget_app,
+            "SELECT contact FROM tickets WHERE session_id = ?",
+            stored_session(page)["session_id"],
+        )
+        assert [json.loads(t["contact"]) for t in tickets] == [{"email": CONTACT["email"]}]
+        tab.assert_no_unexpected_errors()
+
+
 def test_keyboard_opens_into_the_message_box_and_escape_returns_to_the_bubble(
     browser, widget_app, shop_site
 ):

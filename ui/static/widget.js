@@ -31,6 +31,8 @@
     // a ticket opened without an email address: the team has no way to reply yet
     replyTitle: "Get a reply by email",
     replyHint: "Our team can reply by email: leave your address here.",
+    // asked for before any question
+    firstHint: "Leave your email and a person from our team will get back to you, or type your question first.",
     interrupted: "This answer stopped when the page was closed. Ask again for the whole answer.",
     unanswered: "This message was not answered: the page was closed before the answer began. Send it again for an answer.",
   };
@@ -1144,11 +1146,16 @@ textarea{font-size:16px}
 
   // ---------------------------------------------------------------- hand-off
   function openHandoff(forReply, focus = true) {
-    const [title, hint] = forReply ? [TEXT.replyTitle, TEXT.replyHint] : [TEXT.handoffTitle, TEXT.handoffHint];
+    // Before any question the team would not know what it is about: an address is needed.
+    const first = !forReply && !ui.log.querySelector('[data-role="user"]');
+    const [title, hint] = forReply
+      ? [TEXT.replyTitle, TEXT.replyHint]
+      : [TEXT.handoffTitle, first ? TEXT.firstHint : TEXT.handoffHint];
+    const needed = Boolean(forReply) || first;
     ui.handoffForm.querySelector("strong").textContent = title;
     ui.handoffForm.querySelector(".hint").textContent = hint;
-    ui.emailInput.required = Boolean(forReply);
-    ui.emailInput.labels[0].querySelector("span").textContent = forReply ? "Email" : "Email (optional)";
+    ui.emailInput.required = needed;
+    ui.emailInput.labels[0].querySelector("span").textContent = needed ? "Email" : "Email (optional)";
     ui.handoffForm.hidden = false;
     ui.handoffBtn.setAttribute("aria-expanded", "true");
     if (focus) (forReply ? ui.emailInput : ui.nameInput).focus();
