@@ -839,6 +839,8 @@ def test_after_a_hand_off_a_yes_confirms_its_ticket_and_a_no_thanks_is_a_goodbye
 def test_pressing_the_button_again_says_the_team_already_has_the_conversation(off_topic_client):
     client = off_topic_client()
     session_id, headers = new_session(client)
+    # What it is about, so that a request without an email address is taken.
+    client.app.state.chat.service.conversations.add_turn(session_id, "user", "my hub is offline", 4)
     body = {"session_id": session_id}
     first = client.post("/api/v1/handoff", headers=headers, json=body).json()
     second = client.post("/api/v1/handoff", headers=headers, json=body).json()

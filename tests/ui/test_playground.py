@@ -362,7 +362,8 @@ def web(settings, sample_store):
 
 
 def test_the_playground_needs_a_signed_in_staff_member(web):
-    with TestClient(web) as client:
+    # As a browser on the app's own pages: it names where a request comes from.
+    with TestClient(web, headers={"Sec-Fetch-Site": "same-origin"}) as client:
         anonymous = client.get("/staff/playground/", follow_redirects=False)
         signed_in = client.post(
             "/login", data={"username": "staff", "password": PASSWORD}, follow_redirects=False
@@ -457,7 +458,8 @@ def test_a_question_set_is_read_only_from_an_upload(web, tmp_path):
     marker = f"SECRET-{uuid.uuid4().hex}"
     secret = tmp_path / "elsewhere.jsonl"
     secret.write_text(f'{{"id": "q1", "question": "{marker}", "kind": "answerable"}}\n')
-    with TestClient(web) as client:
+    # As a browser on the app's own pages: it names where a request comes from.
+    with TestClient(web, headers={"Sec-Fetch-Site": "same-origin"}) as client:
         client.post("/login", data={"username": "staff", "password": PASSWORD})
         config = client.get("/staff/playground/config").json()
         file_box = next(
@@ -503,7 +505,8 @@ def test_a_question_set_is_read_only_from_an_upload(web, tmp_path):
 def test_the_playground_takes_no_upload_over_its_limit(web):
     from ui.playground import PLAYGROUND_MAX_UPLOAD
 
-    with TestClient(web) as client:
+    # As a browser on the app's own pages: it names where a request comes from.
+    with TestClient(web, headers={"Sec-Fetch-Site": "same-origin"}) as client:
         client.post("/login", data={"username": "staff", "password": PASSWORD})
         too_big = client.post(
             "/staff/playground/gradio_api/upload",
