@@ -380,6 +380,8 @@ class HybridRetriever:
         self.synonyms = dict(synonyms or {})
         self.hubness_neighbours = hubness_neighbours
         self._indexes_built: _Indexes | None = None
+        # The own names the documents gave at the last build (None before the first).
+        self._found_names: frozenset[str] | None = None
         self._generation = -1
         self._lock = threading.Lock()
 
@@ -418,6 +420,7 @@ class HybridRetriever:
             # compliance question ("does Lumora meet HIPAA?").
             if (self.off_topic is not None or self.compliance is not None) and dictionary:
                 names = own_names(chunks, dictionary)
+                self._name_changed(names)
             names = names | self.product_names
             keywords = _KeywordIndex(chunks, self.synonyms, dictionary)
             texts = [f"{c.title}\n{c.heading}\n{c.text}" for c in chunks]
@@ -463,6 +466,20 @@ class HybridRetriever:
                 lists,
             )
             return self._indexes_built
+
+    def _name_changed(self, found: frozenset[str]) -> None:
+        """Say so when the product's own name found in the documents changes: documents that
+        do not mention it (another team's policies, say) can take it below the share that
+        makes it the name, and the off-topic and compliance checks read it."""
+        before, self._found_names = self._found_names, found
+        if before is None or before == found or self.product_names:
+            return
+        log.warning(
+            "the product's own name found in the documents changed from %s to %s; set "
+            "retrieval.product_names to keep it whatever the documents say",
+            ", ".join(sorted(before)) or "none",
+            ", ".join(sorted(found)) or "none",
+        )
 
     def _dictionary(self) -> frozenset[str]:
         """The whole words the embedding model knows (empty if it cannot tell)."""

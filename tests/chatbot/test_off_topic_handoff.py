@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -435,3 +436,26 @@ def test_the_products_named_are_kept_with_the_result_and_the_conversation(
     answer = service.conversations.turns(session)[-1]
     assert answer.meta["other_products"] == ["github"]
     assert service.retrieval_only("how do i reset the hub").other_products == []
+
+
+def test_a_change_of_the_product_name_found_in_the_documents_is_logged(
+    settings, embeddings, examples, tmp_path, caplog
+):
+    store = KnowledgeStore(tmp_path / "data", embeddings)
+    ingest_paths(store, [SAMPLE_HELP])
+    retriever = _service(settings, store, examples).retriever
+    assert retriever.own_names() == {"lumora"}
+    # Another team's documents, none naming the product: it is no longer in most of them.
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for n in range(10):
+        text = f"# Office policy {n}\n\nRule {n} covers holidays, travel and expenses.\n"
+        (policies / f"policy-{n}.md").write_text(text)
+    ingest_paths(store, [policies])
+
+    with caplog.at_level(logging.WARNING, logger="knowledge.retriever"):
+        names = retriever.own_names()
+
+    assert names == frozenset()
+    assert "changed from lumora to none" in caplog.text
+    assert "retrieval.product_names" in caplog.text
