@@ -107,6 +107,11 @@ class Ticket:
     created_at: float
     closed_at: float | None
 
+    @property
+    def has_email(self) -> bool:
+        """Whether the customer left an address the team can reply to."""
+        return bool(self.contact.get("email"))
+
 
 @dataclass(frozen=True)
 class SessionSummary:

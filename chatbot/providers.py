@@ -82,25 +82,20 @@ class _TimeoutNotRetried:
         self.inner = inner
 
     def handle_request(self, request):
-        import openai
-
         try:
             return self.inner.handle_request(request)
         except Exception as exc:
-            if _is_timeout(exc):
-                # The openai client retries its HTTP library's timeouts, not its own errors.
-                raise openai.APITimeoutError(request=request) from exc
-            raise
+            if (timeout := _not_retried_timeout(exc, request)) is None:
+                raise
+            raise timeout from exc
 
     async def handle_async_request(self, request):
-        import openai
-
         try:
             return await self.inner.handle_async_request(request)
         except Exception as exc:
-            if _is_timeout(exc):
-                raise openai.APITimeoutError(request=request) from exc
-            raise
+            if (timeout := _not_retried_timeout(exc, request)) is None:
+                raise
+            raise timeout from exc
 
     def close(self) -> None:
         self.inner.close()
@@ -112,8 +107,14 @@ class _TimeoutNotRetried:
         return getattr(self.inner, name)
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    return any(cls.__name__ == "TimeoutException" for cls in type(exc).__mro__)
+def _not_retried_timeout(exc: Exception, request) -> Exception | None:
+    """For a timeout, the openai client's own timeout error, which it does not retry (it
+    retries its HTTP library's timeouts); None for any other error."""
+    import openai
+
+    if any(cls.__name__ == "TimeoutException" for cls in type(exc).__mro__):
+        return openai.APITimeoutError(request=request)
+    return None
 
 
 def _timeouts_not_retried(client):

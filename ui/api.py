@@ -221,7 +221,7 @@ def ticket_info(event: TicketEvent | None) -> TicketInfo | None:
         status=ticket.status,
         message=event.message,
         created_at=ticket.created_at,
-        has_email=bool(ticket.contact.get("email")),
+        has_email=ticket.has_email,
     )
 
 

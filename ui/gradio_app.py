@@ -240,7 +240,7 @@ ASK_FOR_EMAIL = (
 
 def _needs_email(event: TicketEvent) -> bool:
     """Whether a hand-off left the team no address to reply to."""
-    return event.ticket.status == "open" and not event.ticket.contact.get("email")
+    return event.ticket.status == "open" and not event.ticket.has_email
 
 
 def make_respond(
