@@ -22,9 +22,9 @@ def search_queries(
     previous_user = next((t.content for t in reversed(history) if t.role == "user"), "")
     previous_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
     if previous_user.strip():
-        queries.append(WeightedQuery(previous_user.strip(), history_weight))
+        queries.append(WeightedQuery(previous_user.strip(), history_weight, earlier=True))
     if previous_answer.strip():
-        queries.append(WeightedQuery(previous_answer.strip(), 0.0))
+        queries.append(WeightedQuery(previous_answer.strip(), 0.0, earlier=True))
     return queries
 
 

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
+# A question in the documents' own words can be off-topic only when no passage holds more than
+# this share of its topic words.
+KNOWN_WORDS_MAX_COVERAGE = 0.5
 # Why a turn was handed off without an answer (ChatResult.handoff_reason).
 NO_MATCH = "no_match"  # no document reached the relevance threshold
 OFF_TOPIC = "off_topic"  # names an unmentioned product, or is closer to an off-topic example
@@ -421,18 +424,24 @@ class ChatService:
             return Retrieval(query, hits, True, NO_MATCH)
         if retriever.off_topic is None:
             return Retrieval(query, hits, False)
-        # Only a question with a word the help center never uses (another company's name,
-        # "hipaa", "overdraft") can be off-topic: a question in the documents' own words ("how
-        # do i cancel my subscription") is theirs to answer, however close an example comes.
-        # Most questions are, and they skip the comparison with the examples altogether.
+        # A question with a word the help center never uses (another company's name, "hipaa",
+        # "overdraft") is off-topic when an example is closer than any document by the margin.
+        # One in the documents' own words needs an example far closer than any document, and
+        # its words spread over the documents, no passage holding more than half of them ("sql
+        # query to find duplicate emails in a table"): "i was charged twice" is as far from the
+        # articles, and one of them says "you were charged twice". Most questions have a
+        # passage with most of their words, and skip the comparison with the examples.
         unknown = tuple(retriever.unknown_words(question))
-        if not unknown:
+        margin = cfg.off_topic_margin if unknown else cfg.off_topic_known_words_margin
+        if not unknown and (
+            not margin or retriever.word_coverage(question) > KNOWN_WORDS_MAX_COVERAGE
+        ):
             return Retrieval(query, hits, False)
         closest = retriever.closest_off_topic(queries, vector)
         if closest is None:
             return Retrieval(query, hits, False)
         closest = replace(closest, unknown_words=unknown)
-        if closest.lead > cfg.off_topic_margin:
+        if closest.lead > margin:
             return Retrieval(query, hits, True, OFF_TOPIC, closest)
         return Retrieval(query, hits, False, off_topic=closest)
 
@@ -964,7 +973,10 @@ def _make_retriever(
     return HybridRetriever(
         store,
         weights=FusionWeights(
-            keywords=cfg.keyword_weight, title=cfg.title_weight, hubness=cfg.hubness_weight
+            keywords=cfg.keyword_weight,
+            title=cfg.title_weight,
+            hubness=cfg.hubness_weight,
+            previous_article=cfg.previous_article_penalty,
         ),
         hubness_neighbours=cfg.hubness_neighbours,
         synonyms=cfg.synonyms,

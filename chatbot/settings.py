@@ -173,6 +173,13 @@ class RetrievalSettings(_Section):
         le=1,
         description="How much closer than the best document an example must be to hand off.",
     )
+    off_topic_known_words_margin: float = Field(
+        0.15,
+        ge=0,
+        le=2,
+        description="The same for a question whose every word your documents use "
+        "(0: such a question is never handed off as off-topic).",
+    )
     keyword_weight: float = Field(
         0.2, ge=0, description="Share of the normalised BM25 score beside dense similarity."
     )
@@ -202,6 +209,13 @@ class RetrievalSettings(_Section):
     )
     history_weight: float = Field(
         0.5, ge=0, description="Weight of the previous customer message in a follow-up's query."
+    )
+    previous_article_penalty: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Taken off a follow-up's score for the document the previous customer "
+        "message finds first (0: off).",
     )
     synonyms: dict[str, list[str]] = Field(
         default_factory=dict, description="Query words and the words the documents use instead."

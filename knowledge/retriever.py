@@ -78,6 +78,8 @@ NAMELESS_MIN_SIMILARITY = 0.55
 OVERVIEW_MIN_LISTED = 3
 # Overview pages give way to the articles they list among this many first documents (or top_k).
 OVERVIEW_WINDOW = 5
+# Query texts whose embeddings are kept for the next turn's query.
+EMBEDDED_KEPT = 256
 # A list item: a bullet ("*", "-", "+", "•") or a number ("1." or "1)") at the start of a line.
 LIST_ITEM_RE = re.compile(r"^\s*(?:[*+•-]|\d{1,3}[.)])\s+(.+)$")
 
@@ -88,6 +90,8 @@ class WeightedQuery:
 
     text: str
     weight: float = 1.0
+    # From an earlier turn (the previous customer message or answer), not the question itself.
+    earlier: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class FusionWeights:
     title: float = 0.2
     # Share of a chunk's hubness taken off its similarity when ranking.
     hubness: float = 0.2
+    # Taken off the score of the document that the earlier turn's message finds first.
+    previous_article: float = 0.05
 
 
 @dataclass
@@ -140,6 +146,12 @@ class _KeywordIndex:
             self._bm25 = bm25s.BM25()
             self._bm25.index(tokens, show_progress=False)
             self._vocab = tokens.vocab
+            # The chunks each stemmed word is in, for word_coverage.
+            postings: dict[int, list[int]] = {}
+            for position, ids in enumerate(tokens.ids):
+                for token in set(ids):
+                    postings.setdefault(token, []).append(position)
+            self._postings = {t: np.asarray(p) for t, p in postings.items()}
 
     def unknown_words(self, text: str) -> list[str]:
         """The words of ``text`` that no chunk uses, as written.
@@ -169,6 +181,46 @@ class _KeywordIndex:
             return False  # too short to tell, or a real word ("sprint" is not a typo of "print")
         edits = self._stemmer.stemWords(sorted(_one_edit(word)))
         return any(edit in self._vocab for edit in edits)
+
+    def word_coverage(self, text: str, leave_out: frozenset[str] = frozenset()) -> float:
+        """The largest share of the topic words of ``text`` that one chunk holds (stemmed):
+        1.0 when some passage uses every one of them. Function words, greetings, politeness,
+        words under three letters and ``leave_out`` (the product's own name) do not count; a
+        word is found as itself, as a configured synonym or, misspelt, as a known word one
+        letter away (see ``unknown_words``)."""
+        if self._bm25 is None:
+            return 0.0
+        from bm25s.stopwords import STOPWORDS_EN
+
+        words = [
+            w
+            for w in dict.fromkeys(LETTERS_RE.findall(text.lower()))
+            if len(w) >= 3 and w not in COMMON_WORDS and w not in leave_out
+        ]
+        words = [w for w in words if w not in STOPWORDS_EN]
+        if not words:
+            return 1.0
+        counts = np.zeros(len(self.chunks), dtype=np.int32)
+        for word in words:
+            found = np.zeros(len(self.chunks), dtype=bool)
+            for token in self._tokens_of(word):
+                found[self._postings[token]] = True
+            counts += found
+        return float(counts.max()) / len(words)
+
+    def _tokens_of(self, word: str) -> set[int]:
+        """The indexed words that ``word`` stands for (see ``_known``)."""
+        stem = self._stemmer.stemWord(word)
+        if stem in self._vocab:
+            return {self._vocab[stem]}
+        alternatives = {
+            self._stemmer.stemWord(w) for a in self._alternatives.get(word, []) for w in a.split()
+        }
+        tokens = {self._vocab[a] for a in alternatives if a in self._vocab}
+        if tokens or len(word) < 5 or word in self._dictionary:
+            return tokens
+        edits = self._stemmer.stemWords(sorted(_one_edit(word)))
+        return {self._vocab[e] for e in edits if e in self._vocab}
 
     def scores(self, text: str) -> np.ndarray | None:
         """BM25 score of every chunk for ``text``, or None when no word is known."""
@@ -384,6 +436,9 @@ class HybridRetriever:
         self._found_names: frozenset[str] | None = None
         self._generation = -1
         self._lock = threading.Lock()
+        # Recent query texts' embeddings, oldest first (see _embed).
+        self._embedded: dict[str, np.ndarray] = {}
+        self._embedded_lock = threading.Lock()
 
     def _keyword_index(self) -> _KeywordIndex:
         return self._indexes().keywords
@@ -567,6 +622,12 @@ class HybridRetriever:
         """The words of ``text`` that no live chunk uses (stemmed, without stop words)."""
         return self._indexes().keywords.unknown_words(text)
 
+    def word_coverage(self, text: str) -> float:
+        """The largest share of the topic words of ``text`` that one live chunk holds, the
+        product's own name left out (see ``_KeywordIndex.word_coverage``)."""
+        indexes = self._indexes()
+        return indexes.keywords.word_coverage(text, indexes.own_names)
+
     def own_names(self) -> frozenset[str]:
         """The product names found in the store (see ``own_names``)."""
         return self._indexes().own_names
@@ -578,10 +639,24 @@ class HybridRetriever:
     def query_vector(self, queries: Sequence[WeightedQuery]) -> list[float]:
         """The weighted sum of the query texts' embeddings, normalised."""
         dense = [q for q in queries if q.weight > 0]
-        texts = [expand_synonyms(q.text, self.synonyms) for q in dense]
-        vectors = np.asarray(self.store.embeddings.embed_documents(texts))
+        vectors = self._embed([expand_synonyms(q.text, self.synonyms) for q in dense])
         combined = (vectors * np.asarray([q.weight for q in dense])[:, None]).sum(axis=0)
         return (combined / (np.linalg.norm(combined) or 1.0)).tolist()
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """The texts' embeddings, those of recent query texts from memory: a follow-up's query
+        holds the previous question, embedded a turn before."""
+        with self._embedded_lock:
+            known = {t: self._embedded[t] for t in texts if t in self._embedded}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = self.store.embeddings.embed_documents(missing)
+            known.update(zip(missing, (np.asarray(v) for v in fresh), strict=True))
+            with self._embedded_lock:
+                self._embedded.update((t, known[t]) for t in missing)
+                while len(self._embedded) > EMBEDDED_KEPT:
+                    self._embedded.pop(next(iter(self._embedded)))
+        return np.asarray([known[t] for t in texts])
 
     def retrieve(
         self,
@@ -614,11 +689,32 @@ class HybridRetriever:
                 hits[source].score += self.weights.title * similarity
         for hit in hits.values():
             hit.score += ranked.get(hit.source, hit.similarity)
+        previous = self._previous_article(queries)
+        if previous in hits:
+            hits[previous].score -= self.weights.previous_article
         # Overviews give way among the first OVERVIEW_WINDOW (or k) documents, whatever k is,
         # so a smaller k shows the first of the same order.
         best = sorted(hits.values(), key=lambda h: h.score, reverse=True)
         window = best[: max(k, OVERVIEW_WINDOW)]
         return overviews_give_way(window, indexes.overviews, self.overview_margin)[:k]
+
+    def _previous_article(self, queries: Sequence[WeightedQuery]) -> str | None:
+        """The document that the earlier turn's message, searched on its own, finds first.
+
+        The customer has had its answer already. A follow-up it answers too ("and on my phone?")
+        still finds it first by a wide margin; one that moves on ("how do i turn it off?") should
+        find the article next to it, which the earlier message's share of the query (and the
+        earlier answer's words) would otherwise keep behind it.
+        """
+        if not self.weights.previous_article or not any(
+            q.weight > 0 and not q.earlier for q in queries
+        ):
+            return None
+        earlier = [WeightedQuery(q.text, 1.0) for q in queries if q.earlier and q.weight > 0]
+        if not earlier:
+            return None
+        found = self.retrieve(earlier, k=1)
+        return found[0].source if found else None
 
     def _add_keywords(self, hits: dict[str, DocumentHit], text: str, index: _KeywordIndex) -> None:
         scores = index.scores(text)

@@ -287,11 +287,15 @@ def off_topic_text(match: OffTopicMatch | None) -> str:
         if match.without
         else ""
     )
+    words = (
+        f"uses words no document uses ({', '.join(match.unknown_words)})"
+        if match.unknown_words
+        else "no passage holds more than half of its words (retrieval.off_topic_known_words_margin)"
+    )
     return (
         f'No model call: the question is closer to the off-topic example "{match.example}" '
         f"({match.similarity:.2f}) than to any document (best {match.document_similarity or 0:.2f})"
-        f"{compared}, and uses words no document uses ({', '.join(match.unknown_words)}), so "
-        "the hand-off answer was given."
+        f"{compared}, and {words}, so the hand-off answer was given."
     )
 
 

@@ -459,3 +459,45 @@ def test_a_change_of_the_product_name_found_in_the_documents_is_logged(
     assert names == frozenset()
     assert "changed from lumora to none" in caplog.text
     assert "retrieval.product_names" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "question", ["where is your company based", "what is the release date of your next version"]
+)
+def test_a_question_in_known_words_no_passage_holds_is_off_topic_when_far_closer_to_an_example(
+    settings, sample_store, examples, question
+):
+    service = _service(settings, sample_store, examples)
+    assert service.retriever.unknown_words(question) == []
+    assert service.retriever.word_coverage(question) <= 0.5
+
+    found = service.retrieve(question)
+
+    assert found.handoff and found.reason == OFF_TOPIC
+    assert found.off_topic.unknown_words == ()
+    assert found.off_topic.lead > settings.retrieval.off_topic_known_words_margin
+    # With that margin at 0, a question in the documents' own words is never compared.
+    never = settings.model_copy(
+        update={
+            "retrieval": settings.retrieval.model_copy(update={"off_topic_known_words_margin": 0.0})
+        }
+    )
+    assert _service(never, sample_store, examples).retrieve(question).reason != OFF_TOPIC
+
+
+def test_a_question_one_passage_has_the_words_of_stays_however_close_an_example_comes(
+    settings, sample_store, examples
+):
+    # "chase charged me an overdraft fee twice for the same transaction" is far closer than
+    # any passage, but the refund article says "You were charged twice for the same period".
+    service = _service(settings, sample_store, examples)
+    question = "i was charged twice"
+    match = service.retriever.closest_off_topic(
+        [WeightedQuery(question)], service.retriever.query_vector([WeightedQuery(question)])
+    )
+    assert match.lead > settings.retrieval.off_topic_known_words_margin
+    assert service.retriever.word_coverage(question) == 1.0
+    # The product's own name is no topic word.
+    assert service.retriever.word_coverage("lumora charged me twice") == 1.0
+
+    assert service.retrieve(question).reason != OFF_TOPIC

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from knowledge.ingest import ingest_paths
-from knowledge.retriever import HybridRetriever, WeightedQuery, expand_synonyms
+from knowledge.retriever import FusionWeights, HybridRetriever, WeightedQuery, expand_synonyms
 from tests.conftest import REPO, SAMPLE_HELP
 
 pytestmark = pytest.mark.slow
@@ -134,3 +134,77 @@ def test_expand_synonyms_matches_whole_words_only():
 
 def test_empty_store_returns_nothing(store):
     assert HybridRetriever(store).retrieve([WeightedQuery("anything at all")]) == []
+
+
+def _follow_up(previous: str, question: str) -> list[WeightedQuery]:
+    from chatbot.history import Turn
+    from chatbot.query import search_queries
+
+    return search_queries(question, [Turn("user", previous), Turn("assistant", "")], 0.5)
+
+
+def test_a_follow_up_that_moves_on_finds_the_next_article(sample_store):
+    queries = _follow_up("how do I create a scene?", "can it turn on by itself at sunset?")
+    without = HybridRetriever(sample_store, weights=FusionWeights(previous_article=0))
+
+    # The earlier question's share of the query keeps its article first without the penalty.
+    assert _sources(without.retrieve(queries, k=2)) == ["scenes.md", "schedules-and-routines.md"]
+    assert _sources(HybridRetriever(sample_store).retrieve(queries, k=2)) == [
+        "schedules-and-routines.md",
+        "scenes.md",
+    ]
+
+
+def test_a_follow_up_on_the_same_article_still_finds_it_first(retriever):
+    queries = _follow_up("how do I share access with my family?", "how do I remove someone later?")
+
+    assert _sources(retriever.retrieve(queries, k=1)) == ["share-access-with-family.md"]
+
+
+def test_the_penalty_lowers_only_the_earlier_articles_score(sample_store):
+    queries = _follow_up("how do I create a scene?", "can it turn on by itself at sunset?")
+    with_penalty = HybridRetriever(sample_store, weights=FusionWeights(previous_article=0.05))
+    without = HybridRetriever(sample_store, weights=FusionWeights(previous_article=0))
+
+    penalised = {h.source: h.score for h in with_penalty.retrieve(queries, k=10)}
+    plain = {h.source: h.score for h in without.retrieve(queries, k=10)}
+
+    assert penalised.keys() == plain.keys()
+    assert penalised["scenes.md"] == pytest.approx(plain["scenes.md"] - 0.05)
+    assert {s: v for s, v in penalised.items() if s != "scenes.md"} == pytest.approx(
+        {s: v for s, v in plain.items() if s != "scenes.md"}
+    )
+    # A question with no earlier turn is scored as before.
+    alone = [WeightedQuery("can it turn on by itself at sunset?")]
+    assert [h.score for h in with_penalty.retrieve(alone, k=5)] == pytest.approx(
+        [h.score for h in without.retrieve(alone, k=5)]
+    )
+
+
+def test_a_follow_up_embeds_only_its_new_question(sample_store, monkeypatch):
+    embedded: list[str] = []
+    embed = sample_store.embeddings.embed_documents
+
+    def counting(texts):
+        embedded.extend(texts)
+        return embed(texts)
+
+    monkeypatch.setattr(sample_store.embeddings, "embed_documents", counting)
+    retriever = HybridRetriever(sample_store)
+    retriever.retrieve([WeightedQuery("how do I create a scene?")])
+    assert embedded == ["how do I create a scene?"]
+
+    retriever.retrieve(_follow_up("how do I create a scene?", "can it turn on at sunset?"))
+
+    # The earlier question was embedded a turn before, for its own search.
+    assert embedded == ["how do I create a scene?", "can it turn on at sunset?"]
+
+
+def test_word_coverage_is_the_largest_share_of_topic_words_one_passage_holds(retriever):
+    # The refund article: "You were charged twice for the same period."
+    assert retriever.word_coverage("hi, i was charged twice, thanks!") == 1.0
+    assert retriever.word_coverage("charged twice by zorblax") == pytest.approx(2 / 3)
+    assert retriever.word_coverage("zorblax quuxle") == 0.0
+    # A misspelt word counts as the word; a message of no topic words is covered.
+    assert retriever.word_coverage("i was chargd twice") == 1.0
+    assert retriever.word_coverage("hi, thanks!") == 1.0

@@ -26,7 +26,13 @@ from chatbot.prompts import (
 from chatbot.providers import make_chat_model
 from chatbot.service import OFF_TOPIC, ChatResult, ChatService
 from chatbot.users import Role
-from knowledge.off_topic import BUNDLED_EXAMPLES, BUNDLED_PRODUCTS, OffTopicExamples, OtherProducts
+from knowledge.off_topic import (
+    BUNDLED_EXAMPLES,
+    BUNDLED_PRODUCTS,
+    OffTopicExamples,
+    OffTopicMatch,
+    OtherProducts,
+)
 from knowledge.retriever import DocumentHit, HybridRetriever
 from knowledge.store import StoredChunk
 from ui.playground import (
@@ -35,6 +41,7 @@ from ui.playground import (
     AskedQuestion,
     Playground,
     _quoted,
+    off_topic_text,
     parse_prior_turns,
     prompt_text,
     signed_in_text,
@@ -543,3 +550,13 @@ def test_a_chunk_with_inline_html_counts_as_quoted_in_the_prompt():
 
     assert _quoted(text, prompt)
     assert not _quoted("Press Escape to close.", prompt)
+
+
+def test_the_off_topic_explanation_says_which_rule_handed_off():
+    unknown = OffTopicMatch("who is your ceo", 0.7, 0.4, unknown_words=("ceo",))
+    spread = OffTopicMatch("where is your company headquartered", 0.6, 0.2)
+
+    assert "uses words no document uses (ceo)" in off_topic_text(unknown)
+    said = off_topic_text(spread)
+    assert "no passage holds more than half of its words" in said
+    assert "retrieval.off_topic_known_words_margin" in said and "()" not in said
