@@ -51,15 +51,17 @@ from knowledge.off_topic import (
     OffTopicMatch,
     OtherProducts,
 )
-from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever
+from knowledge.retriever import DocumentHit, FusionWeights, HybridRetriever, WordCoverage
 from knowledge.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
 
 SAMPLE_KNOWLEDGE_DIR = Path(knowledge.__file__).resolve().parent / "sample_help"
 SNIPPET_CHARS = 240
-# A question in the documents' own words can be off-topic only when no passage holds more than
-# this share of its topic words.
+# A question in the documents' own words can be off-topic only when it has at least this many
+# topic words and no passage holds more than this share of them: a two-word question ("does
+# your company know my location") easily has its words in two passages.
+KNOWN_WORDS_MIN_TOPIC_WORDS = 3
 KNOWN_WORDS_MAX_COVERAGE = 0.5
 # Why a turn was handed off without an answer (ChatResult.handoff_reason).
 NO_MATCH = "no_match"  # no document reached the relevance threshold
@@ -427,15 +429,13 @@ class ChatService:
         # A question with a word the help center never uses (another company's name, "hipaa",
         # "overdraft") is off-topic when an example is closer than any document by the margin.
         # One in the documents' own words needs an example far closer than any document, and
-        # its words spread over the documents, no passage holding more than half of them ("sql
-        # query to find duplicate emails in a table"): "i was charged twice" is as far from the
-        # articles, and one of them says "you were charged twice". Most questions have a
-        # passage with most of their words, and skip the comparison with the examples.
+        # at least three topic words spread over the documents, no passage holding more than
+        # half of them ("sql query to find duplicate emails in a table"): "i was charged twice"
+        # is as far from the articles, and one of them says "you were charged twice". Most
+        # questions have a passage with most of their words, and skip the comparison.
         unknown = tuple(retriever.unknown_words(question))
         margin = cfg.off_topic_margin if unknown else cfg.off_topic_known_words_margin
-        if not unknown and (
-            not margin or retriever.word_coverage(question) > KNOWN_WORDS_MAX_COVERAGE
-        ):
+        if not unknown and (not margin or not _spread(retriever.word_coverage(question))):
             return Retrieval(query, hits, False)
         closest = retriever.closest_off_topic(queries, vector)
         if closest is None:
@@ -914,6 +914,14 @@ def validate_message(question: str, limit: int) -> str:
             f"Your message is {len(text):,} characters long; please keep it to {limit:,} or fewer.",
         )
     return text
+
+
+def _spread(coverage: WordCoverage) -> bool:
+    """Whether a question's topic words are spread over the documents, none of which holds
+    most of them (see KNOWN_WORDS_MAX_COVERAGE)."""
+    return (
+        coverage.words >= KNOWN_WORDS_MIN_TOPIC_WORDS and coverage.share <= KNOWN_WORDS_MAX_COVERAGE
+    )
 
 
 def _asks_detail(found: Retrieval, question: str, turns: Sequence[Turn]) -> bool:

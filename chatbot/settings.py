@@ -177,8 +177,9 @@ class RetrievalSettings(_Section):
         0.15,
         ge=0,
         le=2,
-        description="The same for a question whose every word your documents use "
-        "(0: such a question is never handed off as off-topic).",
+        description="The same for a question whose every word your documents use, compared "
+        "only with three or more topic words of which no passage holds more than half (0: "
+        "such a question is never handed off as off-topic).",
     )
     keyword_weight: float = Field(
         0.2, ge=0, description="Share of the normalised BM25 score beside dense similarity."

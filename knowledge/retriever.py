@@ -95,6 +95,19 @@ class WeightedQuery:
 
 
 @dataclass(frozen=True)
+class WordCoverage:
+    """Of a message's topic words, how many the one chunk that holds most of them holds."""
+
+    held: int
+    words: int
+
+    @property
+    def share(self) -> float:
+        """The share held (1.0 for a message of no topic words: nothing is missing)."""
+        return self.held / self.words if self.words else 1.0
+
+
+@dataclass(frozen=True)
 class FusionWeights:
     """Shares of each signal beside the dense chunk similarity (which counts 1)."""
 
@@ -182,14 +195,12 @@ class _KeywordIndex:
         edits = self._stemmer.stemWords(sorted(_one_edit(word)))
         return any(edit in self._vocab for edit in edits)
 
-    def word_coverage(self, text: str, leave_out: frozenset[str] = frozenset()) -> float:
-        """The largest share of the topic words of ``text`` that one chunk holds (stemmed):
-        1.0 when some passage uses every one of them. Function words, greetings, politeness,
-        words under three letters and ``leave_out`` (the product's own name) do not count; a
-        word is found as itself, as a configured synonym or, misspelt, as a known word one
-        letter away (see ``unknown_words``)."""
-        if self._bm25 is None:
-            return 0.0
+    def word_coverage(self, text: str, leave_out: frozenset[str] = frozenset()) -> WordCoverage:
+        """How many of the topic words of ``text`` the chunk that holds most of them holds
+        (stemmed). Function words, greetings, politeness, words under three letters and
+        ``leave_out`` (the product's own name) are no topic words; a word is found as itself,
+        as a configured synonym or, misspelt, as a known word one letter away (see
+        ``unknown_words``)."""
         from bm25s.stopwords import STOPWORDS_EN
 
         words = [
@@ -198,15 +209,15 @@ class _KeywordIndex:
             if len(w) >= 3 and w not in COMMON_WORDS and w not in leave_out
         ]
         words = [w for w in words if w not in STOPWORDS_EN]
-        if not words:
-            return 1.0
+        if self._bm25 is None or not words:
+            return WordCoverage(0, len(words))
         counts = np.zeros(len(self.chunks), dtype=np.int32)
         for word in words:
             found = np.zeros(len(self.chunks), dtype=bool)
             for token in self._tokens_of(word):
                 found[self._postings[token]] = True
             counts += found
-        return float(counts.max()) / len(words)
+        return WordCoverage(int(counts.max()), len(words))
 
     def _tokens_of(self, word: str) -> set[int]:
         """The indexed words that ``word`` stands for (see ``_known``)."""
@@ -436,7 +447,8 @@ class HybridRetriever:
         self._found_names: frozenset[str] | None = None
         self._generation = -1
         self._lock = threading.Lock()
-        # Recent query texts' embeddings, oldest first (see _embed).
+        # Recent query texts' embeddings, least recently used first (see _embed); in memory
+        # only, as the conversations' own store keeps the messages anyway.
         self._embedded: dict[str, np.ndarray] = {}
         self._embedded_lock = threading.Lock()
 
@@ -556,9 +568,7 @@ class HybridRetriever:
         if indexes.off_topic is None:
             return None
         dense = [q for q in queries if q.weight > 0]
-        nameless = [
-            WeightedQuery(without_words(q.text, indexes.own_names), q.weight) for q in dense
-        ]
+        nameless = [replace(q, text=without_words(q.text, indexes.own_names)) for q in dense]
         if nameless != dense:
             nameless_vector = self.query_vector(nameless)
             match = indexes.off_topic.closest(nameless_vector)
@@ -622,9 +632,9 @@ class HybridRetriever:
         """The words of ``text`` that no live chunk uses (stemmed, without stop words)."""
         return self._indexes().keywords.unknown_words(text)
 
-    def word_coverage(self, text: str) -> float:
-        """The largest share of the topic words of ``text`` that one live chunk holds, the
-        product's own name left out (see ``_KeywordIndex.word_coverage``)."""
+    def word_coverage(self, text: str) -> WordCoverage:
+        """How many of the topic words of ``text`` one live chunk holds at most, the product's
+        own name left out (see ``_KeywordIndex.word_coverage``)."""
         indexes = self._indexes()
         return indexes.keywords.word_coverage(text, indexes.own_names)
 
@@ -648,6 +658,8 @@ class HybridRetriever:
         holds the previous question, embedded a turn before."""
         with self._embedded_lock:
             known = {t: self._embedded[t] for t in texts if t in self._embedded}
+            for text in known:  # used again: kept longest
+                self._embedded[text] = self._embedded.pop(text)
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
             fresh = self.store.embeddings.embed_documents(missing)

@@ -8,7 +8,13 @@ import shutil
 import pytest
 
 from knowledge.ingest import ingest_paths
-from knowledge.retriever import FusionWeights, HybridRetriever, WeightedQuery, expand_synonyms
+from knowledge.retriever import (
+    FusionWeights,
+    HybridRetriever,
+    WeightedQuery,
+    WordCoverage,
+    expand_synonyms,
+)
 from tests.conftest import REPO, SAMPLE_HELP
 
 pytestmark = pytest.mark.slow
@@ -200,11 +206,17 @@ def test_a_follow_up_embeds_only_its_new_question(sample_store, monkeypatch):
     assert embedded == ["how do I create a scene?", "can it turn on at sunset?"]
 
 
-def test_word_coverage_is_the_largest_share_of_topic_words_one_passage_holds(retriever):
+def test_word_coverage_counts_the_topic_words_one_passage_holds(retriever):
     # The refund article: "You were charged twice for the same period."
-    assert retriever.word_coverage("hi, i was charged twice, thanks!") == 1.0
-    assert retriever.word_coverage("charged twice by zorblax") == pytest.approx(2 / 3)
-    assert retriever.word_coverage("zorblax quuxle") == 0.0
-    # A misspelt word counts as the word; a message of no topic words is covered.
-    assert retriever.word_coverage("i was chargd twice") == 1.0
-    assert retriever.word_coverage("hi, thanks!") == 1.0
+    assert retriever.word_coverage("hi, i was charged twice, thanks!") == WordCoverage(2, 2)
+    assert retriever.word_coverage("charged twice by zorblax") == WordCoverage(2, 3)
+    assert retriever.word_coverage("charged twice by zorblax").share == pytest.approx(2 / 3)
+    assert retriever.word_coverage("zorblax quuxle") == WordCoverage(0, 2)
+    # A misspelt word counts as the word; a message of no topic words misses nothing.
+    assert retriever.word_coverage("i was chargd twice") == WordCoverage(2, 2)
+    assert retriever.word_coverage("hi, thanks!") == WordCoverage(0, 0)
+    assert retriever.word_coverage("hi, thanks!").share == 1.0
+
+
+def test_word_coverage_in_an_empty_store_holds_nothing(store):
+    assert HybridRetriever(store).word_coverage("charged twice") == WordCoverage(0, 2)
