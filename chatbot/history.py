@@ -16,6 +16,9 @@ Role = Literal["user", "assistant"]
 class Turn:
     role: Role
     content: str
+    # For an answer from this service's own conversation store: the documents it cited, first
+    # first (empty when it was handed off). None when not known (a history sent by a client).
+    sources: tuple[str, ...] | None = None
 
     def to_message(self) -> BaseMessage:
         return HumanMessage(self.content) if self.role == "user" else AIMessage(self.content)

@@ -20,11 +20,13 @@ def search_queries(
 ) -> list[WeightedQuery]:
     queries = [WeightedQuery(question.strip(), 1.0)]
     previous_user = next((t.content for t in reversed(history) if t.role == "user"), "")
-    previous_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+    answer = next((t for t in reversed(history) if t.role == "assistant"), None)
     if previous_user.strip():
         queries.append(WeightedQuery(previous_user.strip(), history_weight, earlier=True))
-    if previous_answer.strip():
-        queries.append(WeightedQuery(previous_answer.strip(), 0.0, earlier=True))
+    if answer is not None and answer.content.strip():
+        queries.append(
+            WeightedQuery(answer.content.strip(), 0.0, earlier=True, shown=answer.sources)
+        )
     return queries
 
 

@@ -360,7 +360,7 @@ class ChatService:
         last = next((t for t in reversed(stored) if t.role == "assistant"), None)
         return _Conversation(
             session_id,
-            [Turn(t.role, t.content) for t in stored],  # type: ignore[arg-type]
+            [_turn(t) for t in stored],
             [t.tokens for t in stored],
             session.summary,
             session.facts,
@@ -914,6 +914,15 @@ def validate_message(question: str, limit: int) -> str:
             f"Your message is {len(text):,} characters long; please keep it to {limit:,} or fewer.",
         )
     return text
+
+
+def _turn(stored: StoredTurn) -> Turn:
+    """A stored turn as the chain reads it; an answer keeps the documents it cited, or none
+    when it was handed off, small talk or failed."""
+    if stored.role != "assistant" or "sources" not in stored.meta:
+        return Turn(stored.role, stored.content)  # type: ignore[arg-type]
+    shown = () if stored.meta.get("handoff") else tuple(stored.meta["sources"])
+    return Turn("assistant", stored.content, shown)
 
 
 def _spread(coverage: WordCoverage) -> bool:

@@ -92,6 +92,9 @@ class WeightedQuery:
     weight: float = 1.0
     # From an earlier turn (the previous customer message or answer), not the question itself.
     earlier: bool = False
+    # For an earlier answer: the documents it cited, first first (empty when it cited none);
+    # None when not known.
+    shown: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -711,20 +714,25 @@ class HybridRetriever:
         return overviews_give_way(window, indexes.overviews, self.overview_margin)[:k]
 
     def _previous_article(self, queries: Sequence[WeightedQuery]) -> str | None:
-        """The document that the earlier turn's message, searched on its own, finds first.
+        """The document the earlier answer cited first; when that is not known, the one the
+        earlier customer message finds first, searched on its own.
 
         The customer has had its answer already. A follow-up it answers too ("and on my phone?")
         still finds it first by a wide margin; one that moves on ("how do i turn it off?") should
         find the article next to it, which the earlier message's share of the query (and the
-        earlier answer's words) would otherwise keep behind it.
+        earlier answer's words) would otherwise keep behind it. Only for a query that reads the
+        earlier message (a weight above 0).
         """
-        if not self.weights.previous_article or not any(
-            q.weight > 0 and not q.earlier for q in queries
+        earlier = [WeightedQuery(q.text, 1.0) for q in queries if q.earlier and q.weight > 0]
+        if (
+            not self.weights.previous_article
+            or not earlier
+            or not any(q.weight > 0 and not q.earlier for q in queries)
         ):
             return None
-        earlier = [WeightedQuery(q.text, 1.0) for q in queries if q.earlier and q.weight > 0]
-        if not earlier:
-            return None
+        shown = next((q.shown for q in queries if q.earlier and q.shown is not None), None)
+        if shown is not None:
+            return shown[0] if shown else None
         found = self.retrieve(earlier, k=1)
         return found[0].source if found else None
 

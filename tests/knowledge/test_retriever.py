@@ -142,11 +142,14 @@ def test_empty_store_returns_nothing(store):
     assert HybridRetriever(store).retrieve([WeightedQuery("anything at all")]) == []
 
 
-def _follow_up(previous: str, question: str) -> list[WeightedQuery]:
+def _follow_up(
+    previous: str, question: str, shown: tuple[str, ...] | None = None
+) -> list[WeightedQuery]:
     from chatbot.history import Turn
     from chatbot.query import search_queries
 
-    return search_queries(question, [Turn("user", previous), Turn("assistant", "")], 0.5)
+    answer = Turn("assistant", "Here is how.", shown)
+    return search_queries(question, [Turn("user", previous), answer], 0.5)
 
 
 def test_a_follow_up_that_moves_on_finds_the_next_article(sample_store):
@@ -220,3 +223,24 @@ def test_word_coverage_counts_the_topic_words_one_passage_holds(retriever):
 
 def test_word_coverage_in_an_empty_store_holds_nothing(store):
     assert HybridRetriever(store).word_coverage("charged twice") == WordCoverage(0, 2)
+
+
+def test_the_article_the_previous_answer_cited_first_is_the_one_lowered(sample_store, monkeypatch):
+    question = ("how do I create a scene?", "can it turn on by itself at sunset?")
+    retriever = HybridRetriever(sample_store)
+    searched = []
+    retrieve = retriever.retrieve
+    monkeypatch.setattr(
+        retriever, "retrieve", lambda q, k=5, vector=None: searched.append(q) or retrieve(q, k)
+    )
+
+    # Known from the conversation's store: that answer is lowered, and nothing more is searched.
+    cited = retriever.retrieve(_follow_up(*question, ("schedules-and-routines.md",)), k=2)
+    assert _sources(cited) == ["scenes.md", "schedules-and-routines.md"]
+    assert len(searched) == 1
+    # An answer that cited nothing (a hand-off) lowers nothing.
+    assert _sources(retriever.retrieve(_follow_up(*question, ()), k=1)) == ["scenes.md"]
+    # Not known (a history sent by a client): the earlier message is searched on its own.
+    searched.clear()
+    assert _sources(retriever.retrieve(_follow_up(*question), k=1)) == ["schedules-and-routines.md"]
+    assert len(searched) == 2
