@@ -246,7 +246,12 @@ class CustomerChat:
                 "assistant",
                 result.answer,
                 counter.count(result.answer),
-                {"channel": result.channel, "handoff": True, "ticket": event.ticket.id},
+                {
+                    "channel": result.channel,
+                    "handoff": True,
+                    "ticket": event.ticket.id,
+                    "sources": [],
+                },
             )
             result.turn_id = turn.id
         yield SourcesEvent([])

@@ -24,9 +24,10 @@ def search_queries(
     if previous_user.strip():
         queries.append(WeightedQuery(previous_user.strip(), history_weight, earlier=True))
     if answer is not None and answer.content.strip():
-        queries.append(
-            WeightedQuery(answer.content.strip(), 0.0, earlier=True, shown=answer.sources)
-        )
+        # An answer to an older message than the last showed nothing in reply to it.
+        replied = bool(history) and history[-1].role == "assistant"
+        shown = answer.sources if replied or answer.sources is None else ()
+        queries.append(WeightedQuery(answer.content.strip(), 0.0, earlier=True, shown=shown))
     return queries
 
 

@@ -917,12 +917,18 @@ def validate_message(question: str, limit: int) -> str:
 
 
 def _turn(stored: StoredTurn) -> Turn:
-    """A stored turn as the chain reads it; an answer keeps the documents it cited, or none
-    when it was handed off, small talk or failed."""
-    if stored.role != "assistant" or "sources" not in stored.meta:
+    """A stored turn as the chain reads it. An answer keeps the documents it was written from
+    (its sources, as shown), and has none when it was handed off, small talk, or failed before
+    answering (the sources shown then were a pointer, not an answer); unknown for a turn stored
+    without them (seeded)."""
+    meta = stored.meta
+    if stored.role != "assistant":
         return Turn(stored.role, stored.content)  # type: ignore[arg-type]
-    shown = () if stored.meta.get("handoff") else tuple(stored.meta["sources"])
-    return Turn("assistant", stored.content, shown)
+    if meta.get("handoff") or meta.get("error") not in (None, "interrupted"):
+        return Turn("assistant", stored.content, ())
+    if "sources" not in meta:
+        return Turn("assistant", stored.content)
+    return Turn("assistant", stored.content, tuple(meta["sources"]))
 
 
 def _spread(coverage: WordCoverage) -> bool:

@@ -215,8 +215,9 @@ class RetrievalSettings(_Section):
         0.05,
         ge=0,
         le=1,
-        description="Taken off a follow-up's score for the document the previous customer "
-        "message finds first (0: off).",
+        description="Taken off a follow-up's score for the first of the previous answer's "
+        "sources (for a history without them, the document the previous customer message "
+        "finds first); 0: off.",
     )
     synonyms: dict[str, list[str]] = Field(
         default_factory=dict, description="Query words and the words the documents use instead."

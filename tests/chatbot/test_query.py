@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
 from chatbot.conversations import StoredTurn
 from chatbot.history import Turn
 from chatbot.query import search_queries, standalone_query
-from chatbot.service import _turn
-from knowledge.retriever import WeightedQuery
+from chatbot.service import ChatService, _turn
+from knowledge.retriever import HybridRetriever, WeightedQuery
 
 
 def test_a_first_question_is_searched_alone():
@@ -48,14 +51,58 @@ def test_an_answer_from_the_store_says_which_documents_it_cited():
     )
 
 
-def test_a_stored_answer_keeps_its_sources_unless_it_was_handed_off():
+def test_an_answer_to_an_older_message_showed_nothing_for_the_last_one():
+    history = [
+        Turn("user", "how do i pair a bulb?"),
+        Turn("assistant", "Open the app and tap Add.", ("pair-a-new-bulb.md",)),
+        Turn("user", "and a light strip?"),  # its answer was never stored
+    ]
+
+    queries = search_queries("hello?", history, 0.5)
+
+    assert queries[1] == WeightedQuery("and a light strip?", 0.5, earlier=True)
+    assert queries[2].shown == ()
+
+
+def test_a_stored_answer_keeps_its_sources_unless_it_answered_nothing():
     def stored(role, meta):
         return StoredTurn(1, "s", role, "text", 1, 0.0, meta)
 
-    answered = stored("assistant", {"sources": ["a.md", "b.md"], "handoff": False})
-    handed_off = stored("assistant", {"sources": ["a.md"], "handoff": True})
-
-    assert _turn(answered) == Turn("assistant", "text", ("a.md", "b.md"))
-    assert _turn(handed_off) == Turn("assistant", "text", ())
-    assert _turn(stored("assistant", {})) == Turn("assistant", "text")  # not known
+    answered = {"sources": ["a.md", "b.md"], "handoff": False}
+    assert _turn(stored("assistant", answered)) == Turn("assistant", "text", ("a.md", "b.md"))
+    cut_short = {**answered, "error": "interrupted"}  # the customer read the start of it
+    assert _turn(stored("assistant", cut_short)).sources == ("a.md", "b.md")
+    timed_out = {**answered, "error": "timeout"}  # sources shown as a pointer, no answer
+    assert _turn(stored("assistant", timed_out)).sources == ()
+    handed_off = {"sources": ["a.md"], "handoff": True}
+    assert _turn(stored("assistant", handed_off)).sources == ()
+    # A customer's request for a person, as the customer chat stores it.
+    person = {"channel": "widget", "handoff": True, "ticket": 3}
+    assert _turn(stored("assistant", person)).sources == ()
+    assert _turn(stored("assistant", {})) == Turn("assistant", "text")  # seeded: not known
     assert _turn(stored("user", {})) == Turn("user", "text")
+
+
+def test_a_follow_up_in_a_stored_conversation_lowers_the_first_source_shown(
+    settings, sample_store, monkeypatch
+):
+    model = GenericFakeChatModel(messages=iter([AIMessage("Open Scenes."), AIMessage("Yes.")]))
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), model)
+    searched: list[list[WeightedQuery]] = []
+    retrieve = service.retriever.retrieve
+    monkeypatch.setattr(
+        service.retriever,
+        "retrieve",
+        lambda queries, k=5, vector=None: searched.append(queries) or retrieve(queries, k, vector),
+    )
+    try:
+        session_id = service.start_session("widget")
+        first = list(service.stream("how do I create a scene?", session_id=session_id))[-1]
+        list(service.stream("can it turn on by itself at sunset?", session_id=session_id))
+    finally:
+        service.close()
+
+    shown = tuple(s.source for s in first.result.sources)
+    assert shown and shown[0] == "scenes.md"
+    assert searched[-1][2].shown == shown
+    assert len(searched) == 2, "the previous message was not searched again"
