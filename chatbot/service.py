@@ -340,8 +340,14 @@ class ChatService:
             _channel(channel), site=site, session_id=session_id
         )
         for turn in seed:
+            # An answer carried over keeps its sources (see turn_from_stored).
+            known = turn.role == "assistant" and turn.sources is not None
             self.conversations.add_turn(
-                session.id, turn.role, turn.content, self.counter.count(turn.content)
+                session.id,
+                turn.role,
+                turn.content,
+                self.counter.count(turn.content),
+                {"sources": list(turn.sources or ())} if known else None,
             )
         return session.id
 
@@ -360,7 +366,7 @@ class ChatService:
         last = next((t for t in reversed(stored) if t.role == "assistant"), None)
         return _Conversation(
             session_id,
-            [_turn(t) for t in stored],
+            [turn_from_stored(t) for t in stored],
             [t.tokens for t in stored],
             session.summary,
             session.facts,
@@ -916,7 +922,7 @@ def validate_message(question: str, limit: int) -> str:
     return text
 
 
-def _turn(stored: StoredTurn) -> Turn:
+def turn_from_stored(stored: StoredTurn) -> Turn:
     """A stored turn as the chain reads it. An answer keeps the documents it was written from
     (its sources, as shown), and has none when it was handed off, small talk, or failed before
     answering (the sources shown then were a pointer, not an answer); unknown for a turn stored

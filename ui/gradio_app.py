@@ -31,6 +31,7 @@ from chatbot.service import (
     Source,
     SourcesEvent,
     TokenEvent,
+    turn_from_stored,
 )
 from chatbot.settings import Settings
 from ui.api import Contact
@@ -380,7 +381,7 @@ def _still_shown(stored: list[StoredTurn], shown: list[str]) -> list[Turn]:
             if keep:
                 position = shown.index(comparable, position) + 1
         if keep:
-            kept.append(Turn(turn.role, turn.content))
+            kept.append(turn_from_stored(turn))
     return kept
 
 

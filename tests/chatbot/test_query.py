@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage
 from chatbot.conversations import StoredTurn
 from chatbot.history import Turn
 from chatbot.query import search_queries, standalone_query
-from chatbot.service import ChatService, _turn
+from chatbot.service import ChatService, turn_from_stored
 from knowledge.retriever import HybridRetriever, WeightedQuery
 
 
@@ -69,18 +69,22 @@ def test_a_stored_answer_keeps_its_sources_unless_it_answered_nothing():
         return StoredTurn(1, "s", role, "text", 1, 0.0, meta)
 
     answered = {"sources": ["a.md", "b.md"], "handoff": False}
-    assert _turn(stored("assistant", answered)) == Turn("assistant", "text", ("a.md", "b.md"))
+    assert turn_from_stored(stored("assistant", answered)) == Turn(
+        "assistant", "text", ("a.md", "b.md")
+    )
     cut_short = {**answered, "error": "interrupted"}  # the customer read the start of it
-    assert _turn(stored("assistant", cut_short)).sources == ("a.md", "b.md")
+    assert turn_from_stored(stored("assistant", cut_short)).sources == ("a.md", "b.md")
     timed_out = {**answered, "error": "timeout"}  # sources shown as a pointer, no answer
-    assert _turn(stored("assistant", timed_out)).sources == ()
+    assert turn_from_stored(stored("assistant", timed_out)).sources == ()
     handed_off = {"sources": ["a.md"], "handoff": True}
-    assert _turn(stored("assistant", handed_off)).sources == ()
+    assert turn_from_stored(stored("assistant", handed_off)).sources == ()
     # A customer's request for a person, as the customer chat stores it.
     person = {"channel": "widget", "handoff": True, "ticket": 3}
-    assert _turn(stored("assistant", person)).sources == ()
-    assert _turn(stored("assistant", {})) == Turn("assistant", "text")  # seeded: not known
-    assert _turn(stored("user", {})) == Turn("user", "text")
+    assert turn_from_stored(stored("assistant", person)).sources == ()
+    assert turn_from_stored(stored("assistant", {})) == Turn(
+        "assistant", "text"
+    )  # seeded: not known
+    assert turn_from_stored(stored("user", {})) == Turn("user", "text")
 
 
 def test_a_follow_up_in_a_stored_conversation_lowers_the_first_source_shown(
@@ -106,3 +110,22 @@ def test_a_follow_up_in_a_stored_conversation_lowers_the_first_source_shown(
     assert shown and shown[0] == "scenes.md"
     assert searched[-1][2].shown == shown
     assert len(searched) == 2, "the previous message was not searched again"
+
+
+def test_a_conversation_started_again_keeps_its_answers_sources(settings, sample_store):
+    service = ChatService(settings, sample_store, HybridRetriever(sample_store), None)
+    seed = [
+        Turn("user", "how do i pair a bulb?"),
+        Turn("assistant", "Open the app and tap Add.", ("pair-a-new-bulb.md", "scenes.md")),
+        Turn("user", "what is the airspeed of a swallow?"),
+        Turn("assistant", "A person will reply.", ()),  # a hand-off
+        Turn("user", "ok"),
+        Turn("assistant", "Anything else?"),  # not known
+    ]
+    try:
+        session_id = service.start_session("widget", seed=seed)
+        again = [turn_from_stored(t) for t in service.session_turns(session_id)]
+    finally:
+        service.close()
+
+    assert again == seed

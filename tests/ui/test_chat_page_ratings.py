@@ -93,7 +93,7 @@ def test_clear_undo_and_retry_start_a_conversation_holding_what_the_page_shows(
     settings, sample_store
 ):
     """The model and a ticket's transcript see what the customer sees, not the hidden turns."""
-    from chatbot.service import ChatService
+    from chatbot.service import ChatService, turn_from_stored
     from knowledge.retriever import HybridRetriever
     from ui.gradio_app import make_respond
 
@@ -123,6 +123,9 @@ def test_clear_undo_and_retry_start_a_conversation_holding_what_the_page_shows(
         assert user_turns(after_undo) == [unanswerable[0], "and gluten free?"]
         assert user_turns(after_clear) == ["hello again"]
         assert user_turns(first) == unanswerable, "the old conversation stays for staff"
+        # The answer kept is known for a hand-off, which showed no article to lower next.
+        kept = next(t for t in service.session_turns(after_undo) if t.role == "assistant")
+        assert turn_from_stored(kept).sources == ()
 
         # Messages shown but never stored (no text, a broken character) neither hide an Undo
         # nor break the conversation that follows it.
