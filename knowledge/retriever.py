@@ -118,7 +118,8 @@ class FusionWeights:
     title: float = 0.2
     # Share of a chunk's hubness taken off its similarity when ranking.
     hubness: float = 0.2
-    # Taken off the score of the document that the earlier turn's message finds first.
+    # Taken off a follow-up's score for the earlier answer's first source (see
+    # HybridRetriever._previous_article).
     previous_article: float = 0.05
 
 
@@ -179,24 +180,7 @@ class _KeywordIndex:
         """
         if self._bm25 is None:
             return []
-        unknown = []
-        for word in dict.fromkeys(LETTERS_RE.findall(text.lower())):
-            if len(word) < 3 or word in COMMON_WORDS or self._known(word):
-                continue
-            unknown.append(word)
-        return unknown
-
-    def _known(self, word: str) -> bool:
-        stem = self._stemmer.stemWord(word)
-        if stem in self._vocab:
-            return True
-        alternatives = self._alternatives.get(word, [])
-        if any(self._stemmer.stemWord(w) in self._vocab for a in alternatives for w in a.split()):
-            return True
-        if len(word) < 5 or word in self._dictionary:
-            return False  # too short to tell, or a real word ("sprint" is not a typo of "print")
-        edits = self._stemmer.stemWords(sorted(_one_edit(word)))
-        return any(edit in self._vocab for edit in edits)
+        return [word for word in _topic_words(text) if not self._indexed_as(word)]
 
     def word_coverage(self, text: str, leave_out: frozenset[str] = frozenset()) -> WordCoverage:
         """How many of the topic words of ``text`` the chunk that holds most of them holds
@@ -206,24 +190,21 @@ class _KeywordIndex:
         ``unknown_words``)."""
         from bm25s.stopwords import STOPWORDS_EN
 
-        words = [
-            w
-            for w in dict.fromkeys(LETTERS_RE.findall(text.lower()))
-            if len(w) >= 3 and w not in COMMON_WORDS and w not in leave_out
-        ]
-        words = [w for w in words if w not in STOPWORDS_EN]
+        words = [w for w in _topic_words(text) if w not in leave_out and w not in STOPWORDS_EN]
         if self._bm25 is None or not words:
             return WordCoverage(0, len(words))
         counts = np.zeros(len(self.chunks), dtype=np.int32)
         for word in words:
             found = np.zeros(len(self.chunks), dtype=bool)
-            for token in self._tokens_of(word):
+            for token in self._indexed_as(word):
                 found[self._postings[token]] = True
             counts += found
         return WordCoverage(int(counts.max()), len(words))
 
-    def _tokens_of(self, word: str) -> set[int]:
-        """The indexed words that ``word`` stands for (see ``_known``)."""
+    def _indexed_as(self, word: str) -> set[int]:
+        """The indexed words that ``word`` stands for: itself, the configured synonyms' words,
+        or, for a word of five letters or more not in the dictionary, the known words one typo
+        away. Empty: the word is unknown."""
         stem = self._stemmer.stemWord(word)
         if stem in self._vocab:
             return {self._vocab[stem]}
@@ -232,7 +213,7 @@ class _KeywordIndex:
         }
         tokens = {self._vocab[a] for a in alternatives if a in self._vocab}
         if tokens or len(word) < 5 or word in self._dictionary:
-            return tokens
+            return tokens  # too short to tell, or a real word ("sprint" is not a typo of "print")
         edits = self._stemmer.stemWords(sorted(_one_edit(word)))
         return {self._vocab[e] for e in edits if e in self._vocab}
 
@@ -386,6 +367,16 @@ def without_words(text: str, words: frozenset[str]) -> str:
     pattern = r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")(?:'s)?\b"
     stripped = " ".join(re.sub(pattern, " ", text, flags=re.IGNORECASE).split())
     return stripped if LETTERS_RE.search(stripped) else text
+
+
+def _topic_words(text: str) -> list[str]:
+    """The words of ``text`` that could name a topic, lower case, each once: no function word,
+    greeting or politeness ("me", "got", "thanks"), none under three letters, no digits."""
+    return [
+        w
+        for w in dict.fromkeys(LETTERS_RE.findall(text.lower()))
+        if len(w) >= 3 and w not in COMMON_WORDS
+    ]
 
 
 def _one_edit(word: str) -> set[str]:
