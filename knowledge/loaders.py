@@ -537,9 +537,101 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
             source, f"the PDF could not be read: it is damaged or not a PDF ({exc})"
         ) from exc
     # "ﬁ" and "ﬂ" as two letters, as readers and the keyword search expect ("conﬁgure").
-    text = "\n\n".join(t.strip() for t in texts if t.strip()).translate(LIGATURES)
+    pages = [t.strip() for t in without_running_lines(texts) if t.strip()]
+    text = join_broken_words("\n\n".join(pages).translate(LIGATURES))
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return metadata_title(str(meta_title)) or first_line[:120], text, "pdf"
+
+
+# A word the typesetter broke at a line's end ("configu-" / "ration"), a page's end too: letters,
+# a hyphen or soft hyphen, the line break (and a blank line between pages), and the rest of the
+# word, which starts in lower case (checked when joining: "Wi-" / "Fi" is left as it is).
+# (The left part starts where its word starts, so a long run of letters is tried once, not from
+# each of its letters.)
+BROKEN_WORD_RE = re.compile(
+    r"(?<![^\W\d_])([^\W\d_]{1,80})[-\u2010\u00ad][ \t]*\n[ \t]*(?:\n[ \t]*)?([^\W\d_]\w*)"
+)
+# Words as the document writes them elsewhere, hyphenated compounds as one word.
+WRITTEN_WORD_RE = re.compile(r"[^\W\d_]+(?:[-\u2010][^\W\d_]+)*")
+
+
+def join_broken_words(text: str) -> str:
+    """``text`` with the words broken at line ends joined again, so that the keyword search and
+    readers see "configuration", not "configu-" and "ration".
+
+    A compound the document hyphenates elsewhere ("self-hosted") keeps its hyphen, unless the
+    document also writes it as one word; any other word is joined without one, as most breaks
+    in typeset text are the typesetter's. Soft hyphens inside words are dropped.
+    """
+    if "-" not in text and "\u2010" not in text and "\u00ad" not in text:
+        return text
+    written = {w.casefold() for w in WRITTEN_WORD_RE.findall(text)}
+
+    def join(match: re.Match) -> str:
+        left, right = match.group(1), match.group(2)
+        if not right[0].islower():
+            return match.group(0)
+        hyphenated = f"{left}-{right}".casefold()
+        if hyphenated in written and (left + right).casefold() not in written:
+            return f"{left}-{right}"
+        return left + right
+
+    return BROKEN_WORD_RE.sub(join, text).replace("\u00ad", "")
+
+
+# A line at the top or bottom of this share of a PDF's pages (and of at least
+# RUNNING_LINE_MIN_PAGES of them) is the document's running header or footer ("Lumora Hub 2 User
+# Manual", "Page 3 of 40"): it is read once, where it first stands, or not at all when it is a
+# page number, instead of breaking the text of every page.
+RUNNING_LINE_SHARE = 0.5
+RUNNING_LINE_MIN_PAGES = 3
+# How many lines at each end of a page are looked at.
+RUNNING_LINE_DEPTH = 2
+# A running line that is only a page number, as _running_key writes it ("#", "page # of #",
+# "- # -", "#/#").
+PAGE_NUMBER_RE = re.compile(r"[\W_]*(?:(?:page|p\.?)\s*)?#(?:\s*(?:of|/)\s*#)?[\W_]*")
+
+
+def _running_key(line: str) -> str:
+    """A line as compared across pages: any number stands for every number, spaces and case do
+    not count ("Page 3 of 40" and "page 4 of 40" are the same line)."""
+    return re.sub(r"\d+", "#", " ".join(line.split())).casefold()
+
+
+def without_running_lines(pages: list[str]) -> list[str]:
+    """The pages' texts without the running header and footer lines repeated at their tops and
+    bottoms (see RUNNING_LINE_SHARE). Page numbers go; any other such line is kept where it
+    first appears (a header often names the document, which may be its title)."""
+    lines = [page.splitlines() for page in pages]
+    edges: list[list[int]] = []
+    for page in lines:
+        filled = [n for n, line in enumerate(page) if line.strip()]
+        edges.append(sorted(set(filled[:RUNNING_LINE_DEPTH] + filled[-RUNNING_LINE_DEPTH:])))
+    with_text = sum(1 for page in edges if page)
+    if with_text < RUNNING_LINE_MIN_PAGES:
+        return pages
+    counts: dict[str, int] = {}
+    for page, positions in zip(lines, edges, strict=True):
+        for key in {_running_key(page[n]) for n in positions}:
+            counts[key] = counts.get(key, 0) + 1
+    needed = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * with_text)
+    running = {key for key, count in counts.items() if count >= needed}
+    if not running:
+        return pages
+    kept_once: set[str] = set()
+    result = []
+    for page, positions in zip(lines, edges, strict=True):
+        dropped = set()
+        for n in positions:
+            key = _running_key(page[n])
+            if key not in running:
+                continue
+            if not PAGE_NUMBER_RE.fullmatch(key) and key not in kept_once:
+                kept_once.add(key)
+                continue
+            dropped.add(n)
+        result.append("\n".join(line for n, line in enumerate(page) if n not in dropped))
+    return result
 
 
 # A PDF's extracted text may not run over this: a few kilobytes of compressed drawing

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.loaders import DocumentError, LoadLimits, load_document, metadata_title
+from knowledge.loaders import (
+    DocumentError,
+    LoadLimits,
+    join_broken_words,
+    load_document,
+    metadata_title,
+    without_running_lines,
+)
 
 
 def test_markdown_title_includes_tabs_and_links(help_center):
@@ -488,6 +495,79 @@ def test_pdf_text_is_extracted(tmp_path, make_pdf):
     assert doc.format == "pdf"
     assert doc.title == "Quick start guide"
     assert "Press the pairing button twice." in doc.text
+
+
+def test_pdf_words_broken_at_line_ends_are_joined(tmp_path, make_pdf):
+    path = make_pdf(
+        tmp_path / "guide.pdf",
+        [
+            "Setup guide",
+            "Open the configu-",
+            "ration page. Our self-hosted plan runs on your own self-",
+            "hosted server. Join the Wi-",
+            "Fi network first.",
+        ],
+    )
+
+    text = load_document(path, "guide.pdf").text
+
+    assert "Open the configuration page." in text
+    # The document writes the compound with its hyphen elsewhere, so the break keeps it.
+    assert "your own self-hosted server." in text
+    # A capital after the break is not the rest of a word.
+    assert "Wi-\nFi network" in text
+
+
+def test_pdf_word_broken_across_a_page_break_is_joined(tmp_path):
+    path = _pdf_of_pages(
+        tmp_path / "manual.pdf",
+        ["Hub manual\nThe hub asks for authenti-", "cation before pairing."],
+        [0, 1],
+    )
+
+    assert "The hub asks for authentication before pairing." in (
+        load_document(path, "manual.pdf").text
+    )
+
+
+def test_soft_hyphens_are_dropped_and_hyphenated_words_kept():
+    assert join_broken_words("con\u00adfigure the e-mail") == "configure the e-mail"
+    assert join_broken_words("the e-mail and the e-\nmail") == "the e-mail and the e-mail"
+    # Written as one word elsewhere too: the break is the typesetter's.
+    assert join_broken_words("log-in or login, log-\nin") == "log-in or login, login"
+    assert join_broken_words("a list -\nitem") == "a list -\nitem"
+
+
+def test_pdf_running_headers_and_page_numbers_are_read_once_or_not_at_all(tmp_path):
+    topics = ["Pairing", "Warranty", "Reset", "Battery"]
+    pages = [
+        f"Lumora Hub 2 User Manual\n{topic} is explained on this page.\nPage {n} of 4"
+        for n, topic in enumerate(topics, start=1)
+    ]
+    path = _pdf_of_pages(tmp_path / "manual.pdf", pages, [0, 1, 2, 3])
+
+    doc = load_document(path, "manual.pdf")
+
+    assert doc.title == "Lumora Hub 2 User Manual"
+    assert doc.text.count("Lumora Hub 2 User Manual") == 1
+    assert "Page" not in doc.text.replace("on this page", "")
+    for topic in topics:
+        assert f"{topic} is explained on this page." in doc.text
+
+
+def test_a_line_repeated_on_two_pages_only_is_kept(tmp_path):
+    pages = ["Lumora notes\nPairing takes a minute.", "Lumora notes\nWarranty is two years."]
+    path = _pdf_of_pages(tmp_path / "notes.pdf", pages, [0, 1])
+
+    assert load_document(path, "notes.pdf").text.count("Lumora notes") == 2
+
+
+def test_running_lines_need_half_of_the_pages():
+    pages = [f"Pairing step {n}\nText {chr(65 + n)}." for n in range(3)]
+    pages += [f"Other heading {chr(70 + n)}\nMore text {chr(75 + n)}." for n in range(4)]
+
+    # "pairing step #" tops 3 of 7 pages: fewer than half, so it is content.
+    assert without_running_lines(pages) == pages
 
 
 def _corrupt_pdf(path, make_pdf):
