@@ -543,95 +543,160 @@ def _load_pdf(path: Path, source: str, max_pages: int) -> tuple[str, str, str]:
     return metadata_title(str(meta_title)) or first_line[:120], text, "pdf"
 
 
-# A word the typesetter broke at a line's end ("configu-" / "ration"), a page's end too: letters,
-# a hyphen or soft hyphen, the line break (and a blank line between pages), and the rest of the
-# word, which starts in lower case (checked when joining: "Wi-" / "Fi" is left as it is).
-# (The left part starts where its word starts, so a long run of letters is tried once, not from
-# each of its letters.)
+# A word broken at a line's end, a page's end too ("configu-" / "ration"): letters from the
+# start of a word (so a long run of letters is tried once, not from each of its letters), a
+# hyphen or soft hyphen, the line break (and a blank line between pages), and what follows.
 BROKEN_WORD_RE = re.compile(
-    r"(?<![^\W\d_])([^\W\d_]{1,80})[-\u2010\u00ad][ \t]*\n[ \t]*(?:\n[ \t]*)?([^\W\d_]\w*)"
+    r"(?<![^\W\d_])([^\W\d_]{1,80})([-\u2010\u00ad])[ \t]*\n[ \t]*(?:\n[ \t]*)?([^\W\d_]\w*)"
 )
 # Words as the document writes them elsewhere, hyphenated compounds as one word.
 WRITTEN_WORD_RE = re.compile(r"[^\W\d_]+(?:[-\u2010][^\W\d_]+)*")
+# What may stand before a word that starts there (anything else makes it part of a longer
+# token: a link, an email address, "3rd-party", "customer's").
+WORD_OPENERS = frozenset(' \t\n([{"“‘«')
+# "pre- and post-2020", "short- or long-term": the hyphen stands for a word to come.
+SUSPENDED_BEFORE = frozenset({"and", "or", "nor", "to"})
 
 
 def join_broken_words(text: str) -> str:
-    """``text`` with the words broken at line ends joined again, so that the keyword search and
-    readers see "configuration", not "configu-" and "ration".
+    """``text`` with the words broken at line ends put together again, so that the keyword
+    search and readers see "configuration", not "configu-" and "ration".
 
-    A compound the document hyphenates elsewhere ("self-hosted") keeps its hyphen, unless the
-    document also writes it as one word; any other word is joined without one, as most breaks
-    in typeset text are the typesetter's. Soft hyphens inside words are dropped.
+    The hyphen is kept where it belongs to the word: a compound the document writes with it
+    elsewhere ("self-hosted") or whose two halves it uses as words ("built-in", "two-factor"),
+    unless it also writes the joined word; the next part of a compound ("Wi-Fi-" / "enabled");
+    a word in capitals before it ("USB-powered"). A break before a capital ("Wi-" / "Fi"), a
+    hyphen standing for a word to come ("pre-" / "and post-"), and links, addresses, file names
+    and options ("lumora-" / "setup.exe") are left as they are. Other breaks are the
+    typesetter's and are joined. Soft hyphens are dropped.
     """
     if "-" not in text and "\u2010" not in text and "\u00ad" not in text:
         return text
-    written = {w.casefold() for w in WRITTEN_WORD_RE.findall(text)}
+    # What the document writes elsewhere: the broken words themselves do not count.
+    elsewhere = BROKEN_WORD_RE.sub(" ", text)
+    written = {w.casefold().replace("\u2010", "-") for w in WRITTEN_WORD_RE.findall(elsewhere)}
+    halves = {part for word in written for part in word.split("-")}
 
     def join(match: re.Match) -> str:
-        left, right = match.group(1), match.group(2)
-        if not right[0].islower():
+        left, mark, right = match.groups()
+        if mark == "\u00ad":
+            return left + right
+        start, end = match.start(), match.end()
+        before = text[start - 1] if start else " "
+        after = text[end : end + 2]
+        if not right[0].islower() or right.casefold() in SUSPENDED_BEFORE:
             return match.group(0)
-        hyphenated = f"{left}-{right}".casefold()
-        if hyphenated in written and (left + right).casefold() not in written:
+        if after[:1] in ("/", "@", "\\") or (after[:1] == "." and after[1:].isalnum()):
+            return match.group(0)  # lumora-setup.exe, a link's path, an address
+        if before in "-\u2010":
+            return f"{left}-{right}"  # the next part of a compound: Wi-Fi-enabled, --no-cache
+        if before not in WORD_OPENERS:
+            return match.group(0)
+        if len(left) > 1 and left.isupper():
+            return f"{left}-{right}"
+        hyphenated, joined = f"{left}-{right}".casefold(), (left + right).casefold()
+        if joined in written and hyphenated not in written:
+            return left + right
+        if hyphenated in written or (left.casefold() in halves and right.casefold() in halves):
             return f"{left}-{right}"
         return left + right
 
     return BROKEN_WORD_RE.sub(join, text).replace("\u00ad", "")
 
 
-# A line at the top or bottom of this share of a PDF's pages (and of at least
-# RUNNING_LINE_MIN_PAGES of them) is the document's running header or footer ("Lumora Hub 2 User
-# Manual", "Page 3 of 40"): it is read once, where it first stands, or not at all when it is a
-# page number, instead of breaking the text of every page.
-RUNNING_LINE_SHARE = 0.5
+# A line that stands first (or last) on this share of a PDF's pages with text, and on at least
+# RUNNING_LINE_MIN_PAGES of them, the same each time, is the document's running header (or
+# footer): "Lumora Hub 2 User Manual", "Lumora confidential". A header is read where it first
+# stands (it often names the document), a footer where it last stands (so it does not come
+# between a word broken at a page's end and its rest); the others are left out. Once those go,
+# the next line in is looked at again, for headers of two lines.
+RUNNING_LINE_SHARE = 0.6
 RUNNING_LINE_MIN_PAGES = 3
-# How many lines at each end of a page are looked at.
-RUNNING_LINE_DEPTH = 2
-# A running line that is only a page number, as _running_key writes it ("#", "page # of #",
-# "- # -", "#/#").
-PAGE_NUMBER_RE = re.compile(r"[\W_]*(?:(?:page|p\.?)\s*)?#(?:\s*(?:of|/)\s*#)?[\W_]*")
+RUNNING_LINE_ROUNDS = 2
+# A running line is short, and no sentence: a line of RUNNING_LINE_SENTENCE_WORDS words or more
+# that ends like a sentence ("Restart it and try again.") is the page's own text.
+RUNNING_LINE_MAX_WORDS = 12
+RUNNING_LINE_SENTENCE_WORDS = 5
+# A line that is only a page number ("3", "- 3 -", "Page 3 of 40", "3/40"), among the first or
+# last PAGE_NUMBER_DEPTH lines of a page. Page numbers are left out when as many pages as for a
+# running line have one that counts up with the pages (so "0000" near a page's end, or a step
+# number, is not one).
+PAGE_NUMBER_RE = re.compile(
+    r"[\s\-–—(\[]*(?:(?:page|p\.)\s*)?(\d{1,5})(?:\s*(?:of|/)\s*\d{1,5})?[\s\-–—)\]]*",
+    re.IGNORECASE,
+)
+PAGE_NUMBER_DEPTH = 2
 
 
-def _running_key(line: str) -> str:
-    """A line as compared across pages: any number stands for every number, spaces and case do
-    not count ("Page 3 of 40" and "page 4 of 40" are the same line)."""
-    return re.sub(r"\d+", "#", " ".join(line.split())).casefold()
+def _may_run(line: str) -> bool:
+    """Whether a line repeated at the pages' tops or bottoms may be a running header or footer."""
+    words = len(line.split())
+    if words > RUNNING_LINE_MAX_WORDS:
+        return False
+    return words < RUNNING_LINE_SENTENCE_WORDS or not line.rstrip("\"')”’ ").endswith(
+        (".", "!", "?")
+    )
 
 
 def without_running_lines(pages: list[str]) -> list[str]:
-    """The pages' texts without the running header and footer lines repeated at their tops and
-    bottoms (see RUNNING_LINE_SHARE). Page numbers go; any other such line is kept where it
-    first appears (a header often names the document, which may be its title)."""
-    lines = [page.splitlines() for page in pages]
-    edges: list[list[int]] = []
-    for page in lines:
-        filled = [n for n, line in enumerate(page) if line.strip()]
-        edges.append(sorted(set(filled[:RUNNING_LINE_DEPTH] + filled[-RUNNING_LINE_DEPTH:])))
-    with_text = sum(1 for page in edges if page)
+    """The pages' texts without their page numbers and without the running header and footer
+    lines repeated at their tops and bottoms, each of those read once (see
+    RUNNING_LINE_SHARE). Lines in the middle of a page, and lines that differ from page to page,
+    are never left out."""
+    lines = [page.split("\n") for page in pages]
+    dropped: list[set[int]] = [set() for _ in pages]
+    kept: list[set[int]] = [set() for _ in pages]  # running lines read where they stand
+
+    def filled(number: int) -> list[int]:
+        return [
+            n
+            for n, line in enumerate(lines[number])
+            if line.strip() and n not in dropped[number] and n not in kept[number]
+        ]
+
+    with_text = sum(1 for number in range(len(pages)) if filled(number))
     if with_text < RUNNING_LINE_MIN_PAGES:
         return pages
-    counts: dict[str, int] = {}
-    for page, positions in zip(lines, edges, strict=True):
-        for key in {_running_key(page[n]) for n in positions}:
-            counts[key] = counts.get(key, 0) + 1
     needed = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * with_text)
-    running = {key for key, count in counts.items() if count >= needed}
-    if not running:
+
+    # Page numbers: the offset between a number and the page's place that most pages share.
+    offsets: dict[int, list[tuple[int, int]]] = {}
+    for number in range(len(pages)):
+        present = filled(number)
+        for n in dict.fromkeys(present[:PAGE_NUMBER_DEPTH] + present[-PAGE_NUMBER_DEPTH:]):
+            found = PAGE_NUMBER_RE.fullmatch(lines[number][n])
+            if found:
+                offsets.setdefault(int(found.group(1)) - number, []).append((number, n))
+    for places in offsets.values():
+        if len({number for number, _ in places}) >= needed:
+            for number, n in places:
+                dropped[number].add(n)
+
+    for _ in range(RUNNING_LINE_ROUNDS):
+        found_any = False
+        for edge in (0, -1):
+            seen: dict[str, list[tuple[int, int]]] = {}
+            for number in range(len(pages)):
+                present = filled(number)
+                if present:
+                    n = present[edge]
+                    key = " ".join(lines[number][n].split()).casefold()
+                    seen.setdefault(key, []).append((number, n))
+            for key, places in seen.items():
+                if len(places) < needed or not _may_run(key):
+                    continue
+                found_any = True
+                for at, (number, n) in enumerate(places):
+                    read = at == (0 if edge == 0 else len(places) - 1)
+                    (kept if read else dropped)[number].add(n)
+        if not found_any:
+            break
+    if not any(dropped):
         return pages
-    kept_once: set[str] = set()
-    result = []
-    for page, positions in zip(lines, edges, strict=True):
-        dropped = set()
-        for n in positions:
-            key = _running_key(page[n])
-            if key not in running:
-                continue
-            if not PAGE_NUMBER_RE.fullmatch(key) and key not in kept_once:
-                kept_once.add(key)
-                continue
-            dropped.add(n)
-        result.append("\n".join(line for n, line in enumerate(page) if n not in dropped))
-    return result
+    return [
+        "\n".join(line for n, line in enumerate(page) if n not in dropped[number])
+        for number, page in enumerate(lines)
+    ]
 
 
 # A PDF's extracted text may not run over this: a few kilobytes of compressed drawing

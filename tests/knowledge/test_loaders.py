@@ -518,24 +518,49 @@ def test_pdf_words_broken_at_line_ends_are_joined(tmp_path, make_pdf):
     assert "Wi-\nFi network" in text
 
 
-def test_pdf_word_broken_across_a_page_break_is_joined(tmp_path):
-    path = _pdf_of_pages(
-        tmp_path / "manual.pdf",
-        ["Hub manual\nThe hub asks for authenti-", "cation before pairing."],
-        [0, 1],
-    )
+def test_pdf_word_broken_across_a_page_break_and_a_footer_is_joined(tmp_path):
+    pages = [
+        "Hub manual\nThe hub asks for authenti-\nLumora confidential",
+        "cation before pairing.\nLumora confidential",
+        "Reset the hub with the pin.\nLumora confidential",
+    ]
+    path = _pdf_of_pages(tmp_path / "manual.pdf", pages, [0, 1, 2])
 
-    assert "The hub asks for authentication before pairing." in (
-        load_document(path, "manual.pdf").text
-    )
+    text = load_document(path, "manual.pdf").text
+
+    assert "The hub asks for authentication before pairing." in text
+    assert text.count("Lumora confidential") == 1
 
 
-def test_soft_hyphens_are_dropped_and_hyphenated_words_kept():
-    assert join_broken_words("con\u00adfigure the e-mail") == "configure the e-mail"
-    assert join_broken_words("the e-mail and the e-\nmail") == "the e-mail and the e-mail"
-    # Written as one word elsewhere too: the break is the typesetter's.
-    assert join_broken_words("log-in or login, log-\nin") == "log-in or login, login"
-    assert join_broken_words("a list -\nitem") == "a list -\nitem"
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        ("con\u00adfigure the e-mail", "configure the e-mail"),
+        ("Wi\u00ad\nFi", "WiFi"),  # a soft hyphen is always inside a word
+        ("the e-mail and the e-\nmail", "the e-mail and the e-mail"),
+        ("self\u2010hosted, and self-\nhosted", "self\u2010hosted, and self-hosted"),
+        # Written as one word elsewhere too: the break is the typesetter's.
+        ("sign in with your login: log-\nin", "sign in with your login: login"),
+        # Both halves are words of the document: a compound.
+        ("built in, and built-\nin", "built in, and built-in"),
+        ("Wi-Fi-\nenabled", "Wi-Fi-enabled"),
+        ("state-of-the-\nart", "state-of-the-art"),
+        ("--no-\ncache", "--no-cache"),
+        ("USB-\npowered", "USB-powered"),
+        # Left as they are: a link, an address, a file name, a longer token, a hyphen that
+        # stands for a word to come, a dash, a range.
+        ("https://help.lumora.example/pair-\na-bulb", "https://help.lumora.example/pair-\na-bulb"),
+        ("support@lumora-\nhome.example", "support@lumora-\nhome.example"),
+        ("run lumora-\nsetup.exe", "run lumora-\nsetup.exe"),
+        ("3rd-\nparty", "3rd-\nparty"),
+        ("customer's-\nfacing", "customer's-\nfacing"),
+        ("both pre-\nand post-2020", "both pre-\nand post-2020"),
+        ("a list -\nitem", "a list -\nitem"),
+        ("pages 2-\n3", "pages 2-\n3"),
+    ],
+)
+def test_broken_words(text, read):
+    assert join_broken_words(text) == read
 
 
 def test_pdf_running_headers_and_page_numbers_are_read_once_or_not_at_all(tmp_path):
@@ -555,19 +580,56 @@ def test_pdf_running_headers_and_page_numbers_are_read_once_or_not_at_all(tmp_pa
         assert f"{topic} is explained on this page." in doc.text
 
 
-def test_a_line_repeated_on_two_pages_only_is_kept(tmp_path):
-    pages = ["Lumora notes\nPairing takes a minute.", "Lumora notes\nWarranty is two years."]
-    path = _pdf_of_pages(tmp_path / "notes.pdf", pages, [0, 1])
+def test_two_line_headers_and_a_footer_under_the_page_number():
+    pages = [f"Acme\nUser manual\nText {c}.\nAcme Inc.\n{n}" for n, c in enumerate("ABCD", 1)]
 
-    assert load_document(path, "notes.pdf").text.count("Lumora notes") == 2
+    assert without_running_lines(pages) == [
+        "Acme\nUser manual\nText A.",
+        "Text B.",
+        "Text C.",
+        "Text D.\nAcme Inc.",
+    ]
 
 
-def test_running_lines_need_half_of_the_pages():
-    pages = [f"Pairing step {n}\nText {chr(65 + n)}." for n in range(3)]
-    pages += [f"Other heading {chr(70 + n)}\nMore text {chr(75 + n)}." for n in range(4)]
-
-    # "pairing step #" tops 3 of 7 pages: fewer than half, so it is content.
+@pytest.mark.parametrize(
+    "pages",
+    [
+        # Lines that differ only in their numbers are the pages' own.
+        [f"Step {n}\nPress and hold the button for {n * 5} seconds." for n in range(1, 5)],
+        [
+            f"Lumora Hub {n}\nRange: 30 m.\nHold the button for 5 seconds to reset."
+            for n in (2, 3, 4)
+        ],
+        [f"Error {e}\nThe hub says {e}.\nRestart it and try again." for e in (401, 403, 404, 500)],
+        [f"Firmware 2.{n}.0\nFixes for pairing.\nPrice: EUR {10 + n}" for n in range(4)],
+        # A number near a page's end that does not count up with the pages.
+        ["Welcome\nText about the hub.", "Default PIN:\n0000", "More text.\nWords.", "End.\nLast."],
+        # Repeated, but in the middle of each page.
+        [f"Topic {c}\nCall us on 555 0100.\nMore about {c}." for c in "ABCD"],
+        # At the top of fewer than 60% of the pages.
+        [f"Pairing\nText {c}." for c in "ABC"] + [f"Other {c}\nMore {c}." for c in "DEFG"],
+        # Two pages only.
+        ["Lumora notes\nPairing takes a minute.", "Lumora notes\nWarranty is two years."],
+    ],
+)
+def test_page_content_is_never_taken_for_a_running_line(pages):
     assert without_running_lines(pages) == pages
+
+
+def test_page_numbers_that_count_up_go_and_other_numbers_stay():
+    pages = [
+        "Welcome\nText.\n1",
+        "Default PIN:\n0000\n2",
+        "More text.\nWords.\n3",
+        "End.\nLast.\n4",
+    ]
+
+    assert without_running_lines(pages) == [
+        "Welcome\nText.",
+        "Default PIN:\n0000",
+        "More text.\nWords.",
+        "End.\nLast.",
+    ]
 
 
 def _corrupt_pdf(path, make_pdf):
