@@ -140,7 +140,7 @@ class DocumentLibrary:
             # Read and embedded without the lock (a large file takes a minute), so that other
             # changes wait only for its write.
             outcome = self._ingest(
-                received.path, received.path.name, self._lock, progress_for(progress, received.name)
+                received.path, received.name, self._lock, progress_for(progress, received.name)
             )
             with self._lock:
                 results.append(self._settle(received.name, outcome, actor))

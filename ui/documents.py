@@ -204,11 +204,23 @@ class UploadRefused(Exception):
         self.message = message
 
 
+# A file name sent as the sender's own full path ("C:\\docs\\faq.md", "/home/ann/faq.md", as
+# some old browsers send it), of which only the last part names the document.
+FULL_PATH_RE = re.compile(r"^(?:/|[A-Za-z]:/)")
+
+
 def upload_name(filename: str) -> str | None:
-    """The name an upload is stored under: its last path part, printable, not hidden."""
-    name = PurePosixPath(filename.replace("\\", "/")).name
-    name = source_name("".join(ch for ch in name if ch.isprintable()).strip())
-    if not name or name.startswith(".") or len(name.encode()) > MAX_NAME_BYTES:
+    """The name an upload is stored under, printable, with no hidden part: a relative path as
+    sent ("billing/faq.md", as ``chatbot ingest`` names a folder's files, so that a sync
+    from a CMS or a git repository can keep two articles called faq.md apart); the last part
+    only of a full path or of one that climbs out with "..". None if nothing usable is left."""
+    text = "".join(ch for ch in filename.replace("\\", "/") if ch.isprintable()).strip()
+    parts = [part.strip() for part in text.split("/")]
+    parts = [part for part in parts if part and part != "."]
+    if FULL_PATH_RE.match(text) or ".." in parts:
+        parts = parts[-1:]
+    name = source_name("/".join(parts))
+    if not parts or any(p.startswith(".") for p in parts) or len(name.encode()) > MAX_NAME_BYTES:
         return None
     return name
 
@@ -268,10 +280,14 @@ class _FileParts:
             received.refusal = f"over the limit of {self.max_files} files per upload"
         elif name is None:
             received.refusal = "the file name is empty, hidden or too long; rename the file"
-        elif any(f.path and f.path.name == name for f in self.files):
+        elif any(f.path is not None and f.name == name for f in self.files):
             received.refusal = "another file in this upload has the same name"
         else:
-            received.path = self.folder / name
+            # Each file in a folder of its own, under its last name part: "a/faq.md" and
+            # "b/faq.md" are two files, and no name sent can reach outside ``folder``.
+            place = self.folder / str(len(self.files))
+            place.mkdir()
+            received.path = place / PurePosixPath(name).name
             self._handle = received.path.open("xb")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -416,7 +432,9 @@ REPLACE_BODY = {
 }
 UPLOAD_DOC = """Upload one or many files in the multipart field `files`.
 
-Each file is indexed under its own file name (any folder part is dropped): a new name is
+Each file is indexed under the name it is sent with, folders included (`billing/faq.md`, the
+name `chatbot ingest` gives that file of a folder; a full path such as `C:\\docs\\faq.md`
+keeps only its last part): a new name is
 **added**, new content for a known name **updated** atomically, the same content **unchanged**,
 and content that another document already has is reported as a **duplicate** of it and not
 indexed twice (a document of the same name keeps its version). A refused file (unsupported type, empty, corrupt, over

@@ -13,6 +13,7 @@ from python_multipart import MultipartParser
 from chatbot.service import ChatService
 from chatbot.settings import SiteSettings
 from chatbot.users import Role
+from knowledge.ingest import ingest_paths
 from knowledge.retriever import HybridRetriever
 from knowledge.store import KnowledgeStore
 from tests.conftest import SAMPLE_HELP
@@ -369,7 +370,9 @@ def test_a_request_without_files_is_a_400(app):
     assert "field 'files'" in wrong_field.json()["error"]["message"]
 
 
-def test_file_names_lose_folders_and_files_past_the_limit_are_refused(make_app, settings, store):
+def test_full_paths_keep_their_last_part_and_files_past_the_limit_are_refused(
+    make_app, settings, store
+):
     two = settings.model_copy(
         update={"retrieval": settings.retrieval.model_copy(update={"max_files_per_upload": 2})}
     )
@@ -393,6 +396,52 @@ def test_file_names_lose_folders_and_files_past_the_limit_are_refused(make_app, 
     ]
     assert results[2]["reason"] == "over the limit of 2 files per upload"
     assert [d.source for d in store.documents()] == ["lantern.md", "solar.md"]
+
+
+def test_files_sent_with_folders_keep_them_as_chatbot_ingest_names_them(
+    app, service, store, tmp_path
+):
+    owner = signed_in(app, "content_owner")
+    billing = b"# FAQ\n\nInvoices are emailed on the first day of each month.\n"
+    setup = b"# FAQ\n\nThe lantern pairs when you hold its button for three seconds.\n"
+
+    results = upload(owner, md("billing/faq.md", billing), md("setup\\faq.md", setup))
+
+    assert {name: r["status"] for name, r in results.items()} == {
+        "billing/faq.md": "added",
+        "setup/faq.md": "added",
+    }
+    assert sorted(d.source for d in store.documents()) == ["billing/faq.md", "setup/faq.md"]
+    assert retrieved(service, "when are invoices emailed")[0].source == "billing/faq.md"
+    assert retrieved(service, "how do i pair the lantern")[0].source == "setup/faq.md"
+
+    # The same names as the command line gives that folder's files: an ingest of it now
+    # finds them unchanged, and a new version sent again replaces only its own document.
+    for folder, body in (("billing", billing), ("setup", setup)):
+        (tmp_path / "help" / folder).mkdir(parents=True)
+        (tmp_path / "help" / folder / "faq.md").write_bytes(body)
+    report = ingest_paths(store, [tmp_path / "help"])
+    assert sorted(report.unchanged) == ["billing/faq.md", "setup/faq.md"]
+    newer = billing.replace(b"first day", b"last day")
+    assert upload(owner, md("billing/faq.md", newer))["billing/faq.md"]["status"] == "updated"
+    assert "last day" in store.document_chunks("billing/faq.md")[0].text
+    assert "three seconds" in store.document_chunks("setup/faq.md")[0].text
+
+
+def test_two_files_of_one_name_in_one_upload_the_second_is_refused(app, store):
+    owner = signed_in(app, "content_owner")
+
+    response = owner.post(
+        "/api/v1/documents",
+        files=[md("billing/faq.md", LANTERN_V1), md("./billing//faq.md", LANTERN_V2)],
+    )
+
+    results = response.json()["results"]
+    assert [(r["file"], r["status"], r["reason"]) for r in results] == [
+        ("billing/faq.md", "added", None),
+        ("billing/faq.md", "failed", "another file in this upload has the same name"),
+    ]
+    assert [d.source for d in store.documents()] == ["billing/faq.md"]
 
 
 def test_a_request_larger_than_any_upload_is_refused_before_it_is_read(make_app, settings):
@@ -475,15 +524,16 @@ def test_an_over_size_file_is_dropped_while_it_streams(tmp_path):
 
     for start in range(0, len(body), 256):
         parser.write(body[start : start + 256])
-        sizes = [f.stat().st_size for f in tmp_path.iterdir()]
+        sizes = [f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()]
         biggest_on_disk = max([biggest_on_disk, *sizes])
     parser.finalize()
 
     big, ok = receiver.files
     assert big.path is None and big.refusal == "the file is 5,007 bytes, over the limit of 1,000"
-    assert ok.path == tmp_path / "ok.md" and ok.path.read_bytes() == parts[1][1]
+    assert ok.path.name == "ok.md" and ok.path.is_relative_to(tmp_path)
+    assert ok.path.read_bytes() == parts[1][1]
     assert biggest_on_disk <= 1000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.md"]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["ok.md"]
 
 
 @pytest.mark.parametrize(
@@ -498,6 +548,14 @@ def test_an_over_size_file_is_dropped_while_it_streams(tmp_path):
         ("", None),
         ("a" * 300 + ".md", None),
         ("cafe\u0301.md", "caf\u00e9.md"),  # as macOS sends it, and as typed elsewhere
+        ("billing/faq.md", "billing/faq.md"),
+        ("billing\\faq.md", "billing/faq.md"),
+        ("./billing//faq.md", "billing/faq.md"),
+        (" billing / faq.md ", "billing/faq.md"),
+        ("/home/ann/faq.md", "faq.md"),
+        ("a/../b.md", "b.md"),
+        ("docs/.git/faq.md", None),
+        ("/".join(["folder"] * 40) + "/faq.md", None),
     ],
 )
 def test_upload_names(sent, stored):
