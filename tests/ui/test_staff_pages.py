@@ -470,6 +470,49 @@ def test_a_document_uploaded_to_a_sites_collection_stays_there(uploaded, staff_a
     uploaded.tab.assert_no_unexpected_errors()
 
 
+def test_a_folder_is_uploaded_with_its_files_named_as_chatbot_ingest_names_them(
+    uploaded, staff_app, tmp_path
+):
+    page = uploaded.tab.page
+    help_center = tmp_path / "help-center"
+    for folder, text in (
+        ("billing", "# Billing FAQ\n\nInvoices for the Orbit plan go out on the 3rd.\n"),
+        ("setup", "# Setup FAQ\n\nOrbit pairs when its ring blinks green twice.\n"),
+    ):
+        (help_center / folder).mkdir(parents=True)
+        (help_center / folder / "faq.md").write_text(text)
+    (help_center / "setup" / "ring.png").write_bytes(b"\x89PNG\r\n")
+    (help_center / "include").mkdir()
+    (help_center / "include" / "note.md").write_text("A snippet.\n")
+    (help_center / ".drafts").mkdir()
+    (help_center / ".drafts" / "next.md").write_text("# Draft\n\nNot yet.\n")
+    page.goto(f"{staff_app.url}/staff/documents")
+    page.evaluate(SENT_FILES_SPY)
+
+    page.locator("input#folder").set_input_files(help_center)
+    page.get_by_role("button", name="Upload", exact=True).click()
+
+    # The two skipped files first, then each file sent as it is indexed.
+    results = page.locator("#upload-results li")
+    expect(results).to_have_count(4, timeout=2 * INDEX_TIMEOUT_MS)
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    statuses = {
+        item.locator("strong").inner_text(): item.get_attribute("data-status")
+        for item in results.all()
+    }
+    assert statuses == {
+        "billing/faq.md": "added",
+        "setup/faq.md": "added",
+        "setup/ring.png": "skipped",
+        "include/note.md": "skipped",
+    }
+    assert sorted(page.evaluate("window.sentFiles")) == ["billing/faq.md", "setup/faq.md"]
+    for name in ("billing/faq.md", "setup/faq.md"):
+        expect(page.get_by_role("cell", name=name, exact=True)).to_have_count(1)
+    expect(page.locator("input#files")).to_have_attribute("required", "")
+    uploaded.tab.assert_no_unexpected_errors()
+
+
 # ----- staff without the content_owner role
 
 

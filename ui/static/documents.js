@@ -110,10 +110,10 @@
   }
 
   // One request: resolves with the HTTP status and the JSON body (status 0: connection lost).
-  function send(form, file, uploadId, onProgress, onSent) {
+  function send(form, file, name, uploadId, onProgress, onSent) {
     return new Promise((resolve) => {
       const data = new FormData();
-      data.append(form.dataset.field, file);
+      data.append(form.dataset.field, file, name);
       const xhr = new XMLHttpRequest();
       xhr.open(form.dataset.method, form.dataset.api);
       xhr.responseType = "json";
@@ -130,7 +130,7 @@
   }
 
   // What one file's request says about it, as result rows.
-  function resultsOf(file, reply) {
+  function resultsOf(name, reply) {
     const body = reply.body;
     if (Array.isArray(body.results)) return body.results;
     if (body.file) return [body];
@@ -140,44 +140,79 @@
         : reply.status === 401
           ? "your sign-in has ended; sign in again (link below), then upload the file again"
           : (body.error && body.error.message) || "the upload failed (" + reply.status + ")";
-    return [{ file: file.name, status: "failed", reason: reason }];
+    return [{ file: name, status: "failed", reason: reason }];
+  }
+
+  // Snippet folders: chatbot ingest reads their files through the articles that include them.
+  const SNIPPET_FOLDERS = ["include", "_include", "_includes", "includes"];
+
+  // The files chosen, each with the name it is sent under: a file chosen on its own goes by
+  // its name, a folder's file by its path inside the folder ("billing/faq.md"), the name
+  // `chatbot ingest` gives it. Of a folder, hidden files are passed over, and files of other
+  // types and snippet folders' files are reported as skipped, as the command line does.
+  function chosen(form, results) {
+    const picked = [];
+    for (const input of form.querySelectorAll("input[type=file]")) {
+      const types = (input.accept || "").toLowerCase().split(",").filter(Boolean);
+      for (const file of Array.from(input.files)) {
+        if (!("folder" in input.dataset)) {
+          picked.push({ file: file, name: file.name });
+          continue;
+        }
+        const parts = (file.webkitRelativePath || file.name).split("/").slice(1);
+        if (!parts.length) parts.push(file.name);
+        if (parts.some((part) => part.startsWith("."))) continue;
+        const name = parts.join("/");
+        const last = parts[parts.length - 1];
+        const dot = last.lastIndexOf(".");
+        const suffix = dot > 0 ? last.slice(dot).toLowerCase() : "";
+        if (parts.slice(0, -1).some((part) => SNIPPET_FOLDERS.includes(part))) {
+          results.push({ file: name, status: "skipped", reason: "a snippet, read only through the articles that include it (chatbot ingest)" });
+        } else if (types.length && !types.includes(suffix)) {
+          results.push({ file: name, status: "skipped", reason: "not a Markdown, text, HTML, PDF or Word file" });
+        } else {
+          picked.push({ file: file, name: name });
+        }
+      }
+    }
+    return picked;
   }
 
   // Files go one per request, in turn: each is reported and listed as soon as it is indexed,
   // the label says which one is being indexed, and a change made meanwhile (a delete in another
   // tab) waits for one file, not for the whole batch.
   async function upload(form) {
-    const input = form.querySelector("input[type=file]");
-    if (!input.files.length) return;
+    const results = [];
+    const picked = chosen(form, results);
+    if (!picked.length && !results.length) return;
     // A file over the limit is reported here by name and not sent: the server would refuse it.
     const limit = Number(form.dataset.maxBytes) || Infinity;
     // The files past the upload's limit are refused here, as the server refuses them in one
     // request (each is sent on its own, so the server cannot count them).
     const most = Number(form.dataset.maxFiles) || Infinity;
-    const results = [];
     const sending = [];
-    for (const [n, file] of Array.from(input.files).entries()) {
+    for (const [n, { file, name }] of picked.entries()) {
       if (n >= most) {
-        results.push({ file: file.name, status: "failed", reason: "over the limit of " + most + " files per upload" });
+        results.push({ file: name, status: "failed", reason: "over the limit of " + most + " files per upload" });
       } else if (file.size > limit) {
         const reason =
           "the file is " + file.size.toLocaleString("en") + " bytes, over the limit of " +
           limit.toLocaleString("en");
-        results.push({ file: file.name, status: "failed", reason: reason });
+        results.push({ file: name, status: "failed", reason: reason });
       } else {
-        sending.push(file);
+        sending.push({ file: file, name: name });
       }
     }
     showResults(results);
     if (!sending.length) {
-      form.reset();
+      clear(form);
       return;
     }
     const progress = document.getElementById("upload-progress");
     const bar = progress.querySelector("progress");
     const label = progress.querySelector("span");
     const button = form.querySelector("button[type=submit]");
-    const total = sending.reduce((sum, file) => sum + file.size, 0) || 1;
+    const total = sending.reduce((sum, item) => sum + item.file.size, 0) || 1;
     let done = 0;
     bar.max = total;
     bar.value = 0;
@@ -189,24 +224,25 @@
     const sentShare = form.dataset.progress ? 0.5 : 0.9;
     try {
       for (let i = 0; i < sending.length; i++) {
-        const file = sending[i];
+        const { file, name } = sending[i];
         const which = sending.length > 1 ? " (" + (i + 1) + " of " + sending.length + ")" : "";
-        label.textContent = "Uploading " + file.name + which + "…";
+        label.textContent = "Uploading " + name + which + "…";
         const uploadId = newUploadId();
         let stopFollowing = () => {};
         const reply = await send(
           form,
           file,
+          name,
           uploadId,
           (loaded) => {
             bar.value = done + sentShare * Math.min(loaded, file.size);
             label.textContent =
-              "Uploading " + file.name + which + ": " + formatBytes(Math.min(loaded, file.size)) +
+              "Uploading " + name + which + ": " + formatBytes(Math.min(loaded, file.size)) +
               " of " + formatBytes(file.size);
           },
           () => {
             bar.value = done + sentShare * file.size;
-            label.textContent = "Indexing " + file.name + which + "…";
+            label.textContent = "Indexing " + name + which + "…";
             if (form.dataset.progress) {
               stopFollowing = follow(form, uploadId, (state) => {
                 const indexed =
@@ -214,7 +250,7 @@
                     : state.stage === "embedding" && state.total > 0 ? state.done / state.total
                       : 0;
                 bar.value = done + file.size * (sentShare + (1 - sentShare) * indexed);
-                label.textContent = indexingText(file.name + which, state);
+                label.textContent = indexingText(name + which, state);
               });
             }
           }
@@ -222,7 +258,7 @@
         stopFollowing();
         done += file.size;
         bar.value = done;
-        const these = resultsOf(file, reply);
+        const these = resultsOf(name, reply);
         results.push(...these);
         const stop = reply.status === 0 || reply.status === 401 || reply.status === 403;
         if (stop) {
@@ -243,9 +279,24 @@
     } finally {
       button.disabled = false;
       progress.hidden = true;
-      form.reset();
+      clear(form);
     }
   }
+
+  // The form emptied for the next upload, its file picker required again.
+  function clear(form) {
+    form.reset();
+    const files = form.querySelector("input[type=file]:not([data-folder])");
+    if (files && form.querySelector("input[data-folder]")) files.required = true;
+  }
+
+  // A folder chosen is enough to upload: the file picker is then not required.
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!input.matches("form[data-upload] input[data-folder]")) return;
+    const files = input.form.querySelector("input[type=file]:not([data-folder])");
+    if (files) files.required = !input.files.length;
+  });
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
