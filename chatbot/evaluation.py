@@ -113,33 +113,44 @@ def _doubts(item: dict, question: Question) -> list[str]:
     return doubts
 
 
-def _name(source: str) -> str:
-    return PurePosixPath(source).name
+def same_document(source: str, gold: str) -> bool:
+    """Whether ``source`` (a stored document's name) is the gold document: the same file name,
+    in the same folders as far as both name any ("help/faq.md" and "faq.md" are one document;
+    "billing/faq.md" and "setup/faq.md" are two)."""
+    mine, theirs = PurePosixPath(source).parts, PurePosixPath(gold).parts
+    shared = min(len(mine), len(theirs))
+    return shared > 0 and mine[-shared:] == theirs[-shared:]
 
 
 def unknown_gold(questions: Iterable[Question], sources: Iterable[str], label: str) -> list[str]:
     """A warning for each gold document that none of ``sources`` (the store's) names."""
-    stored = {_name(source) for source in sources}
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for source in sources:
+        by_name[PurePosixPath(source).name].append(source)
     return [
-        f"{label}:{q.line}: gold document '{name}' is not in the knowledge store "
+        f"{label}:{q.line}: gold document '{gold}' is not in the knowledge store "
         "(a misspelt name, or not ingested): it counts as a miss"
         for q in questions
-        for name in dict.fromkeys(_name(g) for g in q.gold_docs)
-        if name not in stored
+        for gold in dict.fromkeys(q.gold_docs)
+        if not any(same_document(s, gold) for s in by_name.get(PurePosixPath(gold).name, []))
     ]
 
 
 def score_one(question: Question, result: dict, k: int, with_answers: bool) -> dict:
     """Per-question verdicts from one result object (as ``ChatResult.to_dict`` makes it)."""
-    names = [_name(s["source"]) for s in result.get("sources", [])][:k]
-    gold = {_name(g) for g in question.gold_docs}
+    sources = [s["source"] for s in result.get("sources", [])][:k]
+    gold = list(dict.fromkeys(question.gold_docs))
+
+    def found(document: str, among: list[str]) -> bool:
+        return any(same_document(source, document) for source in among)
+
     row: dict = {"id": question.id, "kind": question.kind, "handoff": bool(result.get("handoff"))}
     if row["handoff"]:
         row["reason"] = result.get("handoff_reason") or "other"
     if question.kind != OUT_OF_SCOPE:
-        row["hit@1"] = bool(names) and names[0] in gold
-        row["hit@k"] = bool(gold & set(names))
-        row["all_gold@k"] = bool(gold) and gold <= set(names)
+        row["hit@1"] = any(found(g, sources[:1]) for g in gold)
+        row["hit@k"] = any(found(g, sources) for g in gold)
+        row["all_gold@k"] = bool(gold) and all(found(g, sources) for g in gold)
         if with_answers and question.must_include:
             answer = (result.get("answer") or "").lower()
             row["must_include"] = all(term.lower() in answer for term in question.must_include)

@@ -555,7 +555,7 @@ WRITTEN_WORD_RE = re.compile(r"[^\W\d_]+(?:[-\u2010][^\W\d_]+)*")
 # token: a link, an email address, "3rd-party", "customer's").
 WORD_OPENERS = frozenset(' \t\n([{"“‘«')
 # "pre- and post-2020", "short- or long-term": the hyphen stands for a word to come.
-SUSPENDED_BEFORE = frozenset({"and", "or", "nor", "to"})
+SUSPENDED_BEFORE = frozenset({"and", "or", "nor", "to", "versus", "vs", "as", "than", "but"})
 
 
 def join_broken_words(text: str) -> str:
@@ -563,12 +563,16 @@ def join_broken_words(text: str) -> str:
     search and readers see "configuration", not "configu-" and "ration".
 
     The hyphen is kept where it belongs to the word: a compound the document writes with it
-    elsewhere ("self-hosted") or whose two halves it uses as words ("built-in", "two-factor"),
-    unless it also writes the joined word; the next part of a compound ("Wi-Fi-" / "enabled");
-    a word in capitals before it ("USB-powered"). A break before a capital ("Wi-" / "Fi"), a
-    hyphen standing for a word to come ("pre-" / "and post-"), and links, addresses, file names
-    and options ("lumora-" / "setup.exe") are left as they are. Other breaks are the
-    typesetter's and are joined. Soft hyphens are dropped.
+    elsewhere ("self-hosted"), unless it also writes the joined word; the next part of a
+    compound ("Wi-Fi-" / "enabled"); capitals before it ("USB-powered", "T-shirt"). A break
+    before a capital ("Wi-" / "Fi"), a hyphen standing for a word to come ("pre-" / "and
+    post-"), and links, addresses, file names and options ("lumora-" / "setup.exe") are left
+    as they are. Any other break is joined when one of its halves is not a word of the
+    document ("configu-" / "ration": the typesetter's). A break between two words of the
+    document ("pass-" / "word", "built-" / "in") is the typesetter's, and joined, only in a
+    document that shows the typesetter at work elsewhere (a break of the kind above);
+    otherwise it is a compound's own hyphen, as a word processor breaks lines after one, and
+    kept. Soft hyphens are dropped.
     """
     if "-" not in text and "\u2010" not in text and "\u00ad" not in text:
         return text
@@ -576,47 +580,72 @@ def join_broken_words(text: str) -> str:
     elsewhere = BROKEN_WORD_RE.sub(" ", text)
     written = {w.casefold().replace("\u2010", "-") for w in WRITTEN_WORD_RE.findall(elsewhere)}
     halves = {part for word in written for part in word.split("-")}
+    typeset = False  # a break inside a word was seen: the document is hyphenated by a typesetter
 
-    def join(match: re.Match) -> str:
+    def verdict(match: re.Match) -> str:
+        """ "join", "keep" (the hyphen), "leave" (as it is) or "words" (two words of the
+        document: decided once the whole document is read)."""
+        nonlocal typeset
         left, mark, right = match.groups()
         if mark == "\u00ad":
-            return left + right
+            return "join"
         start, end = match.start(), match.end()
         before = text[start - 1] if start else " "
         after = text[end : end + 2]
         if not right[0].islower() or right.casefold() in SUSPENDED_BEFORE:
-            return match.group(0)
+            return "leave"
         if after[:1] in ("/", "@", "\\") or (after[:1] == "." and after[1:].isalnum()):
-            return match.group(0)  # lumora-setup.exe, a link's path, an address
+            return "leave"  # lumora-setup.exe, a link's path, an address
         if before in "-\u2010":
-            return f"{left}-{right}"  # the next part of a compound: Wi-Fi-enabled, --no-cache
+            return "keep"  # the next part of a compound: Wi-Fi-enabled, --no-cache
         if before not in WORD_OPENERS:
-            return match.group(0)
-        if len(left) > 1 and left.isupper():
-            return f"{left}-{right}"
+            return "leave"
+        if left.isupper():
+            return "keep"
         hyphenated, joined = f"{left}-{right}".casefold(), (left + right).casefold()
         if joined in written and hyphenated not in written:
-            return left + right
-        if hyphenated in written or (left.casefold() in halves and right.casefold() in halves):
-            return f"{left}-{right}"
-        return left + right
+            return "join"
+        if hyphenated in written:
+            return "keep"
+        if left.casefold() in halves and right.casefold() in halves:
+            return "words"
+        typeset = True
+        return "join"
 
-    return BROKEN_WORD_RE.sub(join, text).replace("\u00ad", "")
+    verdicts = [(match, verdict(match)) for match in BROKEN_WORD_RE.finditer(text)]
+    pieces, at = [], 0
+    for match, said in verdicts:
+        left, _, right = match.groups()
+        if said == "words":
+            said = "join" if typeset else "keep"
+        pieces.append(text[at : match.start()])
+        if said == "join":
+            pieces.append(left + right)
+        elif said == "keep":
+            pieces.append(f"{left}-{right}")
+        else:
+            pieces.append(match.group(0))
+        at = match.end()
+    pieces.append(text[at:])
+    return "".join(pieces).replace("\u00ad", "")
 
 
-# A line that stands first (or last) on this share of a PDF's pages with text, and on at least
-# RUNNING_LINE_MIN_PAGES of them, the same each time, is the document's running header (or
-# footer): "Lumora Hub 2 User Manual", "Lumora confidential". A header is read where it first
+# A line that stands first (or last) on this share of a PDF's full pages (of at least
+# RUNNING_LINE_PAGE_LINES lines), and on at least RUNNING_LINE_MIN_PAGES of them, the same each
+# time, is the document's running header (or footer): "Lumora Hub 2 User Manual", "Lumora
+# confidential". (Short pages, such as a catalogue's or a slide deck's, are left as they are:
+# on them a line that repeats, "Warranty: 2 years", is as likely the page's own.) A header is read where it first
 # stands (it often names the document), a footer where it last stands (so it does not come
 # between a word broken at a page's end and its rest); the others are left out. Once those go,
 # the next line in is looked at again, for headers of two lines.
 RUNNING_LINE_SHARE = 0.6
 RUNNING_LINE_MIN_PAGES = 3
+RUNNING_LINE_PAGE_LINES = 8
 RUNNING_LINE_ROUNDS = 2
-# A running line is short, and no sentence: a line of RUNNING_LINE_SENTENCE_WORDS words or more
-# that ends like a sentence ("Restart it and try again.") is the page's own text.
+# A running line is short, and no sentence ("Then restart the hub." is the page's own text),
+# unless it is a copyright notice ("© 2026 Lumora Inc.").
 RUNNING_LINE_MAX_WORDS = 12
-RUNNING_LINE_SENTENCE_WORDS = 5
+COPYRIGHT_RE = re.compile(r"©|\(c\)|\bcopyright\b|\brights reserved\b", re.IGNORECASE)
 # A line that is only a page number ("3", "- 3 -", "Page 3 of 40", "3/40"), among the first or
 # last PAGE_NUMBER_DEPTH lines of a page. Page numbers are left out when as many pages as for a
 # running line have one that counts up with the pages (so "0000" near a page's end, or a step
@@ -630,12 +659,10 @@ PAGE_NUMBER_DEPTH = 2
 
 def _may_run(line: str) -> bool:
     """Whether a line repeated at the pages' tops or bottoms may be a running header or footer."""
-    words = len(line.split())
-    if words > RUNNING_LINE_MAX_WORDS:
+    if len(line.split()) > RUNNING_LINE_MAX_WORDS:
         return False
-    return words < RUNNING_LINE_SENTENCE_WORDS or not line.rstrip("\"')”’ ").endswith(
-        (".", "!", "?")
-    )
+    sentence = line.rstrip("\"')”’ ").endswith((".", "!", "?"))
+    return not sentence or bool(COPYRIGHT_RE.search(line))
 
 
 def without_running_lines(pages: list[str]) -> list[str]:
@@ -658,6 +685,8 @@ def without_running_lines(pages: list[str]) -> list[str]:
     if with_text < RUNNING_LINE_MIN_PAGES:
         return pages
     needed = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * with_text)
+    full = [n for n in range(len(pages)) if len(filled(n)) >= RUNNING_LINE_PAGE_LINES]
+    needed_full = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * len(full))
 
     # Page numbers: the offset between a number and the page's place that most pages share.
     offsets: dict[int, list[tuple[int, int]]] = {}
@@ -676,14 +705,14 @@ def without_running_lines(pages: list[str]) -> list[str]:
         found_any = False
         for edge in (0, -1):
             seen: dict[str, list[tuple[int, int]]] = {}
-            for number in range(len(pages)):
+            for number in full:
                 present = filled(number)
                 if present:
                     n = present[edge]
                     key = " ".join(lines[number][n].split()).casefold()
                     seen.setdefault(key, []).append((number, n))
             for key, places in seen.items():
-                if len(places) < needed or not _may_run(key):
+                if len(places) < needed_full or not _may_run(key):
                     continue
                 found_any = True
                 for at, (number, n) in enumerate(places):

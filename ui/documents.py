@@ -84,7 +84,9 @@ class DocumentDetail(DocumentOut):
 
 
 class FileResult(BaseModel):
-    file: str = Field(description="The uploaded file's name (without any folder part).")
+    file: str = Field(
+        description="The name the file was sent with, as stored (see the upload's rules)."
+    )
     status: UploadStatus
     reason: str | None = Field(None, description="Why a file was refused or not indexed.")
     document: DocumentOut | None = Field(
@@ -433,8 +435,9 @@ REPLACE_BODY = {
 UPLOAD_DOC = """Upload one or many files in the multipart field `files`.
 
 Each file is indexed under the name it is sent with, folders included (`billing/faq.md`, the
-name `chatbot ingest` gives that file of a folder; a full path such as `C:\\docs\\faq.md`
-keeps only its last part): a new name is
+name `chatbot ingest` gives that file of a folder; a full path such as `C:\\docs\\faq.md`, or
+a name with a `..` part, keeps only its last part, and a name with a hidden part such as
+`.git/x.md` is refused): a new name is
 **added**, new content for a known name **updated** atomically, the same content **unchanged**,
 and content that another document already has is reported as a **duplicate** of it and not
 indexed twice (a document of the same name keeps its version). A refused file (unsupported type, empty, corrupt, over

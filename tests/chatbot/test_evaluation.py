@@ -93,6 +93,40 @@ def test_a_question_without_gold_docs_scores_no_all_gold_hit():
     assert (row["hit@1"], row["hit@k"], row["all_gold@k"]) == (False, False, False)
 
 
+def test_gold_documents_match_by_name_and_by_the_folders_both_name():
+    from chatbot.evaluation import Question, score_one, unknown_gold
+
+    def row(gold: list[str], sources: list[str]) -> dict:
+        found = {"sources": [{"source": s} for s in sources], "handoff": False}
+        return score_one(Question("q", "a question", gold, [], "answerable", []), found, 5, False)
+
+    # The question set may name a document with or without the folder it was ingested from.
+    assert row(["faq.md"], ["billing/faq.md"])["hit@1"]
+    assert row(["help/billing/faq.md"], ["billing/faq.md"])["hit@1"]
+    # Two documents of one file name in different folders are two documents.
+    assert not row(["billing/faq.md"], ["setup/faq.md"])["hit@k"]
+    both = row(["billing/faq.md", "setup/faq.md"], ["setup/faq.md", "billing/faq.md"])
+    assert both["all_gold@k"] and both["hit@1"]
+    one = row(["billing/faq.md", "setup/faq.md"], ["setup/faq.md", "setup/other.md"])
+    assert one["hit@1"] and not one["all_gold@k"]
+
+    questions = [
+        Question(
+            "q",
+            "a question",
+            ["billing/faq.md", "faq.md", "setup/faq.md"],
+            [],
+            "answerable",
+            [],
+            line=3,
+        )
+    ]
+    assert unknown_gold(questions, ["billing/faq.md", "pair.md"], "set.jsonl") == [
+        "set.jsonl:3: gold document 'setup/faq.md' is not in the knowledge store "
+        "(a misspelt name, or not ingested): it counts as a miss"
+    ]
+
+
 def test_an_empty_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no questions"):
         load_questions(write(tmp_path, "", "  "))

@@ -518,11 +518,16 @@ def test_pdf_words_broken_at_line_ends_are_joined(tmp_path, make_pdf):
     assert "Wi-\nFi network" in text
 
 
+def _body(topic: str, lines: int = 8) -> str:
+    """A full page's worth of lines about ``topic``, each its own."""
+    return "\n".join(f"{topic} note {n}: hold the {topic.lower()} button." for n in range(lines))
+
+
 def test_pdf_word_broken_across_a_page_break_and_a_footer_is_joined(tmp_path):
     pages = [
-        "Hub manual\nThe hub asks for authenti-\nLumora confidential",
-        "cation before pairing.\nLumora confidential",
-        "Reset the hub with the pin.\nLumora confidential",
+        f"Hub manual\n{_body('Pairing')}\nThe hub asks for authenti-\nLumora confidential",
+        f"cation before pairing.\n{_body('Reset')}\nLumora confidential",
+        f"Reset the hub with the pin.\n{_body('Battery')}\nLumora confidential",
     ]
     path = _pdf_of_pages(tmp_path / "manual.pdf", pages, [0, 1, 2])
 
@@ -544,6 +549,14 @@ def test_pdf_word_broken_across_a_page_break_and_a_footer_is_joined(tmp_path):
         # Both halves are words of the document: a compound.
         ("built in, and built-\nin", "built in, and built-in"),
         ("Wi-Fi-\nenabled", "Wi-Fi-enabled"),
+        ("T-\nshirt", "T-shirt"),
+        # Two words of the document: a compound's hyphen, unless the document shows a
+        # typesetter's breaks inside words elsewhere.
+        ("your pass-\nword: pass the hub a word", "your pass-word: pass the hub a word"),
+        (
+            "your pass-\nword: pass the hub a word, in the configu-\nration",
+            "your password: pass the hub a word, in the configuration",
+        ),
         ("state-of-the-\nart", "state-of-the-art"),
         ("--no-\ncache", "--no-cache"),
         ("USB-\npowered", "USB-powered"),
@@ -555,6 +568,7 @@ def test_pdf_word_broken_across_a_page_break_and_a_footer_is_joined(tmp_path):
         ("3rd-\nparty", "3rd-\nparty"),
         ("customer's-\nfacing", "customer's-\nfacing"),
         ("both pre-\nand post-2020", "both pre-\nand post-2020"),
+        ("short-\nversus long-term", "short-\nversus long-term"),
         ("a list -\nitem", "a list -\nitem"),
         ("pages 2-\n3", "pages 2-\n3"),
     ],
@@ -566,7 +580,8 @@ def test_broken_words(text, read):
 def test_pdf_running_headers_and_page_numbers_are_read_once_or_not_at_all(tmp_path):
     topics = ["Pairing", "Warranty", "Reset", "Battery"]
     pages = [
-        f"Lumora Hub 2 User Manual\n{topic} is explained on this page.\nPage {n} of 4"
+        f"Lumora Hub 2 User Manual\n{topic} is explained on this page.\n{_body(topic)}\n"
+        f"Page {n} of 4"
         for n, topic in enumerate(topics, start=1)
     ]
     path = _pdf_of_pages(tmp_path / "manual.pdf", pages, [0, 1, 2, 3])
@@ -581,26 +596,39 @@ def test_pdf_running_headers_and_page_numbers_are_read_once_or_not_at_all(tmp_pa
 
 
 def test_two_line_headers_and_a_footer_under_the_page_number():
-    pages = [f"Acme\nUser manual\nText {c}.\nAcme Inc.\n{n}" for n, c in enumerate("ABCD", 1)]
+    pages = [
+        f"Acme\nUser manual\n{_body(topic)}\n\u00a9 2026 Acme Inc.\n{n}"
+        for n, topic in enumerate(["Pairing", "Reset", "Battery", "Warranty"], 1)
+    ]
 
     assert without_running_lines(pages) == [
-        "Acme\nUser manual\nText A.",
-        "Text B.",
-        "Text C.",
-        "Text D.\nAcme Inc.",
+        f"Acme\nUser manual\n{_body('Pairing')}",
+        _body("Reset"),
+        _body("Battery"),
+        f"{_body('Warranty')}\n\u00a9 2026 Acme Inc.",
     ]
+
+
+def test_short_pages_and_sentences_keep_their_repeated_lines():
+    # A catalogue's cards: the same warranty line ends most of them.
+    cards = [f"Lumora Bulb {c}\nPrice: EUR {n}\nWarranty: 2 years" for n, c in enumerate("ABCD")]
+    cards.append("Lumora Lamp X\nPrice: EUR 90\nWarranty: 5 years")
+    assert without_running_lines(cards) == cards
+    # Full pages that end with the same short instruction.
+    pages = [f"{_body(t)}\nThen restart the hub." for t in ("Pairing", "Reset", "Battery")]
+    assert without_running_lines(pages) == pages
 
 
 @pytest.mark.parametrize(
     "pages",
     [
         # Lines that differ only in their numbers are the pages' own.
-        [f"Step {n}\nPress and hold the button for {n * 5} seconds." for n in range(1, 5)],
+        [f"Step {n}\n{_body('Pairing')}\nHold it for {n * 5} seconds" for n in range(1, 5)],
         [
             f"Lumora Hub {n}\nRange: 30 m.\nHold the button for 5 seconds to reset."
             for n in (2, 3, 4)
         ],
-        [f"Error {e}\nThe hub says {e}.\nRestart it and try again." for e in (401, 403, 404, 500)],
+        [f"Error {e}\n{_body('Reset')}\nRestart it and try again." for e in (401, 403, 404, 500)],
         [f"Firmware 2.{n}.0\nFixes for pairing.\nPrice: EUR {10 + n}" for n in range(4)],
         # A number near a page's end that does not count up with the pages.
         ["Welcome\nText about the hub.", "Default PIN:\n0000", "More text.\nWords.", "End.\nLast."],
