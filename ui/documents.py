@@ -84,9 +84,7 @@ class DocumentDetail(DocumentOut):
 
 
 class FileResult(BaseModel):
-    file: str = Field(
-        description="The name the file was sent with, as stored (see the upload's rules)."
-    )
+    file: str = Field(description="The document's name as stored (a refused name: as it was sent).")
     status: UploadStatus
     reason: str | None = Field(None, description="Why a file was refused or not indexed.")
     document: DocumentOut | None = Field(
