@@ -117,22 +117,27 @@ def same_document(source: str, gold: str) -> bool:
     """Whether ``source`` (a stored document's name) is the gold document: the same file name,
     in the same folders as far as both name any ("help/faq.md" and "faq.md" are one document;
     "billing/faq.md" and "setup/faq.md" are two)."""
-    mine, theirs = PurePosixPath(source).parts, PurePosixPath(gold).parts
+    mine, theirs = _parts(source), _parts(gold)
     shared = min(len(mine), len(theirs))
     return shared > 0 and mine[-shared:] == theirs[-shared:]
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    """A document name's folders and file name, "\\" read as "/" and "." and ".." left out."""
+    return tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in (".", ".."))
 
 
 def unknown_gold(questions: Iterable[Question], sources: Iterable[str], label: str) -> list[str]:
     """A warning for each gold document that none of ``sources`` (the store's) names."""
     by_name: dict[str, list[str]] = defaultdict(list)
     for source in sources:
-        by_name[PurePosixPath(source).name].append(source)
+        by_name[_parts(source)[-1] if _parts(source) else ""].append(source)
     return [
         f"{label}:{q.line}: gold document '{gold}' is not in the knowledge store "
         "(a misspelt name, or not ingested): it counts as a miss"
         for q in questions
         for gold in dict.fromkeys(q.gold_docs)
-        if not any(same_document(s, gold) for s in by_name.get(PurePosixPath(gold).name, []))
+        if not any(same_document(s, gold) for s in by_name.get((_parts(gold) or ("",))[-1], []))
     ]
 
 

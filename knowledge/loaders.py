@@ -555,7 +555,7 @@ WRITTEN_WORD_RE = re.compile(r"[^\W\d_]+(?:[-\u2010][^\W\d_]+)*")
 # token: a link, an email address, "3rd-party", "customer's").
 WORD_OPENERS = frozenset(' \t\n([{"“‘«')
 # "pre- and post-2020", "short- or long-term": the hyphen stands for a word to come.
-SUSPENDED_BEFORE = frozenset({"and", "or", "nor", "to", "versus", "vs", "as", "than", "but"})
+SUSPENDED_BEFORE = frozenset({"and", "or", "nor", "to", "versus", "vs"})
 
 
 def join_broken_words(text: str) -> str:
@@ -563,16 +563,14 @@ def join_broken_words(text: str) -> str:
     search and readers see "configuration", not "configu-" and "ration".
 
     The hyphen is kept where it belongs to the word: a compound the document writes with it
-    elsewhere ("self-hosted"), unless it also writes the joined word; the next part of a
-    compound ("Wi-Fi-" / "enabled"); capitals before it ("USB-powered", "T-shirt"). A break
-    before a capital ("Wi-" / "Fi"), a hyphen standing for a word to come ("pre-" / "and
-    post-"), and links, addresses, file names and options ("lumora-" / "setup.exe") are left
-    as they are. Any other break is joined when one of its halves is not a word of the
-    document ("configu-" / "ration": the typesetter's). A break between two words of the
-    document ("pass-" / "word", "built-" / "in") is the typesetter's, and joined, only in a
-    document that shows the typesetter at work elsewhere (a break of the kind above);
-    otherwise it is a compound's own hyphen, as a word processor breaks lines after one, and
-    kept. Soft hyphens are dropped.
+    elsewhere ("self-hosted"), unless it also writes the joined word; a break between two
+    words of the document ("built-" / "in", "two-" / "factor": word processors, and
+    typesetters too, break lines after a compound's own hyphen); the next part of a compound
+    ("Wi-Fi-" / "enabled"); capitals before it ("USB-powered", "T-shirt"). A break before a
+    capital ("Wi-" / "Fi"), a hyphen standing for a word to come ("pre-" / "and post-"), and
+    links, addresses, file names and options ("lumora-" / "setup.exe") are left as they are.
+    A break with a half that is no word of the document ("configu-" / "ration") is the
+    typesetter's, and joined. Soft hyphens are dropped.
     """
     if "-" not in text and "\u2010" not in text and "\u00ad" not in text:
         return text
@@ -580,59 +578,38 @@ def join_broken_words(text: str) -> str:
     elsewhere = BROKEN_WORD_RE.sub(" ", text)
     written = {w.casefold().replace("\u2010", "-") for w in WRITTEN_WORD_RE.findall(elsewhere)}
     halves = {part for word in written for part in word.split("-")}
-    typeset = False  # a break inside a word was seen: the document is hyphenated by a typesetter
 
-    def verdict(match: re.Match) -> str:
-        """ "join", "keep" (the hyphen), "leave" (as it is) or "words" (two words of the
-        document: decided once the whole document is read)."""
-        nonlocal typeset
+    def join(match: re.Match) -> str:
         left, mark, right = match.groups()
         if mark == "\u00ad":
-            return "join"
+            return left + right
         start, end = match.start(), match.end()
         before = text[start - 1] if start else " "
         after = text[end : end + 2]
+        kept = f"{left}-{right}"
         if not right[0].islower() or right.casefold() in SUSPENDED_BEFORE:
-            return "leave"
+            return match.group(0)
         if after[:1] in ("/", "@", "\\") or (after[:1] == "." and after[1:].isalnum()):
-            return "leave"  # lumora-setup.exe, a link's path, an address
+            return match.group(0)  # lumora-setup.exe, a link's path, an address
         if before in "-\u2010":
-            return "keep"  # the next part of a compound: Wi-Fi-enabled, --no-cache
+            return kept  # the next part of a compound: Wi-Fi-enabled, --no-cache
         if before not in WORD_OPENERS:
-            return "leave"
+            return match.group(0)
         if left.isupper():
-            return "keep"
-        hyphenated, joined = f"{left}-{right}".casefold(), (left + right).casefold()
+            return kept
+        hyphenated, joined = kept.casefold(), (left + right).casefold()
         if joined in written and hyphenated not in written:
-            return "join"
-        if hyphenated in written:
-            return "keep"
-        if left.casefold() in halves and right.casefold() in halves:
-            return "words"
-        typeset = True
-        return "join"
+            return left + right
+        if hyphenated in written or (left.casefold() in halves and right.casefold() in halves):
+            return kept
+        return left + right
 
-    verdicts = [(match, verdict(match)) for match in BROKEN_WORD_RE.finditer(text)]
-    pieces, at = [], 0
-    for match, said in verdicts:
-        left, _, right = match.groups()
-        if said == "words":
-            said = "join" if typeset else "keep"
-        pieces.append(text[at : match.start()])
-        if said == "join":
-            pieces.append(left + right)
-        elif said == "keep":
-            pieces.append(f"{left}-{right}")
-        else:
-            pieces.append(match.group(0))
-        at = match.end()
-    pieces.append(text[at:])
-    return "".join(pieces).replace("\u00ad", "")
+    return BROKEN_WORD_RE.sub(join, text).replace("\u00ad", "")
 
 
-# A line that stands first (or last) on this share of a PDF's full pages (of at least
-# RUNNING_LINE_PAGE_LINES lines), and on at least RUNNING_LINE_MIN_PAGES of them, the same each
-# time, is the document's running header (or footer): "Lumora Hub 2 User Manual", "Lumora
+# A line that stands first (or last), the same each time, on full pages (of at least
+# RUNNING_LINE_PAGE_LINES lines) that make up this share of a PDF's pages with text, and at
+# least RUNNING_LINE_MIN_PAGES of them, is the document's running header (or footer): "Lumora Hub 2 User Manual", "Lumora
 # confidential". (Short pages, such as a catalogue's or a slide deck's, are left as they are:
 # on them a line that repeats, "Warranty: 2 years", is as likely the page's own.) A header is read where it first
 # stands (it often names the document), a footer where it last stands (so it does not come
@@ -642,9 +619,11 @@ RUNNING_LINE_SHARE = 0.6
 RUNNING_LINE_MIN_PAGES = 3
 RUNNING_LINE_PAGE_LINES = 8
 RUNNING_LINE_ROUNDS = 2
-# A running line is short, and no sentence ("Then restart the hub." is the page's own text),
-# unless it is a copyright notice ("© 2026 Lumora Inc.").
+# A running line is short, and no sentence ("Then restart the hub." is the page's own text; a
+# sentence has RUNNING_LINE_SENTENCE_WORDS words or more, "Lumora Inc." is none), unless it is
+# a copyright notice ("© 2026 Lumora Inc. All rights reserved.").
 RUNNING_LINE_MAX_WORDS = 12
+RUNNING_LINE_SENTENCE_WORDS = 3
 COPYRIGHT_RE = re.compile(r"©|\(c\)|\bcopyright\b|\brights reserved\b", re.IGNORECASE)
 # A line that is only a page number ("3", "- 3 -", "Page 3 of 40", "3/40"), among the first or
 # last PAGE_NUMBER_DEPTH lines of a page. Page numbers are left out when as many pages as for a
@@ -661,7 +640,8 @@ def _may_run(line: str) -> bool:
     """Whether a line repeated at the pages' tops or bottoms may be a running header or footer."""
     if len(line.split()) > RUNNING_LINE_MAX_WORDS:
         return False
-    sentence = line.rstrip("\"')”’ ").endswith((".", "!", "?"))
+    ends = line.rstrip("\"')\u201d\u2019 ").endswith((".", "!", "?"))
+    sentence = ends and len(line.split()) >= RUNNING_LINE_SENTENCE_WORDS
     return not sentence or bool(COPYRIGHT_RE.search(line))
 
 
@@ -686,7 +666,6 @@ def without_running_lines(pages: list[str]) -> list[str]:
         return pages
     needed = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * with_text)
     full = [n for n in range(len(pages)) if len(filled(n)) >= RUNNING_LINE_PAGE_LINES]
-    needed_full = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * len(full))
 
     # Page numbers: the offset between a number and the page's place that most pages share.
     offsets: dict[int, list[tuple[int, int]]] = {}
@@ -712,7 +691,7 @@ def without_running_lines(pages: list[str]) -> list[str]:
                     key = " ".join(lines[number][n].split()).casefold()
                     seen.setdefault(key, []).append((number, n))
             for key, places in seen.items():
-                if len(places) < needed_full or not _may_run(key):
+                if len(places) < needed or not _may_run(key):
                     continue
                 found_any = True
                 for at, (number, n) in enumerate(places):

@@ -84,7 +84,11 @@ class DocumentDetail(DocumentOut):
 
 
 class FileResult(BaseModel):
-    file: str = Field(description="The document's name as stored (a refused name: as it was sent).")
+    file: str = Field(
+        description="For an upload, the name the document is stored under (as cleaned from "
+        "the name sent; a name that cannot be used, as sent); for a new version, the new file's "
+        "own name (the document keeps its name)."
+    )
     status: UploadStatus
     reason: str | None = Field(None, description="Why a file was refused or not indexed.")
     document: DocumentOut | None = Field(

@@ -103,6 +103,8 @@ def test_gold_documents_match_by_name_and_by_the_folders_both_name():
     # The question set may name a document with or without the folder it was ingested from.
     assert row(["faq.md"], ["billing/faq.md"])["hit@1"]
     assert row(["help/billing/faq.md"], ["billing/faq.md"])["hit@1"]
+    assert row(["billing\\faq.md"], ["billing/faq.md"])["hit@1"]
+    assert row(["../help/faq.md"], ["en/help/faq.md"])["hit@1"]
     # Two documents of one file name in different folders are two documents.
     assert not row(["billing/faq.md"], ["setup/faq.md"])["hit@k"]
     both = row(["billing/faq.md", "setup/faq.md"], ["setup/faq.md", "billing/faq.md"])

@@ -152,11 +152,12 @@
   // types and snippet folders' files are reported as skipped, as the command line does.
   function chosen(form, results) {
     const picked = [];
+    const names = new Set();
     for (const input of form.querySelectorAll("input[type=file]")) {
       const types = (input.accept || "").toLowerCase().split(",").filter(Boolean);
       for (const file of Array.from(input.files)) {
         if (!("folder" in input.dataset)) {
-          picked.push({ file: file, name: file.name });
+          pick(file, file.name);
           continue;
         }
         const parts = (file.webkitRelativePath || file.name).split("/").slice(1);
@@ -167,15 +168,25 @@
         const dot = last.lastIndexOf(".");
         const suffix = dot > 0 ? last.slice(dot).toLowerCase() : "";
         if (parts.slice(0, -1).some((part) => SNIPPET_FOLDERS.includes(part))) {
-          results.push({ file: name, status: "skipped", reason: "a snippet, read only through the articles that include it (chatbot ingest)" });
+          results.push({ file: name, status: "skipped", reason: "a snippet: an upload does not fill snippets into articles; use chatbot ingest for a folder with snippets" });
         } else if (types.length && !types.includes(suffix)) {
           results.push({ file: name, status: "skipped", reason: "not a Markdown, text, HTML, PDF or Word file" });
         } else {
-          picked.push({ file: file, name: name });
+          pick(file, name);
         }
       }
     }
     return picked;
+
+    // The same name twice (a file chosen on its own and in the folder): the first is sent.
+    function pick(file, name) {
+      if (names.has(name)) {
+        results.push({ file: name, status: "failed", reason: "another file in this upload has the same name" });
+      } else {
+        names.add(name);
+        picked.push({ file: file, name: name });
+      }
+    }
   }
 
   // Files go one per request, in turn: each is reported and listed as soon as it is indexed,
@@ -184,7 +195,11 @@
   async function upload(form) {
     const results = [];
     const picked = chosen(form, results);
-    if (!picked.length && !results.length) return;
+    if (!picked.length && !results.length) {
+      showError("The folder holds no files to upload (hidden files are passed over).");
+      clear(form);
+      return;
+    }
     // A file over the limit is reported here by name and not sent: the server would refuse it.
     const limit = Number(form.dataset.maxBytes) || Infinity;
     // The files past the upload's limit are refused here, as the server refuses them in one
@@ -289,6 +304,9 @@
     const files = form.querySelector("input[type=file]:not([data-folder])");
     if (files && form.querySelector("input[data-folder]")) files.required = true;
   }
+
+  // The folder picker needs this script (it sends each file under its path in the folder).
+  for (const picker of document.querySelectorAll("[data-folder-picker]")) picker.hidden = false;
 
   // A folder chosen is enough to upload: the file picker is then not required.
   document.addEventListener("change", (event) => {
