@@ -513,6 +513,44 @@ def test_a_folder_is_uploaded_with_its_files_named_as_chatbot_ingest_names_them(
     uploaded.tab.assert_no_unexpected_errors()
 
 
+def test_a_folder_with_nothing_to_send_or_a_name_chosen_twice_is_reported(
+    uploaded, staff_app, tmp_path
+):
+    page = uploaded.tab.page
+    hidden = tmp_path / "drafts"
+    (hidden / ".wip").mkdir(parents=True)
+    (hidden / ".wip" / "next.md").write_text("# Next\n\nNot yet.\n")
+    page.goto(f"{staff_app.url}/staff/documents")
+
+    page.locator("input#folder").set_input_files(hidden)
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("#upload-results li.error")).to_have_text(
+        "The folder holds no files to upload (hidden files are passed over)."
+    )
+    expect(page.locator("input#files")).to_have_attribute("required", "")
+
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "lamp-notes.md").write_text("# Lamp notes\n\nThe lamp dims with a long press.\n")
+    page.locator("input#files").set_input_files(twice / "lamp-notes.md")
+    page.locator("input#folder").set_input_files(twice)
+    page.evaluate(SENT_FILES_SPY)
+    page.get_by_role("button", name="Upload", exact=True).click()
+
+    results = page.locator("#upload-results li")
+    expect(results).to_have_count(2, timeout=INDEX_TIMEOUT_MS)
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    assert sorted(
+        (item.locator("strong").inner_text(), item.get_attribute("data-status"))
+        for item in results.all()
+    ) == [("lamp-notes.md", "added"), ("lamp-notes.md", "failed")]
+    expect(results.filter(has_text="failed")).to_contain_text(
+        "another file in this upload has the same name"
+    )
+    assert page.evaluate("window.sentFiles") == ["lamp-notes.md"]
+    uploaded.tab.assert_no_unexpected_errors()
+
+
 # ----- staff without the content_owner role
 
 
