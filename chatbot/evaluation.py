@@ -127,17 +127,21 @@ def _parts(name: str) -> tuple[str, ...]:
     return tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in (".", ".."))
 
 
+def _file_name(name: str) -> str:
+    return (_parts(name) or ("",))[-1]
+
+
 def unknown_gold(questions: Iterable[Question], sources: Iterable[str], label: str) -> list[str]:
     """A warning for each gold document that none of ``sources`` (the store's) names."""
     by_name: dict[str, list[str]] = defaultdict(list)
     for source in sources:
-        by_name[_parts(source)[-1] if _parts(source) else ""].append(source)
+        by_name[_file_name(source)].append(source)
     return [
         f"{label}:{q.line}: gold document '{gold}' is not in the knowledge store "
         "(a misspelt name, or not ingested): it counts as a miss"
         for q in questions
         for gold in dict.fromkeys(q.gold_docs)
-        if not any(same_document(s, gold) for s in by_name.get((_parts(gold) or ("",))[-1], []))
+        if not any(same_document(s, gold) for s in by_name.get(_file_name(gold), []))
     ]
 
 

@@ -609,12 +609,13 @@ def join_broken_words(text: str) -> str:
 
 # A line that stands first (or last), the same each time, on full pages (of at least
 # RUNNING_LINE_PAGE_LINES lines) that make up this share of a PDF's pages with text, and at
-# least RUNNING_LINE_MIN_PAGES of them, is the document's running header (or footer): "Lumora Hub 2 User Manual", "Lumora
-# confidential". (Short pages, such as a catalogue's or a slide deck's, are left as they are:
-# on them a line that repeats, "Warranty: 2 years", is as likely the page's own.) A header is read where it first
-# stands (it often names the document), a footer where it last stands (so it does not come
-# between a word broken at a page's end and its rest); the others are left out. Once those go,
-# the next line in is looked at again, for headers of two lines.
+# least RUNNING_LINE_MIN_PAGES of them, is the document's running header (or footer): "Lumora
+# Hub 2 User Manual", "Lumora confidential". Short pages, such as a catalogue's or a slide
+# deck's, are left as they are: on them a line that repeats ("Warranty: 2 years") is as likely
+# the page's own. A header is read where it first stands (it often names the document), a
+# footer where it last stands (so it does not come between a word broken at a page's end and
+# its rest); the others are left out. Once those go, the next line in is looked at again, for
+# headers of two lines.
 RUNNING_LINE_SHARE = 0.6
 RUNNING_LINE_MIN_PAGES = 3
 RUNNING_LINE_PAGE_LINES = 8

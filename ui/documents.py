@@ -40,6 +40,7 @@ from chatbot.settings import UnknownCollection
 from chatbot.users import Role, User, UserDirectory
 from knowledge.ingest import source_name
 from knowledge.loaders import SUPPORTED_SUFFIXES, suffixes_of_kind
+from knowledge.macros import INCLUDE_DIR_NAMES
 from knowledge.store import DocumentRecord
 from ui.api import ERRORS, PREFIX, ErrorResponse, error_response
 from ui.staff import TEMPLATES, PageNotices, render, require, wants_html
@@ -824,4 +825,6 @@ def _limits(service: ChatService) -> dict:
         "max_bytes": cfg.max_file_bytes,
         "pdf_pages": cfg.max_pdf_pages,
         "accept": ",".join(sorted(SUPPORTED_SUFFIXES)),
+        # Folders whose files chatbot ingest reads only through the articles that include them.
+        "snippet_folders": ",".join(INCLUDE_DIR_NAMES),
     }

@@ -143,9 +143,6 @@
     return [{ file: name, status: "failed", reason: reason }];
   }
 
-  // Snippet folders: chatbot ingest reads their files through the articles that include them.
-  const SNIPPET_FOLDERS = ["include", "_include", "_includes", "includes"];
-
   // The files chosen, each with the name it is sent under: a file chosen on its own goes by
   // its name, a folder's file by its path inside the folder ("billing/faq.md"), the name
   // `chatbot ingest` gives it. Of a folder, hidden files are passed over, and files of other
@@ -155,6 +152,9 @@
     const names = new Set();
     for (const input of form.querySelectorAll("input[type=file]")) {
       const types = (input.accept || "").toLowerCase().split(",").filter(Boolean);
+      // Snippet folders (the server names them): chatbot ingest reads their files through the
+      // articles that include them.
+      const snippets = (input.dataset.snippetFolders || "").split(",").filter(Boolean);
       for (const file of Array.from(input.files)) {
         if (!("folder" in input.dataset)) {
           pick(file, file.name);
@@ -167,7 +167,7 @@
         const last = parts[parts.length - 1];
         const dot = last.lastIndexOf(".");
         const suffix = dot > 0 ? last.slice(dot).toLowerCase() : "";
-        if (parts.slice(0, -1).some((part) => SNIPPET_FOLDERS.includes(part))) {
+        if (parts.slice(0, -1).some((part) => snippets.includes(part))) {
           results.push({ file: name, status: "skipped", reason: "a snippet: an upload does not fill snippets into articles; use chatbot ingest for a folder with snippets" });
         } else if (types.length && !types.includes(suffix)) {
           results.push({ file: name, status: "skipped", reason: "not a Markdown, text, HTML, PDF or Word file" });
